@@ -1,0 +1,126 @@
+//! The HTTP API: REST endpoints, health checks and the OpenAPI description.
+
+pub mod auth;
+pub mod error;
+pub mod json;
+pub mod runbooks;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+use crate::store::Store;
+pub use error::{ApiError, ErrorBody};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    /// Base of `url` fields, without a trailing slash.
+    pub public_url: Arc<str>,
+    /// Requests per token; `None` when the limit is off.
+    pub limiter: Option<Arc<DefaultKeyedRateLimiter<i64>>>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, public_url: &str, rate_limit_per_minute: u32) -> Self {
+        Self {
+            store,
+            public_url: public_url.trim_end_matches('/').into(),
+            limiter: NonZeroU32::new(rate_limit_per_minute)
+                .map(|n| Arc::new(RateLimiter::keyed(Quota::per_minute(n)))),
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "runbooks",
+        description = "Runbooks REST API, compatible with Aviator's Runbooks API. Every \
+                       error is `{\"error\": \"<code>\", \"message\": \"<sentence>\"}`."
+    ),
+    paths(runbooks::create_runbook, runbooks::get_runbook, runbooks::update_runbook, healthz, readyz, openapi_json),
+    modifiers(&BearerAuth),
+    tags((name = "runbooks", description = "Create runbooks and follow their progress"),
+         (name = "operations", description = "Health and description of the service"))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API token from `runbooks token create`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is up", body = String)))]
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// The database answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready to serve", body = String),
+              (status = 503, description = "The database does not answer", body = ErrorBody)))]
+pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    state.store.ping().await.map_err(|e| {
+        tracing::warn!(error = %e, "readiness check failed");
+        ApiError::Unavailable("the database does not answer".into())
+    })?;
+    Ok("ready")
+}
+
+/// This document: the OpenAPI 3 description of the REST API.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json")))]
+pub async fn openapi_json() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed("this endpoint does not accept that method".into())
+}
+
+/// The application's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/runbook", post(runbooks::create_runbook))
+        .route(
+            "/api/v1/runbook/{runbook_number}",
+            get(runbooks::get_runbook).patch(runbooks::update_runbook),
+        )
+        .route("/api/v1/openapi.json", get(openapi_json))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Bodies are read by `JsonBody` under its own limit; this only stops huge uploads
+        // to endpoints that take none.
+        .layer(axum::extract::DefaultBodyLimit::max(json::MAX_BODY_BYTES))
+        .with_state(state)
+}

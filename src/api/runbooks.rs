@@ -1,0 +1,326 @@
+//! `POST /api/v1/runbook`, `GET /api/v1/runbook/<n>`, `PATCH /api/v1/runbook/<n>`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::error::ErrorBody;
+use super::json::JsonBody;
+use super::{ApiError, AppState};
+use crate::domain::runbook::{
+    check_branch, check_description, check_email, check_org, check_repo, check_text, check_title,
+    limits, normalize_labels, title_from_prompt,
+};
+use crate::domain::{FollowUp, NewRunbook, PrMode, RunbookStatus, RunbookSummary, StepCounts};
+
+/// The repository a runbook runs against.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryRef {
+    /// GitHub organisation (or user) name.
+    #[schema(example = "acme-corp")]
+    pub org: String,
+    /// Repository name.
+    #[schema(example = "backend")]
+    pub name: String,
+}
+
+/// Body of `POST /api/v1/runbook`.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRunbookRequest {
+    pub repository: RepositoryRef,
+    /// Task description for the runbook.
+    #[schema(example = "Upgrade all React dependencies to v19")]
+    pub prompt: String,
+    /// Title; generated from the prompt when missing.
+    #[schema(example = "React v19 upgrade")]
+    pub title: Option<String>,
+    /// Run every step without waiting (default true); false waits for `execute`.
+    pub oneshot: Option<bool>,
+    /// Open pull requests as drafts (default: project configuration, else false).
+    pub draft: Option<bool>,
+    /// PR creation mode (default: project configuration, else `single_pr`).
+    pub pr_mode: Option<PrMode>,
+    /// Base branch (default: the repository's default branch).
+    #[schema(example = "develop")]
+    pub target_branch: Option<String>,
+    /// Text put first in the body of every PR the runbook opens.
+    pub description: Option<String>,
+    /// Labels applied to every PR the runbook opens (de-duplicated, order kept).
+    pub labels: Option<Vec<String>>,
+    /// Who the runbook is attributed to in PR bodies and commit trailers.
+    #[schema(example = "dev@acme.example")]
+    pub author_email: Option<String>,
+}
+
+/// Body of `PATCH /api/v1/runbook/<n>`: a follow-up instruction.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRunbookRequest {
+    /// The follow-up instruction, run as new steps on the same branch and PRs.
+    #[schema(example = "Also update the lock file")]
+    pub prompt: String,
+    /// Replaces the text put first in PR bodies.
+    pub description: Option<String>,
+    /// Merged into the runbook's labels (never removes any).
+    pub labels: Option<Vec<String>>,
+}
+
+/// A pull request opened by the runbook.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PullRequestDocument {
+    /// GitHub pull request number.
+    pub number: u64,
+    /// URL of the GitHub pull request.
+    pub url: String,
+    /// Leaf step numbers in this pull request, in plan order (e.g. "1.1", "2.3").
+    pub step_numbers: Vec<String>,
+}
+
+/// The runbook document returned by every runbook endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunbookDocument {
+    /// The unique number identifying the runbook.
+    pub runbook_number: i64,
+    /// URL of the runbook's dashboard page.
+    pub url: String,
+    /// Aggregate status computed from the leaf steps.
+    pub status: RunbookStatus,
+    /// Leaf step counts by state.
+    pub steps: StepCounts,
+    /// Pull requests created by the runbook, deduplicated by PR number.
+    pub pull_requests: Vec<PullRequestDocument>,
+}
+
+impl RunbookDocument {
+    pub fn new(public_url: &str, summary: RunbookSummary) -> Self {
+        Self {
+            runbook_number: summary.number,
+            url: format!("{public_url}/runbooks/{}", summary.number),
+            status: summary.status(),
+            steps: summary.counts,
+            pull_requests: summary
+                .pull_requests
+                .into_iter()
+                .map(|pr| PullRequestDocument {
+                    number: pr.number,
+                    url: pr.url,
+                    step_numbers: pr.step_numbers,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl CreateRunbookRequest {
+    /// Checks every field; the first problem found is returned, naming its field.
+    pub fn validate(self) -> Result<NewRunbook, ApiError> {
+        check_org("repository.org", &self.repository.org)?;
+        check_repo("repository.name", &self.repository.name)?;
+        check_text("prompt", &self.prompt, limits::PROMPT_BYTES)?;
+        if let Some(title) = &self.title {
+            check_title("title", title)?;
+        }
+        if let Some(branch) = &self.target_branch {
+            check_branch("target_branch", branch)?;
+        }
+        if let Some(description) = &self.description {
+            check_description("description", description)?;
+        }
+        let labels = normalize_labels("labels", self.labels.as_deref().unwrap_or_default())?;
+        if let Some(email) = &self.author_email {
+            check_email("author_email", email)?;
+        }
+        let title = match self.title {
+            Some(title) => title.trim().to_string(),
+            None => title_from_prompt(&self.prompt),
+        };
+        Ok(NewRunbook {
+            org: self.repository.org,
+            repo: self.repository.name,
+            title,
+            prompt: self.prompt,
+            oneshot: self.oneshot.unwrap_or(true),
+            draft: self.draft,
+            pr_mode: self.pr_mode,
+            target_branch: self.target_branch,
+            description: self.description.filter(|d| !d.is_empty()),
+            labels,
+            author_email: self.author_email,
+        })
+    }
+}
+
+impl UpdateRunbookRequest {
+    pub fn validate(self) -> Result<FollowUp, ApiError> {
+        check_text("prompt", &self.prompt, limits::PROMPT_BYTES)?;
+        if let Some(description) = &self.description {
+            check_description("description", description)?;
+        }
+        let labels = normalize_labels("labels", self.labels.as_deref().unwrap_or_default())?;
+        Ok(FollowUp {
+            prompt: self.prompt,
+            description: self.description,
+            labels,
+        })
+    }
+}
+
+/// Parses the `<runbook_number>` path segment: a positive whole number.
+fn runbook_number(raw: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0 && raw.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "`runbook_number` must be a positive whole number, not `{raw}`"
+            ))
+        })
+}
+
+/// The summary of a runbook the caller may see; 404 alike for missing and out-of-scope
+/// runbooks, so a token never learns that another organisation's runbook exists.
+async fn visible_summary(
+    state: &AppState,
+    caller: &Caller,
+    number: i64,
+) -> Result<RunbookSummary, ApiError> {
+    match state.store.runbook_summary(number).await? {
+        Some(summary) if caller.may_act_for(&summary.org) => Ok(summary),
+        _ => Err(ApiError::runbook_not_found(number)),
+    }
+}
+
+/// Create a runbook.
+///
+/// Creates a runbook and starts it asynchronously. Answers 202 with the runbook document:
+/// status `generating_steps`, all step counts 0, no pull requests.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runbook",
+    tag = "runbooks",
+    request_body = CreateRunbookRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Runbook created; it runs asynchronously", body = RunbookDocument),
+        (status = 400, description = "Malformed body or invalid field (the message names it)", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token", body = ErrorBody),
+        (status = 403, description = "The token may not act for the repository's organisation", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not application/json", body = ErrorBody),
+        (status = 429, description = "Rate limit exceeded; see Retry-After", body = ErrorBody),
+    )
+)]
+pub async fn create_runbook(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(request): JsonBody<CreateRunbookRequest>,
+) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
+    let new = request.validate()?;
+    if !caller.may_act_for(&new.org) {
+        return Err(ApiError::Forbidden(format!(
+            "this API token may not act for organisation `{}`",
+            new.org
+        )));
+    }
+    let number = state
+        .store
+        .create_runbook(&new, Some(caller.token.id))
+        .await?;
+    tracing::info!(runbook = number, repo = %format_args!("{}/{}", new.org, new.repo), "runbook created");
+    let summary = RunbookSummary {
+        number,
+        org: new.org,
+        repo: new.repo,
+        title: new.title,
+        counts: StepCounts::default(),
+        pull_requests: Vec::new(),
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RunbookDocument::new(&state.public_url, summary)),
+    ))
+}
+
+/// Get a runbook's status.
+#[utoipa::path(
+    get,
+    path = "/api/v1/runbook/{runbook_number}",
+    tag = "runbooks",
+    params(("runbook_number" = i64, Path, description = "The number identifying the runbook", minimum = 1)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The runbook document", body = RunbookDocument),
+        (status = 400, description = "The runbook number is not a positive whole number", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token", body = ErrorBody),
+        (status = 404, description = "No such runbook, or not visible to this token", body = ErrorBody),
+        (status = 429, description = "Rate limit exceeded; see Retry-After", body = ErrorBody),
+    )
+)]
+pub async fn get_runbook(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> Result<Json<RunbookDocument>, ApiError> {
+    let number = runbook_number(&raw)?;
+    let summary = visible_summary(&state, &caller, number).await?;
+    Ok(Json(RunbookDocument::new(&state.public_url, summary)))
+}
+
+/// Send a follow-up instruction to a runbook.
+///
+/// The prompt runs as new steps appended to the plan, on the same branch and pull requests.
+/// `description` replaces the stored one; `labels` are merged into the stored ones.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/runbook/{runbook_number}",
+    tag = "runbooks",
+    params(("runbook_number" = i64, Path, description = "The number identifying the runbook", minimum = 1)),
+    request_body = UpdateRunbookRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Follow-up accepted", body = RunbookDocument),
+        (status = 400, description = "Malformed body or invalid field (the message names it)", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token", body = ErrorBody),
+        (status = 404, description = "No such runbook, or not visible to this token", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not application/json", body = ErrorBody),
+        (status = 429, description = "Rate limit exceeded; see Retry-After", body = ErrorBody),
+    )
+)]
+pub async fn update_runbook(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    JsonBody(request): JsonBody<UpdateRunbookRequest>,
+) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
+    let number = runbook_number(&raw)?;
+    let follow_up = request.validate()?;
+    visible_summary(&state, &caller, number).await?;
+    if !state.store.add_follow_up(number, &follow_up).await? {
+        return Err(ApiError::runbook_not_found(number));
+    }
+    tracing::info!(runbook = number, "follow-up recorded");
+    let summary = visible_summary(&state, &caller, number).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RunbookDocument::new(&state.public_url, summary)),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runbook_numbers() {
+        assert_eq!(runbook_number("12").unwrap(), 12);
+        for bad in ["0", "-1", "+1", "abc", "1.5", "99999999999999999999", ""] {
+            assert!(runbook_number(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! Command line and configuration. Every setting is a flag and an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "runbooks",
+    version,
+    about = "A self-hosted GitHub App that runs runbooks and opens pull requests."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the REST API (and, in later versions, webhooks and the engine).
+    Serve(Box<ServeArgs>),
+    /// Create or update the database schema, then exit.
+    Migrate(DatabaseArgs),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token for one or more organisations; prints the token alone on stdout.
+    Create {
+        /// Organisation the token may act for (repeat, or separate with commas, for several).
+        #[arg(long = "org", required = true, value_delimiter = ',')]
+        orgs: Vec<String>,
+        /// A name to recognise the token by in `token list`.
+        #[arg(long, default_value = "")]
+        name: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// List tokens (never the tokens themselves).
+    List {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Revoke a token by its id; it stops working at once.
+    Revoke {
+        id: i64,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// `sqlite://PATH` (created when missing) or `postgres://USER@HOST/DB`.
+    #[arg(
+        long,
+        env = "RUNBOOKS_DATABASE_URL",
+        default_value = "sqlite://runbooks.db",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AgentKind {
+    /// Runs the shell blocks of a runbook written in the template layout; no network.
+    Script,
+    /// Any OpenAI-compatible chat-completions endpoint.
+    Openai,
+    /// An external coding-agent command run per step.
+    Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to serve on.
+    #[arg(long, env = "RUNBOOKS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Base of the `url` field and of links (default: http:// + the listen address).
+    #[arg(long, env = "RUNBOOKS_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Repository cache and working trees.
+    #[arg(long, env = "RUNBOOKS_DATA_DIR", default_value = "./runbooks-data")]
+    pub data_dir: PathBuf,
+    /// Leaf steps executed at once by this process.
+    #[arg(long, env = "RUNBOOKS_WORKERS", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub workers: u32,
+    /// GitHub REST base (GitHub Enterprise Server: https://HOST/api/v3).
+    #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
+    pub github_api_url: String,
+    /// The GitHub App's id.
+    #[arg(long, env = "GITHUB_APP_ID")]
+    pub github_app_id: Option<u64>,
+    /// The app's private key (PEM), inline.
+    #[arg(
+        long,
+        env = "GITHUB_PRIVATE_KEY",
+        hide_env_values = true,
+        conflicts_with = "github_private_key_path"
+    )]
+    pub github_private_key: Option<String>,
+    /// The app's private key (PEM), from a file.
+    #[arg(long, env = "GITHUB_PRIVATE_KEY_PATH")]
+    pub github_private_key_path: Option<PathBuf>,
+    /// Webhook HMAC secret; several, comma-separated, during a rotation.
+    #[arg(long, env = "GITHUB_WEBHOOK_SECRET", hide_env_values = true)]
+    pub github_webhook_secret: Option<String>,
+    /// Which agent plans and executes steps.
+    #[arg(long, env = "RUNBOOKS_AGENT", value_enum, default_value_t = AgentKind::Script)]
+    pub agent: AgentKind,
+    /// Base URL of the OpenAI-compatible endpoint (openai agent).
+    #[arg(long, env = "OPENAI_BASE_URL")]
+    pub openai_base_url: Option<String>,
+    /// API key of the OpenAI-compatible endpoint (openai agent).
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<String>,
+    /// Model name (openai agent).
+    #[arg(long = "model", env = "RUNBOOKS_MODEL")]
+    pub model: Option<String>,
+    /// The coding-agent command run per step (command agent).
+    #[arg(long, env = "RUNBOOKS_AGENT_COMMAND")]
+    pub agent_command: Option<String>,
+    /// API requests one token may make per minute; 0 turns the limit off.
+    #[arg(long, env = "RUNBOOKS_RATE_LIMIT", default_value_t = 600)]
+    pub rate_limit: u32,
+    /// Log lines as text or JSON.
+    #[arg(long, env = "RUNBOOKS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The server's settings, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Without a trailing slash. `None`: derived from the bound address.
+    pub public_url: Option<String>,
+    pub database_url: String,
+    pub data_dir: PathBuf,
+    pub workers: u32,
+    pub github: GithubConfig,
+    pub agent: AgentConfig,
+    /// Requests per minute and token; 0 is unlimited.
+    pub rate_limit_per_minute: u32,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone)]
+pub struct GithubConfig {
+    pub api_url: String,
+    pub app_id: Option<u64>,
+    pub private_key: Option<PrivateKeySource>,
+    pub webhook_secrets: Vec<SecretString>,
+}
+
+#[derive(Debug, Clone)]
+pub enum PrivateKeySource {
+    Inline(SecretString),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub kind: AgentKind,
+    pub openai_base_url: Option<String>,
+    pub openai_api_key: Option<SecretString>,
+    pub model: Option<String>,
+    pub command: Option<String>,
+}
+
+fn check_http_url(name: &str, url: &str) -> anyhow::Result<String> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let rest = trimmed
+        .strip_prefix("http://")
+        .or_else(|| trimmed.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => {
+            Ok(trimmed.to_string())
+        }
+        _ => anyhow::bail!("{name} must be an http:// or https:// URL, got {url:?}"),
+    }
+}
+
+impl Config {
+    /// Checks the arguments and turns them into a configuration.
+    pub fn from_args(args: ServeArgs) -> anyhow::Result<Self> {
+        let public_url = args
+            .public_url
+            .as_deref()
+            .map(|url| check_http_url("RUNBOOKS_PUBLIC_URL", url))
+            .transpose()?;
+        let api_url = check_http_url("GITHUB_API_URL", &args.github_api_url)?;
+        let openai_base_url = args
+            .openai_base_url
+            .as_deref()
+            .map(|url| check_http_url("OPENAI_BASE_URL", url))
+            .transpose()?;
+        let private_key = match (args.github_private_key, args.github_private_key_path) {
+            (Some(pem), _) => Some(PrivateKeySource::Inline(SecretString::from(pem))),
+            (None, Some(path)) => Some(PrivateKeySource::File(path)),
+            (None, None) => None,
+        };
+        let webhook_secrets = args
+            .github_webhook_secret
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| SecretString::from(s.to_string()))
+            .collect();
+        match args.agent {
+            AgentKind::Openai if openai_base_url.is_none() || args.model.is_none() => {
+                anyhow::bail!("the openai agent needs OPENAI_BASE_URL and RUNBOOKS_MODEL")
+            }
+            AgentKind::Command if args.agent_command.is_none() => {
+                anyhow::bail!("the command agent needs RUNBOOKS_AGENT_COMMAND")
+            }
+            _ => {}
+        }
+        Ok(Self {
+            listen: args.listen,
+            public_url,
+            database_url: args.database.database_url,
+            data_dir: args.data_dir,
+            workers: args.workers,
+            github: GithubConfig {
+                api_url,
+                app_id: args.github_app_id,
+                private_key,
+                webhook_secrets,
+            },
+            agent: AgentConfig {
+                kind: args.agent,
+                openai_base_url,
+                openai_api_key: args.openai_api_key.map(SecretString::from),
+                model: args.model,
+                command: args.agent_command,
+            },
+            rate_limit_per_minute: args.rate_limit,
+            log_format: args.log_format,
+        })
+    }
+
+    /// A configuration for tests and embedding: defaults everywhere, the given database,
+    /// listening on an OS-chosen loopback port.
+    pub fn for_database(database_url: &str) -> Self {
+        let args = Cli::parse_from(["runbooks", "serve", "--listen", "127.0.0.1:0"]);
+        let Command::Serve(mut serve) = args.command else {
+            unreachable!("parsed a serve command")
+        };
+        serve.database.database_url = database_url.to_string();
+        Self::from_args(*serve).expect("the defaults are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn urls_are_checked_and_trimmed() {
+        assert_eq!(
+            check_http_url("X", "https://runbooks.example.com/").unwrap(),
+            "https://runbooks.example.com"
+        );
+        assert!(check_http_url("X", "ftp://x").is_err());
+        assert!(check_http_url("X", "http://").is_err());
+    }
+}

@@ -1,0 +1,35 @@
+//! The product's pure core: runbooks, the step tree and the status function. No I/O here.
+
+pub mod runbook;
+pub mod status;
+pub mod step;
+
+pub use runbook::{FieldError, FollowUp, NewRunbook, PrMode};
+pub use status::{RunbookStatus, StepCounts, status};
+pub use step::{Plan, PlanError, PlannedStep, StepNumber, StepState};
+
+/// A pull request a runbook opened, with the leaf steps whose commits it carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullRequestRef {
+    pub number: u64,
+    pub url: String,
+    /// Leaf step numbers in plan order.
+    pub step_numbers: Vec<String>,
+}
+
+/// What the status endpoints need to know about a runbook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunbookSummary {
+    pub number: i64,
+    pub org: String,
+    pub repo: String,
+    pub title: String,
+    pub counts: StepCounts,
+    pub pull_requests: Vec<PullRequestRef>,
+}
+
+impl RunbookSummary {
+    pub fn status(&self) -> RunbookStatus {
+        status(&self.counts)
+    }
+}

@@ -1,0 +1,439 @@
+//! A runbook as the API accepts it: validated fields, defaults and follow-ups.
+//!
+//! Every check here is pure and names the field it rejects, so the API can answer a 400 that
+//! tells the caller exactly what to fix.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Limits on what a request may carry. GitHub's own limits are the reason for most of them:
+/// a PR title is at most 256 characters, a label name at most 50, a PR body at most 65,536
+/// characters (the description shares the body with the step checklist).
+pub mod limits {
+    pub const PROMPT_BYTES: usize = 100 * 1024;
+    pub const TITLE_CHARS: usize = 256;
+    pub const DESCRIPTION_CHARS: usize = 16 * 1024;
+    pub const LABELS: usize = 100;
+    pub const LABEL_CHARS: usize = 50;
+    pub const EMAIL_CHARS: usize = 254;
+    pub const BRANCH_BYTES: usize = 255;
+    pub const ORG_CHARS: usize = 39;
+    pub const REPO_CHARS: usize = 100;
+    /// Length of a title generated from the prompt.
+    pub const GENERATED_TITLE_CHARS: usize = 72;
+}
+
+/// How a runbook opens pull requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PrMode {
+    /// Commit and push to one branch; open a PR only when asked.
+    Manual,
+    /// One branch, one PR into the target branch.
+    SinglePr,
+    /// One branch and one PR per top-level step, each based on the previous one.
+    StackedPr,
+}
+
+impl PrMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrMode::Manual => "manual",
+            PrMode::SinglePr => "single_pr",
+            PrMode::StackedPr => "stacked_pr",
+        }
+    }
+}
+
+impl fmt::Display for PrMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PrMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [PrMode::Manual, PrMode::SinglePr, PrMode::StackedPr]
+            .into_iter()
+            .find(|mode| mode.as_str() == s)
+            .ok_or_else(|| format!("unknown pr_mode `{s}`"))
+    }
+}
+
+/// A request field that was rejected, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}` {problem}")]
+pub struct FieldError {
+    /// The field's path in the request body, like `repository.org`.
+    pub field: String,
+    pub problem: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+type Checked<T> = Result<T, FieldError>;
+
+/// A GitHub organisation or user login: letters, digits, `-` and `_` (GitHub Enterprise
+/// Server allows underscores), starting with a letter or digit.
+pub fn check_org(field: &str, org: &str) -> Checked<()> {
+    let valid = !org.is_empty()
+        && org.chars().count() <= limits::ORG_CHARS
+        && org.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && org
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            format!(
+                "must be a GitHub organisation name: 1 to {} letters, digits, `-` or `_`, starting with a letter or digit",
+                limits::ORG_CHARS
+            ),
+        ))
+    }
+}
+
+/// A GitHub repository name: letters, digits, `.`, `-` and `_`, not `.` or `..`.
+pub fn check_repo(field: &str, name: &str) -> Checked<()> {
+    let valid = !name.is_empty()
+        && name.len() <= limits::REPO_CHARS
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if valid {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            format!(
+                "must be a GitHub repository name: 1 to {} letters, digits, `.`, `-` or `_`",
+                limits::REPO_CHARS
+            ),
+        ))
+    }
+}
+
+/// A branch name git accepts (the rules of `git check-ref-format --branch`).
+pub fn check_branch(field: &str, branch: &str) -> Checked<()> {
+    let problem = if branch.is_empty() {
+        Some("must not be empty")
+    } else if branch.len() > limits::BRANCH_BYTES {
+        Some("is too long (at most 255 bytes)")
+    } else if branch.starts_with('-') {
+        Some("must not start with `-`")
+    } else if branch == "@" || branch.contains("@{") {
+        Some("must not be `@` or contain `@{`")
+    } else if branch.contains("..") || branch.contains("//") {
+        Some("must not contain `..` or `//`")
+    } else if branch.starts_with('/') || branch.ends_with('/') || branch.ends_with('.') {
+        Some("must not start or end with `/` or end with `.`")
+    } else if branch
+        .chars()
+        .any(|c| c.is_control() || c == ' ' || "~^:?*[\\".contains(c))
+    {
+        Some("must not contain spaces, control characters or any of ~ ^ : ? * [ \\")
+    } else if branch
+        .split('/')
+        .any(|part| part.starts_with('.') || part.ends_with(".lock"))
+    {
+        Some("must not have a part that starts with `.` or ends with `.lock`")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(FieldError::new(
+            field,
+            format!("is not a valid branch name: it {problem}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A required text: not blank and within a size limit in bytes.
+pub fn check_text(field: &str, text: &str, max_bytes: usize) -> Checked<()> {
+    if text.trim().is_empty() {
+        Err(FieldError::new(field, "must not be empty"))
+    } else if text.len() > max_bytes {
+        Err(FieldError::new(
+            field,
+            format!("is too long ({} bytes; at most {max_bytes})", text.len()),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_chars(field: &str, text: &str, max_chars: usize) -> Checked<()> {
+    let chars = text.chars().count();
+    if chars > max_chars {
+        Err(FieldError::new(
+            field,
+            format!("is too long ({chars} characters; at most {max_chars})"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A title: one line, not blank, at most 256 characters (GitHub's PR title limit).
+pub fn check_title(field: &str, title: &str) -> Checked<()> {
+    if title.trim().is_empty() {
+        return Err(FieldError::new(field, "must not be empty"));
+    }
+    if title.contains(['\n', '\r']) {
+        return Err(FieldError::new(field, "must be a single line"));
+    }
+    check_chars(field, title, limits::TITLE_CHARS)
+}
+
+/// Text put before the generated part of every PR body; may be empty (no prefix).
+pub fn check_description(field: &str, description: &str) -> Checked<()> {
+    check_chars(field, description, limits::DESCRIPTION_CHARS)
+}
+
+/// A plain e-mail address as it may appear in a commit trailer.
+pub fn check_email(field: &str, email: &str) -> Checked<()> {
+    let valid = email.len() <= limits::EMAIL_CHARS
+        && match email.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && !domain.is_empty()
+                    && !domain.contains('@')
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+            }
+            None => false,
+        }
+        && !email
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c));
+    if valid {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            "must be a plain e-mail address like `dev@example.com`",
+        ))
+    }
+}
+
+/// Checks label names and removes duplicates (GitHub compares label names without regard
+/// to case), keeping the first spelling and the order given.
+pub fn normalize_labels(field: &str, labels: &[String]) -> Checked<Vec<String>> {
+    if labels.len() > limits::LABELS {
+        return Err(FieldError::new(
+            field,
+            format!("has {} labels; at most {}", labels.len(), limits::LABELS),
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(labels.len());
+    for (i, label) in labels.iter().enumerate() {
+        let item = format!("{field}[{i}]");
+        let label = label.trim();
+        if label.is_empty() {
+            return Err(FieldError::new(item, "must not be empty"));
+        }
+        if label.chars().any(char::is_control) {
+            return Err(FieldError::new(item, "must not contain control characters"));
+        }
+        check_chars(&item, label, limits::LABEL_CHARS)?;
+        if !out.iter().any(|seen| seen.eq_ignore_ascii_case(label)) {
+            out.push(label.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Merges follow-up labels into the stored ones: never removes, keeps order, no duplicates.
+pub fn merge_labels(stored: &[String], added: &[String]) -> Vec<String> {
+    let mut out = stored.to_vec();
+    for label in added {
+        if !out.iter().any(|seen| seen.eq_ignore_ascii_case(label)) {
+            out.push(label.clone());
+        }
+    }
+    out
+}
+
+/// A title generated from the prompt: its first line of prose (Markdown heading marks and
+/// list bullets removed), shortened at a word boundary.
+pub fn title_from_prompt(prompt: &str) -> String {
+    let line = prompt
+        .lines()
+        .map(|line| {
+            line.trim()
+                .trim_start_matches('#')
+                .trim_start_matches(['-', '*', '>'])
+                .trim()
+        })
+        .find(|line| !line.is_empty() && !line.starts_with("```"))
+        .unwrap_or("Runbook");
+    shorten(line, limits::GENERATED_TITLE_CHARS)
+}
+
+fn shorten(text: &str, max_chars: usize) -> String {
+    if text.chars().count() <= max_chars {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(max_chars - 1).collect();
+    let cut = match cut.rfind(' ') {
+        Some(space) if space > max_chars / 2 => &cut[..space],
+        _ => &cut,
+    };
+    format!("{}…", cut.trim_end_matches([' ', ',', ';', ':', '.']))
+}
+
+/// A new runbook, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRunbook {
+    pub org: String,
+    pub repo: String,
+    pub prompt: String,
+    pub title: String,
+    pub oneshot: bool,
+    /// `None`: from the project configuration, else the server's default.
+    pub draft: Option<bool>,
+    /// `None`: from the project configuration, else the server's default.
+    pub pr_mode: Option<PrMode>,
+    /// `None`: the repository's default branch.
+    pub target_branch: Option<String>,
+    pub description: Option<String>,
+    pub labels: Vec<String>,
+    pub author_email: Option<String>,
+}
+
+/// A follow-up instruction for an existing runbook, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowUp {
+    pub prompt: String,
+    /// Replaces the stored description when given.
+    pub description: Option<String>,
+    /// Merged into the stored labels.
+    pub labels: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn org_names() {
+        for ok in [
+            "acme-corp",
+            "a",
+            "A1",
+            "rust-lang",
+            "ent_user",
+            &"a".repeat(39),
+        ] {
+            assert!(check_org("org", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-acme",
+            "acme corp",
+            "acme/x",
+            "ac.me",
+            &"a".repeat(40),
+            "é",
+        ] {
+            let err = check_org("repository.org", bad).unwrap_err();
+            assert_eq!(err.field, "repository.org");
+        }
+    }
+
+    #[test]
+    fn repo_names() {
+        for ok in ["backend", "my.repo", "a_b-c", ".github"] {
+            assert!(check_repo("name", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a b", &"r".repeat(101)] {
+            assert!(check_repo("name", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn branch_names() {
+        for ok in ["main", "develop", "feature/x-1", "release-1.2", "a@b"] {
+            assert!(check_branch("target_branch", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "-x", "a..b", "a b", "a~1", "a^", "a:b", "a?", "a*", "a[", "a\\b", "/a", "a/",
+            "a.", "a//b", "@", "a@{1}", ".hidden", "x/.y", "a.lock", "a\tb",
+        ] {
+            assert!(check_branch("target_branch", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn emails() {
+        assert!(check_email("author_email", "dev@example.com").is_ok());
+        for bad in [
+            "",
+            "dev",
+            "@example.com",
+            "dev@",
+            "a b@c.d",
+            "<a@b.c>",
+            "a@b",
+            "a@@b.c",
+        ] {
+            assert!(check_email("author_email", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn labels_are_deduplicated_in_order() {
+        let labels: Vec<String> = ["b", "a", "B", " a ", "c"].map(String::from).into();
+        assert_eq!(
+            normalize_labels("labels", &labels).unwrap(),
+            ["b", "a", "c"]
+        );
+        let err = normalize_labels("labels", &["ok".into(), " ".into()]).unwrap_err();
+        assert_eq!(err.field, "labels[1]");
+        let merged = merge_labels(&["a".into(), "b".into()], &["B".into(), "c".into()]);
+        assert_eq!(merged, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn titles_from_prompts() {
+        assert_eq!(
+            title_from_prompt("Upgrade all React dependencies to v19"),
+            "Upgrade all React dependencies to v19"
+        );
+        assert_eq!(
+            title_from_prompt("\n\n## Rename the helper\nmore"),
+            "Rename the helper"
+        );
+        let long = "word ".repeat(40);
+        let title = title_from_prompt(&long);
+        assert!(title.chars().count() <= limits::GENERATED_TITLE_CHARS);
+        assert!(title.ends_with('…'));
+    }
+
+    #[test]
+    fn texts_and_titles() {
+        assert!(check_text("prompt", "  \n", 10).is_err());
+        assert!(check_text("prompt", "12345678901", 10).is_err());
+        assert!(check_title("title", "two\nlines").is_err());
+        assert!(check_title("title", &"t".repeat(257)).is_err());
+        assert!(check_title("title", "fine").is_ok());
+    }
+}

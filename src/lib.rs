@@ -1,0 +1,10 @@
+//! runbooks: a self-hosted GitHub App that turns a task written in plain words into a plan of
+//! numbered steps, executes each step with a coding agent, commits per step and opens pull
+//! requests.
+
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod server;
+pub mod store;
+pub mod tokens;

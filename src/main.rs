@@ -1,0 +1,148 @@
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use runbooks::config::{Cli, Command, Config, LogFormat, TokenCommand};
+use runbooks::store::{self, Store};
+use runbooks::{domain, server, tokens};
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = Config::from_args(*args)?;
+            init_logging(config.log_format);
+            serve(config).await
+        }
+        Command::Migrate(db) => {
+            let store = store::connect(&db.database_url)
+                .await
+                .context("could not open the database")?;
+            eprintln!("the {} database is up to date", store.backend());
+            Ok(())
+        }
+        Command::Token(command) => token(command).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let running = server::start(&config).await?;
+    tracing::info!(
+        addr = %running.addr,
+        database = running.store.backend(),
+        url = %running.public_url,
+        "runbooks listening on http://{}",
+        running.addr
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn token(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create {
+            orgs,
+            name,
+            database,
+        } => {
+            let orgs: Vec<String> = orgs.iter().map(|o| o.trim().to_string()).collect();
+            for org in &orgs {
+                domain::runbook::check_org("--org", org).map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+            let store = open(&database.database_url).await?;
+            let token = tokens::generate();
+            let info = store
+                .create_token(&name, &orgs, &tokens::hash(&token))
+                .await?;
+            eprintln!(
+                "created token {} for {}; it is shown once, keep it now",
+                info.id,
+                info.orgs.join(", ")
+            );
+            println!("{token}");
+            Ok(())
+        }
+        TokenCommand::List { database } => {
+            let store = open(&database.database_url).await?;
+            println!(
+                "{:<6} {:<20} {:<24} {:<22} STATUS",
+                "ID", "NAME", "ORGS", "CREATED"
+            );
+            for t in store.list_tokens().await? {
+                let status = match t.revoked_at_ms {
+                    Some(ms) => format!("revoked {}", timestamp(ms)),
+                    None => "active".to_string(),
+                };
+                println!(
+                    "{:<6} {:<20} {:<24} {:<22} {status}",
+                    t.id,
+                    t.name,
+                    t.orgs.join(","),
+                    timestamp(t.created_at_ms)
+                );
+            }
+            Ok(())
+        }
+        TokenCommand::Revoke { id, database } => {
+            let store = open(&database.database_url).await?;
+            if store.revoke_token(id).await? {
+                eprintln!("revoked token {id}");
+                Ok(())
+            } else {
+                anyhow::bail!("there is no active token with id {id}")
+            }
+        }
+    }
+}
+
+async fn open(url: &str) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    store::connect(url)
+        .await
+        .context("could not open the database")
+}
+
+fn timestamp(ms: i64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(time).to_string()
+}

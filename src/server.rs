@@ -1,0 +1,77 @@
+//! Starting and stopping the HTTP server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::store::{self, Store};
+
+/// A server running in the background of this process.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    /// The base of `url` fields and links.
+    pub public_url: String,
+    pub store: Arc<dyn Store>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting connections, finishes the requests in flight and waits for that.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task)
+            .await
+            .context("the server task panicked")??;
+        Ok(())
+    }
+}
+
+/// Opens the database (running migrations), binds the listen address and serves in the
+/// background.
+pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
+    let store = store::connect(&config.database_url)
+        .await
+        .context("could not open the database")?;
+    start_with_store(config, store).await
+}
+
+/// Like [`start`], with a store opened by the caller.
+pub async fn start_with_store(
+    config: &Config,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<RunningServer> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("could not listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let state = AppState::new(store.clone(), &public_url, config.rate_limit_per_minute);
+    let app = api::router(state);
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+    });
+    Ok(RunningServer {
+        addr,
+        public_url,
+        store,
+        shutdown: Some(tx),
+        task,
+    })
+}

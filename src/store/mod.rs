@@ -1,0 +1,162 @@
+//! Storage: one interface, two implementations — SQLite (the embedded default, a file in WAL
+//! mode) and PostgreSQL (for several replicas). The SQL is written once, in `sql.rs`, with
+//! `$1`-style parameters that both databases accept, and compiled for each backend.
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+
+use crate::domain::{FollowUp, NewRunbook, Plan, PrMode, RunbookSummary, StepNumber, StepState};
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the database holds a value this version cannot read: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// An API token as the store knows it: never the token itself, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub name: String,
+    /// Lower-case organisation names the token may act for.
+    pub orgs: Vec<String>,
+    pub created_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+}
+
+/// Everything stored about a runbook's request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunbookRecord {
+    pub number: i64,
+    pub org: String,
+    pub repo: String,
+    pub title: String,
+    pub prompt: String,
+    pub oneshot: bool,
+    pub draft: Option<bool>,
+    pub pr_mode: Option<PrMode>,
+    pub target_branch: Option<String>,
+    pub description: Option<String>,
+    pub labels: Vec<String>,
+    pub author_email: Option<String>,
+    pub created_by_token: Option<i64>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// A follow-up instruction waiting for the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowUpRecord {
+    pub id: i64,
+    pub runbook_number: i64,
+    pub prompt: String,
+    pub created_at_ms: i64,
+}
+
+/// A step of a stored plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRecord {
+    pub number: StepNumber,
+    pub title: String,
+    pub details: String,
+    pub is_leaf: bool,
+    pub state: StepState,
+    pub pr_number: Option<u64>,
+    pub commit_sha: Option<String>,
+    pub error: Option<String>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// Runs the embedded migrations that have not run yet.
+    async fn migrate(&self) -> StoreResult<()>;
+
+    /// Whether the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn create_token(
+        &self,
+        name: &str,
+        orgs: &[String],
+        token_hash: &str,
+    ) -> StoreResult<TokenInfo>;
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenInfo>>;
+    /// Revokes a token; `false` when no active token has that id.
+    async fn revoke_token(&self, id: i64) -> StoreResult<bool>;
+    /// The active (not revoked) token with this hash.
+    async fn active_token(&self, token_hash: &str) -> StoreResult<Option<TokenInfo>>;
+
+    /// Stores a new runbook under the next number of the deployment's sequence and returns it.
+    async fn create_runbook(&self, new: &NewRunbook, created_by: Option<i64>) -> StoreResult<i64>;
+    async fn runbook(&self, number: i64) -> StoreResult<Option<RunbookRecord>>;
+    /// Organisation, title, leaf-step counts and pull requests: what the status document needs.
+    async fn runbook_summary(&self, number: i64) -> StoreResult<Option<RunbookSummary>>;
+
+    /// Records a follow-up: replaces the description when given, merges the labels, and
+    /// queues the prompt for the engine. `false` when there is no such runbook.
+    async fn add_follow_up(&self, number: i64, follow_up: &FollowUp) -> StoreResult<bool>;
+    async fn pending_follow_ups(&self, number: i64) -> StoreResult<Vec<FollowUpRecord>>;
+
+    /// Appends the steps of a plan after the runbook's existing steps, all `not_started`.
+    async fn append_steps(&self, number: i64, plan: &Plan) -> StoreResult<()>;
+    async fn steps(&self, number: i64) -> StoreResult<Vec<StepRecord>>;
+    /// Sets a leaf step's state; `false` when there is no such leaf step.
+    async fn set_step_state(
+        &self,
+        number: i64,
+        step: &StepNumber,
+        state: StepState,
+    ) -> StoreResult<bool>;
+    /// Records a pull request of the runbook and the leaf steps it carries.
+    async fn record_pull_request(
+        &self,
+        number: i64,
+        pr_number: u64,
+        url: &str,
+        steps: &[StepNumber],
+    ) -> StoreResult<()>;
+}
+
+/// Opens the database named by a `sqlite://…` or `postgres://…` URL (creating a missing
+/// SQLite file) and brings its schema up to date.
+pub async fn connect(url: &str) -> StoreResult<Arc<dyn Store>> {
+    let store: Arc<dyn Store> =
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Arc::new(PgStore::connect(url).await?)
+        } else if url.starts_with("sqlite:") {
+            Arc::new(SqliteStore::connect(url).await?)
+        } else {
+            return Err(StoreError::Invalid(
+                "the database URL must start with sqlite:// or postgres://".into(),
+            ));
+        };
+    store.migrate().await?;
+    Ok(store)
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,411 @@
+//! The SQL of the store, written once and compiled for each backend by `sql_store!`.
+//!
+//! Both SQLite and PostgreSQL accept `$1`-style parameters, `RETURNING` and the types used
+//! here (integers, text, booleans), so one body of queries serves both. What differs — how a
+//! write transaction begins, how the pool is opened, which migrations run — lives in each
+//! backend's own file as inherent methods the macro calls (`begin_write`, `migrator`).
+
+use crate::domain::{PrMode, StepNumber, StepState};
+
+use super::{StoreError, StoreResult};
+
+pub(super) fn parse_step_number(s: &str) -> StoreResult<StepNumber> {
+    s.parse()
+        .map_err(|e| StoreError::Corrupt(format!("step number {s:?}: {e}")))
+}
+
+pub(super) fn parse_state(s: &str) -> StoreResult<StepState> {
+    s.parse().map_err(StoreError::Corrupt)
+}
+
+pub(super) fn parse_pr_mode(s: Option<String>) -> StoreResult<Option<PrMode>> {
+    s.map(|s| s.parse().map_err(StoreError::Corrupt))
+        .transpose()
+}
+
+pub(super) fn parse_labels(s: &str) -> StoreResult<Vec<String>> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("labels {s:?}: {e}")))
+}
+
+pub(super) fn labels_json(labels: &[String]) -> String {
+    serde_json::to_string(labels).expect("a list of strings always serialises")
+}
+
+macro_rules! sql_store {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            async fn token_orgs(&self, ids: &[i64]) -> StoreResult<std::collections::HashMap<i64, Vec<String>>> {
+                let mut map: std::collections::HashMap<i64, Vec<String>> = std::collections::HashMap::new();
+                if ids.is_empty() {
+                    return Ok(map);
+                }
+                // Tokens are few; one query for all of them.
+                let rows = sqlx::query("SELECT token_id, org FROM api_token_orgs ORDER BY token_id, org")
+                    .fetch_all(&self.pool)
+                    .await?;
+                for row in rows {
+                    let id: i64 = row.try_get(0)?;
+                    if ids.contains(&id) {
+                        map.entry(id).or_default().push(row.try_get(1)?);
+                    }
+                }
+                Ok(map)
+            }
+
+            fn token_from_row(row: &<$db as sqlx::Database>::Row, orgs: Vec<String>) -> StoreResult<TokenInfo> {
+                Ok(TokenInfo {
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                    orgs,
+                    created_at_ms: row.try_get("created_at")?,
+                    revoked_at_ms: row.try_get("revoked_at")?,
+                })
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl Store for $store {
+            fn backend(&self) -> &'static str {
+                Self::BACKEND
+            }
+
+            async fn migrate(&self) -> StoreResult<()> {
+                Self::migrator().run(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn create_token(&self, name: &str, orgs: &[String], token_hash: &str) -> StoreResult<TokenInfo> {
+                let now = now_ms();
+                let mut tx = self.begin_write().await?;
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO api_tokens (name, token_hash, created_at) VALUES ($1, $2, $3) RETURNING id",
+                )
+                .bind(name)
+                .bind(token_hash)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                let mut stored: Vec<String> = orgs.iter().map(|o| o.to_lowercase()).collect();
+                stored.sort();
+                stored.dedup();
+                for org in &stored {
+                    sqlx::query("INSERT INTO api_token_orgs (token_id, org) VALUES ($1, $2)")
+                        .bind(id)
+                        .bind(org)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(TokenInfo { id, name: name.to_string(), orgs: stored, created_at_ms: now, revoked_at_ms: None })
+            }
+
+            async fn list_tokens(&self) -> StoreResult<Vec<TokenInfo>> {
+                let rows = sqlx::query("SELECT id, name, created_at, revoked_at FROM api_tokens ORDER BY id")
+                    .fetch_all(&self.pool)
+                    .await?;
+                let ids: Vec<i64> = rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?;
+                let mut orgs = self.token_orgs(&ids).await?;
+                rows.iter()
+                    .map(|row| {
+                        let id: i64 = row.try_get("id")?;
+                        Self::token_from_row(row, orgs.remove(&id).unwrap_or_default())
+                    })
+                    .collect()
+            }
+
+            async fn revoke_token(&self, id: i64) -> StoreResult<bool> {
+                let result = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                    .bind(now_ms())
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(result.rows_affected() == 1)
+            }
+
+            async fn active_token(&self, token_hash: &str) -> StoreResult<Option<TokenInfo>> {
+                let Some(row) = sqlx::query(
+                    "SELECT id, name, created_at, revoked_at FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+                )
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await?
+                else {
+                    return Ok(None);
+                };
+                let id: i64 = row.try_get("id")?;
+                let orgs: Vec<String> = sqlx::query_scalar("SELECT org FROM api_token_orgs WHERE token_id = $1 ORDER BY org")
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Self::token_from_row(&row, orgs).map(Some)
+            }
+
+            async fn create_runbook(&self, new: &NewRunbook, created_by: Option<i64>) -> StoreResult<i64> {
+                let now = now_ms();
+                let mut tx = self.begin_write().await?;
+                // The counter row is updated inside the same transaction as the insert: numbers
+                // are handed out one writer at a time, and a rolled-back creation gives its
+                // number back, so the sequence has no gaps and never repeats.
+                let number: i64 = sqlx::query_scalar(
+                    "UPDATE counters SET value = value + 1 WHERE name = 'runbook' RETURNING value",
+                )
+                .fetch_one(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO runbooks (number, org, repo, title, prompt, oneshot, draft, pr_mode, \
+                     target_branch, description, labels, author_email, created_by_token, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
+                )
+                .bind(number)
+                .bind(&new.org)
+                .bind(&new.repo)
+                .bind(&new.title)
+                .bind(&new.prompt)
+                .bind(new.oneshot)
+                .bind(new.draft)
+                .bind(new.pr_mode.map(|m| m.as_str()))
+                .bind(&new.target_branch)
+                .bind(&new.description)
+                .bind(labels_json(&new.labels))
+                .bind(&new.author_email)
+                .bind(created_by)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(number)
+            }
+
+            async fn runbook(&self, number: i64) -> StoreResult<Option<RunbookRecord>> {
+                let Some(row) = sqlx::query(
+                    "SELECT number, org, repo, title, prompt, oneshot, draft, pr_mode, target_branch, description, \
+                     labels, author_email, created_by_token, created_at, updated_at FROM runbooks WHERE number = $1",
+                )
+                .bind(number)
+                .fetch_optional(&self.pool)
+                .await?
+                else {
+                    return Ok(None);
+                };
+                let labels: String = row.try_get("labels")?;
+                Ok(Some(RunbookRecord {
+                    number: row.try_get("number")?,
+                    org: row.try_get("org")?,
+                    repo: row.try_get("repo")?,
+                    title: row.try_get("title")?,
+                    prompt: row.try_get("prompt")?,
+                    oneshot: row.try_get("oneshot")?,
+                    draft: row.try_get("draft")?,
+                    pr_mode: parse_pr_mode(row.try_get("pr_mode")?)?,
+                    target_branch: row.try_get("target_branch")?,
+                    description: row.try_get("description")?,
+                    labels: parse_labels(&labels)?,
+                    author_email: row.try_get("author_email")?,
+                    created_by_token: row.try_get("created_by_token")?,
+                    created_at_ms: row.try_get("created_at")?,
+                    updated_at_ms: row.try_get("updated_at")?,
+                }))
+            }
+
+            async fn runbook_summary(&self, number: i64) -> StoreResult<Option<RunbookSummary>> {
+                let Some(row) = sqlx::query("SELECT org, repo, title FROM runbooks WHERE number = $1")
+                    .bind(number)
+                    .fetch_optional(&self.pool)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let mut counts = StepCounts::default();
+                let rows = sqlx::query(
+                    "SELECT state, COUNT(*) FROM steps WHERE runbook_number = $1 AND is_leaf = $2 GROUP BY state",
+                )
+                .bind(number)
+                .bind(true)
+                .fetch_all(&self.pool)
+                .await?;
+                for r in rows {
+                    let state: String = r.try_get(0)?;
+                    let n: i64 = r.try_get(1)?;
+                    counts.add(parse_state(&state)?, n as u32);
+                }
+                let rows = sqlx::query(
+                    "SELECT p.number, p.url, s.number FROM pull_requests p \
+                     LEFT JOIN steps s ON s.runbook_number = p.runbook_number AND s.pr_number = p.number AND s.is_leaf = $2 \
+                     WHERE p.runbook_number = $1 ORDER BY p.position, s.position",
+                )
+                .bind(number)
+                .bind(true)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut pull_requests: Vec<PullRequestRef> = Vec::new();
+                for r in rows {
+                    let pr: i64 = r.try_get(0)?;
+                    let step: Option<String> = r.try_get(2)?;
+                    if pull_requests.last().is_none_or(|last| last.number != pr as u64) {
+                        pull_requests.push(PullRequestRef { number: pr as u64, url: r.try_get(1)?, step_numbers: Vec::new() });
+                    }
+                    if let (Some(step), Some(last)) = (step, pull_requests.last_mut()) {
+                        last.step_numbers.push(step);
+                    }
+                }
+                Ok(Some(RunbookSummary {
+                    number,
+                    org: row.try_get("org")?,
+                    repo: row.try_get("repo")?,
+                    title: row.try_get("title")?,
+                    counts,
+                    pull_requests,
+                }))
+            }
+
+            async fn add_follow_up(&self, number: i64, follow_up: &FollowUp) -> StoreResult<bool> {
+                let now = now_ms();
+                let mut tx = self.begin_write().await?;
+                let Some(labels) = sqlx::query_scalar::<_, String>("SELECT labels FROM runbooks WHERE number = $1")
+                    .bind(number)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                else {
+                    return Ok(false);
+                };
+                let labels = crate::domain::runbook::merge_labels(&parse_labels(&labels)?, &follow_up.labels);
+                sqlx::query(
+                    "UPDATE runbooks SET labels = $1, description = COALESCE($2, description), updated_at = $3 WHERE number = $4",
+                )
+                .bind(labels_json(&labels))
+                .bind(&follow_up.description)
+                .bind(now)
+                .bind(number)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("INSERT INTO follow_ups (runbook_number, prompt, created_at) VALUES ($1, $2, $3)")
+                    .bind(number)
+                    .bind(&follow_up.prompt)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn pending_follow_ups(&self, number: i64) -> StoreResult<Vec<FollowUpRecord>> {
+                let rows = sqlx::query(
+                    "SELECT id, runbook_number, prompt, created_at FROM follow_ups \
+                     WHERE runbook_number = $1 AND processed_at IS NULL ORDER BY id",
+                )
+                .bind(number)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(FollowUpRecord {
+                            id: r.try_get("id")?,
+                            runbook_number: r.try_get("runbook_number")?,
+                            prompt: r.try_get("prompt")?,
+                            created_at_ms: r.try_get("created_at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn append_steps(&self, number: i64, plan: &Plan) -> StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                let next: i64 = sqlx::query_scalar(
+                    "SELECT COALESCE(MAX(position), 0) + 1 FROM steps WHERE runbook_number = $1",
+                )
+                .bind(number)
+                .fetch_one(&mut *tx)
+                .await?;
+                for (i, (step, leaf)) in plan.iter().enumerate() {
+                    sqlx::query(
+                        "INSERT INTO steps (runbook_number, number, position, title, details, is_leaf, state) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(number)
+                    .bind(step.number.to_string())
+                    .bind(next + i as i64)
+                    .bind(&step.title)
+                    .bind(&step.details)
+                    .bind(leaf)
+                    .bind(StepState::NotStarted.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn steps(&self, number: i64) -> StoreResult<Vec<StepRecord>> {
+                let rows = sqlx::query(
+                    "SELECT number, title, details, is_leaf, state, pr_number, commit_sha, error FROM steps \
+                     WHERE runbook_number = $1 ORDER BY position",
+                )
+                .bind(number)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        let number: String = r.try_get("number")?;
+                        let state: String = r.try_get("state")?;
+                        let pr_number: Option<i64> = r.try_get("pr_number")?;
+                        Ok(StepRecord {
+                            number: parse_step_number(&number)?,
+                            title: r.try_get("title")?,
+                            details: r.try_get("details")?,
+                            is_leaf: r.try_get("is_leaf")?,
+                            state: parse_state(&state)?,
+                            pr_number: pr_number.map(|n| n as u64),
+                            commit_sha: r.try_get("commit_sha")?,
+                            error: r.try_get("error")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn set_step_state(&self, number: i64, step: &StepNumber, state: StepState) -> StoreResult<bool> {
+                let result = sqlx::query(
+                    "UPDATE steps SET state = $1 WHERE runbook_number = $2 AND number = $3 AND is_leaf = $4",
+                )
+                .bind(state.as_str())
+                .bind(number)
+                .bind(step.to_string())
+                .bind(true)
+                .execute(&self.pool)
+                .await?;
+                Ok(result.rows_affected() == 1)
+            }
+
+            async fn record_pull_request(&self, number: i64, pr_number: u64, url: &str, steps: &[StepNumber]) -> StoreResult<()> {
+                let pr = i64::try_from(pr_number).map_err(|_| StoreError::Invalid(format!("PR number {pr_number} is out of range")))?;
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO pull_requests (runbook_number, number, url, position) \
+                     VALUES ($1, $2, $3, (SELECT COALESCE(MAX(position), 0) + 1 FROM pull_requests WHERE runbook_number = $1)) \
+                     ON CONFLICT (runbook_number, number) DO UPDATE SET url = excluded.url",
+                )
+                .bind(number)
+                .bind(pr)
+                .bind(url)
+                .execute(&mut *tx)
+                .await?;
+                for step in steps {
+                    sqlx::query("UPDATE steps SET pr_number = $1 WHERE runbook_number = $2 AND number = $3")
+                        .bind(pr)
+                        .bind(number)
+                        .bind(step.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(super) use sql_store;

@@ -1,0 +1,60 @@
+//! The embedded default: one SQLite file in WAL mode.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::sql::{
+    labels_json, parse_labels, parse_pr_mode, parse_state, parse_step_number, sql_store,
+};
+use super::{
+    FollowUpRecord, RunbookRecord, StepRecord, Store, StoreError, StoreResult, TokenInfo, now_ms,
+};
+use crate::domain::{
+    FollowUp, NewRunbook, Plan, PullRequestRef, RunbookSummary, StepCounts, StepNumber, StepState,
+};
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    const BACKEND: &'static str = "sqlite";
+
+    /// Opens (creating when missing) the SQLite file of a `sqlite://path` URL.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL: durable across application crashes, and fast.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    fn migrator() -> &'static Migrator {
+        &MIGRATOR
+    }
+
+    /// SQLite allows one writer at a time. `BEGIN IMMEDIATE` takes the write lock at the start
+    /// (waiting under the busy timeout), so a transaction that reads then writes can never
+    /// fail half-way because another writer got in first.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+sql_store!(SqliteStore, sqlx::Sqlite);

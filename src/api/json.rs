@@ -80,17 +80,13 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             ));
         }
     }
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(de).map_err(|e| {
+    // Syntax first, then shape: reading `T` straight from the bytes would report some type
+    // errors (an integer where an enum's string belongs) as syntax errors without the field.
+    let document: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
+    let value = serde_path_to_error::deserialize(document).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        use serde_json::error::Category;
-        match inner.classify() {
-            Category::Syntax | Category::Eof | Category::Io => {
-                ApiError::BadRequest(format!("the request body is not valid JSON: {inner}"))
-            }
-            Category::Data => ApiError::BadRequest(describe(&path, &inner.to_string())),
-        }
+        ApiError::BadRequest(describe(&path, &e.into_inner().to_string()))
     })?;
     Ok(value)
 }

@@ -1,0 +1,242 @@
+//! The `runbooks` binary: token commands, migrate, and serve configured by environment.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use support::{Backend, TestDb};
+
+fn runbooks(args: &[&str], database_url: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_runbooks"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env("RUNBOOKS_DATABASE_URL", database_url)
+        .output()
+        .expect("running the binary")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+async fn token_commands(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let created = runbooks(
+        &[
+            "token",
+            "create",
+            "--org",
+            "acme-corp",
+            "--org",
+            "globex,initech",
+            "--name",
+            "ci",
+        ],
+        &db.url,
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let out = stdout(&created);
+    assert_eq!(out.lines().count(), 1, "only the token on stdout: {out:?}");
+    let token = out.trim().to_string();
+    assert!(runbooks::tokens::well_formed(&token), "{token}");
+    assert!(stderr(&created).contains("created token 1"));
+
+    let listed = runbooks(&["token", "list"], &db.url);
+    assert!(listed.status.success());
+    let table = stdout(&listed);
+    assert!(
+        table.contains("ci")
+            && table.contains("acme-corp,globex,initech")
+            && table.contains("active"),
+        "{table}"
+    );
+    assert!(
+        !table.contains(&token[4..20]),
+        "the list never shows a token"
+    );
+    assert!(
+        !table.contains(&runbooks::tokens::hash(&token)[..16]),
+        "nor its hash"
+    );
+
+    let store = db.store().await;
+    assert!(
+        store
+            .active_token(&runbooks::tokens::hash(&token))
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let revoked = runbooks(&["token", "revoke", "1"], &db.url);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    assert!(
+        store
+            .active_token(&runbooks::tokens::hash(&token))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(stdout(&runbooks(&["token", "list"], &db.url)).contains("revoked"));
+    let again = runbooks(&["token", "revoke", "1"], &db.url);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("no active token with id 1"));
+
+    let bad = runbooks(&["token", "create", "--org", "not an org"], &db.url);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("--org"), "{}", stderr(&bad));
+    assert!(stdout(&bad).is_empty());
+    let missing = runbooks(&["token", "create"], &db.url);
+    assert!(!missing.status.success());
+    assert_eq!(
+        store.list_tokens().await.unwrap().len(),
+        1,
+        "failed commands create nothing"
+    );
+}
+
+async fn migrate_creates_the_schema(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let output = runbooks(&["migrate"], &db.url);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("up to date"));
+    let again = runbooks(&["migrate"], &db.url);
+    assert!(again.status.success());
+    db.store().await.list_tokens().await.unwrap();
+}
+
+both_backends!(token_commands, migrate_creates_the_schema);
+
+/// A `runbooks serve` child process, killed if the test ends early.
+struct Served {
+    child: Child,
+    addr: String,
+}
+
+impl Served {
+    fn start(db: &TestDb, extra_env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_runbooks"));
+        command
+            .arg("serve")
+            .env("RUNBOOKS_LISTEN", "127.0.0.1:0")
+            .env("RUNBOOKS_DATABASE_URL", &db.url)
+            .env("RUNBOOKS_DATA_DIR", db.dir.path().join("data"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in extra_env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("starting runbooks serve");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(15))
+            .expect("the server says where it listens");
+        Self { child, addr }
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn serve_is_configured_by_environment_and_sees_revocations_at_once() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let token = stdout(&runbooks(
+        &["token", "create", "--org", "acme-corp"],
+        &db.url,
+    ))
+    .trim()
+    .to_string();
+    let served = Served::start(
+        &db,
+        &[("RUNBOOKS_PUBLIC_URL", "https://runbooks.example.com/")],
+    );
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", served.addr);
+    let response = http
+        .post(format!("{base}/api/v1/runbook"))
+        .bearer_auth(&token)
+        .json(&support::minimal("Upgrade all React dependencies to v19"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let doc: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(doc["url"], "https://runbooks.example.com/runbooks/1");
+
+    let revoked = runbooks(&["token", "revoke", "1"], &db.url);
+    assert!(revoked.status.success());
+    let response = http
+        .get(format!("{base}/api/v1/runbook/1"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        401,
+        "a revoked token stops working at once"
+    );
+
+    let status = served.terminate();
+    assert!(status.success(), "SIGTERM shuts down cleanly: {status:?}");
+}
+
+#[test]
+fn bad_settings_are_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("never.db").display());
+    for (env, expected) in [
+        (
+            ("RUNBOOKS_PUBLIC_URL", "ftp://example.com"),
+            "RUNBOOKS_PUBLIC_URL",
+        ),
+        (("RUNBOOKS_WORKERS", "0"), "workers"),
+        (("RUNBOOKS_LISTEN", "not-an-address"), "listen"),
+        (("RUNBOOKS_AGENT", "magic"), "agent"),
+        (
+            ("RUNBOOKS_DATABASE_URL", "mysql://localhost/db"),
+            "sqlite:// or postgres://",
+        ),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_runbooks"))
+            .arg("serve")
+            .env("RUNBOOKS_LISTEN", "127.0.0.1:0")
+            .env("RUNBOOKS_DATABASE_URL", &db)
+            .env(env.0, env.1)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{env:?} was accepted");
+        let message = stderr(&output);
+        assert!(message.contains(expected), "{env:?}: {message}");
+    }
+}

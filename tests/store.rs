@@ -1,0 +1,423 @@
+//! One store test suite, run against both backends: SQLite and PostgreSQL.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use runbooks::domain::{
+    FollowUp, NewRunbook, Plan, PlannedStep, PrMode, RunbookStatus, StepNumber, StepState,
+};
+use runbooks::store::Store;
+use support::{Backend, TestDb};
+
+fn new_runbook(org: &str, prompt: &str) -> NewRunbook {
+    NewRunbook {
+        org: org.into(),
+        repo: "backend".into(),
+        prompt: prompt.into(),
+        title: "A title".into(),
+        oneshot: true,
+        draft: None,
+        pr_mode: None,
+        target_branch: None,
+        description: None,
+        labels: vec![],
+        author_email: None,
+    }
+}
+
+fn plan(numbers: &[&str]) -> Plan {
+    Plan::new(
+        numbers
+            .iter()
+            .map(|n| PlannedStep {
+                number: n.parse().unwrap(),
+                title: format!("Step {n}"),
+                details: format!("details of {n}"),
+            })
+            .collect(),
+    )
+    .unwrap()
+}
+
+fn n(s: &str) -> StepNumber {
+    s.parse().unwrap()
+}
+
+async fn tokens_are_hashed_scoped_and_revocable(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let a = store
+        .create_token(
+            "ci",
+            &["Acme-Corp".into(), "other".into(), "acme-corp".into()],
+            "hash-a",
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.orgs, ["acme-corp", "other"], "lower-cased, de-duplicated");
+    let b = store
+        .create_token("", &["x".into()], "hash-b")
+        .await
+        .unwrap();
+    assert_ne!(a.id, b.id);
+
+    let found = store.active_token("hash-a").await.unwrap().unwrap();
+    assert_eq!(found, a);
+    assert!(store.active_token("nope").await.unwrap().is_none());
+
+    assert!(store.revoke_token(a.id).await.unwrap());
+    assert!(!store.revoke_token(a.id).await.unwrap(), "already revoked");
+    assert!(!store.revoke_token(9999).await.unwrap());
+    assert!(store.active_token("hash-a").await.unwrap().is_none());
+
+    let listed = store.list_tokens().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed[0].revoked_at_ms.is_some());
+    assert_eq!(listed[0].orgs, ["acme-corp", "other"]);
+    assert_eq!(listed[1].revoked_at_ms, None);
+}
+
+async fn runbooks_round_trip(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let token = store
+        .create_token("t", &["acme".into()], "h")
+        .await
+        .unwrap();
+    let new = NewRunbook {
+        org: "acme".into(),
+        repo: "backend".into(),
+        prompt: "Upgrade React\nto v19".into(),
+        title: "React v19 upgrade".into(),
+        oneshot: false,
+        draft: Some(true),
+        pr_mode: Some(PrMode::StackedPr),
+        target_branch: Some("develop".into()),
+        description: Some("Prefix".into()),
+        labels: vec!["deps".into(), "react".into()],
+        author_email: Some("dev@acme.example".into()),
+    };
+    let number = store.create_runbook(&new, Some(token.id)).await.unwrap();
+    assert_eq!(number, 1);
+    let stored = store.runbook(number).await.unwrap().unwrap();
+    assert_eq!(stored.org, "acme");
+    assert_eq!(stored.prompt, new.prompt);
+    assert_eq!(stored.title, new.title);
+    assert!(!stored.oneshot);
+    assert_eq!(stored.draft, Some(true));
+    assert_eq!(stored.pr_mode, Some(PrMode::StackedPr));
+    assert_eq!(stored.target_branch.as_deref(), Some("develop"));
+    assert_eq!(stored.description.as_deref(), Some("Prefix"));
+    assert_eq!(stored.labels, ["deps", "react"]);
+    assert_eq!(stored.author_email.as_deref(), Some("dev@acme.example"));
+    assert_eq!(stored.created_by_token, Some(token.id));
+
+    let defaults = store
+        .create_runbook(&new_runbook("acme", "x"), None)
+        .await
+        .unwrap();
+    let stored = store.runbook(defaults).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.draft, stored.pr_mode, stored.target_branch),
+        (None, None, None)
+    );
+    assert!(store.runbook(99).await.unwrap().is_none());
+    assert!(store.runbook_summary(99).await.unwrap().is_none());
+
+    let summary = store.runbook_summary(number).await.unwrap().unwrap();
+    assert_eq!(summary.status(), RunbookStatus::GeneratingSteps);
+    assert_eq!(summary.counts.total, 0);
+    assert!(summary.pull_requests.is_empty());
+}
+
+/// Many writers at once, through two separate pools (as two processes or replicas would):
+/// every number from 1 to N exactly once.
+async fn numbers_are_unique_and_consecutive_under_concurrency(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let first = db.store().await;
+    let second = db.store().await;
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let store: Arc<dyn Store> = if i % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            store
+                .create_runbook(&new_runbook("acme", &format!("task {i}")), None)
+                .await
+                .expect("a concurrent creation succeeds")
+        }));
+    }
+    let mut numbers = BTreeSet::new();
+    for task in tasks {
+        assert!(
+            numbers.insert(task.await.unwrap()),
+            "a number was handed out twice"
+        );
+    }
+    assert_eq!(numbers, (1..=60).collect::<BTreeSet<i64>>());
+    let next = first
+        .create_runbook(&new_runbook("acme", "after"), None)
+        .await
+        .unwrap();
+    assert_eq!(next, 61);
+}
+
+async fn step_counts_follow_leaf_states(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let number = store
+        .create_runbook(&new_runbook("acme", "p"), None)
+        .await
+        .unwrap();
+    store
+        .append_steps(number, &plan(&["1", "1.1", "1.2", "2", "3", "3.1"]))
+        .await
+        .unwrap();
+    let summary = store.runbook_summary(number).await.unwrap().unwrap();
+    assert_eq!(summary.counts.total, 4, "only leaves count");
+    assert_eq!(summary.counts.not_started, 4);
+    assert_eq!(summary.status(), RunbookStatus::NotStarted);
+
+    assert!(
+        store
+            .set_step_state(number, &n("1.1"), StepState::Completed)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .set_step_state(number, &n("1.2"), StepState::InProgress)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .set_step_state(number, &n("2"), StepState::Queued)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_step_state(number, &n("1"), StepState::Queued)
+            .await
+            .unwrap(),
+        "a parent is not a leaf"
+    );
+    assert!(
+        !store
+            .set_step_state(number, &n("9"), StepState::Queued)
+            .await
+            .unwrap()
+    );
+    let counts = store.runbook_summary(number).await.unwrap().unwrap().counts;
+    assert_eq!(
+        (
+            counts.total,
+            counts.completed,
+            counts.in_progress,
+            counts.queued,
+            counts.not_started,
+            counts.failed
+        ),
+        (4, 1, 1, 1, 1, 0)
+    );
+    assert_eq!(
+        store
+            .runbook_summary(number)
+            .await
+            .unwrap()
+            .unwrap()
+            .status(),
+        RunbookStatus::InProgress
+    );
+
+    store
+        .set_step_state(number, &n("1.2"), StepState::Failed)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .runbook_summary(number)
+            .await
+            .unwrap()
+            .unwrap()
+            .status(),
+        RunbookStatus::Failed
+    );
+
+    let steps = store.steps(number).await.unwrap();
+    let order: Vec<String> = steps.iter().map(|s| s.number.to_string()).collect();
+    assert_eq!(order, ["1", "1.1", "1.2", "2", "3", "3.1"]);
+    assert!(!steps[0].is_leaf && steps[1].is_leaf);
+    assert_eq!(steps[1].details, "details of 1.1");
+
+    // A follow-up plan continues after the existing steps, in plan order.
+    let more = Plan::continuing(
+        vec![PlannedStep {
+            number: n("4"),
+            title: "More".into(),
+            details: String::new(),
+        }],
+        3,
+    )
+    .unwrap();
+    store.append_steps(number, &more).await.unwrap();
+    let last = store.steps(number).await.unwrap().pop().unwrap();
+    assert_eq!(
+        (last.number.to_string(), last.state),
+        ("4".to_string(), StepState::NotStarted)
+    );
+}
+
+async fn pull_requests_are_listed_once_with_their_leaves(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let number = store
+        .create_runbook(&new_runbook("acme", "p"), None)
+        .await
+        .unwrap();
+    store
+        .append_steps(number, &plan(&["1", "1.1", "1.2", "2", "2.1", "3"]))
+        .await
+        .unwrap();
+    store
+        .record_pull_request(
+            number,
+            12,
+            "https://github.com/acme/backend/pull/12",
+            &[n("1.2"), n("1.1")],
+        )
+        .await
+        .unwrap();
+    store
+        .record_pull_request(
+            number,
+            15,
+            "https://github.com/acme/backend/pull/15",
+            &[n("2.1")],
+        )
+        .await
+        .unwrap();
+    // Recording the same PR again (a retry) adds steps, never a second entry.
+    store
+        .record_pull_request(
+            number,
+            12,
+            "https://github.com/acme/backend/pull/12",
+            &[n("1.1")],
+        )
+        .await
+        .unwrap();
+    let prs = store
+        .runbook_summary(number)
+        .await
+        .unwrap()
+        .unwrap()
+        .pull_requests;
+    assert_eq!(prs.len(), 2);
+    assert_eq!(prs[0].number, 12);
+    assert_eq!(prs[0].step_numbers, ["1.1", "1.2"], "in plan order");
+    assert_eq!(prs[1].number, 15);
+    assert_eq!(prs[1].url, "https://github.com/acme/backend/pull/15");
+    assert_eq!(prs[1].step_numbers, ["2.1"]);
+}
+
+async fn follow_ups_update_description_and_merge_labels(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let mut new = new_runbook("acme", "p");
+    new.labels = vec!["deps".into(), "react".into()];
+    new.description = Some("Old".into());
+    let number = store.create_runbook(&new, None).await.unwrap();
+
+    let follow_up = FollowUp {
+        prompt: "Also the lock file".into(),
+        description: None,
+        labels: vec!["React".into(), "lockfile".into()],
+    };
+    assert!(store.add_follow_up(number, &follow_up).await.unwrap());
+    let stored = store.runbook(number).await.unwrap().unwrap();
+    assert_eq!(
+        stored.description.as_deref(),
+        Some("Old"),
+        "kept when not given"
+    );
+    assert_eq!(stored.labels, ["deps", "react", "lockfile"]);
+
+    let second = FollowUp {
+        prompt: "And docs".into(),
+        description: Some("New".into()),
+        labels: vec![],
+    };
+    assert!(store.add_follow_up(number, &second).await.unwrap());
+    let stored = store.runbook(number).await.unwrap().unwrap();
+    assert_eq!(stored.description.as_deref(), Some("New"));
+    assert_eq!(stored.labels, ["deps", "react", "lockfile"]);
+
+    let pending = store.pending_follow_ups(number).await.unwrap();
+    let prompts: Vec<_> = pending.iter().map(|f| f.prompt.as_str()).collect();
+    assert_eq!(prompts, ["Also the lock file", "And docs"]);
+
+    assert!(!store.add_follow_up(404, &second).await.unwrap());
+}
+
+async fn migrations_run_once_and_data_survives_reopening(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let number = {
+        let store = db.store().await;
+        store
+            .create_runbook(&new_runbook("acme", "p"), None)
+            .await
+            .unwrap()
+    };
+    let reopened = db.store().await;
+    reopened.migrate().await.unwrap();
+    assert!(reopened.runbook(number).await.unwrap().is_some());
+    reopened.ping().await.unwrap();
+    let expected = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    assert_eq!(reopened.backend(), expected);
+}
+
+both_backends!(
+    tokens_are_hashed_scoped_and_revocable,
+    runbooks_round_trip,
+    numbers_are_unique_and_consecutive_under_concurrency,
+    step_counts_follow_leaf_states,
+    pull_requests_are_listed_once_with_their_leaves,
+    follow_ups_update_description_and_merge_labels,
+    migrations_run_once_and_data_survives_reopening,
+);
+
+#[tokio::test]
+async fn sqlite_uses_wal_mode() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let _store = db.store().await;
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn an_unknown_database_scheme_is_a_clear_error() {
+    let err = runbooks::store::connect("mysql://localhost/x")
+        .await
+        .err()
+        .expect("an error");
+    assert!(
+        err.to_string().contains("sqlite:// or postgres://"),
+        "{err}"
+    );
+}

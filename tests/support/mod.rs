@@ -1,0 +1,248 @@
+//! Test support: databases of both backends, and the real server on a loopback port.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use runbooks::config::Config;
+use runbooks::server::{self, RunningServer};
+use runbooks::store::{self, Store};
+use runbooks::tokens;
+
+/// Which database a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server tests create their databases on. CI runs these tests too: when the
+/// server does not answer, the tests fail with a message saying so.
+pub fn postgres_admin_url() -> String {
+    std::env::var("RUNBOOKS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// A database of its own for one test: a SQLite file in a temporary directory, or a
+/// PostgreSQL database created for the test and dropped after it.
+pub struct TestDb {
+    pub url: String,
+    pub backend: Backend,
+    pub dir: tempfile::TempDir,
+    pg_name: Option<String>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        match backend {
+            Backend::Sqlite => Self {
+                url: format!("sqlite://{}", dir.path().join("runbooks.db").display()),
+                backend,
+                dir,
+                pg_name: None,
+            },
+            Backend::Postgres => {
+                static COUNTER: AtomicU32 = AtomicU32::new(0);
+                let name = format!(
+                    "rbtest_{}_{}_{}",
+                    std::process::id(),
+                    COUNTER.fetch_add(1, Ordering::Relaxed),
+                    rand::random::<u32>()
+                );
+                let admin = postgres_admin_url();
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "PostgreSQL is needed for this test and did not answer at {admin} \
+                             (set RUNBOOKS_TEST_POSTGRES_URL): {e}"
+                        )
+                    });
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .expect("creating a test database");
+                let base = admin.rsplit_once('/').expect("a database URL").0;
+                Self {
+                    url: format!("{base}/{name}"),
+                    backend,
+                    dir,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+
+    pub async fn store(&self) -> Arc<dyn Store> {
+        store::connect(&self.url).await.expect("opening the store")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        // Drop runs outside any runtime we may block on: use a thread with its own.
+        let admin = postgres_admin_url();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            rt.block_on(async {
+                if let Ok(mut conn) =
+                    <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await
+                {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Creates an API token directly in the store; returns the token.
+pub async fn create_token(store: &Arc<dyn Store>, orgs: &[&str]) -> String {
+    let token = tokens::generate();
+    let orgs: Vec<String> = orgs.iter().map(|o| o.to_string()).collect();
+    store
+        .create_token("test", &orgs, &tokens::hash(&token))
+        .await
+        .expect("creating a token");
+    token
+}
+
+/// The real server, in this process, on a loopback port chosen by the OS.
+pub struct TestServer {
+    pub db: TestDb,
+    pub server: Option<RunningServer>,
+    pub base: String,
+    pub store: Arc<dyn Store>,
+    /// A token for the organisation `acme-corp`.
+    pub token: String,
+    pub http: reqwest::Client,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    pub async fn start_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> Self {
+        let db = TestDb::new(backend).await;
+        let mut config = Config::for_database(&db.url);
+        configure(&mut config);
+        let server = server::start(&config).await.expect("starting the server");
+        let store = server.store.clone();
+        let token = create_token(&store, &["acme-corp"]).await;
+        Self {
+            base: format!("http://{}", server.addr),
+            server: Some(server),
+            db,
+            store,
+            token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POST /api/v1/runbook with a JSON body and the default token.
+    pub async fn create(&self, body: serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/v1/runbook"))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("sending the request")
+    }
+
+    pub async fn get(&self, number: impl std::fmt::Display) -> reqwest::Response {
+        self.http
+            .get(self.url(&format!("/api/v1/runbook/{number}")))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("sending the request")
+    }
+
+    pub async fn patch(
+        &self,
+        number: impl std::fmt::Display,
+        body: serde_json::Value,
+    ) -> reqwest::Response {
+        self.http
+            .patch(self.url(&format!("/api/v1/runbook/{number}")))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("sending the request")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("a clean shutdown");
+        }
+    }
+}
+
+/// A minimal valid creation body.
+pub fn minimal(prompt: &str) -> serde_json::Value {
+    serde_json::json!({"repository": {"org": "acme-corp", "name": "backend"}, "prompt": prompt})
+}
+
+/// Reads a response's status and JSON body.
+pub async fn json(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let body = response.json().await.expect("a JSON body");
+    (status, body)
+}
+
+/// Asserts an error response: status, the exact `{error, message}` shape, and the code.
+pub async fn expect_error(
+    response: reqwest::Response,
+    status: u16,
+    code: &str,
+) -> (reqwest::header::HeaderMap, String) {
+    let headers = response.headers().clone();
+    let (got, body) = json(response).await;
+    assert_eq!(got, status, "unexpected status; body: {body}");
+    let object = body.as_object().expect("an error object");
+    assert_eq!(
+        object.keys().collect::<Vec<_>>(),
+        ["error", "message"],
+        "error body shape: {body}"
+    );
+    assert_eq!(body["error"], code, "error code; body: {body}");
+    let message = body["message"].as_str().expect("a message").to_string();
+    assert!(!message.is_empty());
+    (headers, message)
+}
+
+/// Declares a test that runs once per backend: `both_backends!(name, async_fn)` makes
+/// `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::support::Backend::Sqlite).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::support::Backend::Postgres).await;
+                }
+            }
+        )*
+    };
+}

@@ -542,34 +542,28 @@ async fn wrong_content_type_is_415_and_large_bodies_413(backend: Backend) {
         .unwrap();
     assert_eq!(ok.status(), 202, "a charset parameter is fine");
 
-    let huge = format!(
-        "{{\"repository\": {{\"org\": \"acme-corp\", \"name\": \"b\"}}, \"prompt\": \"{}\"}}",
-        "x".repeat(1024 * 1024)
+    // A declared length over the limit is refused before the body is read. A raw client, so
+    // that the test reads the early answer instead of racing it with the upload.
+    let head = format!(
+        "POST /api/v1/runbook HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        t.token,
+        2 * 1024 * 1024
     );
-    let request = t
-        .http
-        .post(t.url("/api/v1/runbook"))
-        .bearer_auth(&t.token)
-        .header("content-type", "application/json");
-    expect_error(
-        request.body(huge.clone()).send().await.unwrap(),
-        413,
-        "payload-too-large",
-    )
-    .await;
-    // Without a Content-Length (chunked), the limit holds while reading.
-    let stream = futures_stream(huge.into_bytes());
-    let request = t
-        .http
-        .post(t.url("/api/v1/runbook"))
-        .bearer_auth(&t.token)
-        .header("content-type", "application/json");
-    expect_error(
-        request.body(stream).send().await.unwrap(),
-        413,
-        "payload-too-large",
-    )
-    .await;
+    let (status, body) = raw_exchange(&t.base, &head, &[]).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("\"error\":\"payload-too-large\""), "{body}");
+    // Without a length (chunked), the limit holds while reading.
+    let head = format!(
+        "POST /api/v1/runbook HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+        t.token
+    );
+    let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "x".repeat(64 * 1024));
+    let chunks = vec![chunk; 17]; // 1.06 MiB, never terminated: the answer must come first
+    let (status, body) = raw_exchange(&t.base, &head, &chunks).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("\"error\":\"payload-too-large\""), "{body}");
     let response = t
         .http
         .patch(t.url("/api/v1/runbook/1"))
@@ -584,11 +578,57 @@ async fn wrong_content_type_is_415_and_large_bodies_413(backend: Backend) {
     t.stop().await;
 }
 
-/// A body of unknown length, sent chunked.
-fn futures_stream(bytes: Vec<u8>) -> reqwest::Body {
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        bytes.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
-    reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
+/// Writes a request head and body chunks over a plain TCP connection, then reads the
+/// answer: its status and body.
+async fn raw_exchange(base: &str, head: &str, chunks: &[String]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    for chunk in chunks {
+        // The server may answer and close before it has read everything.
+        if stream.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 8192];
+    // The server closes the connection after refusing the body.
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+        if let Some(end) = find_complete_response(&answer) {
+            answer.truncate(end);
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+/// The length of a complete HTTP/1.1 response with a content-length, once it has arrived.
+fn find_complete_response(bytes: &[u8]) -> Option<usize> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let head_end = text.find("\r\n\r\n")? + 4;
+    let length: usize = text[..head_end]
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })?
+        .parse()
+        .ok()?;
+    (bytes.len() >= head_end + length).then_some(head_end + length)
 }
 
 async fn rate_limited_tokens_get_429_with_retry_after(backend: Backend) {

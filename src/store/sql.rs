@@ -52,6 +52,32 @@ macro_rules! sql_store {
                 Ok(map)
             }
 
+            /// The runbook's pull requests in the order they were opened, each once, with its
+            /// leaf steps in plan order.
+            async fn pull_requests(&self, number: i64) -> StoreResult<Vec<PullRequestRef>> {
+                let rows = sqlx::query(
+                    "SELECT p.number, p.url, s.number FROM pull_requests p \
+                     LEFT JOIN steps s ON s.runbook_number = p.runbook_number AND s.pr_number = p.number AND s.is_leaf = $2 \
+                     WHERE p.runbook_number = $1 ORDER BY p.position, s.position",
+                )
+                .bind(number)
+                .bind(true)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut pull_requests: Vec<PullRequestRef> = Vec::new();
+                for r in rows {
+                    let pr: i64 = r.try_get(0)?;
+                    let step: Option<String> = r.try_get(2)?;
+                    if pull_requests.last().is_none_or(|last| last.number != pr as u64) {
+                        pull_requests.push(PullRequestRef { number: pr as u64, url: r.try_get(1)?, step_numbers: Vec::new() });
+                    }
+                    if let (Some(step), Some(last)) = (step, pull_requests.last_mut()) {
+                        last.step_numbers.push(step);
+                    }
+                }
+                Ok(pull_requests)
+            }
+
             fn token_from_row(row: &<$db as sqlx::Database>::Row, orgs: Vec<String>) -> StoreResult<TokenInfo> {
                 Ok(TokenInfo {
                     id: row.try_get("id")?,
@@ -128,21 +154,23 @@ macro_rules! sql_store {
             }
 
             async fn active_token(&self, token_hash: &str) -> StoreResult<Option<TokenInfo>> {
-                let Some(row) = sqlx::query(
-                    "SELECT id, name, created_at, revoked_at FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+                // One round trip: the token with its organisations (one row per organisation).
+                let rows = sqlx::query(
+                    "SELECT t.id, t.name, t.created_at, t.revoked_at, o.org FROM api_tokens t \
+                     LEFT JOIN api_token_orgs o ON o.token_id = t.id \
+                     WHERE t.token_hash = $1 AND t.revoked_at IS NULL ORDER BY o.org",
                 )
                 .bind(token_hash)
-                .fetch_optional(&self.pool)
-                .await?
-                else {
+                .fetch_all(&self.pool)
+                .await?;
+                let Some(first) = rows.first() else {
                     return Ok(None);
                 };
-                let id: i64 = row.try_get("id")?;
-                let orgs: Vec<String> = sqlx::query_scalar("SELECT org FROM api_token_orgs WHERE token_id = $1 ORDER BY org")
-                    .bind(id)
-                    .fetch_all(&self.pool)
-                    .await?;
-                Self::token_from_row(&row, orgs).map(Some)
+                let orgs = rows
+                    .iter()
+                    .filter_map(|row| row.try_get::<Option<String>, _>("org").transpose())
+                    .collect::<Result<Vec<_>, _>>()?;
+                Self::token_from_row(first, orgs).map(Some)
             }
 
             async fn create_runbook(&self, new: &NewRunbook, created_by: Option<i64>) -> StoreResult<i64> {
@@ -213,51 +241,36 @@ macro_rules! sql_store {
             }
 
             async fn runbook_summary(&self, number: i64) -> StoreResult<Option<RunbookSummary>> {
-                let Some(row) = sqlx::query("SELECT org, repo, title FROM runbooks WHERE number = $1")
-                    .bind(number)
-                    .fetch_optional(&self.pool)
-                    .await?
-                else {
+                // One round trip for the runbook and its leaf counts (a row per state present,
+                // or one row with a NULL state before there are steps), and a second only
+                // when the runbook has pull requests.
+                let rows = sqlx::query(
+                    "SELECT r.org, r.repo, r.title, s.state, COUNT(s.number) AS n, \
+                     EXISTS (SELECT 1 FROM pull_requests p WHERE p.runbook_number = $1) AS has_prs \
+                     FROM runbooks r LEFT JOIN steps s ON s.runbook_number = r.number AND s.is_leaf = $2 \
+                     WHERE r.number = $1 GROUP BY r.org, r.repo, r.title, s.state",
+                )
+                .bind(number)
+                .bind(true)
+                .fetch_all(&self.pool)
+                .await?;
+                let Some(first) = rows.first() else {
                     return Ok(None);
                 };
                 let mut counts = StepCounts::default();
-                let rows = sqlx::query(
-                    "SELECT state, COUNT(*) FROM steps WHERE runbook_number = $1 AND is_leaf = $2 GROUP BY state",
-                )
-                .bind(number)
-                .bind(true)
-                .fetch_all(&self.pool)
-                .await?;
-                for r in rows {
-                    let state: String = r.try_get(0)?;
-                    let n: i64 = r.try_get(1)?;
-                    counts.add(parse_state(&state)?, n as u32);
-                }
-                let rows = sqlx::query(
-                    "SELECT p.number, p.url, s.number FROM pull_requests p \
-                     LEFT JOIN steps s ON s.runbook_number = p.runbook_number AND s.pr_number = p.number AND s.is_leaf = $2 \
-                     WHERE p.runbook_number = $1 ORDER BY p.position, s.position",
-                )
-                .bind(number)
-                .bind(true)
-                .fetch_all(&self.pool)
-                .await?;
-                let mut pull_requests: Vec<PullRequestRef> = Vec::new();
-                for r in rows {
-                    let pr: i64 = r.try_get(0)?;
-                    let step: Option<String> = r.try_get(2)?;
-                    if pull_requests.last().is_none_or(|last| last.number != pr as u64) {
-                        pull_requests.push(PullRequestRef { number: pr as u64, url: r.try_get(1)?, step_numbers: Vec::new() });
-                    }
-                    if let (Some(step), Some(last)) = (step, pull_requests.last_mut()) {
-                        last.step_numbers.push(step);
+                for row in &rows {
+                    if let Some(state) = row.try_get::<Option<String>, _>("state")? {
+                        let n: i64 = row.try_get("n")?;
+                        counts.add(parse_state(&state)?, n as u32);
                     }
                 }
+                let has_prs: bool = first.try_get("has_prs")?;
+                let pull_requests = if has_prs { self.pull_requests(number).await? } else { Vec::new() };
                 Ok(Some(RunbookSummary {
                     number,
-                    org: row.try_get("org")?,
-                    repo: row.try_get("repo")?,
-                    title: row.try_get("title")?,
+                    org: first.try_get("org")?,
+                    repo: first.try_get("repo")?,
+                    title: first.try_get("title")?,
                     counts,
                     pull_requests,
                 }))

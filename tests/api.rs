@@ -59,6 +59,21 @@ async fn create_answers_202_with_the_reference_document(backend: Backend) {
     t.stop().await;
 }
 
+/// Parallel POSTs through HTTP: every number from 1 to N exactly once.
+async fn concurrent_creations_get_consecutive_numbers(backend: Backend) {
+    let t = TestServer::start(backend).await;
+    let requests = (0..40).map(|i| t.create(minimal(&format!("task {i}"))));
+    let mut numbers: Vec<i64> = Vec::new();
+    for response in futures_util::future::join_all(requests).await {
+        let (status, doc) = json(response).await;
+        assert_eq!(status, 202, "{doc}");
+        numbers.push(doc["runbook_number"].as_i64().unwrap());
+    }
+    numbers.sort();
+    assert_eq!(numbers, (1..=40).collect::<Vec<i64>>());
+    t.stop().await;
+}
+
 async fn fields_and_defaults_are_stored(backend: Backend) {
     let t = TestServer::start(backend).await;
     let (status, _) = json(
@@ -692,6 +707,7 @@ async fn health_and_unknown_routes(backend: Backend) {
 
 both_backends!(
     create_answers_202_with_the_reference_document,
+    concurrent_creations_get_consecutive_numbers,
     fields_and_defaults_are_stored,
     status_reflects_leaf_steps_and_pull_requests,
     patch_records_a_follow_up,

@@ -5,6 +5,8 @@
 pub mod api;
 pub mod config;
 pub mod domain;
+pub mod github;
+pub mod intake;
 pub mod server;
 pub mod store;
 pub mod tokens;

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::github::GitHubApp;
 use crate::store::{self, Store};
 
 /// A server running in the background of this process.
@@ -57,15 +58,22 @@ pub async fn start_with_store(
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let state = AppState::new(store.clone(), &public_url, config.rate_limit_per_minute);
+    let mut state = AppState::new(store.clone(), &public_url, config.rate_limit_per_minute);
+    state.github = GitHubApp::from_config(&config.github)
+        .context("the GitHub App settings are not usable")?
+        .map(Arc::new);
+    state.webhook_secrets = config.github.webhook_secrets.clone().into();
+    let intake = state.intake.spawn(store.clone(), state.github.clone());
     let app = api::router(state);
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 let _ = rx.await;
             })
-            .await
+            .await;
+        intake.abort();
+        served
     });
     Ok(RunningServer {
         addr,

@@ -565,7 +565,7 @@ async fn wrong_content_type_is_415_and_large_bodies_413(backend: Backend) {
         t.token,
         2 * 1024 * 1024
     );
-    let (status, body) = raw_exchange(&t.base, &head, &[]).await;
+    let (status, body) = support::raw_exchange(&t.base, &head, &[]).await;
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("\"error\":\"payload-too-large\""), "{body}");
     // Without a length (chunked), the limit holds while reading.
@@ -576,7 +576,7 @@ async fn wrong_content_type_is_415_and_large_bodies_413(backend: Backend) {
     );
     let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "x".repeat(64 * 1024));
     let chunks = vec![chunk; 17]; // 1.06 MiB, never terminated: the answer must come first
-    let (status, body) = raw_exchange(&t.base, &head, &chunks).await;
+    let (status, body) = support::raw_exchange(&t.base, &head, &chunks).await;
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("\"error\":\"payload-too-large\""), "{body}");
     let response = t
@@ -591,59 +591,6 @@ async fn wrong_content_type_is_415_and_large_bodies_413(backend: Backend) {
     expect_error(response, 415, "unsupported-media-type").await;
     assert!(t.store.runbook(2).await.unwrap().is_none());
     t.stop().await;
-}
-
-/// Writes a request head and body chunks over a plain TCP connection, then reads the
-/// answer: its status and body.
-async fn raw_exchange(base: &str, head: &str, chunks: &[String]) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    stream.write_all(head.as_bytes()).await.unwrap();
-    for chunk in chunks {
-        // The server may answer and close before it has read everything.
-        if stream.write_all(chunk.as_bytes()).await.is_err() {
-            break;
-        }
-    }
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 8192];
-    // The server closes the connection after refusing the body.
-    loop {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => answer.extend_from_slice(&buf[..n]),
-        }
-        if let Some(end) = find_complete_response(&answer) {
-            answer.truncate(end);
-            break;
-        }
-    }
-    let text = String::from_utf8_lossy(&answer).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
-}
-
-/// The length of a complete HTTP/1.1 response with a content-length, once it has arrived.
-fn find_complete_response(bytes: &[u8]) -> Option<usize> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    let head_end = text.find("\r\n\r\n")? + 4;
-    let length: usize = text[..head_end]
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().to_string())
-        })?
-        .parse()
-        .ok()?;
-    (bytes.len() >= head_end + length).then_some(head_end + length)
 }
 
 async fn rate_limited_tokens_get_429_with_retry_after(backend: Backend) {

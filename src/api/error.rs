@@ -42,6 +42,11 @@ pub enum ApiError {
     RateLimited { retry_after: Duration },
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// A webhook whose signature does not match (no bearer challenge: GitHub signs instead).
+    #[error("{0}")]
+    BadSignature(String),
+    #[error("{0}")]
+    BadGateway(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error")]
@@ -60,6 +65,8 @@ impl ApiError {
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -76,6 +83,8 @@ impl ApiError {
             ApiError::Unprocessable(_) => "unprocessable-entity",
             ApiError::RateLimited { .. } => "rate-limited",
             ApiError::MethodNotAllowed(_) => "method-not-allowed",
+            ApiError::BadSignature(_) => "bad-signature",
+            ApiError::BadGateway(_) => "github-unavailable",
             ApiError::Unavailable(_) => "service-unavailable",
             ApiError::Internal(_) => "internal-error",
         }
@@ -89,6 +98,13 @@ impl ApiError {
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> Self {
         ApiError::BadRequest(e.to_string())
+    }
+}
+
+impl From<crate::github::GitHubError> for ApiError {
+    fn from(e: crate::github::GitHubError) -> Self {
+        tracing::warn!(error = %e, "GitHub call failed");
+        ApiError::BadGateway(format!("GitHub could not be asked: {e}"))
     }
 }
 

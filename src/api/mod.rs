@@ -4,6 +4,7 @@ pub mod auth;
 pub mod error;
 pub mod json;
 pub mod runbooks;
+pub mod webhooks;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -17,6 +18,10 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
+use secrecy::SecretString;
+
+use crate::github::GitHubApp;
+use crate::intake::Intake;
 use crate::store::Store;
 pub use error::{ApiError, ErrorBody};
 
@@ -28,6 +33,11 @@ pub struct AppState {
     pub public_url: Arc<str>,
     /// Requests per token; `None` when the limit is off.
     pub limiter: Option<Arc<DefaultKeyedRateLimiter<i64>>>,
+    /// The GitHub App, when configured; without it repositories are not resolved.
+    pub github: Option<Arc<GitHubApp>>,
+    /// Secrets webhook signatures are checked against (several during a rotation).
+    pub webhook_secrets: Arc<[SecretString]>,
+    pub intake: Intake,
 }
 
 impl AppState {
@@ -37,6 +47,9 @@ impl AppState {
             public_url: public_url.trim_end_matches('/').into(),
             limiter: NonZeroU32::new(rate_limit_per_minute)
                 .map(|n| Arc::new(RateLimiter::keyed(Quota::per_minute(n)))),
+            github: None,
+            webhook_secrets: Arc::new([]),
+            intake: Intake::default(),
         }
     }
 }
@@ -115,6 +128,7 @@ pub fn router(state: AppState) -> Router {
             get(runbooks::get_runbook).patch(runbooks::update_runbook),
         )
         .route("/api/v1/openapi.json", get(openapi_json))
+        .route("/webhooks/github", post(webhooks::receive))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)

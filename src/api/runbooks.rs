@@ -15,6 +15,7 @@ use crate::domain::runbook::{
     limits, normalize_labels, title_from_prompt,
 };
 use crate::domain::{FollowUp, NewRunbook, PrMode, RunbookStatus, RunbookSummary, StepCounts};
+use crate::github::Resolution;
 
 /// The repository a runbook runs against.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
@@ -212,7 +213,9 @@ async fn visible_summary(
         (status = 403, description = "The token may not act for the repository's organisation", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not application/json", body = ErrorBody),
+        (status = 422, description = "The app is not installed on the repository, or it does not exist", body = ErrorBody),
         (status = 429, description = "Rate limit exceeded; see Retry-After", body = ErrorBody),
+        (status = 502, description = "GitHub could not be asked", body = ErrorBody),
     )
 )]
 pub async fn create_runbook(
@@ -220,12 +223,27 @@ pub async fn create_runbook(
     caller: Caller,
     JsonBody(request): JsonBody<CreateRunbookRequest>,
 ) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
-    let new = request.validate()?;
+    let mut new = request.validate()?;
     if !caller.may_act_for(&new.org) {
         return Err(ApiError::Forbidden(format!(
             "this API token may not act for organisation `{}`",
             new.org
         )));
+    }
+    if let Some(github) = &state.github {
+        match github.resolve(&new.org, &new.repo).await? {
+            Resolution::Found(repo) => {
+                // The target branch is fixed when the runbook is created, so a later change
+                // of the default branch does not move a runbook's work.
+                new.target_branch.get_or_insert(repo.default_branch);
+            }
+            Resolution::NotInstalled => {
+                return Err(ApiError::Unprocessable(format!(
+                    "the runbooks app is not installed on {}/{}, or the repository does not exist",
+                    new.org, new.repo
+                )));
+            }
+        }
     }
     let number = state
         .store

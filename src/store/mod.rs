@@ -70,6 +70,15 @@ pub struct FollowUpRecord {
     pub created_at_ms: i64,
 }
 
+/// A webhook delivery as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub delivery_id: String,
+    pub event: String,
+    pub action: Option<String>,
+    pub payload: String,
+}
+
 /// A step of a stored plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepRecord {
@@ -135,6 +144,14 @@ pub trait Store: Send + Sync + 'static {
         url: &str,
         steps: &[StepNumber],
     ) -> StoreResult<()>;
+
+    /// Persists a webhook delivery; `false` when this delivery id was seen before (a
+    /// redelivery), in which case nothing changes.
+    async fn record_delivery(&self, delivery: &DeliveryRecord) -> StoreResult<bool>;
+    /// Marks a delivery handled, with the error it ended in, if any.
+    async fn finish_delivery(&self, delivery_id: &str, error: Option<&str>) -> StoreResult<()>;
+    /// Deliveries received but not yet handled (after a crash), oldest first.
+    async fn unfinished_deliveries(&self) -> StoreResult<Vec<DeliveryRecord>>;
 }
 
 /// Opens the database named by a `sqlite://…` or `postgres://…` URL (creating a missing

@@ -417,6 +417,50 @@ macro_rules! sql_store {
                 tx.commit().await?;
                 Ok(())
             }
+
+            async fn record_delivery(&self, delivery: &DeliveryRecord) -> StoreResult<bool> {
+                let result = sqlx::query(
+                    "INSERT INTO webhook_deliveries (delivery_id, event, action, payload, received_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (delivery_id) DO NOTHING",
+                )
+                .bind(&delivery.delivery_id)
+                .bind(&delivery.event)
+                .bind(&delivery.action)
+                .bind(&delivery.payload)
+                .bind(now_ms())
+                .execute(&self.pool)
+                .await?;
+                Ok(result.rows_affected() == 1)
+            }
+
+            async fn finish_delivery(&self, delivery_id: &str, error: Option<&str>) -> StoreResult<()> {
+                sqlx::query("UPDATE webhook_deliveries SET processed_at = $1, error = $2 WHERE delivery_id = $3")
+                    .bind(now_ms())
+                    .bind(error)
+                    .bind(delivery_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn unfinished_deliveries(&self) -> StoreResult<Vec<DeliveryRecord>> {
+                let rows = sqlx::query(
+                    "SELECT delivery_id, event, action, payload FROM webhook_deliveries \
+                     WHERE processed_at IS NULL ORDER BY received_at, delivery_id",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(DeliveryRecord {
+                            delivery_id: r.try_get("delivery_id")?,
+                            event: r.try_get("event")?,
+                            action: r.try_get("action")?,
+                            payload: r.try_get("payload")?,
+                        })
+                    })
+                    .collect()
+            }
         }
     };
 }

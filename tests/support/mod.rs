@@ -227,6 +227,59 @@ pub async fn expect_error(
     (headers, message)
 }
 
+/// Writes a request head and body chunks over a plain TCP connection, then reads the
+/// answer: its status and body.
+pub async fn raw_exchange(base: &str, head: &str, chunks: &[String]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    for chunk in chunks {
+        // The server may answer and close before it has read everything.
+        if stream.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 8192];
+    // The server closes the connection after refusing the body.
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+        if let Some(end) = find_complete_response(&answer) {
+            answer.truncate(end);
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+/// The length of a complete HTTP/1.1 response with a content-length, once it has arrived.
+fn find_complete_response(bytes: &[u8]) -> Option<usize> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let head_end = text.find("\r\n\r\n")? + 4;
+    let length: usize = text[..head_end]
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })?
+        .parse()
+        .ok()?;
+    (bytes.len() >= head_end + length).then_some(head_end + length)
+}
+
 /// Declares a test that runs once per backend: `both_backends!(name, async_fn)` makes
 /// `name::sqlite` and `name::postgres`.
 #[macro_export]

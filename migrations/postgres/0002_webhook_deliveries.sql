@@ -1,0 +1,13 @@
+-- Webhook deliveries from GitHub, persisted before they are answered.
+-- The delivery id (X-GitHub-Delivery) stays the same on redelivery: it is the key that makes
+-- a redelivered webhook have effect once.
+CREATE TABLE webhook_deliveries (
+    delivery_id   TEXT PRIMARY KEY,
+    event         TEXT NOT NULL,
+    action        TEXT,
+    payload       TEXT NOT NULL,
+    received_at   BIGINT NOT NULL,
+    processed_at  BIGINT,
+    error         TEXT
+);
+CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (processed_at, received_at);

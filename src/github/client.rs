@@ -1,0 +1,445 @@
+//! The one door every GitHub call goes through: authentication (app JWT or installation
+//! token), retries with backoff on 5xx and transport errors, waiting out rate limits, and a
+//! count of calls per operation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, Method, StatusCode, header};
+use http_body_util::BodyExt;
+use octocrab::Octocrab;
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+
+use super::GitHubError;
+
+/// Who a request is made as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum As {
+    /// The app itself, with a short-lived RS256 JWT (app endpoints only).
+    App,
+    /// An installation, with its installation access token.
+    Installation(u64),
+}
+
+/// How hard to try before giving up.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts per call, the first included.
+    pub attempts: u32,
+    /// First backoff after a 5xx or transport error; doubles each time.
+    pub backoff: Duration,
+    /// The longest a rate limit may make a call wait; a longer demand fails the call.
+    pub max_wait: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 4,
+            backoff: Duration::from_millis(250),
+            max_wait: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A raw answer: status, headers, body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl Answer {
+    pub fn json<T: DeserializeOwned>(&self, operation: &'static str) -> Result<T, GitHubError> {
+        serde_json::from_slice(&self.body).map_err(|e| GitHubError::Decode {
+            operation,
+            message: e.to_string(),
+        })
+    }
+
+    /// GitHub's `message` field of an error body, or the status's reason.
+    pub fn message(&self) -> String {
+        serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
+            .unwrap_or_else(|| {
+                self.status
+                    .canonical_reason()
+                    .unwrap_or("unknown status")
+                    .to_string()
+            })
+    }
+}
+
+/// An installation token and when it stops working.
+#[derive(Clone)]
+pub(super) struct CachedToken {
+    pub token: SecretString,
+    pub expires_at: SystemTime,
+}
+
+/// Renew tokens this long before GitHub says they expire, so no call carries a token that
+/// dies in flight.
+const TOKEN_RENEW_BEFORE: Duration = Duration::from_secs(5 * 60);
+
+/// Transport, credentials and policy shared by every call.
+pub struct Client {
+    http: Octocrab,
+    app_id: octocrab::models::AppId,
+    key: octocrab::EncodingKey,
+    policy: RetryPolicy,
+    tokens: tokio::sync::Mutex<HashMap<u64, CachedToken>>,
+    calls: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Client {
+    pub fn new(
+        api_url: &str,
+        app_id: u64,
+        key: octocrab::EncodingKey,
+        policy: RetryPolicy,
+    ) -> Result<Self, GitHubError> {
+        // Unauthenticated transport: we put the Authorization header on each request
+        // ourselves, so one policy (ours) covers token renewal and retries.
+        let http = Octocrab::builder()
+            .base_uri(api_url)
+            .map_err(|e| GitHubError::Config(format!("GITHUB_API_URL {api_url:?}: {e}")))?
+            .set_connect_timeout(Some(Duration::from_secs(10)))
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .build()
+            .map_err(|e| GitHubError::Config(e.to_string()))?;
+        Ok(Self {
+            http,
+            app_id: octocrab::models::AppId(app_id),
+            key,
+            policy,
+            tokens: tokio::sync::Mutex::new(HashMap::new()),
+            calls: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Calls made so far, by operation id (e.g. `pulls/create`).
+    pub fn call_counts(&self) -> BTreeMap<&'static str, u64> {
+        self.calls.lock().expect("call counter lock").clone()
+    }
+
+    fn count(&self, operation: &'static str) {
+        *self
+            .calls
+            .lock()
+            .expect("call counter lock")
+            .entry(operation)
+            .or_default() += 1;
+    }
+
+    /// A JSON call that must succeed with a 2xx status.
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        who: As,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, GitHubError> {
+        let answer = self.call(operation, who, method, path, body).await?;
+        if !answer.status.is_success() {
+            return Err(GitHubError::Status {
+                operation,
+                status: answer.status.as_u16(),
+                message: answer.message(),
+            });
+        }
+        answer.json(operation)
+    }
+
+    /// A call with retries; answers whatever final status GitHub gave.
+    pub async fn call(
+        &self,
+        operation: &'static str,
+        who: As,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, GitHubError> {
+        let body = body.map(|b| b.to_string());
+        let mut renewed_after_401 = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.count(operation);
+            let authorization = self.authorization(who).await?;
+            let result = self
+                .send(method.clone(), path, &authorization, body.clone())
+                .await;
+            let last = attempt >= self.policy.attempts;
+            let answer = match result {
+                Ok(answer) => answer,
+                Err(e) if !last => {
+                    tracing::warn!(operation, attempt, error = %e, "GitHub unreachable; retrying");
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(GitHubError::Transport {
+                        operation,
+                        message: e,
+                    });
+                }
+            };
+            let status = answer.status;
+            if status == StatusCode::UNAUTHORIZED
+                && let As::Installation(id) = who
+                && !renewed_after_401
+            {
+                // The token may have been revoked or expired early: drop it and try once more
+                // with a fresh one.
+                tracing::info!(
+                    operation,
+                    installation = id,
+                    "401 from GitHub; renewing the installation token"
+                );
+                self.tokens.lock().await.remove(&id);
+                renewed_after_401 = true;
+                continue;
+            }
+            if let Some(wait) = rate_limit_wait(&answer) {
+                if last || wait > self.policy.max_wait {
+                    return Err(GitHubError::RateLimited {
+                        operation,
+                        retry_after: wait,
+                    });
+                }
+                tracing::warn!(
+                    operation,
+                    wait_ms = wait.as_millis() as u64,
+                    "GitHub rate limit; waiting"
+                );
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            if status.is_server_error() && !last {
+                tracing::warn!(
+                    operation,
+                    attempt,
+                    status = status.as_u16(),
+                    "GitHub server error; retrying"
+                );
+                tokio::time::sleep(self.backoff(attempt)).await;
+                continue;
+            }
+            return Ok(answer);
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self.policy.backoff * 2u32.saturating_pow(attempt.saturating_sub(1));
+        // A little jitter keeps replicas from retrying in lock-step.
+        let jitter = Duration::from_millis(rand::random::<u64>() % 100);
+        exp.min(Duration::from_secs(10)) + jitter
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        authorization: &SecretString,
+        body: Option<String>,
+    ) -> Result<Answer, String> {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::ACCEPT, "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", "2022-11-28")
+            .header(
+                header::USER_AGENT,
+                concat!("runbooks/", env!("CARGO_PKG_VERSION")),
+            )
+            .header(header::AUTHORIZATION, authorization.expose_secret());
+        let body = match body {
+            Some(json) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                octocrab::OctoBody::from(json)
+            }
+            None => {
+                request = request.header(header::CONTENT_LENGTH, "0");
+                octocrab::OctoBody::empty()
+            }
+        };
+        let request = request.body(body).map_err(|e| e.to_string())?;
+        let response = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    async fn authorization(&self, who: As) -> Result<SecretString, GitHubError> {
+        let token = match who {
+            As::App => self.jwt()?,
+            // Boxed: fetching a token is itself a call (as the app), a recursion the compiler
+            // needs sized.
+            As::Installation(id) => Box::pin(self.installation_token(id)).await?,
+        };
+        Ok(SecretString::from(format!(
+            "Bearer {}",
+            token.expose_secret()
+        )))
+    }
+
+    /// A fresh app JWT: RS256, `iat` 60 s in the past (clock drift), expiring within 10 min.
+    fn jwt(&self) -> Result<SecretString, GitHubError> {
+        octocrab::auth::create_jwt(self.app_id, &self.key)
+            .map(SecretString::from)
+            .map_err(|e| GitHubError::Config(format!("could not sign the app JWT: {e}")))
+    }
+
+    /// The installation's access token, from the cache while it has more than a few minutes
+    /// to live, else newly exchanged (`POST /app/installations/{id}/access_tokens`).
+    pub async fn installation_token(&self, installation: u64) -> Result<SecretString, GitHubError> {
+        // One lock over the exchange: concurrent callers wait for the same new token instead
+        // of each asking GitHub for one.
+        let mut tokens = self.tokens.lock().await;
+        if let Some(cached) = tokens.get(&installation)
+            && cached
+                .expires_at
+                .duration_since(SystemTime::now())
+                .is_ok_and(|left| left > TOKEN_RENEW_BEFORE)
+        {
+            return Ok(cached.token.clone());
+        }
+        #[derive(serde::Deserialize)]
+        struct Exchanged {
+            token: SecretString,
+            expires_at: String,
+        }
+        const OPERATION: &str = "apps/create-installation-access-token";
+        let path = format!("/app/installations/{installation}/access_tokens");
+        let answer = self
+            .call(OPERATION, As::App, Method::POST, &path, None)
+            .await?;
+        if answer.status != StatusCode::CREATED {
+            return Err(GitHubError::Status {
+                operation: OPERATION,
+                status: answer.status.as_u16(),
+                message: answer.message(),
+            });
+        }
+        let exchanged: Exchanged = answer.json(OPERATION)?;
+        let expires_at = humantime::parse_rfc3339_weak(&exchanged.expires_at).map_err(|e| {
+            GitHubError::Decode {
+                operation: OPERATION,
+                message: format!("expires_at {:?}: {e}", exchanged.expires_at),
+            }
+        })?;
+        tokens.insert(
+            installation,
+            CachedToken {
+                token: exchanged.token.clone(),
+                expires_at,
+            },
+        );
+        Ok(exchanged.token)
+    }
+}
+
+/// How long GitHub asks us to wait, when this answer is a rate limit: a 429, or a 403 that
+/// says so (`Retry-After`, an exhausted `x-ratelimit-remaining` with its reset time, or a
+/// "secondary rate limit" message, for which GitHub's advice is to wait a minute).
+fn rate_limit_wait(answer: &Answer) -> Option<Duration> {
+    let status = answer.status;
+    if status != StatusCode::FORBIDDEN && status != StatusCode::TOO_MANY_REQUESTS {
+        return None;
+    }
+    let header = |name: &str| {
+        answer
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    if let Some(seconds) = header("retry-after") {
+        return Some(Duration::from_secs(seconds));
+    }
+    if header("x-ratelimit-remaining") == Some(0)
+        && let Some(reset) = header("x-ratelimit-reset")
+    {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        return Some(Duration::from_secs(reset.saturating_sub(now).max(1)));
+    }
+    let message = answer.message().to_ascii_lowercase();
+    if status == StatusCode::TOO_MANY_REQUESTS || message.contains("secondary rate limit") {
+        return Some(Duration::from_secs(60));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, headers: &[(&str, &str)], message: &str) -> Answer {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: map,
+            body: serde_json::json!({"message": message}).to_string().into(),
+        }
+    }
+
+    #[test]
+    fn rate_limits_are_recognised() {
+        let wait = |a: &Answer| rate_limit_wait(a).map(|d| d.as_secs());
+        assert_eq!(wait(&answer(403, &[("retry-after", "7")], "x")), Some(7));
+        assert_eq!(wait(&answer(429, &[("retry-after", "2")], "x")), Some(2));
+        assert_eq!(wait(&answer(429, &[], "x")), Some(60));
+        assert_eq!(
+            wait(&answer(
+                403,
+                &[],
+                "You have exceeded a secondary rate limit"
+            )),
+            Some(60)
+        );
+        let soon = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 30;
+        let reset = soon.to_string();
+        let w = wait(&answer(
+            403,
+            &[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", &reset),
+            ],
+            "API rate limit exceeded",
+        ))
+        .unwrap();
+        assert!((29..=30).contains(&w), "{w}");
+        // A plain permission error is not a rate limit.
+        assert_eq!(
+            wait(&answer(403, &[], "Resource not accessible by integration")),
+            None
+        );
+        assert_eq!(wait(&answer(500, &[("retry-after", "1")], "x")), None);
+    }
+}

@@ -1,0 +1,251 @@
+//! The GitHub App: app authentication, installation tokens, repository resolution and
+//! webhooks. Every call to GitHub goes through [`client::Client`].
+
+pub mod client;
+pub mod webhook;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::{GithubConfig, PrivateKeySource};
+pub use client::{As, Client, RetryPolicy};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitHubError {
+    #[error("GitHub App configuration: {0}")]
+    Config(String),
+    #[error("GitHub answered {status} to {operation}: {message}")]
+    Status {
+        operation: &'static str,
+        status: u16,
+        message: String,
+    },
+    #[error("GitHub's answer to {operation} could not be read: {message}")]
+    Decode {
+        operation: &'static str,
+        message: String,
+    },
+    #[error("could not reach GitHub for {operation}: {message}")]
+    Transport {
+        operation: &'static str,
+        message: String,
+    },
+    #[error("GitHub rate-limited {operation}; retry in {} s", retry_after.as_secs())]
+    RateLimited {
+        operation: &'static str,
+        retry_after: Duration,
+    },
+}
+
+/// A repository the app may work on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoInfo {
+    pub installation_id: u64,
+    pub id: u64,
+    /// `owner/name` as GitHub spells it.
+    pub full_name: String,
+    pub default_branch: String,
+    /// Where to fetch and push, from GitHub's answer (never built from a host name).
+    pub clone_url: String,
+}
+
+/// The outcome of resolving `org/name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    Found(RepoInfo),
+    /// The app is not installed on it, or it does not exist: GitHub does not tell which.
+    NotInstalled,
+}
+
+/// The app's identity as GitHub shows it (for commit authorship).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppIdentity {
+    pub slug: String,
+    pub name: String,
+}
+
+/// How long a resolved repository is trusted without asking GitHub again. Webhooks about
+/// installations clear entries at once; this bounds staleness when a webhook is missed.
+const REPO_CACHE_TTL: Duration = Duration::from_secs(5 * 60);
+
+/// The GitHub App, as configured.
+pub struct GitHubApp {
+    pub client: Client,
+    repos: Mutex<HashMap<String, (RepoInfo, Instant)>>,
+    identity: tokio::sync::OnceCell<AppIdentity>,
+}
+
+fn repo_key(org: &str, name: &str) -> String {
+    format!("{}/{}", org.to_ascii_lowercase(), name.to_ascii_lowercase())
+}
+
+impl GitHubApp {
+    /// The app, when the configuration names one (`GITHUB_APP_ID` and a private key).
+    pub fn from_config(config: &GithubConfig) -> Result<Option<Self>, GitHubError> {
+        let (Some(app_id), Some(key)) = (config.app_id, &config.private_key) else {
+            if config.app_id.is_some() || config.private_key.is_some() {
+                return Err(GitHubError::Config(
+                    "GITHUB_APP_ID and a private key (GITHUB_PRIVATE_KEY or GITHUB_PRIVATE_KEY_PATH) go together".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let pem: SecretString = match key {
+            PrivateKeySource::Inline(pem) => pem.clone(),
+            PrivateKeySource::File(path) => std::fs::read_to_string(path)
+                .map(SecretString::from)
+                .map_err(|e| {
+                GitHubError::Config(format!(
+                    "could not read the private key {}: {e}",
+                    path.display()
+                ))
+            })?,
+        };
+        Self::new(&config.api_url, app_id, &pem, RetryPolicy::default()).map(Some)
+    }
+
+    pub fn new(
+        api_url: &str,
+        app_id: u64,
+        private_key_pem: &SecretString,
+        policy: RetryPolicy,
+    ) -> Result<Self, GitHubError> {
+        let key = octocrab::EncodingKey::from_rsa_pem(private_key_pem.expose_secret().as_bytes())
+            .map_err(|e| {
+            GitHubError::Config(format!(
+                "the private key is not an RSA key in PEM form: {e}"
+            ))
+        })?;
+        Ok(Self {
+            client: Client::new(api_url, app_id, key, policy)?,
+            repos: Mutex::new(HashMap::new()),
+            identity: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// The app's slug and name (`GET /app`), asked once.
+    pub async fn identity(&self) -> Result<AppIdentity, GitHubError> {
+        self.identity
+            .get_or_try_init(|| async {
+                let app: serde_json::Value = self
+                    .client
+                    .json("apps/get-authenticated", As::App, Method::GET, "/app", None)
+                    .await?;
+                let text = |field: &str| {
+                    app.get(field)
+                        .and_then(|v| v.as_str())
+                        .map(String::from)
+                        .ok_or_else(|| GitHubError::Decode {
+                            operation: "apps/get-authenticated",
+                            message: format!("no `{field}`"),
+                        })
+                };
+                Ok(AppIdentity {
+                    slug: text("slug")?,
+                    name: text("name")?,
+                })
+            })
+            .await
+            .cloned()
+    }
+
+    /// `org/name` → installation → repository, from the cache while it is fresh.
+    pub async fn resolve(&self, org: &str, name: &str) -> Result<Resolution, GitHubError> {
+        let key = repo_key(org, name);
+        if let Some((info, at)) = self.repos.lock().expect("repo cache lock").get(&key)
+            && at.elapsed() < REPO_CACHE_TTL
+        {
+            return Ok(Resolution::Found(info.clone()));
+        }
+        let path = format!("/repos/{org}/{name}/installation");
+        let answer = self
+            .client
+            .call(
+                "apps/get-repo-installation",
+                As::App,
+                Method::GET,
+                &path,
+                None,
+            )
+            .await?;
+        if answer.status == StatusCode::NOT_FOUND {
+            return Ok(Resolution::NotInstalled);
+        }
+        if !answer.status.is_success() {
+            return Err(GitHubError::Status {
+                operation: "apps/get-repo-installation",
+                status: answer.status.as_u16(),
+                message: answer.message(),
+            });
+        }
+        let installation: octocrab::models::Installation =
+            answer.json("apps/get-repo-installation")?;
+        let installation_id = installation.id.0;
+        let path = format!("/repos/{org}/{name}");
+        let answer = self
+            .client
+            .call(
+                "repos/get",
+                As::Installation(installation_id),
+                Method::GET,
+                &path,
+                None,
+            )
+            .await?;
+        if answer.status == StatusCode::NOT_FOUND {
+            // Installed on the account, but this repository is not among those it was given.
+            return Ok(Resolution::NotInstalled);
+        }
+        if !answer.status.is_success() {
+            return Err(GitHubError::Status {
+                operation: "repos/get",
+                status: answer.status.as_u16(),
+                message: answer.message(),
+            });
+        }
+        let repo: octocrab::models::Repository = answer.json("repos/get")?;
+        let missing = |field: &str| GitHubError::Decode {
+            operation: "repos/get",
+            message: format!("the repository has no `{field}`"),
+        };
+        let info = RepoInfo {
+            installation_id,
+            id: repo.id.0,
+            full_name: repo.full_name.ok_or_else(|| missing("full_name"))?,
+            default_branch: repo
+                .default_branch
+                .ok_or_else(|| missing("default_branch"))?,
+            clone_url: repo
+                .clone_url
+                .ok_or_else(|| missing("clone_url"))?
+                .to_string(),
+        };
+        self.repos
+            .lock()
+            .expect("repo cache lock")
+            .insert(key, (info.clone(), Instant::now()));
+        Ok(Resolution::Found(info))
+    }
+
+    /// Forgets every repository of an installation (it was deleted or suspended).
+    pub fn forget_installation(&self, installation_id: u64) {
+        self.repos
+            .lock()
+            .expect("repo cache lock")
+            .retain(|_, (info, _)| info.installation_id != installation_id);
+    }
+
+    /// Forgets repositories removed from an installation (`owner/name`).
+    pub fn forget_repos(&self, full_names: &[String]) {
+        let mut repos = self.repos.lock().expect("repo cache lock");
+        for full_name in full_names {
+            if let Some((org, name)) = full_name.split_once('/') {
+                repos.remove(&repo_key(org, name));
+            }
+        }
+    }
+}

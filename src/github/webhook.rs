@@ -1,0 +1,181 @@
+//! Webhook signatures and events: pure functions over the raw delivery.
+
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use sha2::Sha256;
+
+/// GitHub's limit on a delivery's body; larger ones are refused.
+pub const MAX_PAYLOAD_BYTES: usize = 25 * 1024 * 1024;
+
+/// Whether `X-Hub-Signature-256` (`sha256=<hex>`) is the HMAC-SHA256 of the raw body under
+/// one of the secrets (several during a rotation). The comparison is constant-time.
+pub fn signature_is_valid(secrets: &[SecretString], body: &[u8], header: Option<&str>) -> bool {
+    let Some(hex_digest) = header.and_then(|h| h.trim().strip_prefix("sha256=")) else {
+        return false;
+    };
+    let Ok(expected) = hex::decode(hex_digest) else {
+        return false;
+    };
+    secrets.iter().any(|secret| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(body);
+        mac.verify_slice(&expected).is_ok()
+    })
+}
+
+/// The signature GitHub would send for this body (for tests and the stand-in).
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// What a delivery means to the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Ping,
+    /// `installation` created, deleted, suspended, unsuspended, …
+    Installation {
+        action: String,
+        installation_id: u64,
+        /// `owner/name` of the repositories in the payload (when it lists them).
+        repositories: Vec<String>,
+    },
+    /// `installation_repositories` added or removed.
+    InstallationRepositories {
+        installation_id: u64,
+        added: Vec<String>,
+        removed: Vec<String>,
+    },
+    /// Anything the app does not act on (yet): acknowledged and ignored.
+    Other {
+        event: String,
+    },
+}
+
+fn full_names(list: Option<&Value>) -> Vec<String> {
+    list.and_then(Value::as_array)
+        .map(|repos| {
+            repos
+                .iter()
+                .filter_map(|r| r.get("full_name").and_then(Value::as_str))
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Reads a delivery's payload for the event named by `X-GitHub-Event`.
+pub fn parse(event: &str, payload: &Value) -> Result<Event, String> {
+    let installation_id = || {
+        payload
+            .pointer("/installation/id")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| format!("a `{event}` payload without installation.id"))
+    };
+    let action = payload
+        .get("action")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    Ok(match event {
+        "ping" => Event::Ping,
+        "installation" => Event::Installation {
+            action,
+            installation_id: installation_id()?,
+            repositories: full_names(payload.get("repositories")),
+        },
+        "installation_repositories" => Event::InstallationRepositories {
+            installation_id: installation_id()?,
+            added: full_names(payload.get("repositories_added")),
+            removed: full_names(payload.get("repositories_removed")),
+        },
+        other => Event::Other {
+            event: other.to_string(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// GitHub's published test vector.
+    #[test]
+    fn github_test_vector() {
+        let secret = "It's a Secret to Everybody";
+        let expected = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert_eq!(sign(secret.as_bytes(), b"Hello, World!"), expected);
+        let secrets = [SecretString::from(secret)];
+        assert!(signature_is_valid(
+            &secrets,
+            b"Hello, World!",
+            Some(expected)
+        ));
+        assert!(!signature_is_valid(
+            &secrets,
+            b"Hello, World?",
+            Some(expected)
+        ));
+        assert!(!signature_is_valid(&secrets, b"Hello, World!", None));
+        assert!(!signature_is_valid(
+            &secrets,
+            b"Hello, World!",
+            Some("sha1=abc")
+        ));
+        assert!(!signature_is_valid(
+            &secrets,
+            b"Hello, World!",
+            Some("sha256=zz")
+        ));
+        assert!(!signature_is_valid(&[], b"Hello, World!", Some(expected)));
+    }
+
+    #[test]
+    fn any_of_several_secrets_during_rotation() {
+        let secrets = [SecretString::from("old"), SecretString::from("new")];
+        assert!(signature_is_valid(
+            &secrets,
+            b"x",
+            Some(&sign(b"old", b"x"))
+        ));
+        assert!(signature_is_valid(
+            &secrets,
+            b"x",
+            Some(&sign(b"new", b"x"))
+        ));
+        assert!(!signature_is_valid(
+            &secrets,
+            b"x",
+            Some(&sign(b"other", b"x"))
+        ));
+    }
+
+    #[test]
+    fn events() {
+        let payload = serde_json::json!({
+            "action": "removed",
+            "installation": {"id": 7},
+            "repositories_added": [],
+            "repositories_removed": [{"full_name": "acme/backend"}]
+        });
+        assert_eq!(
+            parse("installation_repositories", &payload).unwrap(),
+            Event::InstallationRepositories {
+                installation_id: 7,
+                added: vec![],
+                removed: vec!["acme/backend".into()]
+            }
+        );
+        assert_eq!(parse("ping", &serde_json::json!({})).unwrap(), Event::Ping);
+        assert!(parse("installation", &serde_json::json!({"action": "deleted"})).is_err());
+        assert_eq!(
+            parse("star", &serde_json::json!({})).unwrap(),
+            Event::Other {
+                event: "star".into()
+            }
+        );
+    }
+}

@@ -462,6 +462,30 @@ async fn unauthorized_requests_get_401_with_a_challenge(backend: Backend) {
     t.stop().await;
 }
 
+/// A token the server has already seen (and cached) stops working with the next request
+/// after its revocation, for reads and writes alike.
+async fn a_revoked_token_stops_working_at_once(backend: Backend) {
+    let t = TestServer::start(backend).await;
+    json(t.create(minimal("p")).await).await;
+    assert_eq!(t.get(1).await.status(), 200);
+    assert_eq!(t.get(999).await.status(), 404);
+    let id = t.store.list_tokens().await.unwrap()[0].id;
+    assert!(t.store.revoke_token(id).await.unwrap());
+
+    expect_error(t.get(1).await, 401, "unauthorized").await;
+    expect_error(t.get(999).await, 401, "unauthorized").await;
+    expect_error(t.create(minimal("p")).await, 401, "unauthorized").await;
+    expect_error(
+        t.patch(1, json!({"prompt": "x"})).await,
+        401,
+        "unauthorized",
+    )
+    .await;
+    assert!(t.store.runbook(2).await.unwrap().is_none());
+    assert!(t.store.pending_follow_ups(1).await.unwrap().is_empty());
+    t.stop().await;
+}
+
 async fn tokens_see_only_their_organisations(backend: Backend) {
     let t = TestServer::start(backend).await;
     json(t.create(minimal("acme's")).await).await;
@@ -661,6 +685,7 @@ both_backends!(
     bad_bodies_are_400s_naming_the_field_and_change_nothing,
     bad_follow_ups_and_numbers_are_400s,
     unauthorized_requests_get_401_with_a_challenge,
+    a_revoked_token_stops_working_at_once,
     tokens_see_only_their_organisations,
     wrong_content_type_is_415_and_large_bodies_413,
     rate_limited_tokens_get_429_with_retry_after,

@@ -1,4 +1,14 @@
 //! Bearer-token authentication and per-token rate limiting.
+//!
+//! Tokens are looked up by their SHA-256. A token found once is kept in a small in-memory
+//! cache, but a cached token is never trusted on its own: every read confirms it in the same
+//! database round trip that reads the data ([`crate::store::Store::read_runbook`]), and every
+//! write confirms it first ([`Caller::confirm`]). So a token revoked from the command line
+//! (another process) stops working with the very next request, while a status poll costs one
+//! round trip instead of two.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
@@ -8,16 +18,65 @@ use super::{ApiError, AppState};
 use crate::store::TokenInfo;
 use crate::tokens;
 
+/// Tokens seen recently, by hash. Bounded: cleared when full (tokens are few in practice).
+#[derive(Default)]
+pub struct TokenCache {
+    entries: RwLock<HashMap<String, TokenInfo>>,
+}
+
+const TOKEN_CACHE_CAPACITY: usize = 10_000;
+
+impl TokenCache {
+    fn get(&self, hash: &str) -> Option<TokenInfo> {
+        self.entries
+            .read()
+            .expect("token cache lock")
+            .get(hash)
+            .cloned()
+    }
+
+    fn insert(&self, hash: String, token: TokenInfo) {
+        let mut entries = self.entries.write().expect("token cache lock");
+        if entries.len() >= TOKEN_CACHE_CAPACITY {
+            entries.clear();
+        }
+        entries.insert(hash, token);
+    }
+
+    /// Drops a token found revoked.
+    pub fn forget(&self, hash: &str) {
+        self.entries.write().expect("token cache lock").remove(hash);
+    }
+}
+
 /// The authenticated caller of an API request: the token it presented.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub token: TokenInfo,
+    /// The token's hash, for confirming it along with a read.
+    pub token_hash: String,
+    /// Whether the token came from the cache (not yet confirmed by this request).
+    cached: bool,
 }
 
 impl Caller {
     /// Whether the token may see and act on repositories of this organisation.
     pub fn may_act_for(&self, org: &str) -> bool {
         self.token.orgs.iter().any(|o| o.eq_ignore_ascii_case(org))
+    }
+
+    /// Makes sure the token is still active before a write.
+    pub async fn confirm(&self, state: &AppState) -> Result<(), ApiError> {
+        if self.cached && state.store.active_token(&self.token_hash).await?.is_none() {
+            return Err(self.revoked(state));
+        }
+        Ok(())
+    }
+
+    /// The answer for a token found revoked; it also leaves the cache.
+    pub fn revoked(&self, state: &AppState) -> ApiError {
+        state.tokens.forget(&self.token_hash);
+        invalid()
     }
 }
 
@@ -52,11 +111,19 @@ impl FromRequestParts<AppState> for Caller {
         if !tokens::well_formed(presented) {
             return Err(invalid());
         }
-        let token = state
-            .store
-            .active_token(&tokens::hash(presented))
-            .await?
-            .ok_or_else(invalid)?;
+        let token_hash = tokens::hash(presented);
+        let (token, cached) = match state.tokens.get(&token_hash) {
+            Some(token) => (token, true),
+            None => {
+                let token = state
+                    .store
+                    .active_token(&token_hash)
+                    .await?
+                    .ok_or_else(invalid)?;
+                state.tokens.insert(token_hash.clone(), token.clone());
+                (token, false)
+            }
+        };
         if let Some(limiter) = &state.limiter
             && let Err(not_until) = limiter.check_key(&token.id)
         {
@@ -65,6 +132,10 @@ impl FromRequestParts<AppState> for Caller {
             ));
             return Err(ApiError::RateLimited { retry_after });
         }
-        Ok(Caller { token })
+        Ok(Caller {
+            token,
+            token_hash,
+            cached,
+        })
     }
 }

@@ -38,6 +38,8 @@ pub struct AppState {
     /// Secrets webhook signatures are checked against (several during a rotation).
     pub webhook_secrets: Arc<[SecretString]>,
     pub intake: Intake,
+    /// Tokens seen recently (always confirmed against the database, see `auth`).
+    pub tokens: Arc<auth::TokenCache>,
 }
 
 impl AppState {
@@ -50,6 +52,7 @@ impl AppState {
             github: None,
             webhook_secrets: Arc::new([]),
             intake: Intake::default(),
+            tokens: Arc::default(),
         }
     }
 }

@@ -183,14 +183,22 @@ fn runbook_number(raw: &str) -> Result<i64, ApiError> {
         })
 }
 
-/// The summary of a runbook the caller may see; 404 alike for missing and out-of-scope
-/// runbooks, so a token never learns that another organisation's runbook exists.
+/// The summary of a runbook the caller may see, read in the same round trip that confirms
+/// the caller's token; 404 alike for missing and out-of-scope runbooks, so a token never
+/// learns that another organisation's runbook exists.
 async fn visible_summary(
     state: &AppState,
     caller: &Caller,
     number: i64,
 ) -> Result<RunbookSummary, ApiError> {
-    match state.store.runbook_summary(number).await? {
+    let read = state
+        .store
+        .read_runbook(number, Some(&caller.token_hash))
+        .await?;
+    if !read.token_active {
+        return Err(caller.revoked(state));
+    }
+    match read.summary {
         Some(summary) if caller.may_act_for(&summary.org) => Ok(summary),
         _ => Err(ApiError::runbook_not_found(number)),
     }
@@ -224,6 +232,7 @@ pub async fn create_runbook(
     JsonBody(request): JsonBody<CreateRunbookRequest>,
 ) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
     let mut new = request.validate()?;
+    caller.confirm(&state).await?;
     if !caller.may_act_for(&new.org) {
         return Err(ApiError::Forbidden(format!(
             "this API token may not act for organisation `{}`",

@@ -70,6 +70,14 @@ pub struct FollowUpRecord {
     pub created_at_ms: i64,
 }
 
+/// A runbook read together with the state of the reader's token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunbookRead {
+    pub summary: Option<RunbookSummary>,
+    /// Whether the token hash given to the read belongs to an active token.
+    pub token_active: bool,
+}
+
 /// A webhook delivery as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryRecord {
@@ -118,8 +126,16 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new runbook under the next number of the deployment's sequence and returns it.
     async fn create_runbook(&self, new: &NewRunbook, created_by: Option<i64>) -> StoreResult<i64>;
     async fn runbook(&self, number: i64) -> StoreResult<Option<RunbookRecord>>;
-    /// Organisation, title, leaf-step counts and pull requests: what the status document needs.
-    async fn runbook_summary(&self, number: i64) -> StoreResult<Option<RunbookSummary>>;
+    /// Organisation, title, leaf-step counts and pull requests: what the status document
+    /// needs, read together with whether `token_hash` names an active token — one round trip
+    /// that both confirms a caller's (cached) token and reads what it asked for.
+    async fn read_runbook(&self, number: i64, token_hash: Option<&str>)
+    -> StoreResult<RunbookRead>;
+
+    /// [`Store::read_runbook`] without a token.
+    async fn runbook_summary(&self, number: i64) -> StoreResult<Option<RunbookSummary>> {
+        Ok(self.read_runbook(number, None).await?.summary)
+    }
 
     /// Records a follow-up: replaces the description when given, merges the labels, and
     /// queues the prompt for the engine. `false` when there is no such runbook.

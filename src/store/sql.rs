@@ -240,22 +240,29 @@ macro_rules! sql_store {
                 }))
             }
 
-            async fn runbook_summary(&self, number: i64) -> StoreResult<Option<RunbookSummary>> {
-                // One round trip for the runbook and its leaf counts (a row per state present,
-                // or one row with a NULL state before there are steps), and a second only
-                // when the runbook has pull requests.
+            async fn read_runbook(&self, number: i64, token_hash: Option<&str>) -> StoreResult<RunbookRead> {
+                // One round trip: the runbook and its leaf counts (a row per state present; one
+                // row of NULLs when the runbook does not exist, thanks to the anchor), whether
+                // it has pull requests, and whether the token is active. A second query only
+                // for runbooks that have pull requests.
                 let rows = sqlx::query(
                     "SELECT r.org, r.repo, r.title, s.state, COUNT(s.number) AS n, \
-                     EXISTS (SELECT 1 FROM pull_requests p WHERE p.runbook_number = $1) AS has_prs \
-                     FROM runbooks r LEFT JOIN steps s ON s.runbook_number = r.number AND s.is_leaf = $2 \
-                     WHERE r.number = $1 GROUP BY r.org, r.repo, r.title, s.state",
+                     EXISTS (SELECT 1 FROM pull_requests p WHERE p.runbook_number = $1) AS has_prs, \
+                     EXISTS (SELECT 1 FROM api_tokens t WHERE t.token_hash = $3 AND t.revoked_at IS NULL) AS token_active \
+                     FROM (SELECT 1 AS one) anchor \
+                     LEFT JOIN runbooks r ON r.number = $1 \
+                     LEFT JOIN steps s ON s.runbook_number = r.number AND s.is_leaf = $2 \
+                     GROUP BY r.org, r.repo, r.title, s.state",
                 )
                 .bind(number)
                 .bind(true)
+                .bind(token_hash)
                 .fetch_all(&self.pool)
                 .await?;
-                let Some(first) = rows.first() else {
-                    return Ok(None);
+                let first = rows.first().ok_or_else(|| StoreError::Corrupt("the anchored read returned no row".into()))?;
+                let token_active: bool = first.try_get("token_active")?;
+                let Some(org) = first.try_get::<Option<String>, _>("org")? else {
+                    return Ok(RunbookRead { summary: None, token_active });
                 };
                 let mut counts = StepCounts::default();
                 for row in &rows {
@@ -266,14 +273,15 @@ macro_rules! sql_store {
                 }
                 let has_prs: bool = first.try_get("has_prs")?;
                 let pull_requests = if has_prs { self.pull_requests(number).await? } else { Vec::new() };
-                Ok(Some(RunbookSummary {
+                let summary = RunbookSummary {
                     number,
-                    org: first.try_get("org")?,
+                    org,
                     repo: first.try_get("repo")?,
                     title: first.try_get("title")?,
                     counts,
                     pull_requests,
-                }))
+                };
+                Ok(RunbookRead { summary: Some(summary), token_active })
             }
 
             async fn add_follow_up(&self, number: i64, follow_up: &FollowUp) -> StoreResult<bool> {

@@ -13,8 +13,8 @@ use super::sql::{
     labels_json, parse_labels, parse_pr_mode, parse_state, parse_step_number, sql_store,
 };
 use super::{
-    DeliveryRecord, FollowUpRecord, RunbookRecord, StepRecord, Store, StoreError, StoreResult,
-    TokenInfo, now_ms,
+    DeliveryRecord, FollowUpRecord, RunbookRead, RunbookRecord, StepRecord, Store, StoreError,
+    StoreResult, TokenInfo, now_ms,
 };
 use crate::domain::{
     FollowUp, NewRunbook, Plan, PullRequestRef, RunbookSummary, StepCounts, StepNumber, StepState,
@@ -41,6 +41,9 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
+            // A local file does not drop connections; checking each one before use would
+            // cost a round trip to its worker thread per query.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         Ok(Self { pool })

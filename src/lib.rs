@@ -8,5 +8,6 @@ pub mod domain;
 pub mod github;
 pub mod intake;
 pub mod server;
+pub mod standin;
 pub mod store;
 pub mod tokens;

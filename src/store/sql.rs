@@ -241,43 +241,45 @@ macro_rules! sql_store {
             }
 
             async fn read_runbook(&self, number: i64, token_hash: Option<&str>) -> StoreResult<RunbookRead> {
-                // One round trip: the runbook and its leaf counts (a row per state present; one
-                // row of NULLs when the runbook does not exist, thanks to the anchor), whether
-                // it has pull requests, and whether the token is active. A second query only
-                // for runbooks that have pull requests.
-                let rows = sqlx::query(
-                    "SELECT r.org, r.repo, r.title, s.state, COUNT(s.number) AS n, \
+                // One round trip, one row: the runbook (NULLs when it does not exist, thanks
+                // to the anchor), its leaf counts by state, whether it has pull requests, and
+                // whether the token is active. A second query only for runbooks with PRs.
+                // The state names are those of `StepState::as_str`.
+                let row = sqlx::query(
+                    "SELECT r.org, r.repo, r.title, \
+                     COUNT(CASE WHEN s.state = 'not_started' THEN 1 END) AS not_started, \
+                     COUNT(CASE WHEN s.state = 'queued' THEN 1 END) AS queued, \
+                     COUNT(CASE WHEN s.state = 'in_progress' THEN 1 END) AS in_progress, \
+                     COUNT(CASE WHEN s.state = 'completed' THEN 1 END) AS completed, \
+                     COUNT(CASE WHEN s.state = 'failed' THEN 1 END) AS failed, \
                      EXISTS (SELECT 1 FROM pull_requests p WHERE p.runbook_number = $1) AS has_prs, \
                      EXISTS (SELECT 1 FROM api_tokens t WHERE t.token_hash = $3 AND t.revoked_at IS NULL) AS token_active \
                      FROM (SELECT 1 AS one) anchor \
                      LEFT JOIN runbooks r ON r.number = $1 \
                      LEFT JOIN steps s ON s.runbook_number = r.number AND s.is_leaf = $2 \
-                     GROUP BY r.org, r.repo, r.title, s.state",
+                     GROUP BY r.org, r.repo, r.title",
                 )
                 .bind(number)
                 .bind(true)
                 .bind(token_hash)
-                .fetch_all(&self.pool)
+                .fetch_one(&self.pool)
                 .await?;
-                let first = rows.first().ok_or_else(|| StoreError::Corrupt("the anchored read returned no row".into()))?;
-                let token_active: bool = first.try_get("token_active")?;
-                let Some(org) = first.try_get::<Option<String>, _>("org")? else {
+                let token_active: bool = row.try_get("token_active")?;
+                let Some(org) = row.try_get::<Option<String>, _>("org")? else {
                     return Ok(RunbookRead { summary: None, token_active });
                 };
                 let mut counts = StepCounts::default();
-                for row in &rows {
-                    if let Some(state) = row.try_get::<Option<String>, _>("state")? {
-                        let n: i64 = row.try_get("n")?;
-                        counts.add(parse_state(&state)?, n as u32);
-                    }
+                for state in StepState::ALL {
+                    let n: i64 = row.try_get(state.as_str())?;
+                    counts.add(state, n as u32);
                 }
-                let has_prs: bool = first.try_get("has_prs")?;
+                let has_prs: bool = row.try_get("has_prs")?;
                 let pull_requests = if has_prs { self.pull_requests(number).await? } else { Vec::new() };
                 let summary = RunbookSummary {
                     number,
                     org,
-                    repo: first.try_get("repo")?,
-                    title: first.try_get("title")?,
+                    repo: row.try_get("repo")?,
+                    title: row.try_get("title")?,
                     counts,
                     pull_requests,
                 };

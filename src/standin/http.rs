@@ -585,6 +585,19 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The path as the routes know it. On the Enterprise Server layout the REST API lives under
+/// `/api/v3` and GraphQL at `/api/graphql`; anything else there is not found.
+fn served_path(cfg: &crate::standin::state::Config, path: &str) -> String {
+    if !cfg.enterprise || path.starts_with("/git/") {
+        return path.to_string();
+    }
+    match path.strip_prefix("/api/v3") {
+        Some(rest) if rest.starts_with('/') => rest.to_string(),
+        _ if path == "/api/graphql" => "/graphql".to_string(),
+        _ => "/not-served-on-enterprise".to_string(),
+    }
+}
+
 /// The axum handler behind every path.
 pub(crate) async fn handle(
     AxumState(shared): AxumState<Arc<Shared>>,
@@ -603,7 +616,7 @@ pub(crate) async fn handle(
         .unwrap_or_default();
     let req = Req {
         method: parts.method,
-        path: parts.uri.path().to_string(),
+        path: served_path(&shared.cfg, parts.uri.path()),
         raw_query: parts.uri.query().map(str::to_string),
         query,
         headers: parts.headers,

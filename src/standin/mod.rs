@@ -96,6 +96,9 @@ pub struct Options {
     pub listen: SocketAddr,
     /// Directory for the bare repositories; a fresh temporary directory when `None`.
     pub dir: Option<PathBuf>,
+    /// Serve the GitHub Enterprise Server layout: REST under `/api/v3`, GraphQL at
+    /// `/api/graphql` (so `api_url()` ends in `/api/v3`).
+    pub enterprise: bool,
 }
 
 impl Default for Options {
@@ -109,6 +112,7 @@ impl Default for Options {
             webhook_secret: "stand-in webhook secret".to_string(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             dir: None,
+            enterprise: false,
         }
     }
 }
@@ -233,7 +237,12 @@ impl StandIn {
             app_owner: options.app_owner,
             bot_user_id: options.bot_user_id,
             webhook_secret: options.webhook_secret,
-            api_url: format!("http://{addr}"),
+            api_url: if options.enterprise {
+                format!("http://{addr}/api/v3")
+            } else {
+                format!("http://{addr}")
+            },
+            enterprise: options.enterprise,
             root,
         };
         let decoding_key =
@@ -268,10 +277,13 @@ impl StandIn {
         self.shared.cfg.api_url.clone()
     }
 
-    /// The GraphQL endpoint, `{api_url}/graphql` (as on github.com: `/graphql` beside the
-    /// REST root).
+    /// The GraphQL endpoint: `{api_url}/graphql` as on github.com, `/api/graphql` on an
+    /// Enterprise Server layout.
     pub fn graphql_url(&self) -> String {
-        format!("{}/graphql", self.shared.cfg.api_url)
+        match self.shared.cfg.api_url.strip_suffix("/v3") {
+            Some(api) if self.shared.cfg.enterprise => format!("{api}/graphql"),
+            _ => format!("{}/graphql", self.shared.cfg.api_url),
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -24,8 +24,11 @@ pub(crate) struct Config {
     pub app_owner: String,
     pub bot_user_id: u64,
     pub webhook_secret: String,
-    /// `http://127.0.0.1:PORT`, no trailing slash.
+    /// `http://127.0.0.1:PORT` (`…/api/v3` when `enterprise`), no trailing slash.
     pub api_url: String,
+    /// Lay out the API as GitHub Enterprise Server does: REST under `/api/v3`, GraphQL at
+    /// `/api/graphql`; nothing at the root.
+    pub enterprise: bool,
     /// Root of the bare repositories: `{root}/{owner}/{name}.git` (lower case).
     pub root: PathBuf,
 }

@@ -1,0 +1,418 @@
+//! The GitHub App layer against the GitHub stand-in: app JWT, installation tokens (exchange,
+//! reuse, renewal, a 401 mid-work), retries on 5xx, rate limits, repository resolution (422
+//! when not installed), installation webhooks, and the Enterprise Server URL layout.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use runbooks::config::PrivateKeySource;
+use runbooks::github::{GitHubApp, GitHubError, Resolution, RetryPolicy};
+use runbooks::standin::{Fault, Options, StandIn};
+use secrecy::SecretString;
+use serde_json::json;
+use support::{Backend, TestServer, expect_error, json, minimal};
+
+/// Fast retries: the behaviour is the same, the tests shorter.
+fn quick() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 4,
+        backoff: Duration::from_millis(5),
+        max_wait: Duration::from_secs(5),
+    }
+}
+
+async fn github_with_repo() -> (StandIn, u64) {
+    let github = StandIn::start().await.unwrap();
+    github
+        .create_repo(
+            "acme-corp",
+            "backend",
+            "trunk",
+            &[("README.md", "# backend\n")],
+        )
+        .await
+        .unwrap();
+    github
+        .create_repo(
+            "acme-corp",
+            "website",
+            "main",
+            &[("index.html", "<h1>hi</h1>\n")],
+        )
+        .await
+        .unwrap();
+    let installation = github.install("acme-corp", &["backend"]);
+    (github, installation)
+}
+
+fn app(github: &StandIn) -> GitHubApp {
+    GitHubApp::new(
+        &github.api_url(),
+        github.app_id(),
+        &SecretString::from(github.private_key_pem()),
+        quick(),
+    )
+    .unwrap()
+}
+
+fn count(github: &StandIn, operation: &str) -> usize {
+    github.requests_for(operation).len()
+}
+
+#[tokio::test]
+async fn repositories_resolve_through_the_installation() {
+    let (github, installation) = github_with_repo().await;
+    let app = app(&github);
+    let Resolution::Found(repo) = app.resolve("acme-corp", "backend").await.unwrap() else {
+        panic!("backend is installed");
+    };
+    assert_eq!(repo.installation_id, installation);
+    assert_eq!(repo.full_name, "acme-corp/backend");
+    assert_eq!(repo.default_branch, "trunk");
+    assert_eq!(repo.clone_url, github.clone_url("acme-corp", "backend"));
+    // Names compare without case, and the answer is cached.
+    assert!(matches!(
+        app.resolve("ACME-Corp", "Backend").await.unwrap(),
+        Resolution::Found(_)
+    ));
+    assert_eq!(count(&github, "apps/get-repo-installation"), 1);
+    assert_eq!(count(&github, "repos/get"), 1);
+
+    // Not installed on the account, installed without this repository, or no such repository.
+    assert_eq!(
+        app.resolve("globex", "backend").await.unwrap(),
+        Resolution::NotInstalled
+    );
+    assert_eq!(
+        app.resolve("acme-corp", "website").await.unwrap(),
+        Resolution::NotInstalled
+    );
+    assert_eq!(
+        app.resolve("acme-corp", "nothing").await.unwrap(),
+        Resolution::NotInstalled
+    );
+
+    let identity = app.identity().await.unwrap();
+    assert_eq!(identity.slug, github.app_slug());
+    let counts = app.client.call_counts();
+    assert_eq!(counts["apps/get-authenticated"], 1);
+    assert_eq!(counts["apps/create-installation-access-token"], 1);
+}
+
+#[tokio::test]
+async fn installation_tokens_are_reused_renewed_and_replaced_after_a_401() {
+    let (github, installation) = github_with_repo().await;
+    let app = app(&github);
+    let first = app.client.installation_token(installation).await.unwrap();
+    let again = app.client.installation_token(installation).await.unwrap();
+    use secrecy::ExposeSecret;
+    assert_eq!(
+        first.expose_secret(),
+        again.expose_secret(),
+        "reused while fresh"
+    );
+    assert_eq!(count(&github, "apps/create-installation-access-token"), 1);
+
+    // A token about to expire (GitHub's say) is renewed before use.
+    github.set_token_lifetime(Duration::from_secs(60));
+    let app = self::app(&github);
+    let short = app.client.installation_token(installation).await.unwrap();
+    let renewed = app.client.installation_token(installation).await.unwrap();
+    assert_ne!(short.expose_secret(), renewed.expose_secret());
+    assert_eq!(count(&github, "apps/create-installation-access-token"), 3);
+
+    // GitHub stops honouring the token mid-work: the call is answered 401, the token is
+    // dropped, a new one exchanged and the call made again — it succeeds.
+    github.set_token_lifetime(Duration::from_secs(3600));
+    let _ = app.client.installation_token(installation).await.unwrap();
+    github.expire_tokens();
+    github.clear_requests();
+    assert!(matches!(
+        app.resolve("acme-corp", "backend").await.unwrap(),
+        Resolution::Found(_)
+    ));
+    let statuses: Vec<(String, u16)> = github
+        .requests()
+        .into_iter()
+        .map(|r| (r.operation, r.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("apps/get-repo-installation".to_string(), 200),
+            ("repos/get".to_string(), 401),
+            ("apps/create-installation-access-token".to_string(), 201),
+            ("repos/get".to_string(), 200),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_with_backoff() {
+    let (github, _) = github_with_repo().await;
+    let app = app(&github);
+    github.inject(Fault::bad_gateway("/repos/acme-corp/backend/installation").times(2));
+    assert!(matches!(
+        app.resolve("acme-corp", "backend").await.unwrap(),
+        Resolution::Found(_)
+    ));
+    let statuses: Vec<u16> = github
+        .requests_for("apps/get-repo-installation")
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses, [502, 502, 200]);
+
+    // A fault that outlasts the attempts is reported, after exactly `attempts` tries.
+    let other = self::app(&github);
+    github.clear_requests();
+    github.inject(Fault::server_error("/app").times(10));
+    let err = other.identity().await.unwrap_err();
+    assert!(
+        matches!(err, GitHubError::Status { status: 500, .. }),
+        "{err}"
+    );
+    assert_eq!(count(&github, "apps/get-authenticated"), 4);
+}
+
+#[tokio::test]
+async fn rate_limits_are_waited_out() {
+    let (github, _) = github_with_repo().await;
+    let app = app(&github);
+    github.inject(Fault::secondary_rate_limit(
+        "/repos/acme-corp/backend/installation",
+        Duration::from_secs(1),
+    ));
+    let started = Instant::now();
+    assert!(matches!(
+        app.resolve("acme-corp", "backend").await.unwrap(),
+        Resolution::Found(_)
+    ));
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After was honoured"
+    );
+    let statuses: Vec<u16> = github
+        .requests_for("apps/get-repo-installation")
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses, [403, 200]);
+
+    // A wait longer than the policy allows fails the call instead of hanging it.
+    let impatient = GitHubApp::new(
+        &github.api_url(),
+        github.app_id(),
+        &SecretString::from(github.private_key_pem()),
+        RetryPolicy {
+            max_wait: Duration::from_secs(2),
+            ..quick()
+        },
+    )
+    .unwrap();
+    github.inject(Fault::too_many_requests("/app", Duration::from_secs(600)));
+    let err = impatient.identity().await.unwrap_err();
+    assert!(matches!(err, GitHubError::RateLimited { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_key_github_does_not_know_is_refused() {
+    let (github, _) = github_with_repo().await;
+    let foreign = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/standin/foreign-private-key.pem"
+    ))
+    .unwrap();
+    let app = GitHubApp::new(
+        &github.api_url(),
+        github.app_id(),
+        &SecretString::from(foreign),
+        quick(),
+    )
+    .unwrap();
+    let err = app.resolve("acme-corp", "backend").await.unwrap_err();
+    assert!(
+        matches!(err, GitHubError::Status { status: 401, .. }),
+        "{err}"
+    );
+    let not_a_key = GitHubApp::new(&github.api_url(), 1, &SecretString::from("nope"), quick());
+    assert!(matches!(not_a_key, Err(GitHubError::Config(_))));
+}
+
+#[tokio::test]
+async fn github_enterprise_server_urls_work() {
+    let github = StandIn::start_with(Options {
+        enterprise: true,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    assert!(github.api_url().ends_with("/api/v3"));
+    github
+        .create_repo("acme-corp", "backend", "main", &[("a", "b")])
+        .await
+        .unwrap();
+    github.install("acme-corp", &["backend"]);
+    let app = app(&github);
+    assert!(matches!(
+        app.resolve("acme-corp", "backend").await.unwrap(),
+        Resolution::Found(_)
+    ));
+    assert_eq!(app.identity().await.unwrap().slug, github.app_slug());
+}
+
+/// The server configured as the stand-in's app.
+async fn server_for(github: &StandIn, backend: Backend) -> TestServer {
+    let api_url = github.api_url();
+    let app_id = github.app_id();
+    let key = github.private_key_pem();
+    let secret = github.webhook_secret().to_string();
+    TestServer::start_with(backend, move |config| {
+        config.github.api_url = api_url;
+        config.github.app_id = Some(app_id);
+        config.github.private_key = Some(PrivateKeySource::Inline(SecretString::from(key)));
+        config.github.webhook_secrets = vec![SecretString::from(secret)];
+    })
+    .await
+}
+
+async fn creation_resolves_the_repository_or_answers_422(backend: Backend) {
+    let (github, _) = github_with_repo().await;
+    let t = server_for(&github, backend).await;
+
+    for (org, repo) in [
+        ("globex", "backend"),
+        ("acme-corp", "website"),
+        ("acme-corp", "missing"),
+    ] {
+        let mut body = minimal("p");
+        body["repository"] = json!({"org": org, "name": repo});
+        if org == "globex" {
+            // A token for globex, so the 422 is about GitHub, not the token's scope.
+            let token = support::create_token(&t.store, &["globex"]).await;
+            let response = t
+                .http
+                .post(t.url("/api/v1/runbook"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            expect_error(response, 422, "unprocessable-entity").await;
+        } else {
+            let (_, message) =
+                expect_error(t.create(body).await, 422, "unprocessable-entity").await;
+            assert!(message.contains(&format!("acme-corp/{repo}")), "{message}");
+        }
+    }
+
+    let (status, doc) = json(t.create(minimal("Upgrade React")).await).await;
+    assert_eq!(
+        (status, doc["runbook_number"].clone()),
+        (202, json!(1)),
+        "422s stored nothing"
+    );
+    let stored = t.store.runbook(1).await.unwrap().unwrap();
+    assert_eq!(
+        stored.target_branch.as_deref(),
+        Some("trunk"),
+        "the default branch, recorded"
+    );
+
+    let mut body = minimal("p");
+    body["target_branch"] = json!("release/1.x");
+    json(t.create(body).await).await;
+    assert_eq!(
+        t.store
+            .runbook(2)
+            .await
+            .unwrap()
+            .unwrap()
+            .target_branch
+            .as_deref(),
+        Some("release/1.x")
+    );
+    t.stop().await;
+}
+
+/// Waits until the server has handled every delivery it received.
+async fn until_handled(t: &TestServer) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !t.store.unfinished_deliveries().await.unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "deliveries were not handled in time"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn installation_webhooks_change_what_is_allowed(backend: Backend) {
+    let (github, installation) = github_with_repo().await;
+    let t = server_for(&github, backend).await;
+    let hook = t.url("/webhooks/github");
+    assert_eq!(t.create(minimal("p")).await.status(), 202);
+
+    // The repository is removed from the installation: refused at once, cache or not.
+    let removed = github
+        .installation_repositories_removed(installation, &["backend"])
+        .unwrap();
+    assert_eq!(github.send(&hook, &removed).await.unwrap().status, 202);
+    until_handled(&t).await;
+    expect_error(t.create(minimal("p")).await, 422, "unprocessable-entity").await;
+
+    let added = github
+        .installation_repositories_added(installation, &["backend"])
+        .unwrap();
+    assert_eq!(github.send(&hook, &added).await.unwrap().status, 202);
+    until_handled(&t).await;
+    assert_eq!(t.create(minimal("p")).await.status(), 202);
+
+    // The app is uninstalled, then installed again.
+    let deleted = github.installation_deleted(installation).unwrap();
+    assert_eq!(github.send(&hook, &deleted).await.unwrap().status, 202);
+    until_handled(&t).await;
+    expect_error(t.create(minimal("p")).await, 422, "unprocessable-entity").await;
+
+    let again = github.install("acme-corp", &["backend"]);
+    let created = github.installation_created(again).unwrap();
+    assert_eq!(github.send(&hook, &created).await.unwrap().status, 202);
+    until_handled(&t).await;
+    assert_eq!(t.create(minimal("p")).await.status(), 202);
+
+    // A redelivery is acknowledged and has no second effect.
+    let first = github.deliveries().last().cloned().unwrap();
+    let redelivered = github.redeliver(&hook, &first).await.unwrap();
+    assert_eq!(redelivered.status, 200);
+    t.stop().await;
+}
+
+async fn webhooks_signed_by_the_stand_in_are_accepted_and_forgeries_refused(backend: Backend) {
+    let (github, _) = github_with_repo().await;
+    let t = server_for(&github, backend).await;
+    let hook = t.url("/webhooks/github");
+    let ping = github.send(&hook, &github.ping().unwrap()).await.unwrap();
+    assert_eq!(ping.status, 200);
+    let forged = reqwest::Client::new()
+        .post(&hook)
+        .header("x-github-event", "ping")
+        .header("x-github-delivery", "forged")
+        .header(
+            "x-hub-signature-256",
+            runbooks::github::webhook::sign(b"guess", b"{}"),
+        )
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    t.stop().await;
+}
+
+both_backends!(
+    creation_resolves_the_repository_or_answers_422,
+    installation_webhooks_change_what_is_allowed,
+    webhooks_signed_by_the_stand_in_are_accepted_and_forgeries_refused,
+);

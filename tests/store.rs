@@ -8,7 +8,7 @@ use std::sync::Arc;
 use runbooks::domain::{
     FollowUp, NewRunbook, Plan, PlannedStep, PrMode, RunbookStatus, StepNumber, StepState,
 };
-use runbooks::store::Store;
+use runbooks::store::{StepEnd, Store};
 use support::{Backend, TestDb};
 
 fn new_runbook(org: &str, prompt: &str) -> NewRunbook {
@@ -386,6 +386,182 @@ async fn migrations_run_once_and_data_survives_reopening(backend: Backend) {
     assert_eq!(reopened.backend(), expected);
 }
 
+async fn leases_are_exclusive_until_they_expire(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let a = store
+        .create_runbook(&new_runbook("acme", "a"), None)
+        .await
+        .unwrap();
+    let b = store
+        .create_runbook(&new_runbook("acme", "b"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.runbooks_with_work(1_000, 10).await.unwrap(),
+        [a, b],
+        "both need a plan"
+    );
+
+    assert!(store.claim_runbook(a, "w1", 1_000, 31_000).await.unwrap());
+    assert!(
+        !store.claim_runbook(a, "w2", 2_000, 32_000).await.unwrap(),
+        "held by w1"
+    );
+    assert!(
+        store.claim_runbook(a, "w1", 2_000, 32_000).await.unwrap(),
+        "the holder may claim again"
+    );
+    assert_eq!(
+        store.runbooks_with_work(2_000, 10).await.unwrap(),
+        [b],
+        "a leased runbook is not offered"
+    );
+    assert!(store.renew_lease(a, "w1", 60_000).await.unwrap());
+    assert!(!store.renew_lease(a, "w2", 60_000).await.unwrap());
+    // w1 dies: after expiry, w2 takes over.
+    assert!(!store.claim_runbook(a, "w2", 59_000, 90_000).await.unwrap());
+    assert!(store.claim_runbook(a, "w2", 60_001, 90_000).await.unwrap());
+    assert!(
+        !store.renew_lease(a, "w1", 120_000).await.unwrap(),
+        "w1 lost it"
+    );
+    store.release_lease(a, "w2").await.unwrap();
+    assert!(store.claim_runbook(a, "w3", 60_002, 90_000).await.unwrap());
+}
+
+async fn plans_failures_and_transitions(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let number = store
+        .create_runbook(&new_runbook("acme", "p"), None)
+        .await
+        .unwrap();
+    store
+        .record_plan(
+            number,
+            &plan(&["1", "1.1", "1.2", "2"]),
+            StepState::Queued,
+            None,
+        )
+        .await
+        .unwrap();
+    let states = |steps: Vec<runbooks::store::StepRecord>| -> Vec<(String, StepState)> {
+        steps
+            .into_iter()
+            .filter(|s| s.is_leaf)
+            .map(|s| (s.number.to_string(), s.state))
+            .collect()
+    };
+    assert_eq!(
+        states(store.steps(number).await.unwrap()),
+        [
+            ("1.1".into(), StepState::Queued),
+            ("1.2".into(), StepState::Queued),
+            ("2".into(), StepState::Queued)
+        ]
+    );
+    assert_eq!(
+        store.steps(number).await.unwrap()[0].state,
+        StepState::NotStarted,
+        "parents do not run"
+    );
+    assert_eq!(store.runbooks_with_work(0, 10).await.unwrap(), [number]);
+
+    let moved = store
+        .transition_steps(
+            number,
+            &[n("1.1")],
+            &[StepState::Queued],
+            StepState::InProgress,
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved, 1);
+    let again = store
+        .transition_steps(
+            number,
+            &[n("1.1")],
+            &[StepState::Queued],
+            StepState::InProgress,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, 0, "only from the expected state");
+    store
+        .finish_step(
+            number,
+            &n("1.1"),
+            &StepEnd::Completed {
+                commit_sha: Some("abc".into()),
+                log: "ok".into(),
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .transition_steps(
+            number,
+            &[n("1.2")],
+            &[StepState::Queued],
+            StepState::InProgress,
+        )
+        .await
+        .unwrap();
+    store
+        .finish_step(
+            number,
+            &n("1.2"),
+            &StepEnd::Failed {
+                error: "exit 1".into(),
+                log: "tail".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let steps = store.steps(number).await.unwrap();
+    assert_eq!(
+        states(steps.clone()),
+        [
+            ("1.1".into(), StepState::Completed),
+            ("1.2".into(), StepState::Failed),
+            ("2".into(), StepState::NotStarted)
+        ],
+        "a failure returns the queued steps to not_started"
+    );
+    assert_eq!(steps[1].commit_sha.as_deref(), Some("abc"));
+    assert_eq!(steps[1].log.as_deref(), Some("ok"));
+    assert_eq!(steps[2].error.as_deref(), Some("exit 1"));
+    assert!(
+        store.runbooks_with_work(0, 10).await.unwrap().is_empty(),
+        "a failed runbook waits"
+    );
+
+    // A follow-up whose plan fails: a failed `plan` step after the others, and the follow-up
+    // is processed (no endless re-planning).
+    store.add_follow_up_prompt(number, "more").await.unwrap();
+    let pending = store.pending_follow_ups(number).await.unwrap();
+    assert_eq!(store.runbooks_with_work(0, 10).await.unwrap(), [number]);
+    store
+        .record_plan_failure(number, 2, "more", "no steps", Some(pending[0].id))
+        .await
+        .unwrap();
+    let last = store.steps(number).await.unwrap().pop().unwrap();
+    assert_eq!(
+        (last.number.to_string(), last.kind.as_str(), last.state),
+        ("3".into(), "plan", StepState::Failed)
+    );
+    assert_eq!(last.details, "more");
+    assert!(store.pending_follow_ups(number).await.unwrap().is_empty());
+    assert_eq!(store.remove_plan_failures(number).await.unwrap(), 1);
+
+    assert!(!store.cancel_requested(number).await.unwrap());
+    store.set_cancel_requested(number, true).await.unwrap();
+    assert!(store.cancel_requested(number).await.unwrap());
+    store.set_cancel_requested(number, false).await.unwrap();
+    assert!(!store.cancel_requested(number).await.unwrap());
+}
+
 both_backends!(
     tokens_are_hashed_scoped_and_revocable,
     runbooks_round_trip,
@@ -394,6 +570,8 @@ both_backends!(
     pull_requests_are_listed_once_with_their_leaves,
     follow_ups_update_description_and_merge_labels,
     migrations_run_once_and_data_survives_reopening,
+    leases_are_exclusive_until_they_expire,
+    plans_failures_and_transitions,
 );
 
 #[tokio::test]

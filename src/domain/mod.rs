@@ -1,5 +1,6 @@
 //! The product's pure core: runbooks, the step tree and the status function. No I/O here.
 
+pub mod lifecycle;
 pub mod runbook;
 pub mod status;
 pub mod step;

@@ -98,6 +98,23 @@ pub struct StepRecord {
     pub pr_number: Option<u64>,
     pub commit_sha: Option<String>,
     pub error: Option<String>,
+    /// `work`, or `plan` for the step that stands for a plan that could not be generated.
+    pub kind: String,
+    /// The agent's output tail or transcript.
+    pub log: Option<String>,
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepEnd {
+    Completed {
+        commit_sha: Option<String>,
+        log: String,
+    },
+    Failed {
+        error: String,
+        log: String,
+    },
 }
 
 #[async_trait]
@@ -143,7 +160,10 @@ pub trait Store: Send + Sync + 'static {
     async fn pending_follow_ups(&self, number: i64) -> StoreResult<Vec<FollowUpRecord>>;
 
     /// Appends the steps of a plan after the runbook's existing steps, all `not_started`.
-    async fn append_steps(&self, number: i64, plan: &Plan) -> StoreResult<()>;
+    async fn append_steps(&self, number: i64, plan: &Plan) -> StoreResult<()> {
+        self.record_plan(number, plan, StepState::NotStarted, None)
+            .await
+    }
     async fn steps(&self, number: i64) -> StoreResult<Vec<StepRecord>>;
     /// Sets a leaf step's state; `false` when there is no such leaf step.
     async fn set_step_state(
@@ -160,6 +180,60 @@ pub trait Store: Send + Sync + 'static {
         url: &str,
         steps: &[StepNumber],
     ) -> StoreResult<()>;
+
+    // --- the engine ------------------------------------------------------------------
+
+    /// Runbooks with work to do (a plan to make, a follow-up to plan, queued or running
+    /// steps) whose lease is free or expired at `now_ms`, oldest first.
+    async fn runbooks_with_work(&self, now_ms: i64, limit: i64) -> StoreResult<Vec<i64>>;
+    /// Takes the runbook's lease until `until_ms` when it is free or expired at `now_ms`;
+    /// `false` when another owner holds it.
+    async fn claim_runbook(
+        &self,
+        number: i64,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> StoreResult<bool>;
+    /// Extends a lease this owner holds; `false` when it was lost.
+    async fn renew_lease(&self, number: i64, owner: &str, until_ms: i64) -> StoreResult<bool>;
+    async fn release_lease(&self, number: i64, owner: &str) -> StoreResult<()>;
+    /// Appends a generated plan with its leaves in `state`, and marks the follow-up it
+    /// answers (if any) processed — in one transaction.
+    async fn record_plan(
+        &self,
+        number: i64,
+        plan: &Plan,
+        state: StepState,
+        follow_up: Option<i64>,
+    ) -> StoreResult<()>;
+    /// Records a plan that could not be generated: one failed step of kind `plan` numbered
+    /// `after + 1`, carrying the error (its details keep the prompt, for a retry).
+    async fn record_plan_failure(
+        &self,
+        number: i64,
+        after: u32,
+        prompt: &str,
+        error: &str,
+        follow_up: Option<i64>,
+    ) -> StoreResult<()>;
+    /// Moves the given leaves from any of `from` to `to`; answers how many moved.
+    async fn transition_steps(
+        &self,
+        number: i64,
+        steps: &[StepNumber],
+        from: &[StepState],
+        to: StepState,
+    ) -> StoreResult<u32>;
+    /// Ends a running step; a failure also returns the queued steps to `not_started`.
+    async fn finish_step(&self, number: i64, step: &StepNumber, end: &StepEnd) -> StoreResult<()>;
+    /// Removes failed `plan` steps (before planning again).
+    async fn remove_plan_failures(&self, number: i64) -> StoreResult<u32>;
+    /// Asks for the runbook to stop (`None` clears the request).
+    async fn set_cancel_requested(&self, number: i64, requested: bool) -> StoreResult<()>;
+    async fn cancel_requested(&self, number: i64) -> StoreResult<bool>;
+    /// Queues a follow-up prompt for planning (used by retry of a failed follow-up plan).
+    async fn add_follow_up_prompt(&self, number: i64, prompt: &str) -> StoreResult<()>;
 
     /// Persists a webhook delivery; `false` when this delivery id was seen before (a
     /// redelivery), in which case nothing changes.

@@ -336,36 +336,9 @@ macro_rules! sql_store {
                     .collect()
             }
 
-            async fn append_steps(&self, number: i64, plan: &Plan) -> StoreResult<()> {
-                let mut tx = self.begin_write().await?;
-                let next: i64 = sqlx::query_scalar(
-                    "SELECT COALESCE(MAX(position), 0) + 1 FROM steps WHERE runbook_number = $1",
-                )
-                .bind(number)
-                .fetch_one(&mut *tx)
-                .await?;
-                for (i, (step, leaf)) in plan.iter().enumerate() {
-                    sqlx::query(
-                        "INSERT INTO steps (runbook_number, number, position, title, details, is_leaf, state) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    )
-                    .bind(number)
-                    .bind(step.number.to_string())
-                    .bind(next + i as i64)
-                    .bind(&step.title)
-                    .bind(&step.details)
-                    .bind(leaf)
-                    .bind(StepState::NotStarted.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-                Ok(())
-            }
-
             async fn steps(&self, number: i64) -> StoreResult<Vec<StepRecord>> {
                 let rows = sqlx::query(
-                    "SELECT number, title, details, is_leaf, state, pr_number, commit_sha, error FROM steps \
+                    "SELECT number, title, details, is_leaf, state, pr_number, commit_sha, error, kind, log FROM steps \
                      WHERE runbook_number = $1 ORDER BY position",
                 )
                 .bind(number)
@@ -385,6 +358,8 @@ macro_rules! sql_store {
                             pr_number: pr_number.map(|n| n as u64),
                             commit_sha: r.try_get("commit_sha")?,
                             error: r.try_get("error")?,
+                            kind: r.try_get("kind")?,
+                            log: r.try_get("log")?,
                         })
                     })
                     .collect()
@@ -470,6 +445,217 @@ macro_rules! sql_store {
                         })
                     })
                     .collect()
+            }
+
+            async fn runbooks_with_work(&self, now_ms: i64, limit: i64) -> StoreResult<Vec<i64>> {
+                let rows = sqlx::query_scalar(
+                    "SELECT r.number FROM runbooks r \
+                     LEFT JOIN runbook_leases l ON l.runbook_number = r.number \
+                     WHERE (l.runbook_number IS NULL OR l.expires_at < $1) AND ( \
+                       NOT EXISTS (SELECT 1 FROM steps s WHERE s.runbook_number = r.number) \
+                       OR EXISTS (SELECT 1 FROM steps s WHERE s.runbook_number = r.number \
+                                  AND s.state IN ('queued', 'in_progress')) \
+                       OR (EXISTS (SELECT 1 FROM follow_ups f WHERE f.runbook_number = r.number AND f.processed_at IS NULL) \
+                           AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.runbook_number = r.number AND s.state = 'failed' AND s.kind = 'plan'))) \
+                     ORDER BY r.number LIMIT $2",
+                )
+                .bind(now_ms)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows)
+            }
+
+            async fn claim_runbook(&self, number: i64, owner: &str, now_ms: i64, until_ms: i64) -> StoreResult<bool> {
+                // One statement: insert the lease, or take it over when it has expired. The
+                // row comes back only when this owner got it.
+                let claimed: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO runbook_leases (runbook_number, owner, expires_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (runbook_number) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at \
+                     WHERE runbook_leases.expires_at < $4 OR runbook_leases.owner = excluded.owner \
+                     RETURNING runbook_number",
+                )
+                .bind(number)
+                .bind(owner)
+                .bind(until_ms)
+                .bind(now_ms)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(claimed.is_some())
+            }
+
+            async fn renew_lease(&self, number: i64, owner: &str, until_ms: i64) -> StoreResult<bool> {
+                let result = sqlx::query("UPDATE runbook_leases SET expires_at = $1 WHERE runbook_number = $2 AND owner = $3")
+                    .bind(until_ms)
+                    .bind(number)
+                    .bind(owner)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(result.rows_affected() == 1)
+            }
+
+            async fn release_lease(&self, number: i64, owner: &str) -> StoreResult<()> {
+                sqlx::query("DELETE FROM runbook_leases WHERE runbook_number = $1 AND owner = $2")
+                    .bind(number)
+                    .bind(owner)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn record_plan(&self, number: i64, plan: &Plan, state: StepState, follow_up: Option<i64>) -> StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                let next: i64 = sqlx::query_scalar(
+                    "SELECT COALESCE(MAX(position), 0) + 1 FROM steps WHERE runbook_number = $1",
+                )
+                .bind(number)
+                .fetch_one(&mut *tx)
+                .await?;
+                for (i, (step, leaf)) in plan.iter().enumerate() {
+                    sqlx::query(
+                        "INSERT INTO steps (runbook_number, number, position, title, details, is_leaf, state) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(number)
+                    .bind(step.number.to_string())
+                    .bind(next + i as i64)
+                    .bind(&step.title)
+                    .bind(&step.details)
+                    .bind(leaf)
+                    .bind(if leaf { state.as_str() } else { StepState::NotStarted.as_str() })
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if let Some(id) = follow_up {
+                    sqlx::query("UPDATE follow_ups SET processed_at = $1 WHERE id = $2")
+                        .bind(now_ms())
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn record_plan_failure(&self, number: i64, after: u32, prompt: &str, error: &str, follow_up: Option<i64>) -> StoreResult<()> {
+                let now = now_ms();
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO steps (runbook_number, number, position, title, details, is_leaf, state, kind, error, finished_at) \
+                     VALUES ($1, $2, (SELECT COALESCE(MAX(position), 0) + 1 FROM steps WHERE runbook_number = $1), \
+                     'Plan the runbook', $3, $4, 'failed', 'plan', $5, $6)",
+                )
+                .bind(number)
+                .bind((after + 1).to_string())
+                .bind(prompt)
+                .bind(true)
+                .bind(error)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if let Some(id) = follow_up {
+                    sqlx::query("UPDATE follow_ups SET processed_at = $1 WHERE id = $2")
+                        .bind(now)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn transition_steps(&self, number: i64, steps: &[StepNumber], from: &[StepState], to: StepState) -> StoreResult<u32> {
+                let mut tx = self.begin_write().await?;
+                let mut moved = 0;
+                for step in steps {
+                    for state in from {
+                        let result = sqlx::query(
+                            "UPDATE steps SET state = $1 WHERE runbook_number = $2 AND number = $3 AND state = $4 AND is_leaf = $5",
+                        )
+                        .bind(to.as_str())
+                        .bind(number)
+                        .bind(step.to_string())
+                        .bind(state.as_str())
+                        .bind(true)
+                        .execute(&mut *tx)
+                        .await?;
+                        moved += result.rows_affected() as u32;
+                    }
+                }
+                if to == StepState::InProgress {
+                    sqlx::query("UPDATE steps SET started_at = $1, error = NULL WHERE runbook_number = $2 AND state = 'in_progress'")
+                        .bind(now_ms())
+                        .bind(number)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(moved)
+            }
+
+            async fn finish_step(&self, number: i64, step: &StepNumber, end: &StepEnd) -> StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                let (state, commit_sha, error, log) = match end {
+                    StepEnd::Completed { commit_sha, log } => (StepState::Completed, commit_sha.as_deref(), None, log),
+                    StepEnd::Failed { error, log } => (StepState::Failed, None, Some(error.as_str()), log),
+                };
+                sqlx::query(
+                    "UPDATE steps SET state = $1, commit_sha = $2, error = $3, log = $4, finished_at = $5 \
+                     WHERE runbook_number = $6 AND number = $7",
+                )
+                .bind(state.as_str())
+                .bind(commit_sha)
+                .bind(error)
+                .bind(log)
+                .bind(now_ms())
+                .bind(number)
+                .bind(step.to_string())
+                .execute(&mut *tx)
+                .await?;
+                if state == StepState::Failed {
+                    // The runbook stops: what was queued after the failure waits for a retry.
+                    sqlx::query("UPDATE steps SET state = 'not_started' WHERE runbook_number = $1 AND state = 'queued'")
+                        .bind(number)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn remove_plan_failures(&self, number: i64) -> StoreResult<u32> {
+                let result = sqlx::query("DELETE FROM steps WHERE runbook_number = $1 AND kind = 'plan' AND state = 'failed'")
+                    .bind(number)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(result.rows_affected() as u32)
+            }
+
+            async fn set_cancel_requested(&self, number: i64, requested: bool) -> StoreResult<()> {
+                sqlx::query("UPDATE runbooks SET cancel_requested_at = $1 WHERE number = $2")
+                    .bind(requested.then(now_ms))
+                    .bind(number)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn cancel_requested(&self, number: i64) -> StoreResult<bool> {
+                let at: Option<Option<i64>> = sqlx::query_scalar("SELECT cancel_requested_at FROM runbooks WHERE number = $1")
+                    .bind(number)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(matches!(at, Some(Some(_))))
+            }
+
+            async fn add_follow_up_prompt(&self, number: i64, prompt: &str) -> StoreResult<()> {
+                sqlx::query("INSERT INTO follow_ups (runbook_number, prompt, created_at) VALUES ($1, $2, $3)")
+                    .bind(number)
+                    .bind(prompt)
+                    .bind(now_ms())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
             }
         }
     };

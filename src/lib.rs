@@ -2,6 +2,7 @@
 //! numbered steps, executes each step with a coding agent, commits per step and opens pull
 //! requests.
 
+pub mod agent;
 pub mod api;
 pub mod config;
 pub mod domain;

@@ -1,0 +1,769 @@
+//! What every agent process runs inside: a scrubbed environment, its own process group, a
+//! deadline and a bounded output buffer; and a path confinement check for agents that open
+//! files themselves.
+//!
+//! This is a *hygiene* boundary, not a jail. It guarantees that the engine's secrets (the
+//! app's private key, the webhook secret, installation tokens, the model API key, the database
+//! URL) never reach an agent, that an agent and everything it started is gone when its time is
+//! up, and that a chatty agent cannot exhaust memory. It does not stop a command from writing
+//! outside the working tree with an absolute path: operators who run untrusted runbooks wrap
+//! the agent command in a container or `bwrap` (the `command` agent runs whatever they give).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Component, Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+/// How long to keep reading output after the command exited and its process group was
+/// killed. Only a process that left the group (`setsid`) can still hold the output pipe open
+/// then; we stop waiting for it rather than hang the step.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// PATH when the engine itself has none (it is not a secret, so the engine's own is passed on:
+/// agent CLIs are often installed in a user's bin directory).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Parts of variable names that mark a secret. Callers may add variables to a sandboxed
+/// command, but never one named like this: a mistake there would hand a credential to
+/// whatever the runbook runs.
+const SECRET_MARKERS: [&str; 8] = [
+    "TOKEN",
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "PRIVATE_KEY",
+    "API_KEY",
+    "CREDENTIAL",
+    "DATABASE_URL",
+];
+
+/// Whether an environment variable name looks like it carries a secret.
+pub fn looks_secret(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    SECRET_MARKERS.iter().any(|marker| upper.contains(marker))
+}
+
+/// A command to run in the sandbox. Built with chained calls, run with [`Self::run`].
+#[derive(Debug, Clone)]
+pub struct SandboxCommand {
+    program: OsString,
+    args: Vec<OsString>,
+    cwd: PathBuf,
+    stdin: Vec<u8>,
+    env: BTreeMap<String, OsString>,
+    timeout: Duration,
+    output_cap: usize,
+}
+
+/// How a sandboxed command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited by itself with this code.
+    Code(i32),
+    /// A signal ended it (not our timeout): e.g. the OOM killer, or the command killed itself.
+    Signal(i32),
+    /// It ran out of time and its process group was killed.
+    TimedOut,
+}
+
+impl Exit {
+    pub fn success(self) -> bool {
+        self == Exit::Code(0)
+    }
+
+    fn from_status(status: ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Exit::Code(code),
+            (None, Some(signal)) => Exit::Signal(signal),
+            // Neither a code nor a signal cannot happen for a reaped child on Unix.
+            (None, None) => Exit::Code(-1),
+        }
+    }
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Code(code) => write!(f, "exited with status {code}"),
+            Exit::Signal(signal) => write!(f, "was killed by signal {signal}"),
+            Exit::TimedOut => f.write_str("ran out of time and was stopped"),
+        }
+    }
+}
+
+/// The result of a sandboxed run.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub exit: Exit,
+    /// The tail of stdout and stderr, interleaved as the command wrote them.
+    pub output: Output,
+    /// The process id of the command, which is also its process group id.
+    pub pid: u32,
+}
+
+/// The last bytes of a command's output, at most the cap, and how many came before them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Output {
+    tail: Vec<u8>,
+    dropped: u64,
+}
+
+impl Output {
+    /// Bytes the command wrote that were not kept (the head of its output).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// The kept bytes as text, invalid UTF-8 replaced, with a note when the head was dropped.
+    pub fn text(&self) -> String {
+        let mut kept: &[u8] = &self.tail;
+        if self.dropped > 0 {
+            // The cut may fall inside a multi-byte character: start at the next whole one.
+            let skip = kept
+                .iter()
+                .take(3)
+                .take_while(|b| (**b & 0b1100_0000) == 0b1000_0000)
+                .count();
+            kept = &kept[skip..];
+            format!(
+                "[… {} earlier bytes of output not kept …]\n{}",
+                self.dropped + skip as u64,
+                String::from_utf8_lossy(kept)
+            )
+        } else {
+            String::from_utf8_lossy(kept).into_owned()
+        }
+    }
+}
+
+/// A byte buffer that keeps the last `cap` bytes pushed into it, in amortised linear time.
+struct Tail {
+    buf: Vec<u8>,
+    cap: usize,
+    dropped: u64,
+}
+
+impl Tail {
+    fn new(cap: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            cap,
+            dropped: 0,
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        // Trim only when twice over the cap, so each byte is moved at most once or twice.
+        if self.buf.len() > self.cap.saturating_mul(2).max(8192) {
+            self.trim();
+        }
+    }
+
+    fn trim(&mut self) {
+        if self.buf.len() > self.cap {
+            let excess = self.buf.len() - self.cap;
+            self.buf.drain(..excess);
+            self.dropped += excess as u64;
+        }
+    }
+
+    fn finish(mut self) -> Output {
+        self.trim();
+        Output {
+            tail: self.buf,
+            dropped: self.dropped,
+        }
+    }
+}
+
+/// The whole process group of a running command. Dropping it kills the group, so a step
+/// whose future is dropped (the runbook was cancelled, the engine shuts down) leaves nothing
+/// running behind.
+struct ProcessGroup {
+    pgid: Option<rustix::process::Pid>,
+}
+
+impl ProcessGroup {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            // ESRCH (nothing left in the group) is the normal case after a clean exit.
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl SandboxCommand {
+    /// A command that runs `program` in `cwd`, with no input, a 10-minute deadline and 64 KiB
+    /// of output kept.
+    pub fn new(program: impl Into<OsString>, cwd: impl Into<PathBuf>) -> Self {
+        Self {
+            program: program.into(),
+            args: Vec::new(),
+            cwd: cwd.into(),
+            stdin: Vec::new(),
+            env: BTreeMap::new(),
+            timeout: Duration::from_secs(600),
+            output_cap: 64 * 1024,
+        }
+    }
+
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// What the command reads on standard input (then end of file).
+    pub fn stdin(mut self, input: impl Into<Vec<u8>>) -> Self {
+        self.stdin = input.into();
+        self
+    }
+
+    /// Adds a variable to the command's otherwise scrubbed environment. Names that look like
+    /// secrets (see [`looks_secret`]) are refused when the command runs.
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<OsString>) -> Self {
+        self.env.insert(name.into(), value.into());
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How many bytes of stdout and stderr (together) to keep: the last ones.
+    pub fn output_cap(mut self, bytes: usize) -> Self {
+        self.output_cap = bytes;
+        self
+    }
+
+    /// The environment the command sees: nothing of the engine's but PATH, plus a private
+    /// HOME and TMPDIR, a fixed locale and terminal, and the caller's additions.
+    ///
+    /// No `GIT_AUTHOR_*` / `GIT_COMMITTER_*` and no git identity in HOME: commits are made by
+    /// the engine with the app's bot identity, and a `git commit` by the agent fails loudly
+    /// rather than producing a commit attributed to someone else.
+    fn environment(&self, home: &Path) -> io::Result<Vec<(String, OsString)>> {
+        if let Some(name) = self.env.keys().find(|name| looks_secret(name)) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("refusing to pass {name} to an agent process: it looks like a secret"),
+            ));
+        }
+        let path = std::env::var_os("PATH")
+            .filter(|path| !path.is_empty())
+            .unwrap_or_else(|| DEFAULT_PATH.into());
+        let tmp = home.join("tmp");
+        let mut env: Vec<(String, OsString)> = vec![
+            ("PATH".into(), path),
+            ("HOME".into(), home.into()),
+            ("TMPDIR".into(), tmp.into()),
+            ("LANG".into(), "C.UTF-8".into()),
+            ("LC_ALL".into(), "C.UTF-8".into()),
+            ("TERM".into(), "dumb".into()),
+            ("NO_COLOR".into(), "1".into()),
+            // Never wait for a password on a terminal nobody watches.
+            ("GIT_TERMINAL_PROMPT".into(), "0".into()),
+        ];
+        env.retain(|(name, _)| !self.env.contains_key(name));
+        env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(env)
+    }
+
+    /// Runs the command to completion or to its deadline.
+    ///
+    /// The command starts in a process group of its own. When it exits, runs out of time, or
+    /// this future is dropped, the whole group is killed with SIGKILL: nothing an agent
+    /// started (a dev server, a watcher) outlives its step. Stdout and stderr share one pipe,
+    /// so the kept output interleaves them as a terminal would.
+    ///
+    /// Errors are the engine's own (the working tree is missing, `fork` failed); anything the
+    /// command does is reported in [`Finished`].
+    pub async fn run(&self) -> io::Result<Finished> {
+        let home = tempfile::Builder::new()
+            .prefix("runbooks-agent-home-")
+            .tempdir()?;
+        std::fs::create_dir(home.path().join("tmp"))?;
+        let env = self.environment(home.path())?;
+
+        let (reader, writer) = io::pipe()?;
+        let mut command = tokio::process::Command::new(&self.program);
+        command
+            .args(&self.args)
+            .current_dir(&self.cwd)
+            .env_clear()
+            .envs(env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(writer.try_clone()?))
+            .stderr(Stdio::from(writer))
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = command.spawn().map_err(|err| {
+            io::Error::new(
+                err.kind(),
+                format!(
+                    "could not start {} in {}: {err}",
+                    self.program.to_string_lossy(),
+                    self.cwd.display()
+                ),
+            )
+        })?;
+        // The command object holds our copies of the pipe's write end; they must be closed,
+        // or the read end would never see end of file.
+        drop(command);
+        let pid = child.id().unwrap_or(0);
+        let mut group = ProcessGroup {
+            pgid: rustix::process::Pid::from_raw(pid as i32),
+        };
+
+        if let Some(mut stdin) = child.stdin.take() {
+            let input = self.stdin.clone();
+            // A command that never reads its input must not block us: write from a task, and
+            // ignore a closed pipe (the command exited or does not care).
+            tokio::spawn(async move {
+                let _ = stdin.write_all(&input).await;
+                let _ = stdin.shutdown().await;
+            });
+        }
+
+        let mut reader = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(reader))?;
+        let mut tail = Tail::new(self.output_cap);
+        let mut chunk = vec![0u8; 16 * 1024];
+        let deadline = Instant::now() + self.timeout;
+        let mut open = true;
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break Some(status?),
+                read = reader.read(&mut chunk), if open => match read {
+                    Ok(0) => open = false,
+                    Ok(n) => tail.push(&chunk[..n]),
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) => return Err(err),
+                },
+                () = tokio::time::sleep_until(deadline) => break None,
+            }
+        };
+        group.kill();
+        let exit = match status {
+            Some(status) => Exit::from_status(status),
+            None => {
+                // Reap the killed leader so it does not linger as a zombie.
+                let _ = child.wait().await;
+                Exit::TimedOut
+            }
+        };
+        if open {
+            let drain_until = Instant::now() + DRAIN_GRACE;
+            loop {
+                match tokio::time::timeout_at(drain_until, reader.read(&mut chunk)).await {
+                    Ok(Ok(0)) | Err(_) => break,
+                    Ok(Ok(n)) => tail.push(&chunk[..n]),
+                    Ok(Err(err)) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Ok(Err(err)) => return Err(err),
+                }
+            }
+        }
+        drop(home);
+        Ok(Finished {
+            exit,
+            output: tail.finish(),
+            pid,
+        })
+    }
+}
+
+/// Why a path an agent asked for was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfineError {
+    #[error("`{0}` is an absolute path: give a path relative to the working tree")]
+    Absolute(PathBuf),
+    #[error("`{0}` leads outside the working tree")]
+    Escapes(PathBuf),
+    #[error("`{path}` goes through a symbolic link that leads outside the working tree")]
+    SymlinkEscapes { path: PathBuf },
+    #[error("`{path}` goes through a symbolic link whose target does not exist")]
+    DanglingSymlink { path: PathBuf },
+    #[error("cannot check `{path}`: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Resolves `requested` (relative, as an agent gives it) inside `root`, or refuses it.
+///
+/// Refused: absolute paths, `..` that climbs above the root, and symbolic links anywhere on
+/// the way that lead outside the root (or nowhere: a dangling link cannot be checked, and
+/// writing through it could create a file anywhere). The part of the path that exists is
+/// resolved through the file system; the rest is appended as written, so a file the agent is
+/// about to create is accepted. The returned path is absolute and starts with the canonical
+/// root. A check like this races with anything that changes the tree between the check and
+/// the use; agents that use it run their tools one at a time, in the same tree.
+pub fn confine(root: &Path, requested: &Path) -> Result<PathBuf, ConfineError> {
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ConfineError::Io { path, source }
+    };
+    let root = root.canonicalize().map_err(io_err(root))?;
+
+    // First, lexically: no root, no prefix, no climbing above the start.
+    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+    for component in requested.components() {
+        match component {
+            Component::Prefix(_) | Component::RootDir => {
+                return Err(ConfineError::Absolute(requested.to_path_buf()));
+            }
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if parts.pop().is_none() {
+                    return Err(ConfineError::Escapes(requested.to_path_buf()));
+                }
+            }
+            Component::Normal(part) => parts.push(part),
+        }
+    }
+
+    // Then through the file system, one component at a time, so that every symbolic link on
+    // the way is seen and checked (canonicalizing the whole path would hide where it broke).
+    let mut resolved = root.clone();
+    for (i, part) in parts.iter().enumerate() {
+        let candidate = resolved.join(part);
+        match std::fs::symlink_metadata(&candidate) {
+            Ok(meta) if meta.file_type().is_symlink() => match candidate.canonicalize() {
+                Ok(target) if target.starts_with(&root) => resolved = target,
+                Ok(_) => {
+                    return Err(ConfineError::SymlinkEscapes {
+                        path: requested.to_path_buf(),
+                    });
+                }
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                    return Err(ConfineError::DanglingSymlink {
+                        path: requested.to_path_buf(),
+                    });
+                }
+                Err(err) => return Err(io_err(&candidate)(err)),
+            },
+            Ok(_) => resolved = candidate,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                // Nothing exists from here on: no link can hide in the rest.
+                for rest in &parts[i..] {
+                    resolved.push(rest);
+                }
+                return Ok(resolved);
+            }
+            Err(err) => return Err(io_err(&candidate)(err)),
+        }
+    }
+    Ok(resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn sh(script: &str, cwd: &Path) -> SandboxCommand {
+        SandboxCommand::new("sh", cwd)
+            .arg("-c")
+            .arg(script)
+            .timeout(Duration::from_secs(20))
+    }
+
+    #[tokio::test]
+    async fn runs_in_the_directory_with_stdin_and_interleaved_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = sh(
+            "pwd; echo out; echo err >&2; cat; echo end; exit 3",
+            dir.path(),
+        )
+        .stdin("from stdin\n")
+        .run()
+        .await
+        .unwrap();
+        assert_eq!(run.exit, Exit::Code(3));
+        let expected = format!(
+            "{}\nout\nerr\nfrom stdin\nend\n",
+            dir.path().canonicalize().unwrap().display()
+        );
+        assert_eq!(run.output.text(), expected);
+    }
+
+    #[tokio::test]
+    async fn the_environment_holds_only_the_allow_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = sh("env", dir.path())
+            .env("RUNBOOKS_STEP", "1.2")
+            .run()
+            .await
+            .unwrap();
+        assert!(run.exit.success());
+        let text = run.output.text();
+        let mut names: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.split_once('=').map(|(name, _)| name))
+            .collect();
+        names.sort_unstable();
+        // `sh` itself adds PWD (and dash nothing else); cargo's own CARGO_* variables, which
+        // this test process has, must not be there.
+        let allowed = [
+            "GIT_TERMINAL_PROMPT",
+            "HOME",
+            "LANG",
+            "LC_ALL",
+            "NO_COLOR",
+            "OLDPWD",
+            "PATH",
+            "PWD",
+            "RUNBOOKS_STEP",
+            "SHLVL",
+            "TERM",
+            "TMPDIR",
+        ];
+        for name in &names {
+            assert!(
+                allowed.contains(name),
+                "unexpected variable {name} in {text}"
+            );
+        }
+        assert!(text.contains("RUNBOOKS_STEP=1.2\n"));
+        assert!(text.contains("TERM=dumb\n"));
+        assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+        assert!(!text.contains("CARGO_"));
+        // HOME is private, fresh and gone afterwards.
+        let home = text
+            .lines()
+            .find_map(|line| line.strip_prefix("HOME="))
+            .unwrap();
+        assert!(!Path::new(home).starts_with(dir.path()));
+        assert!(!Path::new(home).exists());
+    }
+
+    #[tokio::test]
+    async fn secret_looking_variables_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "GITHUB_TOKEN",
+            "my_api_key",
+            "WEBHOOK_SECRET",
+            "RUNBOOKS_DATABASE_URL",
+        ] {
+            let err = sh("true", dir.path())
+                .env(name, "x")
+                .run()
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{name}");
+            assert!(err.to_string().contains(name));
+        }
+        assert!(!looks_secret("RUNBOOKS_STEP_PROMPT"));
+    }
+
+    #[tokio::test]
+    async fn the_output_cap_keeps_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        // 20,000 numbered lines: far more than the cap, and more than the pipe's buffer.
+        let run = sh("seq 1 20000", dir.path())
+            .output_cap(100)
+            .run()
+            .await
+            .unwrap();
+        assert!(run.exit.success());
+        let text = run.output.text();
+        assert!(text.ends_with("19999\n20000\n"), "{text}");
+        let total: usize = (1..=20000).map(|n: u32| n.to_string().len() + 1).sum();
+        assert_eq!(run.output.dropped(), (total - 100) as u64);
+        assert!(text.starts_with(&format!("[… {} earlier bytes", total - 100)));
+        let kept = text.split_once("…]\n").unwrap().1;
+        assert_eq!(kept.len(), 100);
+    }
+
+    #[test]
+    fn a_cut_inside_a_character_starts_at_the_next_one() {
+        let mut tail = Tail::new(4);
+        tail.push("aé€".as_bytes()); // 1 + 2 + 3 bytes: the cap cuts é in half
+        let output = tail.finish();
+        assert_eq!(output.dropped(), 2);
+        assert_eq!(output.text(), "[… 3 earlier bytes of output not kept …]\n€");
+    }
+
+    #[tokio::test]
+    async fn the_timeout_kills_the_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = sh("sleep 30 & echo started; sleep 30", dir.path())
+            .timeout(Duration::from_millis(300))
+            .run()
+            .await
+            .unwrap();
+        assert_eq!(run.exit, Exit::TimedOut);
+        assert_eq!(run.output.text(), "started\n");
+        let pgid = rustix::process::Pid::from_raw(run.pid as i32).unwrap();
+        assert!(group_is_gone(pgid).await);
+    }
+
+    #[tokio::test]
+    async fn what_a_command_leaves_running_is_killed_when_it_exits() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = sh("sleep 30 > /dev/null 2>&1 & echo done", dir.path())
+            .run()
+            .await
+            .unwrap();
+        assert!(run.exit.success());
+        let pgid = rustix::process::Pid::from_raw(run.pid as i32).unwrap();
+        assert!(group_is_gone(pgid).await);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_run_kills_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let command = sh("echo $$ > leader; sleep 30", dir.path());
+        let run = command.run();
+        // Drop the run once the command has started (the file exists), as a cancelled step does.
+        let leader = dir.path().join("leader");
+        tokio::select! {
+            _ = run => panic!("the command should still be running"),
+            () = poll_until(|| std::fs::read_to_string(&leader).is_ok_and(|s| s.ends_with('\n'))) => {}
+        }
+        let pid: i32 = std::fs::read_to_string(&leader)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let pgid = rustix::process::Pid::from_raw(pid).unwrap();
+        assert!(group_is_gone(pgid).await);
+    }
+
+    #[tokio::test]
+    async fn a_missing_working_tree_is_an_error_that_names_it() {
+        let err = sh("true", Path::new("/nonexistent/runbooks-tree"))
+            .run()
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/runbooks-tree"),
+            "{err}"
+        );
+    }
+
+    /// Polls `condition` until it holds (fails the test after 10 s).
+    async fn poll_until(mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(Instant::now() < deadline, "condition not met in time");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Whether no live process is left in the group (zombies waiting for init to reap them
+    /// are dead). Polls briefly: SIGKILL is delivered asynchronously.
+    async fn group_is_gone(pgid: rustix::process::Pid) -> bool {
+        poll_until(|| live_members(pgid.as_raw_pid()) == 0).await;
+        true
+    }
+
+    /// Counts live processes in a process group by reading /proc.
+    pub(crate) fn live_members(pgid: i32) -> usize {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|entry| {
+                let stat = std::fs::read_to_string(entry.ok()?.path().join("stat")).ok()?;
+                // Fields after the command name (which may contain spaces) in parentheses.
+                let rest = &stat[stat.rfind(')')? + 2..];
+                let fields: Vec<&str> = rest.split(' ').collect();
+                let (state, group) = (fields.first()?, fields.get(2)?.parse::<i32>().ok()?);
+                (group == pgid && *state != "Z" && *state != "X").then_some(())
+            })
+            .count()
+    }
+
+    #[test]
+    fn confine_accepts_paths_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("src/inner")).unwrap();
+        std::fs::write(root.join("src/lib.rs"), "").unwrap();
+        symlink("src/inner", root.join("inner-link")).unwrap();
+        symlink(root.join("src/lib.rs"), root.join("abs-link")).unwrap();
+        let cases = [
+            ("src/lib.rs", "src/lib.rs"),
+            ("./src//lib.rs", "src/lib.rs"),
+            ("src/inner/../lib.rs", "src/lib.rs"),
+            ("src/new/dir/file.rs", "src/new/dir/file.rs"),
+            ("new.txt", "new.txt"),
+            ("inner-link/x.rs", "src/inner/x.rs"),
+            ("abs-link", "src/lib.rs"),
+            ("", ""),
+            (".", ""),
+            ("~/.ssh", "~/.ssh"),
+        ];
+        for (requested, expected) in cases {
+            let got = confine(dir.path(), Path::new(requested)).unwrap();
+            let expected = if expected.is_empty() {
+                root.clone()
+            } else {
+                root.join(expected)
+            };
+            assert_eq!(got, expected, "{requested}");
+        }
+    }
+
+    #[test]
+    fn confine_refuses_escapes() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "s").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("src")).unwrap();
+        symlink(outside.path(), root.join("out")).unwrap();
+        symlink(outside.path().join("secret"), root.join("src/secret-link")).unwrap();
+        symlink("../..", root.join("src/up")).unwrap();
+        symlink("/etc/passwd", root.join("passwd")).unwrap();
+        symlink("missing-target", root.join("dangling")).unwrap();
+
+        let refuse = |p: &str| confine(root, Path::new(p)).unwrap_err();
+        assert!(matches!(refuse("/etc/passwd"), ConfineError::Absolute(_)));
+        assert!(matches!(refuse(".."), ConfineError::Escapes(_)));
+        assert!(matches!(refuse("../x"), ConfineError::Escapes(_)));
+        assert!(matches!(refuse("src/../../x"), ConfineError::Escapes(_)));
+        assert!(matches!(refuse("a/b/../../../x"), ConfineError::Escapes(_)));
+        for escaping in [
+            "out",
+            "out/secret",
+            "out/new-file",
+            "src/secret-link",
+            "src/up",
+            "src/up/etc",
+            "passwd",
+        ] {
+            assert!(
+                matches!(refuse(escaping), ConfineError::SymlinkEscapes { .. }),
+                "{escaping}"
+            );
+        }
+        assert!(matches!(
+            refuse("dangling"),
+            ConfineError::DanglingSymlink { .. }
+        ));
+        let message = refuse("out/secret").to_string();
+        assert!(message.contains("out/secret") && message.contains("outside"));
+    }
+
+    #[test]
+    fn confine_names_a_missing_root() {
+        let err = confine(Path::new("/nonexistent/root"), Path::new("a")).unwrap_err();
+        assert!(matches!(err, ConfineError::Io { .. }));
+    }
+}

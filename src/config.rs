@@ -134,6 +134,11 @@ pub struct ServeArgs {
     /// The coding-agent command run per step (command agent).
     #[arg(long, env = "RUNBOOKS_AGENT_COMMAND")]
     pub agent_command: Option<String>,
+    /// How long a worker's claim on a runbook lasts without renewal; work of a process that
+    /// died is taken over after this.
+    #[arg(long, env = "RUNBOOKS_LEASE_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub lease_seconds: u64,
     /// API requests one token may make per minute; 0 turns the limit off.
     #[arg(long, env = "RUNBOOKS_RATE_LIMIT", default_value_t = 600)]
     pub rate_limit: u32,
@@ -151,6 +156,7 @@ pub struct Config {
     pub database_url: String,
     pub data_dir: PathBuf,
     pub workers: u32,
+    pub lease: std::time::Duration,
     pub github: GithubConfig,
     pub agent: AgentConfig,
     /// Requests per minute and token; 0 is unlimited.
@@ -237,6 +243,7 @@ impl Config {
             database_url: args.database.database_url,
             data_dir: args.data_dir,
             workers: args.workers,
+            lease: std::time::Duration::from_secs(args.lease_seconds),
             github: GithubConfig {
                 api_url,
                 app_id: args.github_app_id,

@@ -6,6 +6,8 @@ pub mod agent;
 pub mod api;
 pub mod config;
 pub mod domain;
+pub mod engine;
+pub mod git;
 pub mod github;
 pub mod intake;
 pub mod server;

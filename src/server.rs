@@ -8,8 +8,11 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::agent;
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::engine::{Engine, EngineConfig};
+use crate::git::RepoCache;
 use crate::github::GitHubApp;
 use crate::store::{self, Store};
 
@@ -64,6 +67,29 @@ pub async fn start_with_store(
         .map(Arc::new);
     state.webhook_secrets = config.github.webhook_secrets.clone().into();
     let intake = state.intake.spawn(store.clone(), state.github.clone());
+    let mut workers = Vec::new();
+    match &state.github {
+        Some(github) => {
+            let agent = agent::from_config(&config.agent, agent::Limits::default())
+                .context("the agent settings are not usable")?;
+            let engine = Engine::new(
+                store.clone(),
+                github.clone(),
+                agent,
+                RepoCache::new(&config.data_dir),
+                EngineConfig {
+                    workers: config.workers as usize,
+                    lease: config.lease,
+                    ..EngineConfig::default()
+                },
+            );
+            workers = engine.start();
+            state.engine = Some(engine);
+        }
+        None => tracing::warn!(
+            "no GitHub App configured (GITHUB_APP_ID): runbooks are accepted but not run"
+        ),
+    }
     let app = api::router(state);
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -73,6 +99,11 @@ pub async fn start_with_store(
             })
             .await;
         intake.abort();
+        // A step still running is abandoned safely: its lease expires and the step runs
+        // again (or is found already pushed) when a worker takes the runbook over.
+        for worker in workers {
+            worker.abort();
+        }
         served
     });
     Ok(RunningServer {

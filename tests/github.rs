@@ -6,7 +6,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use runbooks::config::PrivateKeySource;
 use runbooks::github::{GitHubApp, GitHubError, Resolution, RetryPolicy};
 use runbooks::standin::{Fault, Options, StandIn};
 use secrecy::SecretString;
@@ -262,19 +261,8 @@ async fn github_enterprise_server_urls_work() {
     assert_eq!(app.identity().await.unwrap().slug, github.app_slug());
 }
 
-/// The server configured as the stand-in's app.
 async fn server_for(github: &StandIn, backend: Backend) -> TestServer {
-    let api_url = github.api_url();
-    let app_id = github.app_id();
-    let key = github.private_key_pem();
-    let secret = github.webhook_secret().to_string();
-    TestServer::start_with(backend, move |config| {
-        config.github.api_url = api_url;
-        config.github.app_id = Some(app_id);
-        config.github.private_key = Some(PrivateKeySource::Inline(SecretString::from(key)));
-        config.github.webhook_secrets = vec![SecretString::from(secret)];
-    })
-    .await
+    support::server_for(github, backend, |_| {}).await
 }
 
 async fn creation_resolves_the_repository_or_answers_422(backend: Backend) {

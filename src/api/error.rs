@@ -38,6 +38,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Unprocessable(String),
+    /// The request does not fit the runbook's state (e.g. nothing to retry).
+    #[error("{0}")]
+    Conflict(String),
     #[error("too many requests for this token; retry in {} s", retry_after.as_secs().max(1))]
     RateLimited { retry_after: Duration },
     #[error("{0}")]
@@ -63,6 +66,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
@@ -81,6 +85,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload-too-large",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
             ApiError::Unprocessable(_) => "unprocessable-entity",
+            ApiError::Conflict(_) => "conflict",
             ApiError::RateLimited { .. } => "rate-limited",
             ApiError::MethodNotAllowed(_) => "method-not-allowed",
             ApiError::BadSignature(_) => "bad-signature",

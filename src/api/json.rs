@@ -63,6 +63,29 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// A JSON body that may also be absent (an empty body reads as `T::default()`); when
+/// present, the same rules as [`JsonBody`] apply.
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let declared_empty = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() == "0");
+        let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+        if declared_empty || (!chunked && !req.headers().contains_key(header::CONTENT_LENGTH)) {
+            return Ok(OptionalJsonBody(T::default()));
+        }
+        JsonBody::from_request(req, state)
+            .await
+            .map(|JsonBody(value)| OptionalJsonBody(value))
+    }
+}
+
 /// Parses a JSON document into `T`, turning serde's errors into sentences that name the
 /// field (`repository.org`, `labels[2]`) without serde's line and column noise.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {

@@ -1,5 +1,6 @@
 //! The HTTP API: REST endpoints, health checks and the OpenAPI description.
 
+pub mod actions;
 pub mod auth;
 pub mod error;
 pub mod json;
@@ -20,6 +21,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use secrecy::SecretString;
 
+use crate::engine::Engine;
 use crate::github::GitHubApp;
 use crate::intake::Intake;
 use crate::store::Store;
@@ -40,6 +42,8 @@ pub struct AppState {
     pub intake: Intake,
     /// Tokens seen recently (always confirmed against the database, see `auth`).
     pub tokens: Arc<auth::TokenCache>,
+    /// The engine, when this process runs one: woken when there is new work.
+    pub engine: Option<Arc<Engine>>,
 }
 
 impl AppState {
@@ -53,6 +57,7 @@ impl AppState {
             webhook_secrets: Arc::new([]),
             intake: Intake::default(),
             tokens: Arc::default(),
+            engine: None,
         }
     }
 }
@@ -64,7 +69,9 @@ impl AppState {
         description = "Runbooks REST API, compatible with Aviator's Runbooks API. Every \
                        error is `{\"error\": \"<code>\", \"message\": \"<sentence>\"}`."
     ),
-    paths(runbooks::create_runbook, runbooks::get_runbook, runbooks::update_runbook, healthz, readyz, openapi_json),
+    paths(runbooks::create_runbook, runbooks::get_runbook, runbooks::update_runbook,
+          actions::execute, actions::retry, actions::cancel, actions::steps,
+          healthz, readyz, openapi_json),
     modifiers(&BearerAuth),
     tags((name = "runbooks", description = "Create runbooks and follow their progress"),
          (name = "operations", description = "Health and description of the service"))
@@ -129,6 +136,22 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/runbook/{runbook_number}",
             get(runbooks::get_runbook).patch(runbooks::update_runbook),
+        )
+        .route(
+            "/api/v1/runbook/{runbook_number}/execute",
+            post(actions::execute),
+        )
+        .route(
+            "/api/v1/runbook/{runbook_number}/retry",
+            post(actions::retry),
+        )
+        .route(
+            "/api/v1/runbook/{runbook_number}/cancel",
+            post(actions::cancel),
+        )
+        .route(
+            "/api/v1/runbook/{runbook_number}/steps",
+            get(actions::steps),
         )
         .route("/api/v1/openapi.json", get(openapi_json))
         .route("/webhooks/github", post(webhooks::receive))

@@ -172,7 +172,7 @@ impl UpdateRunbookRequest {
 }
 
 /// Parses the `<runbook_number>` path segment: a positive whole number.
-fn runbook_number(raw: &str) -> Result<i64, ApiError> {
+pub(super) fn runbook_number(raw: &str) -> Result<i64, ApiError> {
     raw.parse::<i64>()
         .ok()
         .filter(|n| *n > 0 && raw.bytes().all(|b| b.is_ascii_digit()))
@@ -186,7 +186,7 @@ fn runbook_number(raw: &str) -> Result<i64, ApiError> {
 /// The summary of a runbook the caller may see, read in the same round trip that confirms
 /// the caller's token; 404 alike for missing and out-of-scope runbooks, so a token never
 /// learns that another organisation's runbook exists.
-async fn visible_summary(
+pub(super) async fn visible_summary(
     state: &AppState,
     caller: &Caller,
     number: i64,
@@ -259,6 +259,9 @@ pub async fn create_runbook(
         .create_runbook(&new, Some(caller.token.id))
         .await?;
     tracing::info!(runbook = number, repo = %format_args!("{}/{}", new.org, new.repo), "runbook created");
+    if let Some(engine) = &state.engine {
+        engine.wake();
+    }
     let summary = RunbookSummary {
         number,
         org: new.org,
@@ -332,6 +335,9 @@ pub async fn update_runbook(
         return Err(ApiError::runbook_not_found(number));
     }
     tracing::info!(runbook = number, "follow-up recorded");
+    if let Some(engine) = &state.engine {
+        engine.wake();
+    }
     let summary = visible_summary(&state, &caller, number).await?;
     Ok((
         StatusCode::ACCEPTED,

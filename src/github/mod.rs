@@ -68,6 +68,14 @@ pub struct AppIdentity {
     pub name: String,
 }
 
+/// The app's bot user, as GitHub shows it on commits: `<slug>[bot]` and
+/// `<id>+<slug>[bot]@users.noreply.github.com`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BotUser {
+    pub name: String,
+    pub email: String,
+}
+
 /// How long a resolved repository is trusted without asking GitHub again. Webhooks about
 /// installations clear entries at once; this bounds staleness when a webhook is missed.
 const REPO_CACHE_TTL: Duration = Duration::from_secs(5 * 60);
@@ -77,6 +85,7 @@ pub struct GitHubApp {
     pub client: Client,
     repos: Mutex<HashMap<String, (RepoInfo, Instant)>>,
     identity: tokio::sync::OnceCell<AppIdentity>,
+    bot: tokio::sync::OnceCell<BotUser>,
 }
 
 fn repo_key(org: &str, name: &str) -> String {
@@ -124,6 +133,7 @@ impl GitHubApp {
             client: Client::new(api_url, app_id, key, policy)?,
             repos: Mutex::new(HashMap::new()),
             identity: tokio::sync::OnceCell::new(),
+            bot: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -147,6 +157,42 @@ impl GitHubApp {
                 Ok(AppIdentity {
                     slug: text("slug")?,
                     name: text("name")?,
+                })
+            })
+            .await
+            .cloned()
+    }
+
+    /// The bot user commits are authored by (`GET /app` for the slug, then
+    /// `GET /users/<slug>[bot]` for its id, as an installation: an app JWT is good for
+    /// `/app` endpoints only), asked once.
+    pub async fn bot(&self, installation: u64) -> Result<BotUser, GitHubError> {
+        self.bot
+            .get_or_try_init(|| async {
+                let slug = self.identity().await?.slug;
+                let login = format!("{slug}[bot]");
+                // `[` and `]` are not allowed raw in a URI path.
+                let path = format!("/users/{slug}%5Bbot%5D");
+                let user: serde_json::Value = self
+                    .client
+                    .json(
+                        "users/get-by-username",
+                        As::Installation(installation),
+                        Method::GET,
+                        &path,
+                        None,
+                    )
+                    .await?;
+                let id =
+                    user.get("id")
+                        .and_then(|v| v.as_u64())
+                        .ok_or_else(|| GitHubError::Decode {
+                            operation: "users/get-by-username",
+                            message: "no `id`".into(),
+                        })?;
+                Ok(BotUser {
+                    email: format!("{id}+{login}@users.noreply.github.com"),
+                    name: login,
                 })
             })
             .await

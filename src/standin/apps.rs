@@ -17,6 +17,15 @@ pub(crate) fn get_app(shared: &Shared) -> Result<Reply, ApiError> {
     Ok(Reply::ok(render::app(&shared.cfg, &state)))
 }
 
+/// `GET /users/{username}`: known users (the app's bot among them), else 404.
+pub(crate) fn get_user(shared: &Shared, login: &str) -> Result<Reply, ApiError> {
+    let state = shared.lock();
+    match state.users.get(&login.to_lowercase()) {
+        Some(user) => Ok(Reply::ok(render::user(&shared.cfg, user))),
+        None => Err(ApiError::not_found()),
+    }
+}
+
 pub(crate) fn list_installations(shared: &Shared, req: &Req) -> Result<Reply, ApiError> {
     let state = shared.lock();
     let items = state

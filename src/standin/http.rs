@@ -374,6 +374,10 @@ pub(crate) enum Route {
         number: u64,
     },
     InstallationRepos,
+    /// `GET /users/{username}` (the app's bot user's id makes its commit e-mail).
+    GetUser {
+        login: String,
+    },
     GetContent {
         owner: String,
         repo: String,
@@ -421,6 +425,7 @@ impl Route {
             }
             (Method::POST, ["graphql"]) => Route::Graphql,
             (Method::GET, ["installation", "repositories"]) => Route::InstallationRepos,
+            (Method::GET, ["users", login]) => Route::GetUser { login: s(login) },
             (Method::GET, ["repos", o, r]) => Route::GetRepo {
                 owner: s(o),
                 repo: s(r),
@@ -545,6 +550,7 @@ impl Route {
             Route::GetPull { .. } => "pulls/get",
             Route::UpdatePull { .. } => "pulls/update",
             Route::InstallationRepos => "apps/list-repos-accessible-to-installation",
+            Route::GetUser { .. } => "users/get-by-username",
             Route::GetContent { .. } => "repos/get-content",
             Route::DeleteRef { .. } => "git/delete-ref",
             Route::Graphql => "graphql",
@@ -748,6 +754,7 @@ async fn serve(
     };
     let reply = match (route, grant) {
         (Route::GetApp, _) => apps::get_app(shared),
+        (Route::GetUser { login }, _) => apps::get_user(shared, &login),
         (Route::ListInstallations, _) => apps::list_installations(shared, req),
         (Route::GetInstallation(id), _) => apps::get_installation(shared, id),
         (Route::CreateToken(id), _) => apps::create_token(shared, id, req, now),

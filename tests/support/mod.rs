@@ -135,6 +135,9 @@ impl TestServer {
     pub async fn start_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> Self {
         let db = TestDb::new(backend).await;
         let mut config = Config::for_database(&db.url);
+        config.data_dir = db.dir.path().join("data");
+        // Tests poll; the rate limit has a test of its own.
+        config.rate_limit_per_minute = 0;
         configure(&mut config);
         let server = server::start(&config).await.expect("starting the server");
         let store = server.store.clone();
@@ -192,6 +195,59 @@ impl TestServer {
             server.shutdown().await.expect("a clean shutdown");
         }
     }
+}
+
+/// The server configured as the app of a GitHub stand-in (API URL, app id, key, webhook
+/// secret).
+pub async fn server_for(
+    github: &runbooks::standin::StandIn,
+    backend: Backend,
+    configure: impl FnOnce(&mut Config) + Send + 'static,
+) -> TestServer {
+    use runbooks::config::PrivateKeySource;
+    use secrecy::SecretString;
+    let api_url = github.api_url();
+    let app_id = github.app_id();
+    let key = github.private_key_pem();
+    let secret = github.webhook_secret().to_string();
+    TestServer::start_with(backend, move |config| {
+        config.github.api_url = api_url;
+        config.github.app_id = Some(app_id);
+        config.github.private_key = Some(PrivateKeySource::Inline(SecretString::from(key)));
+        config.github.webhook_secrets = vec![SecretString::from(secret)];
+        configure(config);
+    })
+    .await
+}
+
+/// Polls the runbook document until `done` holds, or fails after a deadline.
+pub async fn wait_for(
+    t: &TestServer,
+    number: i64,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let response = t.get(number).await;
+        let (_, doc) = json(response).await;
+        if done(&doc) {
+            return doc;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "runbook {number} never reached {what}; last: {doc}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the runbook's status is one of `statuses`.
+pub async fn wait_for_status(t: &TestServer, number: i64, statuses: &[&str]) -> serde_json::Value {
+    wait_for(t, number, &statuses.join(" or "), |doc| {
+        statuses.iter().any(|s| doc["status"] == *s)
+    })
+    .await
 }
 
 /// A minimal valid creation body.

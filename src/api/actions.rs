@@ -1,0 +1,279 @@
+//! Extensions beyond the reference: execute, retry, cancel, and the step tree.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::error::ErrorBody;
+use super::json::OptionalJsonBody;
+use super::runbooks::{RunbookDocument, runbook_number, visible_summary};
+use super::{ApiError, AppState};
+use crate::domain::lifecycle::{self, Leaf};
+use crate::domain::{StepCounts, StepNumber, StepState, status};
+use crate::store::StepRecord;
+
+/// Body of `POST /api/v1/runbook/<n>/execute` (may be empty).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteRequest {
+    /// Run up to this step (all leaves under it when it is a parent, and every unfinished
+    /// step before it); the whole plan when missing.
+    #[schema(example = "2")]
+    pub step: Option<String>,
+}
+
+/// A step of the plan.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StepDocument {
+    /// Dotted step number, e.g. "1.2".
+    pub number: String,
+    pub title: String,
+    /// Whether this is an execution unit (a leaf) or a grouping.
+    pub leaf: bool,
+    /// A leaf's state; for a parent, the status of the leaves under it.
+    pub state: String,
+    /// The commit the step made, if it changed files.
+    pub commit_sha: Option<String>,
+    /// Why the step failed.
+    pub error: Option<String>,
+    /// The pull request carrying the step's commit.
+    pub pull_request: Option<u64>,
+}
+
+/// The step tree of a runbook, in plan order.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StepsDocument {
+    pub runbook_number: i64,
+    pub steps: Vec<StepDocument>,
+}
+
+fn leaves(steps: &[StepRecord]) -> Vec<Leaf> {
+    steps
+        .iter()
+        .filter(|s| s.is_leaf)
+        .map(|s| Leaf {
+            number: s.number.clone(),
+            state: s.state,
+        })
+        .collect()
+}
+
+async fn document(
+    state: &AppState,
+    caller: &Caller,
+    number: i64,
+) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
+    if let Some(engine) = &state.engine {
+        engine.wake();
+    }
+    let summary = visible_summary(state, caller, number).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RunbookDocument::new(&state.public_url, summary)),
+    ))
+}
+
+/// Execute a runbook created with `oneshot: false`.
+///
+/// Queues every unfinished step, or, with `step`, that step (all leaves under it) and every
+/// unfinished step before it, so order is kept.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runbook/{runbook_number}/execute",
+    tag = "runbooks",
+    params(("runbook_number" = i64, Path, description = "The number identifying the runbook", minimum = 1)),
+    request_body(content = ExecuteRequest, description = "Optional"),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Steps queued", body = RunbookDocument),
+        (status = 400, description = "Invalid body or step", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token", body = ErrorBody),
+        (status = 404, description = "No such runbook, or not visible to this token", body = ErrorBody),
+        (status = 409, description = "The plan is not ready, or nothing is left to run", body = ErrorBody),
+    )
+)]
+pub async fn execute(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    OptionalJsonBody(request): OptionalJsonBody<ExecuteRequest>,
+) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
+    let number = runbook_number(&raw)?;
+    let up_to = request
+        .step
+        .as_deref()
+        .map(|s| {
+            s.parse::<StepNumber>()
+                .map_err(|e| ApiError::BadRequest(format!("`step` is invalid: {e}")))
+        })
+        .transpose()?;
+    visible_summary(&state, &caller, number).await?;
+    let steps = state.store.steps(number).await?;
+    if steps.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "runbook {number} has no plan yet; execute it once its steps exist"
+        )));
+    }
+    let queue = lifecycle::to_execute(&leaves(&steps), up_to.as_ref()).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "`step` {} is not a step of runbook {number}",
+            request.step.as_deref().unwrap_or_default()
+        ))
+    })?;
+    if queue.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "runbook {number} has no unfinished steps to execute"
+        )));
+    }
+    state.store.set_cancel_requested(number, false).await?;
+    state
+        .store
+        .transition_steps(
+            number,
+            &queue,
+            &[StepState::NotStarted, StepState::Failed],
+            StepState::Queued,
+        )
+        .await?;
+    document(&state, &caller, number).await
+}
+
+/// Retry a failed runbook: its failed steps and the not-started ones after them run again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runbook/{runbook_number}/retry",
+    tag = "runbooks",
+    params(("runbook_number" = i64, Path, description = "The number identifying the runbook", minimum = 1)),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Steps queued again", body = RunbookDocument),
+        (status = 401, description = "Missing, unknown or revoked token", body = ErrorBody),
+        (status = 404, description = "No such runbook, or not visible to this token", body = ErrorBody),
+        (status = 409, description = "Nothing failed", body = ErrorBody),
+    )
+)]
+pub async fn retry(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
+    let number = runbook_number(&raw)?;
+    visible_summary(&state, &caller, number).await?;
+    let steps = state.store.steps(number).await?;
+    state.store.set_cancel_requested(number, false).await?;
+    // A plan that could not be made is made again (for a follow-up: its prompt is queued
+    // again as a follow-up).
+    let plan_failures: Vec<&StepRecord> = steps.iter().filter(|s| s.kind == "plan").collect();
+    if !plan_failures.is_empty() {
+        let others = steps.len() > plan_failures.len();
+        state.store.remove_plan_failures(number).await?;
+        if others {
+            for failure in plan_failures {
+                state
+                    .store
+                    .add_follow_up_prompt(number, &failure.details)
+                    .await?;
+            }
+        }
+        return document(&state, &caller, number).await;
+    }
+    let queue = lifecycle::to_retry(&leaves(&steps));
+    if queue.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "runbook {number} has no failed step to retry"
+        )));
+    }
+    state
+        .store
+        .transition_steps(
+            number,
+            &queue,
+            &[StepState::NotStarted, StepState::Failed],
+            StepState::Queued,
+        )
+        .await?;
+    document(&state, &caller, number).await
+}
+
+/// Cancel a runbook: the running step fails with reason "cancelled", queued steps wait.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runbook/{runbook_number}/cancel",
+    tag = "runbooks",
+    params(("runbook_number" = i64, Path, description = "The number identifying the runbook", minimum = 1)),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Cancellation requested", body = RunbookDocument),
+        (status = 401, description = "Missing, unknown or revoked token", body = ErrorBody),
+        (status = 404, description = "No such runbook, or not visible to this token", body = ErrorBody),
+    )
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
+    let number = runbook_number(&raw)?;
+    visible_summary(&state, &caller, number).await?;
+    state.store.set_cancel_requested(number, true).await?;
+    let steps = state.store.steps(number).await?;
+    let queued = lifecycle::to_unqueue(&leaves(&steps));
+    state
+        .store
+        .transition_steps(number, &queued, &[StepState::Queued], StepState::NotStarted)
+        .await?;
+    document(&state, &caller, number).await
+}
+
+/// The step tree: titles, states, commits, errors.
+#[utoipa::path(
+    get,
+    path = "/api/v1/runbook/{runbook_number}/steps",
+    tag = "runbooks",
+    params(("runbook_number" = i64, Path, description = "The number identifying the runbook", minimum = 1)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The steps in plan order", body = StepsDocument),
+        (status = 401, description = "Missing, unknown or revoked token", body = ErrorBody),
+        (status = 404, description = "No such runbook, or not visible to this token", body = ErrorBody),
+    )
+)]
+pub async fn steps(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> Result<Json<StepsDocument>, ApiError> {
+    let number = runbook_number(&raw)?;
+    visible_summary(&state, &caller, number).await?;
+    let steps = state.store.steps(number).await?;
+    let documents = steps
+        .iter()
+        .map(|step| {
+            let state = if step.is_leaf {
+                step.state.as_str().to_string()
+            } else {
+                let under = steps
+                    .iter()
+                    .filter(|s| s.is_leaf && s.number.is_within(&step.number))
+                    .map(|s| s.state);
+                status(&StepCounts::from_states(under)).as_str().to_string()
+            };
+            StepDocument {
+                number: step.number.to_string(),
+                title: step.title.clone(),
+                leaf: step.is_leaf,
+                state,
+                commit_sha: step.commit_sha.clone(),
+                error: step.error.clone(),
+                pull_request: step.pr_number,
+            }
+        })
+        .collect();
+    Ok(Json(StepsDocument {
+        runbook_number: number,
+        steps: documents,
+    }))
+}

@@ -1,0 +1,148 @@
+//! One leaf step in git: prepare the working tree on the right branch, let the agent work,
+//! commit what changed and push it.
+
+use crate::agent::StepTask;
+use crate::domain::{PrMode, StepState};
+use crate::git::{Identity, Remote};
+use crate::github::Resolution;
+use crate::store::{StepEnd, StepRecord};
+
+use super::{Engine, branches, commit_message, is_commit_of};
+
+fn failed(error: impl std::fmt::Display) -> StepEnd {
+    StepEnd::Failed {
+        error: error.to_string(),
+        log: String::new(),
+    }
+}
+
+pub(super) async fn execute(engine: &Engine, number: i64, step: &StepRecord) -> StepEnd {
+    match try_execute(engine, number, step).await {
+        Ok(end) => end,
+        Err(end) => end,
+    }
+}
+
+async fn try_execute(engine: &Engine, number: i64, step: &StepRecord) -> Result<StepEnd, StepEnd> {
+    let runbook = engine
+        .store
+        .runbook(number)
+        .await
+        .map_err(failed)?
+        .ok_or_else(|| failed("the runbook no longer exists"))?;
+    let repo = match engine
+        .github
+        .resolve(&runbook.org, &runbook.repo)
+        .await
+        .map_err(failed)?
+    {
+        Resolution::Found(repo) => repo,
+        Resolution::NotInstalled => {
+            return Err(failed(format!(
+                "the runbooks app is no longer installed on {}/{}",
+                runbook.org, runbook.repo
+            )));
+        }
+    };
+    let token = engine
+        .github
+        .client
+        .installation_token(repo.installation_id)
+        .await
+        .map_err(failed)?;
+    let bot = engine
+        .github
+        .bot(repo.installation_id)
+        .await
+        .map_err(failed)?;
+    let identity = Identity {
+        name: bot.name,
+        email: bot.email,
+    };
+    let remote = Remote {
+        full_name: &repo.full_name,
+        clone_url: &repo.clone_url,
+        token: &token,
+    };
+    let target = runbook
+        .target_branch
+        .clone()
+        .unwrap_or_else(|| repo.default_branch.clone());
+    let mode = runbook.pr_mode.unwrap_or(PrMode::SinglePr);
+    let steps = engine.store.steps(number).await.map_err(failed)?;
+    let tops_with_commits: Vec<u32> = steps
+        .iter()
+        .filter(|s| s.state == StepState::Completed && s.commit_sha.is_some())
+        .map(|s| s.number.top_level())
+        .collect();
+    let (branch, base) = branches(number, mode, &step.number, &target, &tops_with_commits);
+    let worktree = engine
+        .repos
+        .worktree(&remote, number, &branch, &base)
+        .await
+        .map_err(failed)?;
+
+    // A step interrupted after its push: the branch already ends with its commit.
+    let head = worktree.head().await.map_err(failed)?;
+    if let Some(message) = head_message(worktree.path()).await.map_err(failed)?
+        && is_commit_of(&message, number, &step.number)
+    {
+        tracing::info!(runbook = number, step = %step.number, "the step's commit is already pushed");
+        return Ok(StepEnd::Completed {
+            commit_sha: Some(head),
+            log: "already committed and pushed before an interruption".into(),
+        });
+    }
+
+    let task = StepTask {
+        runbook: number,
+        number: step.number.clone(),
+        title: step.title.clone(),
+        details: step.details.clone(),
+        runbook_prompt: runbook.prompt.clone(),
+    };
+    let outcome = match engine.agent.execute(&task, worktree.path()).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            let log = e.log().unwrap_or_default().to_string();
+            return Ok(StepEnd::Failed {
+                error: e.to_string(),
+                log,
+            });
+        }
+    };
+    let message = commit_message(
+        number,
+        &step.number,
+        &step.title,
+        &step.details,
+        runbook.author_email.as_deref(),
+    );
+    let commit = worktree
+        .commit_all(&message, &identity)
+        .await
+        .map_err(failed)?;
+    if commit.is_some() {
+        worktree.push(&remote).await.map_err(failed)?;
+    }
+    Ok(StepEnd::Completed {
+        commit_sha: commit,
+        log: outcome.log,
+    })
+}
+
+/// The message of the working tree's HEAD commit.
+async fn head_message(path: &std::path::Path) -> Result<Option<String>, String> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || -> Result<Option<String>, git2::Error> {
+        let repo = git2::Repository::open(&path)?;
+        // A branch about to be created has no commit yet.
+        let Ok(commit) = repo.head().and_then(|head| head.peel_to_commit()) else {
+            return Ok(None);
+        };
+        Ok(commit.message().ok().map(String::from))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("reading the branch head: {}", e.message()))
+}

@@ -1,0 +1,522 @@
+//! The engine: plans runbooks and executes their leaf steps, one runbook per worker at a
+//! time, under a lease in the database.
+//!
+//! A worker claims a runbook that has work (a plan to make, queued steps, a follow-up to
+//! plan), renews the lease while it works, and releases it when the runbook has nothing left
+//! to do. A process that dies stops renewing: its leases expire and any worker — another
+//! replica, or this process after a restart — takes the runbook over. A step found
+//! `in_progress` by a new lease holder was interrupted; it runs again, unless the branch
+//! already ends with its commit (the crash came after the push), so no step's commit
+//! appears twice.
+
+mod git_steps;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::agent::{Agent, PlanRequest};
+use crate::domain::lifecycle::{self, Leaf};
+use crate::domain::{PrMode, StepNumber, StepState};
+use crate::git::RepoCache;
+use crate::github::GitHubApp;
+use crate::store::{StepEnd, StepRecord, Store, StoreError, now_ms};
+
+/// How long a lease lasts without renewal (SPEC §8: work is picked up within one lease).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Runbooks worked on at once by this process.
+    pub workers: usize,
+    pub lease: Duration,
+    /// How often idle workers look for work that no wake-up announced (other replicas,
+    /// expired leases).
+    pub poll: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            workers: 4,
+            lease: DEFAULT_LEASE,
+            poll: Duration::from_secs(2),
+        }
+    }
+}
+
+pub struct Engine {
+    store: Arc<dyn Store>,
+    github: Arc<GitHubApp>,
+    agent: Arc<dyn Agent>,
+    repos: RepoCache,
+    config: EngineConfig,
+    /// This process's name; each worker holds leases as `<owner>/<worker>`.
+    owner: String,
+    wake: Notify,
+}
+
+/// What a runbook needs next.
+enum Next {
+    Plan {
+        prompt: String,
+        after: u32,
+        follow_up: Option<i64>,
+        queue: bool,
+    },
+    Run(StepRecord),
+    /// Steps left `in_progress` by an interrupted worker: queue them again.
+    Recover(Vec<StepNumber>),
+    Cancel,
+    Idle,
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        github: Arc<GitHubApp>,
+        agent: Arc<dyn Agent>,
+        repos: RepoCache,
+        config: EngineConfig,
+    ) -> Arc<Self> {
+        let owner = format!(
+            "{}-{}-{:08x}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "runbooks".into()),
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        Arc::new(Self {
+            store,
+            github,
+            agent,
+            repos,
+            config,
+            owner,
+            wake: Notify::new(),
+        })
+    }
+
+    /// Starts the workers.
+    pub fn start(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
+        (0..self.config.workers.max(1))
+            .map(|i| {
+                let worker = Worker {
+                    engine: self.clone(),
+                    owner: format!("{}/{i}", self.owner),
+                };
+                tokio::spawn(worker.run())
+            })
+            .collect()
+    }
+
+    /// Tells idle workers there is new work (a runbook created, executed, retried…).
+    pub fn wake(&self) {
+        self.wake.notify_waiters();
+    }
+
+    /// Does the next thing the runbook needs; `false` when there is nothing to do.
+    async fn step_once(&self, number: i64, lost: &AtomicBool) -> Result<bool, StoreError> {
+        match self.next(number).await? {
+            Next::Idle => {
+                self.release_worktree(number).await;
+                Ok(false)
+            }
+            Next::Cancel => {
+                let steps = self.store.steps(number).await?;
+                for step in steps.iter().filter(|s| s.state == StepState::InProgress) {
+                    self.store
+                        .finish_step(number, &step.number, &cancelled(String::new()))
+                        .await?;
+                }
+                let queued: Vec<StepNumber> = steps
+                    .iter()
+                    .filter(|s| s.state == StepState::Queued)
+                    .map(|s| s.number.clone())
+                    .collect();
+                self.store
+                    .transition_steps(number, &queued, &[StepState::Queued], StepState::NotStarted)
+                    .await?;
+                self.store.set_cancel_requested(number, false).await?;
+                Ok(true)
+            }
+            Next::Recover(numbers) => {
+                tracing::info!(
+                    runbook = number,
+                    steps = numbers.len(),
+                    "resuming interrupted steps"
+                );
+                self.store
+                    .transition_steps(
+                        number,
+                        &numbers,
+                        &[StepState::InProgress],
+                        StepState::Queued,
+                    )
+                    .await?;
+                Ok(true)
+            }
+            Next::Plan {
+                prompt,
+                after,
+                follow_up,
+                queue,
+            } => {
+                let request = PlanRequest {
+                    prompt: prompt.clone(),
+                    context: None,
+                    after,
+                };
+                match self.agent.plan(&request).await {
+                    Ok(plan) => {
+                        let state = if queue {
+                            StepState::Queued
+                        } else {
+                            StepState::NotStarted
+                        };
+                        tracing::info!(runbook = number, steps = plan.steps().len(), "planned");
+                        self.store
+                            .record_plan(number, &plan, state, follow_up)
+                            .await?;
+                    }
+                    Err(e) => {
+                        tracing::warn!(runbook = number, error = %e, "the plan could not be made");
+                        self.store
+                            .record_plan_failure(number, after, &prompt, &e.to_string(), follow_up)
+                            .await?;
+                    }
+                }
+                Ok(true)
+            }
+            Next::Run(step) => {
+                let moved = self
+                    .store
+                    .transition_steps(
+                        number,
+                        std::slice::from_ref(&step.number),
+                        &[StepState::Queued],
+                        StepState::InProgress,
+                    )
+                    .await?;
+                if moved == 0 {
+                    return Ok(true);
+                }
+                let end = self.run_step(number, &step, lost).await;
+                if lost.load(Ordering::SeqCst) {
+                    // Another worker owns the runbook now and will run the step again.
+                    return Ok(false);
+                }
+                match &end {
+                    StepEnd::Completed { commit_sha, .. } => {
+                        tracing::info!(runbook = number, step = %step.number, commit = commit_sha.as_deref().unwrap_or("none"), "step completed")
+                    }
+                    StepEnd::Failed { error, .. } => {
+                        tracing::warn!(runbook = number, step = %step.number, %error, "step failed")
+                    }
+                }
+                self.store.finish_step(number, &step.number, &end).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Offers the runbook's working tree to later runbooks of the repository (it is set up
+    /// again, from its branch, if this runbook gets more work).
+    async fn release_worktree(&self, number: i64) {
+        let Ok(Some(runbook)) = self.store.runbook(number).await else {
+            return;
+        };
+        if let Ok(crate::github::Resolution::Found(repo)) =
+            self.github.resolve(&runbook.org, &runbook.repo).await
+            && let Err(e) = self.repos.release(&repo.full_name, number).await
+        {
+            tracing::warn!(runbook = number, error = %e, "working tree not released");
+        }
+    }
+
+    async fn next(&self, number: i64) -> Result<Next, StoreError> {
+        let Some(runbook) = self.store.runbook(number).await? else {
+            return Ok(Next::Idle);
+        };
+        if self.store.cancel_requested(number).await? {
+            return Ok(Next::Cancel);
+        }
+        let steps = self.store.steps(number).await?;
+        if steps.is_empty() {
+            return Ok(Next::Plan {
+                prompt: runbook.prompt,
+                after: 0,
+                follow_up: None,
+                queue: runbook.oneshot,
+            });
+        }
+        let interrupted: Vec<StepNumber> = steps
+            .iter()
+            .filter(|s| s.state == StepState::InProgress)
+            .map(|s| s.number.clone())
+            .collect();
+        if !interrupted.is_empty() {
+            return Ok(Next::Recover(interrupted));
+        }
+        let leaves: Vec<Leaf> = steps
+            .iter()
+            .filter(|s| s.is_leaf)
+            .map(|s| Leaf {
+                number: s.number.clone(),
+                state: s.state,
+            })
+            .collect();
+        if let Some(leaf) = lifecycle::next_to_run(&leaves) {
+            let step = steps
+                .iter()
+                .find(|s| s.number == leaf.number)
+                .cloned()
+                .expect("a leaf comes from the steps");
+            return Ok(Next::Run(step));
+        }
+        let waiting = steps
+            .iter()
+            .any(|s| matches!(s.state, StepState::Queued | StepState::InProgress));
+        let plan_failed = steps.iter().any(|s| s.kind == "plan");
+        if !waiting
+            && !plan_failed
+            && let Some(follow_up) = self.store.pending_follow_ups(number).await?.first()
+        {
+            let after = steps
+                .iter()
+                .map(|s| s.number.top_level())
+                .max()
+                .unwrap_or(0);
+            // A follow-up is new work: it runs at once, unless the runbook stopped on a
+            // failure (then it waits, with the rest, for a retry).
+            let failed = steps.iter().any(|s| s.state == StepState::Failed);
+            return Ok(Next::Plan {
+                prompt: follow_up.prompt.clone(),
+                after,
+                follow_up: Some(follow_up.id),
+                queue: !failed,
+            });
+        }
+        Ok(Next::Idle)
+    }
+
+    /// Executes one step: working tree, agent, commit, push. Cancellation and a lost lease
+    /// stop the agent.
+    async fn run_step(&self, number: i64, step: &StepRecord, lost: &AtomicBool) -> StepEnd {
+        let work = git_steps::execute(self, number, step);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                end = &mut work => return end,
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                    if lost.load(Ordering::SeqCst) {
+                        return StepEnd::Failed { error: "the lease was lost".into(), log: String::new() };
+                    }
+                    if self.store.cancel_requested(number).await.unwrap_or(false) {
+                        return cancelled(String::new());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One of the engine's workers: works on one runbook at a time, under its own lease.
+struct Worker {
+    engine: Arc<Engine>,
+    owner: String,
+}
+
+impl Worker {
+    async fn run(self) {
+        loop {
+            // Registered before looking, so a wake-up during the look is not lost.
+            let notified = self.engine.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.claim_next().await {
+                Ok(Some(number)) => {
+                    self.run_claimed(number).await;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "could not look for work"),
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(self.engine.config.poll) => {}
+            }
+        }
+    }
+
+    async fn claim_next(&self) -> Result<Option<i64>, StoreError> {
+        let now = now_ms();
+        let until = now + self.engine.config.lease.as_millis() as i64;
+        for number in self.engine.store.runbooks_with_work(now, 16).await? {
+            if self
+                .engine
+                .store
+                .claim_runbook(number, &self.owner, now, until)
+                .await?
+            {
+                return Ok(Some(number));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Works on a claimed runbook until it has nothing left to do, keeping the lease alive.
+    async fn run_claimed(&self, number: i64) {
+        let lost = Arc::new(AtomicBool::new(false));
+        let keeper = {
+            let (store, owner, lease, lost) = (
+                self.engine.store.clone(),
+                self.owner.clone(),
+                self.engine.config.lease,
+                lost.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(lease / 3).await;
+                    let until = now_ms() + lease.as_millis() as i64;
+                    match store.renew_lease(number, &owner, until).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(runbook = number, "lease lost");
+                            lost.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        Err(e) => tracing::warn!(runbook = number, error = %e, "lease not renewed"),
+                    }
+                }
+            })
+        };
+        while !lost.load(Ordering::SeqCst) {
+            match self.engine.step_once(number, &lost).await {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::error!(runbook = number, error = %e, "engine error; will retry");
+                    break;
+                }
+            }
+        }
+        keeper.abort();
+        if let Err(e) = self.engine.store.release_lease(number, &self.owner).await {
+            tracing::warn!(runbook = number, error = %e, "lease not released");
+        }
+    }
+}
+
+fn cancelled(log: String) -> StepEnd {
+    StepEnd::Failed {
+        error: "cancelled".into(),
+        log,
+    }
+}
+
+/// The branch a step's commits go to, and the branch it starts from.
+pub fn branches(
+    number: i64,
+    mode: PrMode,
+    step: &StepNumber,
+    target: &str,
+    earlier_tops_with_commits: &[u32],
+) -> (String, String) {
+    match mode {
+        PrMode::SinglePr | PrMode::Manual => (format!("runbooks/{number}"), target.to_string()),
+        PrMode::StackedPr => {
+            let top = step.top_level();
+            let base = earlier_tops_with_commits
+                .iter()
+                .filter(|t| **t < top)
+                .max()
+                .map(|t| format!("runbooks/{number}/step-{t}"))
+                .unwrap_or_else(|| target.to_string());
+            (format!("runbooks/{number}/step-{top}"), base)
+        }
+    }
+}
+
+/// The commit message of a step: its title, its details, and trailers naming the runbook
+/// and the step (and who asked, when known).
+pub fn commit_message(
+    number: i64,
+    step: &StepNumber,
+    title: &str,
+    details: &str,
+    author_email: Option<&str>,
+) -> String {
+    let mut message = format!("{}\n", title.trim());
+    let details = details.trim();
+    if !details.is_empty() {
+        message.push('\n');
+        message.push_str(details);
+        message.push('\n');
+    }
+    message.push_str(&format!("\nRunbook: {number}\nRunbook-Step: {step}\n"));
+    if let Some(email) = author_email {
+        let name = email.split('@').next().unwrap_or(email);
+        message.push_str(&format!("Co-authored-by: {name} <{email}>\n"));
+    }
+    message
+}
+
+/// Whether a commit message is that of this runbook's step (its trailers say so).
+pub fn is_commit_of(message: &str, number: i64, step: &StepNumber) -> bool {
+    let runbook = format!("Runbook: {number}");
+    let step = format!("Runbook-Step: {step}");
+    let has = |wanted: &str| message.lines().any(|line| line.trim() == wanted);
+    has(&runbook) && has(&step)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> StepNumber {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn branch_layout_serves_every_pr_mode() {
+        assert_eq!(
+            branches(7, PrMode::SinglePr, &n("2.1"), "main", &[1]),
+            ("runbooks/7".into(), "main".into())
+        );
+        assert_eq!(
+            branches(7, PrMode::Manual, &n("1"), "develop", &[]),
+            ("runbooks/7".into(), "develop".into())
+        );
+        assert_eq!(
+            branches(7, PrMode::StackedPr, &n("1.2"), "main", &[]),
+            ("runbooks/7/step-1".into(), "main".into())
+        );
+        // The nearest earlier top-level step with commits; one without is skipped.
+        assert_eq!(
+            branches(7, PrMode::StackedPr, &n("3.1"), "main", &[1]),
+            ("runbooks/7/step-3".into(), "runbooks/7/step-1".into())
+        );
+    }
+
+    #[test]
+    fn commit_messages_carry_trailers() {
+        let message = commit_message(
+            12,
+            &n("1.2"),
+            "Update callers",
+            "```sh\nsed …\n```",
+            Some("dev@acme.example"),
+        );
+        assert!(message.starts_with("Update callers\n\n```sh"));
+        assert!(message.ends_with(
+            "\nRunbook: 12\nRunbook-Step: 1.2\nCo-authored-by: dev <dev@acme.example>\n"
+        ));
+        assert!(is_commit_of(&message, 12, &n("1.2")));
+        assert!(!is_commit_of(&message, 12, &n("1.1")));
+        assert!(!is_commit_of(&message, 1, &n("1.2")));
+        assert!(!is_commit_of("Initial commit", 12, &n("1.2")));
+    }
+}

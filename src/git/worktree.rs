@@ -1,0 +1,329 @@
+//! Working trees: preparing one on a branch from the mirror, and committing in it.
+
+use std::path::{Path, PathBuf};
+
+use git2::build::CheckoutBuilder;
+use git2::{Delta, DiffOptions, Oid, Repository, Signature};
+
+use super::Identity;
+use super::error::{GitError, IoContext as _, LocalContext as _};
+
+/// The alternates file of a repository whose git directory is `git_dir`.
+fn alternates_file(git_dir: &Path) -> PathBuf {
+    git_dir.join("objects").join("info").join("alternates")
+}
+
+/// How many finished working trees are kept per repository for later runbooks.
+const MAX_IDLE_PER_REPO: usize = 2;
+
+/// The line `objects/info/alternates` of a working tree of this mirror holds.
+fn alternates_line(mirror: &Repository) -> String {
+    format!("{}\n", mirror.path().join("objects").display())
+}
+
+/// Sets up `path` as a working tree on `branch` at the right commit (see
+/// [`super::RepoCache::worktree`]) and leaves it clean. A missing tree is taken from the
+/// repository's pool of released trees when there is one, so only the files that differ
+/// are written; otherwise it is created.
+pub(crate) fn prepare(
+    mirror_path: &Path,
+    path: &Path,
+    pool: &Path,
+    full_name: &str,
+    branch: &str,
+    base: &str,
+) -> Result<(), GitError> {
+    let started = std::time::Instant::now();
+    let mirror = Repository::open_bare(mirror_path)
+        .local(|| format!("opening the mirror {}", mirror_path.display()))?;
+    let target = start_point(&mirror, full_name, branch, base)?;
+    let expected = alternates_line(&mirror);
+    drop(mirror);
+
+    let recycled = !path.exists() && take_from_pool(pool, path)?;
+    let repo = open_or_create(path, &expected)?;
+    let commit = repo
+        .find_commit(target)
+        .local(|| format!("reading commit {target} for {full_name}"))?;
+    // What `git reset --hard && git clean -fd` does. Not `Repository::reset`: libgit2's hard
+    // reset replaces the caller's checkout strategy with plain `FORCE`, which keeps untracked
+    // files. The checkout runs before HEAD moves so that files tracked by the old HEAD and
+    // absent from the target are deleted as such. `force` overwrites local modifications;
+    // `remove_untracked` deletes files and directories git does not track. Ignored files
+    // stay for the same runbook (they never reach a commit and are often expensive build
+    // caches) but not in a tree recycled from another runbook.
+    let mut checkout = CheckoutBuilder::new();
+    checkout
+        .force()
+        .remove_untracked(true)
+        .remove_ignored(recycled);
+    repo.checkout_tree(commit.as_object(), Some(&mut checkout))
+        .local(|| format!("checking out {target} in {}", path.display()))?;
+    let refname = format!("refs/heads/{branch}");
+    repo.reference(&refname, target, true, "runbooks: prepare the working tree")
+        .local(|| format!("pointing {refname} at {target}"))?;
+    repo.set_head(&refname)
+        .local(|| format!("checking out {refname}"))?;
+    delete_other_branches(&repo, &refname)?;
+    tracing::debug!(
+        repo = full_name,
+        branch,
+        sha = %target,
+        recycled,
+        elapsed = ?started.elapsed(),
+        "working tree prepared"
+    );
+    Ok(())
+}
+
+/// Local branches other than the work branch are left from earlier branches of a stack or
+/// from the runbook a recycled tree served; the remote is the truth for all of them.
+fn delete_other_branches(repo: &Repository, keep: &str) -> Result<(), GitError> {
+    let branches = repo
+        .branches(Some(git2::BranchType::Local))
+        .local(|| "listing local branches".to_string())?;
+    for item in branches {
+        let (mut branch, _) = item.local(|| "listing local branches".to_string())?;
+        if branch.get().name().ok() != Some(keep) {
+            branch
+                .delete()
+                .local(|| "deleting an old local branch".to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// Moves a released working tree of the same repository from `pool` to `path`. Renames are
+/// atomic, so two runbooks starting at once never get the same tree: the loser of a race
+/// sees the entry gone and tries the next one.
+fn take_from_pool(pool: &Path, path: &Path) -> Result<bool, GitError> {
+    let entries = match std::fs::read_dir(pool) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).io("listing released working trees", pool),
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).io("creating the working trees directory", parent)?;
+    }
+    for entry in entries.flatten() {
+        match std::fs::rename(entry.path(), path) {
+            Ok(()) => return Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).io("taking a released working tree", &entry.path()),
+        }
+    }
+    Ok(false)
+}
+
+/// See [`super::RepoCache::release`].
+pub(crate) fn release(mirror_path: &Path, path: &Path, pool: &Path) -> Result<(), GitError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let expected = Repository::open_bare(mirror_path)
+        .ok()
+        .map(|mirror| alternates_line(&mirror));
+    let kept = expected.is_some_and(|expected| {
+        let Ok(repo) = Repository::open(path) else {
+            return false;
+        };
+        let ours = std::fs::read_to_string(alternates_file(repo.path())).ok() == Some(expected);
+        // Cleaned now (untracked and ignored files, local changes) so that idle trees take
+        // no more room than a checkout, and taking one later is quick.
+        let mut checkout = CheckoutBuilder::new();
+        checkout.force().remove_untracked(true).remove_ignored(true);
+        ours && repo.checkout_head(Some(&mut checkout)).is_ok()
+    });
+    let idle = std::fs::read_dir(pool).map_or(0, |entries| entries.count());
+    if kept && idle < MAX_IDLE_PER_REPO {
+        std::fs::create_dir_all(pool).io("creating the pool of released working trees", pool)?;
+        let name = path.file_name().unwrap_or(path.as_os_str());
+        if std::fs::rename(path, pool.join(name)).is_ok() {
+            return Ok(());
+        }
+    }
+    std::fs::remove_dir_all(path).io("removing a released working tree", path)
+}
+
+/// The commit the work branch starts at: its head on the remote when it exists there,
+/// otherwise the head of `base`.
+fn start_point(
+    mirror: &Repository,
+    full_name: &str,
+    branch: &str,
+    base: &str,
+) -> Result<Oid, GitError> {
+    for name in [branch, base] {
+        match mirror.refname_to_id(&format!("refs/heads/{name}")) {
+            Ok(oid) => return Ok(oid),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => continue,
+            Err(e) => {
+                return Err(GitError::Local {
+                    context: format!("reading branch {name} of the mirror of {full_name}"),
+                    source: e,
+                });
+            }
+        }
+    }
+    Err(GitError::BranchNotFound {
+        repo: full_name.to_string(),
+        branch: base.to_string(),
+    })
+}
+
+/// Opens the working tree at `path` when it is one of ours for this mirror (its alternates
+/// file holds `expected`), otherwise (missing, damaged, or left from another repository:
+/// runbook numbers restart with a new database) creates it afresh.
+fn open_or_create(path: &Path, expected: &str) -> Result<Repository, GitError> {
+    if path.exists() {
+        let reusable = Repository::open(path).ok().filter(|repo| {
+            std::fs::read_to_string(alternates_file(repo.path()))
+                .ok()
+                .as_deref()
+                == Some(expected)
+        });
+        if let Some(repo) = reusable {
+            // A crash in the middle of a git operation leaves lock files that would make
+            // every later operation fail; the working tree is ours alone, so they are stale.
+            for lock in ["index.lock", "HEAD.lock"] {
+                let file = repo.path().join(lock);
+                if file.exists() {
+                    std::fs::remove_file(&file).io("removing a stale lock file", &file)?;
+                }
+            }
+            return Ok(repo);
+        }
+        tracing::info!(path = %path.display(), "replacing a working tree that is not ours");
+        std::fs::remove_dir_all(path).io("removing an old working tree", path)?;
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).io("creating the working trees directory", parent)?;
+    }
+    let git_dir = {
+        let repo = Repository::init(path)
+            .local(|| format!("creating the working tree {}", path.display()))?;
+        repo.path().to_path_buf()
+    };
+    // The object database is read when a repository is opened, so the alternates file is
+    // written first and the repository opened again afterwards.
+    let alternates = alternates_file(&git_dir);
+    std::fs::write(&alternates, expected)
+        .io("linking the working tree to its mirror", &alternates)?;
+    Repository::open(path).local(|| format!("opening the working tree {}", path.display()))
+}
+
+/// See [`super::Worktree::commit_all`].
+pub(crate) fn commit_all(
+    path: &Path,
+    branch: &str,
+    message: &str,
+    who: &Identity,
+) -> Result<Option<String>, GitError> {
+    let started = std::time::Instant::now();
+    let repo =
+        Repository::open(path).local(|| format!("opening the working tree {}", path.display()))?;
+    let refname = format!("refs/heads/{branch}");
+    let head = repo
+        .head()
+        .local(|| format!("reading HEAD in {}", path.display()))?;
+    if head.name().ok() != Some(refname.as_str()) {
+        return Err(GitError::NotOnBranch {
+            path: path.to_path_buf(),
+            branch: branch.to_string(),
+        });
+    }
+    let parent = head
+        .peel_to_commit()
+        .local(|| format!("reading {refname} in {}", path.display()))?;
+    let mut index = repo.index().local(|| "reading the index".to_string())?;
+    stage_all(&repo, &mut index, path)?;
+    // The tree is written before the index: writing the tree fills the index's tree cache,
+    // and saving the index afterwards keeps that cache, so the next commit only rehashes the
+    // directories that changed instead of all of them.
+    let tree_id = index
+        .write_tree()
+        .local(|| "writing the tree".to_string())?;
+    index.write().local(|| "writing the index".to_string())?;
+    if parent.tree_id() == tree_id {
+        tracing::debug!(branch, elapsed = ?started.elapsed(), "nothing to commit");
+        return Ok(None);
+    }
+    let tree = repo
+        .find_tree(tree_id)
+        .local(|| format!("reading tree {tree_id}"))?;
+    let signature = Signature::now(&who.name, &who.email).local(|| {
+        format!(
+            "using `{} <{}>` as the commit identity",
+            who.name, who.email
+        )
+    })?;
+    let oid = repo
+        .commit(
+            Some(&refname),
+            &signature,
+            &signature,
+            message,
+            &tree,
+            &[&parent],
+        )
+        .local(|| format!("committing in {}", path.display()))?;
+    tracing::debug!(branch, sha = %oid, elapsed = ?started.elapsed(), "committed");
+    Ok(Some(oid.to_string()))
+}
+
+/// `git add -A` in one pass over the working tree. libgit2's `Index::add_all` skips deleted
+/// files and needs `Index::update_all` after it, which walks the tree a second time; a
+/// single index-to-workdir diff finds additions, modifications and deletions at once
+/// (ignored files are not reported; tracked files stay tracked even when ignored).
+fn stage_all(repo: &Repository, index: &mut git2::Index, path: &Path) -> Result<(), GitError> {
+    let mut options = DiffOptions::new();
+    options
+        .include_untracked(true)
+        .recurse_untracked_dirs(true)
+        // Without this, a file turned into a symbolic link (or back) is reported as a
+        // deletion plus an addition of the same path, in no guaranteed order.
+        .include_typechange(true)
+        // Stat information refreshed while comparing (racily clean entries) is kept in the
+        // index, so the contents are not hashed again next time.
+        .update_index(true);
+    let (mut removed, mut added) = (Vec::new(), Vec::new());
+    {
+        let diff = repo
+            .diff_index_to_workdir(Some(index), Some(&mut options))
+            .local(|| format!("comparing the index with {}", path.display()))?;
+        for delta in diff.deltas() {
+            match delta.status() {
+                Delta::Deleted => removed.extend(delta.old_file().path().map(Path::to_path_buf)),
+                Delta::Added
+                | Delta::Untracked
+                | Delta::Modified
+                | Delta::Typechange
+                | Delta::Renamed
+                | Delta::Copied
+                | Delta::Conflicted => {
+                    added.extend(delta.new_file().path().map(Path::to_path_buf));
+                }
+                Delta::Unmodified | Delta::Ignored | Delta::Unreadable => {}
+            }
+        }
+    }
+    // Deletions first: a file replaced by a directory (or the reverse) shows as a deletion
+    // and additions, and the additions must win.
+    for file in &removed {
+        index
+            .remove_path(file)
+            .local(|| format!("staging the deletion of {}", file.display()))?;
+    }
+    for file in &added {
+        if path.join(file).is_dir() {
+            // A repository nested in the tree (an agent ran `git clone` or `git init`):
+            // git would record it as a broken submodule; leave it out.
+            tracing::warn!(path = %file.display(), "not committing a nested git repository");
+            continue;
+        }
+        index
+            .add_path(file)
+            .local(|| format!("staging {}", file.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,351 @@
+//! The engine end to end: runbooks created through the REST API are planned by the script
+//! agent, executed step by step in a git working tree, committed and pushed to the GitHub
+//! stand-in — with the state machine's rules observed through the API.
+
+mod support;
+
+use runbooks::standin::StandIn;
+use serde_json::{Value, json};
+use support::{Backend, TestServer, expect_error, json, server_for, wait_for, wait_for_status};
+
+const LIB: &str =
+    "pub fn old_name() -> u32 {\n    1\n}\n\npub fn caller() -> u32 {\n    old_name()\n}\n";
+
+async fn github() -> StandIn {
+    let github = StandIn::start().await.unwrap();
+    github
+        .create_repo(
+            "acme-corp",
+            "backend",
+            "main",
+            &[("src/lib.rs", LIB), ("README.md", "# backend\n")],
+        )
+        .await
+        .unwrap();
+    github.install("acme-corp", &["backend"]);
+    github
+}
+
+fn body(prompt: &str) -> Value {
+    json!({"repository": {"org": "acme-corp", "name": "backend"}, "prompt": prompt})
+}
+
+const RENAME: &str = r#"Rename the helper everywhere.
+
+## Execution Steps
+### Step 1: Rename the helper
+#### 1.1: Rename the definition
+```sh
+sed -i 's/pub fn old_name/pub fn new_name/' src/lib.rs
+```
+#### 1.2: Update the callers
+```sh
+sed -i 's/    old_name()/    new_name()/' src/lib.rs
+```
+### Step 2: Document it
+```sh
+echo "Call new_name()." >> README.md
+```
+"#;
+
+async fn steps(t: &TestServer, number: i64) -> Value {
+    let response = t
+        .http
+        .get(t.url(&format!("/api/v1/runbook/{number}/steps")))
+        .bearer_auth(&t.token)
+        .send()
+        .await
+        .unwrap();
+    json(response).await.1
+}
+
+async fn post(t: &TestServer, number: i64, action: &str, body: Option<Value>) -> reqwest::Response {
+    let mut request = t
+        .http
+        .post(t.url(&format!("/api/v1/runbook/{number}/{action}")))
+        .bearer_auth(&t.token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap()
+}
+
+async fn a_runbook_runs_to_completion_with_one_commit_per_step(backend: Backend) {
+    let github = github().await;
+    let t = server_for(&github, backend, |_| {}).await;
+    let mut request = body(RENAME);
+    request["author_email"] = json!("dev@acme.example");
+    let (status, doc) = json(t.create(request).await).await;
+    assert_eq!(
+        (status, doc["status"].clone()),
+        (202, json!("generating_steps"))
+    );
+
+    let done = wait_for_status(&t, 1, &["completed", "failed"]).await;
+    assert_eq!(done["status"], "completed", "{done} {}", steps(&t, 1).await);
+    assert_eq!(done["steps"]["total"], 3);
+    assert_eq!(done["steps"]["completed"], 3);
+
+    let lib = github
+        .file("acme-corp", "backend", "runbooks/1", "src/lib.rs")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        lib.contains("pub fn new_name")
+            && lib.contains("    new_name()")
+            && !lib.contains("old_name"),
+        "{lib}"
+    );
+    let readme = github
+        .file("acme-corp", "backend", "runbooks/1", "README.md")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(readme.ends_with("Call new_name().\n"));
+    assert_eq!(
+        github
+            .file("acme-corp", "backend", "main", "src/lib.rs")
+            .await
+            .unwrap()
+            .unwrap(),
+        LIB,
+        "the target branch is untouched"
+    );
+
+    let messages = github
+        .commit_messages("acme-corp", "backend", "runbooks/1")
+        .await
+        .unwrap();
+    let ours: Vec<&String> = messages
+        .iter()
+        .filter(|m| m.contains("Runbook: 1"))
+        .collect();
+    assert_eq!(ours.len(), 3, "{messages:?}");
+    for (message, step) in ours.iter().rev().zip(["1.1", "1.2", "2"]) {
+        assert!(
+            message
+                .lines()
+                .any(|l| l == format!("Runbook-Step: {step}")),
+            "{message}"
+        );
+        assert!(
+            message.contains("Co-authored-by: dev <dev@acme.example>"),
+            "{message}"
+        );
+    }
+
+    let tree = steps(&t, 1).await;
+    let rows: Vec<(String, String, bool)> = tree["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["number"].as_str().unwrap().to_string(),
+                s["state"].as_str().unwrap().to_string(),
+                s["commit_sha"].is_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("1".to_string(), "completed".to_string(), false),
+            ("1.1".to_string(), "completed".to_string(), true),
+            ("1.2".to_string(), "completed".to_string(), true),
+            ("2".to_string(), "completed".to_string(), true),
+        ]
+    );
+    let head = github
+        .branch_sha("acme-corp", "backend", "runbooks/1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tree["steps"][3]["commit_sha"], head);
+    t.stop().await;
+}
+
+async fn oneshot_false_waits_for_execute(backend: Backend) {
+    let github = github().await;
+    let t = server_for(&github, backend, |_| {}).await;
+    let mut request = body(RENAME);
+    request["oneshot"] = json!(false);
+    json(t.create(request).await).await;
+    let planned = wait_for_status(&t, 1, &["not_started"]).await;
+    assert_eq!(planned["steps"]["not_started"], 3);
+
+    // Up to step 1: both of its leaves run, step 2 waits.
+    let (status, _) = json(post(&t, 1, "execute", Some(json!({"step": "1"}))).await).await;
+    assert_eq!(status, 202);
+    let partial = wait_for(&t, 1, "step 1 done", |d| {
+        d["steps"]["completed"] == 2 && d["steps"]["queued"] == 0 && d["steps"]["in_progress"] == 0
+    })
+    .await;
+    assert_eq!(partial["status"], "partially_completed");
+    assert_eq!(partial["steps"]["not_started"], 1);
+
+    expect_error(
+        post(&t, 1, "execute", Some(json!({"step": "7"}))).await,
+        400,
+        "bad-request",
+    )
+    .await;
+    expect_error(
+        post(&t, 1, "execute", Some(json!({"step": "x.1"}))).await,
+        400,
+        "bad-request",
+    )
+    .await;
+    let (status, _) = json(post(&t, 1, "execute", None).await).await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        wait_for_status(&t, 1, &["completed", "failed"]).await["status"],
+        "completed"
+    );
+    expect_error(post(&t, 1, "execute", None).await, 409, "conflict").await;
+    t.stop().await;
+}
+
+async fn a_failed_step_stops_the_runbook_until_retried(backend: Backend) {
+    let github = github().await;
+    let t = server_for(&github, backend, |_| {}).await;
+    let prompt = "## Execution Steps\n### Step 1: Works\n```sh\necho one > one.txt\n```\n### Step 2: Breaks\n```sh\necho 'about to fail'\nexit 3\n```\n### Step 3: Never reached\n```sh\necho three > three.txt\n```\n";
+    json(t.create(body(prompt)).await).await;
+    let failed = wait_for_status(&t, 1, &["failed", "completed"]).await;
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(
+        failed["steps"],
+        json!({"total": 3, "not_started": 1, "in_progress": 0, "completed": 1, "failed": 1, "queued": 0})
+    );
+    let tree = steps(&t, 1).await;
+    let error = tree["steps"][1]["error"].as_str().unwrap();
+    assert!(error.contains('3'), "the exit status is named: {error}");
+
+    expect_error(
+        post(&t, 1, "execute", Some(json!({"step": "0"}))).await,
+        400,
+        "bad-request",
+    )
+    .await;
+    let (status, doc) = json(post(&t, 1, "retry", None).await).await;
+    assert_eq!(status, 202, "{doc}");
+    let again = wait_for(&t, 1, "the retry to end", |d| {
+        d["steps"]["queued"] == 0 && d["steps"]["in_progress"] == 0 && d["status"] == "failed"
+    })
+    .await;
+    assert_eq!(again["steps"]["completed"], 1, "step 1 is not run twice");
+    let messages = github
+        .commit_messages("acme-corp", "backend", "runbooks/1")
+        .await
+        .unwrap();
+    let step_1 = messages
+        .iter()
+        .filter(|m| m.lines().any(|l| l == "Runbook-Step: 1"));
+    assert_eq!(step_1.count(), 1, "{messages:?}");
+    t.stop().await;
+}
+
+async fn steps_without_changes_make_no_commit_and_bad_plans_fail(backend: Backend) {
+    let github = github().await;
+    let t = server_for(&github, backend, |_| {}).await;
+    json(
+        t.create(body(
+            "## Execution Steps\n### Step 1: Look around\n```sh\nls\n```\n",
+        ))
+        .await,
+    )
+    .await;
+    assert_eq!(
+        wait_for_status(&t, 1, &["completed", "failed"]).await["status"],
+        "completed"
+    );
+    assert!(steps(&t, 1).await["steps"][0]["commit_sha"].is_null());
+    assert!(
+        github
+            .branch_sha("acme-corp", "backend", "runbooks/1")
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing pushed"
+    );
+
+    // A plan that cannot be made ends `failed`, with the reason, never stuck generating.
+    json(
+        t.create(body(
+            "## Execution Steps\n### Step 2: Out of order\n```sh\ntrue\n```\n",
+        ))
+        .await,
+    )
+    .await;
+    let failed = wait_for_status(&t, 2, &["failed"]).await;
+    assert_eq!(failed["steps"]["failed"], 1);
+    let error = steps(&t, 2).await["steps"][0]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("expected step 1"), "{error}");
+
+    // A free-text step needs an LLM agent: the script agent says so.
+    json(t.create(body("Make the code nicer")).await).await;
+    wait_for_status(&t, 3, &["failed"]).await;
+    let error = steps(&t, 3).await["steps"][0]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("LLM agent"), "{error}");
+    t.stop().await;
+}
+
+async fn a_follow_up_appends_steps_on_the_same_branch(backend: Backend) {
+    let github = github().await;
+    let t = server_for(&github, backend, |_| {}).await;
+    json(t.create(body(RENAME)).await).await;
+    wait_for_status(&t, 1, &["completed"]).await;
+    let follow_up = "## Execution Steps\n### Step 3: Add a changelog\n```sh\necho '- renamed old_name' > CHANGELOG.md\n```\n";
+    let (status, _) = json(t.patch(1, json!({"prompt": follow_up})).await).await;
+    assert_eq!(status, 202);
+    let done = wait_for(&t, 1, "the follow-up to run", |d| {
+        d["steps"]["total"] == 4 && d["status"] == "completed"
+    })
+    .await;
+    assert_eq!(done["steps"]["completed"], 4);
+    let changelog = github
+        .file("acme-corp", "backend", "runbooks/1", "CHANGELOG.md")
+        .await
+        .unwrap();
+    assert_eq!(changelog.as_deref(), Some("- renamed old_name\n"));
+    let readme = github
+        .file("acme-corp", "backend", "runbooks/1", "README.md")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        readme.contains("Call new_name()."),
+        "built on the earlier commits"
+    );
+    t.stop().await;
+}
+
+async fn cancel_stops_the_running_step(backend: Backend) {
+    let github = github().await;
+    let t = server_for(&github, backend, |_| {}).await;
+    let prompt = "## Execution Steps\n### Step 1: Take forever\n```sh\nsleep 60\n```\n### Step 2: After\n```sh\necho after > after.txt\n```\n";
+    json(t.create(body(prompt)).await).await;
+    wait_for(&t, 1, "step 1 to start", |d| d["steps"]["in_progress"] == 1).await;
+    let (status, _) = json(post(&t, 1, "cancel", None).await).await;
+    assert_eq!(status, 202);
+    let cancelled = wait_for_status(&t, 1, &["failed"]).await;
+    assert_eq!(cancelled["steps"]["not_started"], 1);
+    assert_eq!(steps(&t, 1).await["steps"][0]["error"], "cancelled");
+    t.stop().await;
+}
+
+both_backends!(
+    a_runbook_runs_to_completion_with_one_commit_per_step,
+    oneshot_false_waits_for_execute,
+    a_failed_step_stops_the_runbook_until_retried,
+    steps_without_changes_make_no_commit_and_bad_plans_fail,
+    a_follow_up_appends_steps_on_the_same_branch,
+    cancel_stops_the_running_step,
+);

@@ -1,0 +1,743 @@
+//! The git layer against the GitHub stand-in over real smart HTTP (`git http-backend`):
+//! mirrors, working trees, commits and pushes, and where the installation token may not go.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use runbooks::git::{GitError, Identity, Remote, RepoCache, Worktree};
+use runbooks::standin::StandIn;
+use secrecy::SecretString;
+
+const OWNER: &str = "acme";
+const NAME: &str = "app";
+const FULL_NAME: &str = "acme/app";
+/// Every test is bounded; a hang (e.g. libgit2 retrying credentials forever) fails instead.
+const TEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Fixture {
+    standin: StandIn,
+    token: String,
+    secret: SecretString,
+    clone_url: String,
+    data: tempfile::TempDir,
+    cache: RepoCache,
+}
+
+/// Everything the crate logs in this test binary, at every level, so a test can check that
+/// no log line carries a token. (A global subscriber: the git work runs on blocking threads,
+/// which a thread-local one would miss.)
+static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("runbooks=trace"))
+            .with_writer(|| LogWriter)
+            .with_ansi(false)
+            .init();
+    });
+}
+
+fn logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+}
+
+impl Fixture {
+    async fn new(files: &[(&str, &str)]) -> Fixture {
+        capture_logs();
+        let standin = StandIn::start().await.expect("stand-in starts");
+        standin
+            .create_repo(OWNER, NAME, "main", files)
+            .await
+            .expect("repository created");
+        let installation = standin.install(OWNER, &[NAME]);
+        let token = standin.create_token(installation).expect("token minted");
+        let clone_url = standin.clone_url(OWNER, NAME);
+        let data = tempfile::tempdir().expect("data dir");
+        let cache = RepoCache::new(data.path());
+        Fixture {
+            standin,
+            secret: SecretString::from(token.clone()),
+            token,
+            clone_url,
+            data,
+            cache,
+        }
+    }
+
+    fn remote(&self) -> Remote<'_> {
+        Remote {
+            full_name: FULL_NAME,
+            clone_url: &self.clone_url,
+            token: &self.secret,
+        }
+    }
+
+    async fn worktree(&self, runbook: i64, branch: &str, base: &str) -> Worktree {
+        self.cache
+            .worktree(&self.remote(), runbook, branch, base)
+            .await
+            .expect("working tree prepared")
+    }
+
+    async fn remote_sha(&self, branch: &str) -> Option<String> {
+        self.standin
+            .branch_sha(OWNER, NAME, branch)
+            .await
+            .expect("stand-in branch")
+    }
+
+    async fn remote_file(&self, rev: &str, path: &str) -> Option<String> {
+        self.standin
+            .file(OWNER, NAME, rev, path)
+            .await
+            .expect("stand-in file")
+    }
+}
+
+fn bot() -> Identity {
+    Identity {
+        name: "runbooks[bot]".to_string(),
+        email: "142424242+runbooks[bot]@users.noreply.github.com".to_string(),
+    }
+}
+
+fn write(dir: &Path, path: &str, content: &str) {
+    let file = dir.join(path);
+    std::fs::create_dir_all(file.parent().expect("a parent")).expect("mkdir");
+    std::fs::write(file, content).expect("write");
+}
+
+fn read(dir: &Path, path: &str) -> Option<String> {
+    std::fs::read_to_string(dir.join(path)).ok()
+}
+
+/// Every regular file under `dir`, recursively.
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir") {
+            let entry = entry.expect("dir entry");
+            let kind = entry.file_type().expect("file type");
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() {
+                out.push(entry.path());
+            }
+        }
+    }
+    out
+}
+
+/// Paths git reports as not clean (modified, staged, untracked; ignored files excluded).
+fn dirty_paths(worktree: &Path) -> Vec<String> {
+    let repo = git2::Repository::open(worktree).expect("open working tree");
+    let mut options = git2::StatusOptions::new();
+    options.include_untracked(true).recurse_untracked_dirs(true);
+    let statuses = repo.statuses(Some(&mut options)).expect("statuses");
+    statuses
+        .iter()
+        .map(|s| s.path().unwrap_or_default().to_string())
+        .collect()
+}
+
+async fn bounded<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(TEST_TIMEOUT, f)
+        .await
+        .expect("the test finished in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_is_created_once_then_updated_by_fetch_with_pruning() {
+    bounded(async {
+        let fx = Fixture::new(&[("README.md", "hello\n")]).await;
+        let path = fx.cache.update_mirror(&fx.remote()).await.expect("mirror");
+        assert_eq!(path, fx.data.path().join("repos/acme/app.git"));
+        let mirror_sha = |branch: &str| {
+            git2::Repository::open_bare(&path)
+                .expect("a bare mirror")
+                .refname_to_id(&format!("refs/heads/{branch}"))
+                .ok()
+                .map(|oid| oid.to_string())
+        };
+        assert_eq!(mirror_sha("main"), fx.remote_sha("main").await);
+
+        // A marker inside the mirror and the directory's identity survive the next update:
+        // the mirror is fetched into, not cloned again.
+        std::fs::write(path.join("marker"), "kept").expect("marker");
+        let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).expect("stat"));
+
+        let new_main = fx
+            .standin
+            .push_commit(OWNER, NAME, "main", &[("a.txt", "a\n")], "Add a", "alice")
+            .await
+            .expect("push on main");
+        let feature = fx
+            .standin
+            .push_commit(
+                OWNER,
+                NAME,
+                "feature",
+                &[("f.txt", "f\n")],
+                "Add f",
+                "alice",
+            )
+            .await
+            .expect("push on feature");
+        fx.cache.update_mirror(&fx.remote()).await.expect("fetch");
+        assert_eq!(mirror_sha("main"), Some(new_main));
+        assert_eq!(mirror_sha("feature"), Some(feature));
+        assert_eq!(
+            std::fs::read_to_string(path.join("marker")).ok().as_deref(),
+            Some("kept")
+        );
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).expect("stat")),
+            inode
+        );
+
+        // A branch deleted on the remote disappears from the mirror.
+        fx.standin
+            .delete_branch(OWNER, NAME, "feature")
+            .await
+            .expect("delete");
+        fx.cache.update_mirror(&fx.remote()).await.expect("fetch");
+        assert_eq!(mirror_sha("feature"), None);
+        assert!(mirror_sha("main").is_some());
+        // Only one mirror directory (no leftovers from the atomic creation).
+        let siblings: Vec<_> = std::fs::read_dir(fx.data.path().join("repos/acme"))
+            .expect("owner dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(siblings, vec![std::ffi::OsString::from("app.git")]);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_on_a_new_branch_are_pushed_as_the_given_identity() {
+    bounded(async {
+        let fx = Fixture::new(&[("README.md", "hello\n"), ("src/lib.rs", "// lib\n")]).await;
+        let main = fx.remote_sha("main").await.expect("main");
+        let wt = fx.worktree(1, "runbooks/1-greet", "main").await;
+        assert_eq!(wt.path(), fx.data.path().join("worktrees/runbook-1"));
+        assert_eq!(wt.branch(), "runbooks/1-greet");
+        assert_eq!(wt.head().await.expect("head"), main);
+        assert_eq!(read(wt.path(), "src/lib.rs").as_deref(), Some("// lib\n"));
+
+        write(wt.path(), "README.md", "hello, world\n");
+        write(wt.path(), "docs/greeting.md", "# Greeting\n");
+        let message = "Greet the world\n\nRunbook: 1\nRunbook-Step: 1.1\n";
+        let sha = wt
+            .commit_all(message, &bot())
+            .await
+            .expect("commit")
+            .expect("a commit, since files changed");
+        assert_eq!(wt.head().await.expect("head"), sha);
+        assert_eq!(wt.push(&fx.remote()).await.expect("push"), sha);
+
+        assert_eq!(fx.remote_sha("runbooks/1-greet").await, Some(sha.clone()));
+        assert_eq!(
+            fx.remote_sha("main").await,
+            Some(main.clone()),
+            "main untouched"
+        );
+        assert_eq!(
+            fx.remote_file("runbooks/1-greet", "README.md")
+                .await
+                .as_deref(),
+            Some("hello, world\n")
+        );
+        assert_eq!(
+            fx.remote_file("runbooks/1-greet", "docs/greeting.md")
+                .await
+                .as_deref(),
+            Some("# Greeting\n")
+        );
+        let messages = fx
+            .standin
+            .commit_messages(OWNER, NAME, "runbooks/1-greet")
+            .await
+            .expect("log");
+        assert_eq!(messages.len(), 2);
+        assert_eq!(messages[0], message.trim());
+
+        // Author and committer, as the server stores them.
+        let server = git2::Repository::open_bare(fx.standin.repo_path(OWNER, NAME)).expect("bare");
+        let commit = server
+            .find_commit(git2::Oid::from_str(&sha).expect("oid"))
+            .expect("pushed commit");
+        for who in [commit.author(), commit.committer()] {
+            assert_eq!(who.name().ok(), Some("runbooks[bot]"));
+            assert_eq!(
+                who.email().ok(),
+                Some("142424242+runbooks[bot]@users.noreply.github.com")
+            );
+        }
+        assert_eq!(commit.parent_id(0).expect("parent").to_string(), main);
+
+        // Nothing changed since: no empty commit, and pushing again is a no-op.
+        assert_eq!(
+            wt.commit_all("Nothing", &bot()).await.expect("commit"),
+            None
+        );
+        assert_eq!(wt.head().await.expect("head"), sha);
+        assert_eq!(wt.push(&fx.remote()).await.expect("push"), sha);
+        assert_eq!(fx.remote_sha("runbooks/1-greet").await, Some(sha));
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_are_committed_and_ignored_files_are_not() {
+    bounded(async {
+        let fx = Fixture::new(&[
+            (".gitignore", "target/\n*.log\n"),
+            ("old.txt", "old\n"),
+            ("keep/a.txt", "a\n"),
+            ("keep/b.txt", "b\n"),
+            ("swap", "a file that becomes a directory\n"),
+        ])
+        .await;
+        let wt = fx.worktree(2, "runbooks/2", "main").await;
+
+        // Only ignored files: nothing to commit.
+        write(wt.path(), "target/debug/out.bin", "binary");
+        write(wt.path(), "build.log", "log");
+        assert_eq!(
+            wt.commit_all("Ignored only", &bot()).await.expect("commit"),
+            None
+        );
+
+        std::fs::remove_file(wt.path().join("old.txt")).expect("rm");
+        std::fs::remove_file(wt.path().join("keep/b.txt")).expect("rm");
+        write(wt.path(), "new.txt", "new\n");
+        std::fs::remove_file(wt.path().join("swap")).expect("rm");
+        write(wt.path(), "swap/inner.txt", "inner\n");
+        // An agent that cloned something into the tree: not committed, and no failure.
+        git2::Repository::init(wt.path().join("vendor/nested")).expect("nested repository");
+        write(wt.path(), "vendor/nested/lib.txt", "nested\n");
+        let sha = wt
+            .commit_all("Delete and add", &bot())
+            .await
+            .expect("commit")
+            .expect("changes");
+        wt.push(&fx.remote()).await.expect("push");
+
+        assert_eq!(fx.remote_file(&sha, "old.txt").await, None);
+        assert_eq!(fx.remote_file(&sha, "keep/b.txt").await, None);
+        assert_eq!(
+            fx.remote_file(&sha, "keep/a.txt").await.as_deref(),
+            Some("a\n")
+        );
+        assert_eq!(
+            fx.remote_file(&sha, "new.txt").await.as_deref(),
+            Some("new\n")
+        );
+        assert_eq!(fx.remote_file(&sha, "build.log").await, None);
+        assert_eq!(fx.remote_file(&sha, "target/debug/out.bin").await, None);
+        assert_eq!(
+            fx.remote_file(&sha, "swap/inner.txt").await.as_deref(),
+            Some("inner\n")
+        );
+        assert_eq!(fx.remote_file(&sha, "vendor/nested/lib.txt").await, None);
+        assert_eq!(dirty_paths(wt.path()), vec!["vendor/nested/".to_string()]);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preparing_again_resumes_at_the_remote_head_and_cleans_the_tree() {
+    bounded(async {
+        let fx = Fixture::new(&[(".gitignore", "cache/\n"), ("app.txt", "v1\n")]).await;
+        let branch = "runbooks/7";
+        let wt = fx.worktree(7, branch, "main").await;
+        write(wt.path(), "app.txt", "v2\n");
+        let pushed = wt
+            .commit_all("Step 1", &bot())
+            .await
+            .expect("commit")
+            .expect("change");
+        wt.push(&fx.remote()).await.expect("push");
+
+        // Someone adds a commit to the branch on GitHub (a follow-up), and the process dies
+        // leaving the tree dirty: a modified file, untracked files and directories, an
+        // unpushed commit, an ignored cache.
+        let remote_head = fx
+            .standin
+            .push_commit(
+                OWNER,
+                NAME,
+                branch,
+                &[("review.txt", "fixup\n")],
+                "Review",
+                "alice",
+            )
+            .await
+            .expect("push by a person");
+        write(wt.path(), "local.txt", "unpushed\n");
+        wt.commit_all("Unpushed", &bot())
+            .await
+            .expect("commit")
+            .expect("change");
+        write(wt.path(), "app.txt", "half-written\n");
+        write(wt.path(), "stray.txt", "stray\n");
+        write(wt.path(), "scratch/deep/file.txt", "stray\n");
+        write(wt.path(), "cache/blob", "cached\n");
+
+        let again = fx.worktree(7, branch, "main").await;
+        assert_eq!(again.path(), wt.path());
+        assert_eq!(again.head().await.expect("head"), remote_head);
+        assert_eq!(read(again.path(), "app.txt").as_deref(), Some("v2\n"));
+        assert_eq!(read(again.path(), "review.txt").as_deref(), Some("fixup\n"));
+        assert_eq!(
+            read(again.path(), "local.txt"),
+            None,
+            "unpushed work dropped"
+        );
+        assert_eq!(read(again.path(), "stray.txt"), None);
+        assert!(!again.path().join("scratch").exists());
+        assert_eq!(
+            read(again.path(), "cache/blob").as_deref(),
+            Some("cached\n"),
+            "ignored files are kept"
+        );
+        assert!(dirty_paths(again.path()).is_empty());
+        assert_ne!(pushed, remote_head);
+
+        // Preparing is idempotent.
+        let third = fx.worktree(7, branch, "main").await;
+        assert_eq!(third.head().await.expect("head"), remote_head);
+        assert!(dirty_paths(third.path()).is_empty());
+
+        // A working tree lost entirely (another replica picks the runbook up) resumes too.
+        let elsewhere = fx.worktree(8, branch, "main").await;
+        assert_eq!(elsewhere.head().await.expect("head"), remote_head);
+
+        // Work continues on top and pushes as a fast-forward.
+        write(again.path(), "app.txt", "v3\n");
+        let next = again
+            .commit_all("Step 2", &bot())
+            .await
+            .expect("commit")
+            .expect("change");
+        again.push(&fx.remote()).await.expect("fast-forward push");
+        assert_eq!(fx.remote_sha(branch).await, Some(next));
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stacked_branches_start_from_the_previous_branch() {
+    bounded(async {
+        let fx = Fixture::new(&[("a.txt", "a\n")]).await;
+        let first = fx.worktree(3, "runbooks/3/1", "main").await;
+        write(first.path(), "one.txt", "1\n");
+        let one = first
+            .commit_all("One", &bot())
+            .await
+            .expect("commit")
+            .expect("change");
+        first.push(&fx.remote()).await.expect("push");
+
+        let second = fx.worktree(3, "runbooks/3/2", "runbooks/3/1").await;
+        assert_eq!(second.head().await.expect("head"), one);
+        write(second.path(), "two.txt", "2\n");
+        let two = second
+            .commit_all("Two", &bot())
+            .await
+            .expect("commit")
+            .expect("change");
+        second.push(&fx.remote()).await.expect("push");
+        assert_eq!(fx.remote_sha("runbooks/3/1").await, Some(one));
+        assert_eq!(fx.remote_sha("runbooks/3/2").await, Some(two.clone()));
+        assert_eq!(
+            fx.remote_file(&two, "one.txt").await.as_deref(),
+            Some("1\n")
+        );
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runbooks_on_one_repository_prepare_concurrently() {
+    bounded(async {
+        let fx = Fixture::new(&[("a.txt", "a\n")]).await;
+        let remote = fx.remote();
+        let shared = fx.cache.clone();
+        let (a, b, c) = tokio::join!(
+            fx.cache.worktree(&remote, 10, "runbooks/10", "main"),
+            fx.cache.worktree(&remote, 11, "runbooks/11", "main"),
+            shared.worktree(&remote, 12, "runbooks/12", "main"),
+        );
+        let main = fx.remote_sha("main").await.expect("main");
+        for wt in [a, b, c] {
+            let wt = wt.expect("prepared");
+            assert_eq!(wt.head().await.expect("head"), main);
+            assert_eq!(read(wt.path(), "a.txt").as_deref(), Some("a\n"));
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_never_reaches_disk() {
+    bounded(async {
+        let fx = Fixture::new(&[("a.txt", "a\n")]).await;
+        let wt = fx.worktree(4, "runbooks/4", "main").await;
+        write(wt.path(), "b.txt", "b\n");
+        wt.commit_all("B", &bot())
+            .await
+            .expect("commit")
+            .expect("change");
+        wt.push(&fx.remote()).await.expect("push");
+        fx.cache.update_mirror(&fx.remote()).await.expect("fetch");
+        fx.worktree(4, "runbooks/4", "main").await;
+
+        use base64::Engine as _;
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode(format!("x-access-token:{}", fx.token));
+        let files = all_files(fx.data.path());
+        assert!(files.len() > 10, "the walk saw the repositories");
+        for file in &files {
+            let bytes = std::fs::read(file).expect("read");
+            for secret in [fx.token.as_bytes(), basic.as_bytes()] {
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret),
+                    "the token is in {}",
+                    file.display()
+                );
+            }
+        }
+        // Nor any log line, at any level.
+        let logs = logs();
+        assert!(logs.contains("pushed"), "the logs were captured");
+        assert!(!logs.contains(&fx.token) && !logs.contains(&basic));
+        // The configurations name no remote at all (anonymous remotes), so no URL is kept.
+        let configs = [
+            fx.data.path().join("repos/acme/app.git/config"),
+            wt.path().join(".git/config"),
+        ];
+        for config in configs {
+            let text = std::fs::read_to_string(&config).expect("config");
+            assert!(!text.contains("[remote"), "{}: {text}", config.display());
+            assert!(!text.contains("url"), "{}: {text}", config.display());
+            assert!(
+                !text.contains("x-access-token"),
+                "{}: {text}",
+                config.display()
+            );
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_fails_clearly_after_a_bounded_number_of_attempts() {
+    bounded(async {
+        let fx = Fixture::new(&[("a.txt", "a\n")]).await;
+        let wrong = SecretString::from("ghs_wrongwrongwrong".to_string());
+        let remote = Remote {
+            full_name: FULL_NAME,
+            clone_url: &fx.clone_url,
+            token: &wrong,
+        };
+
+        let err = fx
+            .cache
+            .update_mirror(&remote)
+            .await
+            .expect_err("a wrong token is refused");
+        assert!(err.is_auth(), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains("refused the installation token"),
+            "{message}"
+        );
+        assert!(message.contains(FULL_NAME), "{message}");
+        assert!(!message.contains("ghs_wrong"), "{message}");
+        let attempts = fx.standin.requests_for("git/info-refs").len();
+        assert!(
+            (2..=4).contains(&attempts),
+            "{attempts} requests for one fetch with a wrong token"
+        );
+        // No half-created mirror is left behind.
+        assert!(!fx.data.path().join("repos/acme/app.git").exists());
+
+        // Pushing with a wrong token, from a tree prepared with the right one.
+        let wt = fx.worktree(5, "runbooks/5", "main").await;
+        write(wt.path(), "b.txt", "b\n");
+        wt.commit_all("B", &bot())
+            .await
+            .expect("commit")
+            .expect("change");
+        fx.standin.clear_requests();
+        let err = wt
+            .push(&remote)
+            .await
+            .expect_err("a wrong token is refused");
+        assert!(matches!(err, GitError::Auth { .. }), "{err:?}");
+        assert!(fx.standin.requests_for("git/info-refs").len() <= 4);
+        assert_eq!(fx.remote_sha("runbooks/5").await, None);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_that_moved_on_the_remote_is_rejected_unless_forced() {
+    bounded(async {
+        let fx = Fixture::new(&[("a.txt", "a\n")]).await;
+        let branch = "runbooks/6";
+        let wt = fx.worktree(6, branch, "main").await;
+        write(wt.path(), "b.txt", "b\n");
+        wt.commit_all("B", &bot())
+            .await
+            .expect("commit")
+            .expect("change");
+        wt.push(&fx.remote()).await.expect("push");
+        let theirs = fx
+            .standin
+            .push_commit(OWNER, NAME, branch, &[("c.txt", "c\n")], "C", "alice")
+            .await
+            .expect("push by a person");
+
+        write(wt.path(), "d.txt", "d\n");
+        let ours = wt
+            .commit_all("D", &bot())
+            .await
+            .expect("commit")
+            .expect("change");
+        let err = wt.push(&fx.remote()).await.expect_err("not a fast-forward");
+        assert!(matches!(err, GitError::Rejected { .. }), "{err:?}");
+        assert!(err.to_string().contains(branch), "{err}");
+        assert_eq!(fx.remote_sha(branch).await, Some(theirs));
+
+        assert_eq!(wt.force_push(&fx.remote()).await.expect("forced"), ours);
+        assert_eq!(fx.remote_sha(branch).await, Some(ours));
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_base_branch_is_a_clear_error() {
+    bounded(async {
+        let fx = Fixture::new(&[("a.txt", "a\n")]).await;
+        let err = fx
+            .cache
+            .worktree(&fx.remote(), 9, "runbooks/9", "no-such-branch")
+            .await
+            .expect_err("missing base");
+        assert!(matches!(err, GitError::BranchNotFound { .. }), "{err:?}");
+        assert!(err.to_string().contains("no-such-branch"), "{err}");
+
+        let err = fx
+            .cache
+            .worktree(&fx.remote(), 9, "bad..name", "main")
+            .await
+            .expect_err("invalid branch");
+        assert!(matches!(err, GitError::Invalid { .. }), "{err:?}");
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn released_trees_serve_later_runbooks_clean_and_the_pool_is_bounded() {
+    bounded(async {
+        let fx = Fixture::new(&[(".gitignore", "cache/\n"), ("a.txt", "a\n")]).await;
+        let main = fx.remote_sha("main").await.expect("main");
+        let first = fx.worktree(20, "runbooks/20", "main").await;
+        write(first.path(), "feature.txt", "feature\n");
+        first
+            .commit_all("Feature", &bot())
+            .await
+            .expect("commit")
+            .expect("change");
+        first.push(&fx.remote()).await.expect("push");
+        write(first.path(), "stray.txt", "stray\n");
+        write(first.path(), "cache/blob", "cached\n");
+        let git_dir_inode = |p: &Path| {
+            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p.join(".git")).expect("stat"))
+        };
+        let inode = git_dir_inode(first.path());
+
+        fx.cache.release(FULL_NAME, 20).await.expect("release");
+        assert!(!first.path().exists());
+
+        // The next runbook gets the released tree, clean and on its own branch.
+        let next = fx.worktree(21, "runbooks/21", "main").await;
+        assert_eq!(
+            git_dir_inode(next.path()),
+            inode,
+            "the released tree was reused"
+        );
+        assert_eq!(next.head().await.expect("head"), main);
+        assert_eq!(read(next.path(), "a.txt").as_deref(), Some("a\n"));
+        for leftover in ["feature.txt", "stray.txt", "cache/blob"] {
+            assert_eq!(read(next.path(), leftover), None, "{leftover} left over");
+        }
+        assert!(dirty_paths(next.path()).is_empty());
+        let repo = git2::Repository::open(next.path()).expect("open");
+        let branches: Vec<String> = repo
+            .branches(Some(git2::BranchType::Local))
+            .expect("branches")
+            .map(|b| {
+                let (b, _) = b.expect("branch");
+                b.name().expect("name").expect("utf-8").to_string()
+            })
+            .collect();
+        assert_eq!(branches, vec!["runbooks/21".to_string()]);
+
+        // At most two idle trees per repository; the others are deleted.
+        for runbook in 22..=24 {
+            fx.worktree(runbook, &format!("runbooks/{runbook}"), "main")
+                .await;
+        }
+        for runbook in 21..=24 {
+            fx.cache.release(FULL_NAME, runbook).await.expect("release");
+            assert!(!fx.cache.worktree_path(runbook).exists());
+        }
+        let idle = std::fs::read_dir(fx.data.path().join("worktrees/idle/acme/app"))
+            .expect("pool")
+            .count();
+        assert_eq!(idle, 2);
+        // Releasing a runbook without a tree is not an error.
+        fx.cache
+            .release(FULL_NAME, 99)
+            .await
+            .expect("nothing to release");
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committing_refuses_a_tree_moved_off_its_branch() {
+    bounded(async {
+        let fx = Fixture::new(&[("a.txt", "a\n")]).await;
+        let wt = fx.worktree(30, "runbooks/30", "main").await;
+        let repo = git2::Repository::open(wt.path()).expect("open");
+        let head = repo.head().expect("head").target().expect("direct");
+        repo.set_head_detached(head).expect("detach");
+        write(wt.path(), "b.txt", "b\n");
+        let err = wt.commit_all("B", &bot()).await.expect_err("detached HEAD");
+        assert!(matches!(err, GitError::NotOnBranch { .. }), "{err:?}");
+        assert!(err.to_string().contains("runbooks/30"), "{err}");
+    })
+    .await
+}

@@ -26,6 +26,16 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The offline end-to-end demonstration: a local GitHub stand-in, the service, and a
+    /// runbook run from the REST API to its commits. No network, no credentials.
+    Demo {
+        /// Where the service listens (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Keep serving after the runbook ends, until Ctrl-C.
+        #[arg(long)]
+        serve: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

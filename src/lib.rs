@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod api;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod git;

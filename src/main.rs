@@ -8,8 +8,9 @@ use runbooks::config::{Cli, Command, Config, LogFormat, TokenCommand};
 use runbooks::store::{self, Store};
 use runbooks::{domain, server, tokens};
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -36,7 +37,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let config = Config::from_args(*args)?;
-            init_logging(config.log_format);
+            init_logging(config.log_format, "info");
             serve(config).await
         }
         Command::Migrate(db) => {
@@ -47,6 +48,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token(command) => token(command).await,
+        Command::Demo { listen, serve } => {
+            init_logging(LogFormat::Text, "warn");
+            runbooks::demo::run(runbooks::demo::DemoOptions {
+                listen,
+                keep_serving: serve,
+            })
+            .await
+        }
     }
 }
 

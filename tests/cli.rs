@@ -240,3 +240,27 @@ fn bad_settings_are_refused_with_a_clear_message() {
         assert!(message.contains(expected), "{env:?}: {message}");
     }
 }
+
+/// The README's first command: the offline demonstration runs a runbook to its commits.
+#[test]
+fn the_demo_runs_a_runbook_to_completion_offline() {
+    let output = Command::new(env!("CARGO_BIN_EXE_runbooks"))
+        .arg("demo")
+        .env_remove("RUNBOOKS_DATABASE_URL")
+        .env_remove("GITHUB_APP_ID")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}\n{}", stderr(&output));
+    assert!(out.contains("runbook 1: completed"), "{out}");
+    assert!(
+        out.contains("Commits pushed to acme-corp/hello on runbooks/1: 3"),
+        "{out}"
+    );
+    assert!(out.contains("pub fn new_name"), "{out}");
+    assert!(
+        out.contains("/runbooks/1"),
+        "the dashboard URL is shown: {out}"
+    );
+}

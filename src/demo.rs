@@ -1,0 +1,194 @@
+//! `runbooks demo`: the whole product on one machine, offline and without credentials.
+//!
+//! It starts a local GitHub stand-in holding a small repository with the app installed,
+//! starts the service against it (SQLite, the script agent), creates a runbook through the
+//! REST API like any client would, and shows its steps progressing to the commits they make.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+use crate::config::{Config, PrivateKeySource};
+use crate::server;
+use crate::standin::StandIn;
+use crate::tokens;
+
+const ORG: &str = "acme-corp";
+const REPO: &str = "hello";
+const PROMPT: &str = include_str!("../fixtures/prompts/rename-helper.md");
+const FILES: [(&str, &str); 4] = [
+    ("Cargo.toml", include_str!("../fixtures/demo/Cargo.toml")),
+    ("README.md", include_str!("../fixtures/demo/README.md")),
+    ("src/lib.rs", include_str!("../fixtures/demo/src/lib.rs")),
+    ("src/main.rs", include_str!("../fixtures/demo/src/main.rs")),
+];
+/// The longest the demo waits for its runbook.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+pub struct DemoOptions {
+    /// Where the service listens (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Keep serving after the runbook ends, until Ctrl-C.
+    pub keep_serving: bool,
+}
+
+pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("runbooks-demo-")
+        .tempdir()
+        .context("creating the demo's directory")?;
+    let github = StandIn::start_in(dir.path().join("github")).await?;
+    github.create_repo(ORG, REPO, "main", &FILES).await?;
+    github.install(ORG, &[REPO]);
+
+    let database = format!("sqlite://{}", dir.path().join("runbooks.db").display());
+    let mut config = Config::for_database(&database);
+    config.listen = options.listen;
+    config.public_url = None;
+    config.data_dir = dir.path().join("data");
+    config.github.api_url = github.api_url();
+    config.github.app_id = Some(github.app_id());
+    config.github.private_key = Some(PrivateKeySource::Inline(SecretString::from(
+        github.private_key_pem(),
+    )));
+    config.github.webhook_secrets = vec![SecretString::from(github.webhook_secret())];
+    let running = server::start(&config).await?;
+    let token = tokens::generate();
+    running
+        .store
+        .create_token("demo", &[ORG.to_string()], &tokens::hash(&token))
+        .await?;
+    let base = format!("http://{}", running.addr);
+
+    println!("runbooks demo — everything runs on this machine, nothing leaves it.");
+    println!(
+        "  GitHub stand-in   {}  (repository {ORG}/{REPO}, app installed)",
+        github.api_url()
+    );
+    println!("  runbooks service  {base}  (SQLite, script agent)");
+    println!("  working directory {}", dir.path().display());
+    println!();
+
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("{base}/api/v1/runbook"))
+        .bearer_auth(&token)
+        .json(&json!({"repository": {"org": ORG, "name": REPO}, "prompt": PROMPT}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let number = created["runbook_number"]
+        .as_i64()
+        .context("the API answered without a runbook number")?;
+    println!(
+        "POST /api/v1/runbook → 202, runbook {number}: {}",
+        created["status"]
+    );
+    println!();
+
+    let status = watch(&http, &base, &token, number).await?;
+    println!();
+    let branch = format!("runbooks/{number}");
+    let messages = github.commit_messages(ORG, REPO, &branch).await?;
+    let commits: Vec<&String> = messages
+        .iter()
+        .filter(|m| m.contains(&format!("Runbook: {number}")))
+        .collect();
+    println!(
+        "Commits pushed to {ORG}/{REPO} on {branch}: {}",
+        commits.len()
+    );
+    for message in commits.iter().rev() {
+        println!("  {}", message.lines().next().unwrap_or(""));
+    }
+    if let Some(lib) = github.file(ORG, REPO, &branch, "src/lib.rs").await? {
+        println!();
+        println!("src/lib.rs on {branch}:");
+        for line in lib.lines() {
+            println!("  {line}");
+        }
+    }
+    println!();
+    println!(
+        "Status:    curl -s -H 'Authorization: Bearer {token}' {base}/api/v1/runbook/{number}"
+    );
+    println!(
+        "Steps:     curl -s -H 'Authorization: Bearer {token}' {base}/api/v1/runbook/{number}/steps"
+    );
+    println!("Dashboard: {}", created["url"].as_str().unwrap_or(""));
+    if options.keep_serving {
+        println!();
+        println!("Serving until Ctrl-C.");
+        tokio::signal::ctrl_c().await?;
+    }
+    running.shutdown().await?;
+    if status != "completed" {
+        bail!("the demo runbook ended {status}");
+    }
+    Ok(())
+}
+
+/// Prints each step as its state changes, until the runbook ends; answers the final status.
+async fn watch(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    number: i64,
+) -> anyhow::Result<String> {
+    let started = std::time::Instant::now();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    loop {
+        let doc: Value = http
+            .get(format!("{base}/api/v1/runbook/{number}"))
+            .bearer_auth(token)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let steps: Value = http
+            .get(format!("{base}/api/v1/runbook/{number}/steps"))
+            .bearer_auth(token)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        for step in steps["steps"].as_array().into_iter().flatten() {
+            let (Some(n), Some(state)) = (step["number"].as_str(), step["state"].as_str()) else {
+                continue;
+            };
+            if step["leaf"] != true || seen.get(n).map(String::as_str) == Some(state) {
+                continue;
+            }
+            seen.insert(n.to_string(), state.to_string());
+            let commit = step["commit_sha"]
+                .as_str()
+                .map(|sha| format!("  commit {}", &sha[..sha.len().min(10)]))
+                .unwrap_or_default();
+            let error = step["error"]
+                .as_str()
+                .map(|e| format!("  {e}"))
+                .unwrap_or_default();
+            println!(
+                "  step {n:<5} {:<28} {state}{commit}{error}",
+                step["title"].as_str().unwrap_or("")
+            );
+        }
+        let status = doc["status"].as_str().unwrap_or("").to_string();
+        if matches!(status.as_str(), "completed" | "failed") && doc["steps"]["total"] != 0 {
+            println!("runbook {number}: {status}");
+            return Ok(status);
+        }
+        if started.elapsed() > DEADLINE {
+            bail!("the demo runbook did not finish within {DEADLINE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,276 @@
+//! Crash safety: `kill -9` in the middle of a step, then a restart — the runbook finishes,
+//! nothing is lost and no step's commit appears twice.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use runbooks::standin::StandIn;
+use std::sync::Arc;
+
+use runbooks::domain::{StepNumber, StepState};
+use runbooks::store::Store;
+use serde_json::json;
+use support::{Backend, TestDb};
+
+/// `runbooks serve` as a child process configured as the stand-in's app.
+struct Served {
+    child: Child,
+    base: String,
+}
+
+impl Served {
+    fn start(db: &TestDb, github: &StandIn) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_runbooks"))
+            .arg("serve")
+            .env("RUNBOOKS_LISTEN", "127.0.0.1:0")
+            .env("RUNBOOKS_DATABASE_URL", &db.url)
+            .env("RUNBOOKS_DATA_DIR", db.dir.path().join("data"))
+            .env("RUNBOOKS_LEASE_SECONDS", "2")
+            .env("RUNBOOKS_RATE_LIMIT", "0")
+            .env("GITHUB_API_URL", github.api_url())
+            .env("GITHUB_APP_ID", github.app_id().to_string())
+            .env("GITHUB_PRIVATE_KEY", github.private_key_pem())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting runbooks serve");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(15))
+            .expect("the server says where it listens");
+        Self {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn get(http: &reqwest::Client, url: String, token: &str) -> serde_json::Value {
+    http.get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn wait_until(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let doc = get(http, format!("{base}/api/v1/runbook/1"), token).await;
+        if done(&doc) {
+            return doc;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reached {what}: {doc}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn kill_9_during_a_step_then_restart(backend: Backend) {
+    let github = StandIn::start().await.unwrap();
+    github
+        .create_repo(
+            "acme-corp",
+            "backend",
+            "main",
+            &[("README.md", "# backend\n")],
+        )
+        .await
+        .unwrap();
+    github.install("acme-corp", &["backend"]);
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let token = support::create_token(&store, &["acme-corp"]).await;
+    // The second step blocks the first time it runs (until the process is killed), and goes
+    // through when it runs again after the restart.
+    let once = db.dir.path().join("blocked-once");
+    let prompt = format!(
+        "## Execution Steps\n### Step 1: First\n```sh\necho one > one.txt\n```\n\
+         ### Step 2: Interrupted\n```sh\necho two > two.txt\nif mkdir {} 2>/dev/null; then sleep 20; fi\n```\n\
+         ### Step 3: Last\n```sh\necho three > three.txt\n```\n",
+        once.display()
+    );
+    let http = reqwest::Client::new();
+    let first = Served::start(&db, &github);
+    let response = http
+        .post(format!("{}/api/v1/runbook", first.base))
+        .bearer_auth(&token)
+        .json(&json!({"repository": {"org": "acme-corp", "name": "backend"}, "prompt": prompt}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    wait_until(&http, &first.base, &token, "step 2 running", |d| {
+        d["steps"]["completed"] == 1 && d["steps"]["in_progress"] == 1
+    })
+    .await;
+    // Kill only once the step's command is really blocked (it has made its mark).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !once.exists() {
+        assert!(std::time::Instant::now() < deadline, "step 2 never started its command");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(first); // SIGKILL: no shutdown, no lease released
+
+    let second = Served::start(&db, &github);
+    let done = wait_until(&http, &second.base, &token, "completion", |d| {
+        d["status"] == "completed" || d["status"] == "failed"
+    })
+    .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["steps"]["completed"], 3);
+    let messages = github
+        .commit_messages("acme-corp", "backend", "runbooks/1")
+        .await
+        .unwrap();
+    for step in ["1", "2", "3"] {
+        let commits = messages
+            .iter()
+            .filter(|m| m.lines().any(|l| l == format!("Runbook-Step: {step}")))
+            .count();
+        assert_eq!(commits, 1, "step {step}: {messages:?}");
+    }
+    for (file, content) in [
+        ("one.txt", "one\n"),
+        ("two.txt", "two\n"),
+        ("three.txt", "three\n"),
+    ] {
+        let found = github
+            .file("acme-corp", "backend", "runbooks/1", file)
+            .await
+            .unwrap();
+        assert_eq!(found.as_deref(), Some(content), "{file}");
+    }
+}
+
+fn config_for(github: &StandIn, db: &TestDb) -> runbooks::config::Config {
+    let mut config = runbooks::config::Config::for_database(&db.url);
+    config.github.api_url = github.api_url();
+    config.github.app_id = Some(github.app_id());
+    config.github.private_key = Some(runbooks::config::PrivateKeySource::Inline(
+        secrecy::SecretString::from(github.private_key_pem()),
+    ));
+    config.data_dir = db.dir.path().join("data");
+    // A shutdown abandons the lease of a runbook still held; keep the takeover quick.
+    config.lease = Duration::from_secs(2);
+    config
+}
+
+async fn wait_for_step(store: &Arc<dyn Store>, state: StepState) -> runbooks::store::StepRecord {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let steps = store.steps(1).await.unwrap();
+        if let Some(step) = steps.first().filter(|s| s.state == state) {
+            return step.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "step 1 never became {state}: {steps:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The narrowest window: the step's commit was pushed but the process died before recording
+/// the step completed. The step must not run (and commit) again.
+async fn a_step_pushed_before_the_crash_is_not_committed_again(backend: Backend) {
+    let github = StandIn::start().await.unwrap();
+    github
+        .create_repo(
+            "acme-corp",
+            "backend",
+            "main",
+            &[("README.md", "# backend\n")],
+        )
+        .await
+        .unwrap();
+    github.install("acme-corp", &["backend"]);
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let token = support::create_token(&store, &["acme-corp"]).await;
+    let config = config_for(&github, &db);
+    let server = runbooks::server::start_with_store(&config, store.clone())
+        .await
+        .unwrap();
+    let prompt = "## Execution Steps\n### Step 1: Append\n```sh\necho more >> README.md\n```\n";
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/runbook", server.addr))
+        .bearer_auth(&token)
+        .json(&support::minimal(prompt))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let done = wait_for_step(&store, StepState::Completed).await;
+    server.shutdown().await.unwrap();
+    let head = github
+        .branch_sha("acme-corp", "backend", "runbooks/1")
+        .await
+        .unwrap();
+    assert_eq!(done.commit_sha, head);
+
+    // As the crash left it: pushed, but still `in_progress` in the database.
+    let step: StepNumber = "1".parse().unwrap();
+    store
+        .transition_steps(
+            1,
+            std::slice::from_ref(&step),
+            &[StepState::Completed],
+            StepState::InProgress,
+        )
+        .await
+        .unwrap();
+    let server = runbooks::server::start_with_store(&config, store.clone())
+        .await
+        .unwrap();
+    let recovered = wait_for_step(&store, StepState::Completed).await;
+    assert_eq!(
+        recovered.commit_sha, head,
+        "the pushed commit is recognised"
+    );
+    assert_eq!(
+        github
+            .branch_sha("acme-corp", "backend", "runbooks/1")
+            .await
+            .unwrap(),
+        head,
+        "no second commit"
+    );
+    server.shutdown().await.unwrap();
+}
+
+both_backends!(
+    kill_9_during_a_step_then_restart,
+    a_step_pushed_before_the_crash_is_not_committed_again
+);

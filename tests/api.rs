@@ -766,6 +766,19 @@ async fn the_openapi_document_covers_every_endpoint_body_and_error() {
         patch["requestBody"]["content"]["application/json"]["schema"]["$ref"],
         "#/components/schemas/UpdateRunbookRequest"
     );
+    for action in ["execute", "retry", "cancel"] {
+        let op = &paths[format!("/api/v1/runbook/{{runbook_number}}/{action}").as_str()]["post"];
+        assert_eq!(
+            op["responses"]["202"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/RunbookDocument",
+            "{action}"
+        );
+    }
+    assert_eq!(
+        paths["/api/v1/runbook/{runbook_number}/steps"]["get"]["responses"]["200"]["content"]["application/json"]
+            ["schema"]["$ref"],
+        "#/components/schemas/StepsDocument"
+    );
     for path in ["/healthz", "/readyz", "/api/v1/openapi.json"] {
         assert!(paths[path]["get"].is_object(), "{path}");
     }

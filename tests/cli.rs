@@ -2,12 +2,9 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
 
-use support::{Backend, TestDb};
+use support::{Backend, Served, TestDb};
 
 fn runbooks(args: &[&str], database_url: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_runbooks"))
@@ -113,58 +110,6 @@ async fn migrate_creates_the_schema(backend: Backend) {
 }
 
 both_backends!(token_commands, migrate_creates_the_schema);
-
-/// A `runbooks serve` child process, killed if the test ends early.
-struct Served {
-    child: Child,
-    addr: String,
-}
-
-impl Served {
-    fn start(db: &TestDb, extra_env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_runbooks"));
-        command
-            .arg("serve")
-            .env("RUNBOOKS_LISTEN", "127.0.0.1:0")
-            .env("RUNBOOKS_DATABASE_URL", &db.url)
-            .env("RUNBOOKS_DATA_DIR", db.dir.path().join("data"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in extra_env {
-            command.env(k, v);
-        }
-        let mut child = command.spawn().expect("starting runbooks serve");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(15))
-            .expect("the server says where it listens");
-        Self { child, addr }
-    }
-
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let status = self.child.wait().unwrap();
-        std::mem::forget(self);
-        status
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test]
 async fn serve_is_configured_by_environment_and_sees_revocations_at_once() {

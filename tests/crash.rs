@@ -3,9 +3,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use runbooks::standin::StandIn;
@@ -14,55 +11,21 @@ use std::sync::Arc;
 use runbooks::domain::{StepNumber, StepState};
 use runbooks::store::Store;
 use serde_json::json;
-use support::{Backend, TestDb};
+use support::{Backend, Served, TestDb};
 
 /// `runbooks serve` as a child process configured as the stand-in's app.
-struct Served {
-    child: Child,
-    base: String,
-}
-
-impl Served {
-    fn start(db: &TestDb, github: &StandIn) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_runbooks"))
-            .arg("serve")
-            .env("RUNBOOKS_LISTEN", "127.0.0.1:0")
-            .env("RUNBOOKS_DATABASE_URL", &db.url)
-            .env("RUNBOOKS_DATA_DIR", db.dir.path().join("data"))
-            .env("RUNBOOKS_LEASE_SECONDS", "2")
-            .env("RUNBOOKS_RATE_LIMIT", "0")
-            .env("GITHUB_API_URL", github.api_url())
-            .env("GITHUB_APP_ID", github.app_id().to_string())
-            .env("GITHUB_PRIVATE_KEY", github.private_key_pem())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting runbooks serve");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(15))
-            .expect("the server says where it listens");
-        Self {
-            child,
-            base: format!("http://{addr}"),
-        }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn serve(db: &TestDb, github: &StandIn) -> Served {
+    let (api_url, app_id) = (github.api_url(), github.app_id().to_string());
+    Served::start(
+        db,
+        &[
+            ("RUNBOOKS_LEASE_SECONDS", "2"),
+            ("RUNBOOKS_RATE_LIMIT", "0"),
+            ("GITHUB_API_URL", &api_url),
+            ("GITHUB_APP_ID", &app_id),
+            ("GITHUB_PRIVATE_KEY", github.private_key_pem()),
+        ],
+    )
 }
 
 async fn get(http: &reqwest::Client, url: String, token: &str) -> serde_json::Value {
@@ -122,29 +85,34 @@ async fn kill_9_during_a_step_then_restart(backend: Backend) {
         once.display()
     );
     let http = reqwest::Client::new();
-    let first = Served::start(&db, &github);
+    let first = serve(&db, &github);
+    let first_base = format!("http://{}", first.addr);
     let response = http
-        .post(format!("{}/api/v1/runbook", first.base))
+        .post(format!("{}/api/v1/runbook", first_base))
         .bearer_auth(&token)
         .json(&json!({"repository": {"org": "acme-corp", "name": "backend"}, "prompt": prompt}))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
-    wait_until(&http, &first.base, &token, "step 2 running", |d| {
+    wait_until(&http, &first_base, &token, "step 2 running", |d| {
         d["steps"]["completed"] == 1 && d["steps"]["in_progress"] == 1
     })
     .await;
     // Kill only once the step's command is really blocked (it has made its mark).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !once.exists() {
-        assert!(std::time::Instant::now() < deadline, "step 2 never started its command");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "step 2 never started its command"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(first); // SIGKILL: no shutdown, no lease released
 
-    let second = Served::start(&db, &github);
-    let done = wait_until(&http, &second.base, &token, "completion", |d| {
+    let second = serve(&db, &github);
+    let second_base = format!("http://{}", second.addr);
+    let done = wait_until(&http, &second_base, &token, "completion", |d| {
         d["status"] == "completed" || d["status"] == "failed"
     })
     .await;

@@ -76,6 +76,26 @@ async fn document(
     ))
 }
 
+/// Queues waiting or failed leaves (lifting a cancellation) and answers the document.
+async fn queue_steps(
+    state: &AppState,
+    caller: &Caller,
+    number: i64,
+    steps: &[StepNumber],
+) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
+    state.store.set_cancel_requested(number, false).await?;
+    state
+        .store
+        .transition_steps(
+            number,
+            steps,
+            &[StepState::NotStarted, StepState::Failed],
+            StepState::Queued,
+        )
+        .await?;
+    document(state, caller, number).await
+}
+
 /// Execute a runbook created with `oneshot: false`.
 ///
 /// Queues every unfinished step, or, with `step`, that step (all leaves under it) and every
@@ -128,17 +148,7 @@ pub async fn execute(
             "runbook {number} has no unfinished steps to execute"
         )));
     }
-    state.store.set_cancel_requested(number, false).await?;
-    state
-        .store
-        .transition_steps(
-            number,
-            &queue,
-            &[StepState::NotStarted, StepState::Failed],
-            StepState::Queued,
-        )
-        .await?;
-    document(&state, &caller, number).await
+    queue_steps(&state, &caller, number, &queue).await
 }
 
 /// Retry a failed runbook: its failed steps and the not-started ones after them run again.
@@ -186,16 +196,7 @@ pub async fn retry(
             "runbook {number} has no failed step to retry"
         )));
     }
-    state
-        .store
-        .transition_steps(
-            number,
-            &queue,
-            &[StepState::NotStarted, StepState::Failed],
-            StepState::Queued,
-        )
-        .await?;
-    document(&state, &caller, number).await
+    queue_steps(&state, &caller, number, &queue).await
 }
 
 /// Cancel a runbook: the running step fails with reason "cancelled", queued steps wait.

@@ -336,6 +336,66 @@ fn find_complete_response(bytes: &[u8]) -> Option<usize> {
     (bytes.len() >= head_end + length).then_some(head_end + length)
 }
 
+/// A `runbooks serve` child process, killed if the test ends early.
+pub struct Served {
+    child: std::process::Child,
+    pub addr: String,
+}
+
+impl Served {
+    pub fn start(db: &TestDb, extra_env: &[(&str, &str)]) -> Self {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_runbooks"));
+        command
+            .arg("serve")
+            .env("RUNBOOKS_LISTEN", "127.0.0.1:0")
+            .env("RUNBOOKS_DATABASE_URL", &db.url)
+            .env("RUNBOOKS_DATA_DIR", db.dir.path().join("data"))
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in extra_env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("starting runbooks serve");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(std::time::Duration::from_secs(15))
+            .expect("the server says where it listens");
+        Self { child, addr }
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Declares a test that runs once per backend: `both_backends!(name, async_fn)` makes
 /// `name::sqlite` and `name::postgres`.
 #[macro_export]

@@ -238,6 +238,77 @@ async fn a_step_pushed_before_the_crash_is_not_committed_again(backend: Backend)
     server.shutdown().await.unwrap();
 }
 
+/// Two replicas on one PostgreSQL database share the work; no step runs twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_the_work_and_never_run_a_step_twice() {
+    let github = StandIn::start().await.unwrap();
+    github
+        .create_repo(
+            "acme-corp",
+            "backend",
+            "main",
+            &[("README.md", "# backend\n")],
+        )
+        .await
+        .unwrap();
+    github.install("acme-corp", &["backend"]);
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = db.store().await;
+    let token = support::create_token(&store, &["acme-corp"]).await;
+    let mut first_config = config_for(&github, &db);
+    first_config.data_dir = db.dir.path().join("replica-1");
+    let mut second_config = config_for(&github, &db);
+    second_config.data_dir = db.dir.path().join("replica-2");
+    let first = runbooks::server::start(&first_config).await.unwrap();
+    let second = runbooks::server::start(&second_config).await.unwrap();
+    let http = reqwest::Client::new();
+    let runbooks = 6;
+    for i in 0..runbooks {
+        let prompt = format!(
+            "## Execution Steps\n### Step 1: One\n```sh\necho {i} > one.txt\n```\n\
+             ### Step 2: Two\n```sh\necho {i} > two.txt\n```\n"
+        );
+        // Half through each replica.
+        let addr = if i % 2 == 0 { first.addr } else { second.addr };
+        let response = http
+            .post(format!("http://{addr}/api/v1/runbook"))
+            .bearer_auth(&token)
+            .json(&support::minimal(&prompt))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for number in 1..=runbooks {
+        loop {
+            let summary = store.runbook_summary(number).await.unwrap().unwrap();
+            if summary.status() == runbooks::domain::RunbookStatus::Completed {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "runbook {number}: {summary:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let branch = format!("runbooks/{number}");
+        let messages = github
+            .commit_messages("acme-corp", "backend", &branch)
+            .await
+            .unwrap();
+        for step in ["1", "2"] {
+            let commits = messages
+                .iter()
+                .filter(|m| m.lines().any(|l| l == format!("Runbook-Step: {step}")))
+                .count();
+            assert_eq!(commits, 1, "runbook {number} step {step}: {messages:?}");
+        }
+    }
+    first.shutdown().await.unwrap();
+    second.shutdown().await.unwrap();
+}
+
 both_backends!(
     kill_9_during_a_step_then_restart,
     a_step_pushed_before_the_crash_is_not_committed_again

@@ -5,16 +5,20 @@
 //! - [`script::ScriptAgent`] (`script`, the default): no network, no model. Plans from a
 //!   runbook written in the template layout ([`template`]) and runs its `sh`/`bash` blocks.
 //! - [`command::CommandAgent`] (`command`): an external coding-agent CLI run per step.
-//! - `openai`: not in this build yet.
+//! - [`openai::OpenAiAgent`] (`openai`): any OpenAI-compatible chat-completions endpoint
+//!   plans free-text prompts and carries out steps with a bounded tool-calling loop
+//!   ([`tools`]) confined to the working tree.
 //!
 //! Every agent process runs through [`sandbox`]: a scrubbed environment (no tokens, keys or
 //! database URL), its own process group killed on timeout or cancellation, and bounded output.
 //! The engine owns git: agents change files, the engine commits them with the app's identity.
 
 pub mod command;
+pub mod openai;
 pub mod sandbox;
 pub mod script;
 pub mod template;
+pub mod tools;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -177,10 +181,7 @@ pub fn from_config(config: &AgentConfig, limits: Limits) -> anyhow::Result<Arc<d
                 })?;
             Ok(Arc::new(command::CommandAgent::new(command, limits)))
         }
-        AgentKind::Openai => anyhow::bail!(
-            "the openai agent is not available in this build yet: use RUNBOOKS_AGENT=script \
-             (runbooks in the template layout) or RUNBOOKS_AGENT=command (an external coding agent)"
-        ),
+        AgentKind::Openai => Ok(Arc::new(openai::OpenAiAgent::from_config(config, limits)?)),
     }
 }
 
@@ -249,7 +250,13 @@ mod tests {
         let err = from_config(&config(AgentKind::Openai, None), Limits::default())
             .err()
             .unwrap();
-        assert!(err.to_string().contains("not available in this build yet"));
+        assert!(err.to_string().contains("OPENAI_BASE_URL"));
+        let mut openai = config(AgentKind::Openai, None);
+        openai.openai_base_url = Some("http://127.0.0.1:11434/v1".into());
+        let err = from_config(&openai, Limits::default()).err().unwrap();
+        assert!(err.to_string().contains("RUNBOOKS_MODEL"));
+        openai.model = Some("llama3.1".into());
+        assert!(from_config(&openai, Limits::default()).is_ok());
     }
 
     #[test]

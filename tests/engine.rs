@@ -341,7 +341,60 @@ async fn cancel_stops_the_running_step(backend: Backend) {
     t.stop().await;
 }
 
+/// `stacked_pr`: a branch per top-level step, each starting from the nearest earlier one
+/// with commits; a top-level step without changes gets no branch.
+async fn stacked_runbooks_build_a_branch_per_top_level_step(backend: Backend) {
+    let github = github().await;
+    let t = server_for(&github, backend, |_| {}).await;
+    let prompt = "## Execution Steps\n### Step 1: First\n#### 1.1: a\n```sh\necho a > a.txt\n```\n\
+                  #### 1.2: b\n```sh\necho b > b.txt\n```\n\
+                  ### Step 2: Nothing\n```sh\ntrue\n```\n\
+                  ### Step 3: Third\n```sh\necho c > c.txt\n```\n";
+    let mut request = body(prompt);
+    request["pr_mode"] = json!("stacked_pr");
+    json(t.create(request).await).await;
+    assert_eq!(
+        wait_for_status(&t, 1, &["completed", "failed"]).await["status"],
+        "completed"
+    );
+    let branches = github.branches("acme-corp", "backend").await.unwrap();
+    assert!(branches.contains_key("runbooks/1/step-1"), "{branches:?}");
+    assert!(branches.contains_key("runbooks/1/step-3"), "{branches:?}");
+    assert!(
+        !branches.contains_key("runbooks/1/step-2") && !branches.contains_key("runbooks/1"),
+        "{branches:?}"
+    );
+    let first = github
+        .file("acme-corp", "backend", "runbooks/1/step-1", "b.txt")
+        .await
+        .unwrap();
+    assert_eq!(first.as_deref(), Some("b\n"));
+    assert!(
+        github
+            .file("acme-corp", "backend", "runbooks/1/step-1", "c.txt")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Step 3 builds on step 1's branch.
+    let third = github
+        .file("acme-corp", "backend", "runbooks/1/step-3", "a.txt")
+        .await
+        .unwrap();
+    assert_eq!(third.as_deref(), Some("a\n"));
+    let messages = github
+        .commit_messages("acme-corp", "backend", "runbooks/1/step-3")
+        .await
+        .unwrap();
+    assert!(
+        messages[0].lines().any(|l| l == "Runbook-Step: 3"),
+        "{messages:?}"
+    );
+    t.stop().await;
+}
+
 both_backends!(
+    stacked_runbooks_build_a_branch_per_top_level_step,
     a_runbook_runs_to_completion_with_one_commit_per_step,
     oneshot_false_waits_for_execute,
     a_failed_step_stops_the_runbook_until_retried,

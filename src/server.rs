@@ -80,6 +80,7 @@ pub async fn start_with_store(
                 EngineConfig {
                     workers: config.workers as usize,
                     lease: config.lease,
+                    public_url: public_url.clone(),
                     ..EngineConfig::default()
                 },
             );

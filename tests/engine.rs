@@ -393,7 +393,135 @@ async fn stacked_runbooks_build_a_branch_per_top_level_step(backend: Backend) {
     t.stop().await;
 }
 
+/// `single_pr`: one PR from the runbook's branch, opened as a `[WIP] ` draft with the first
+/// commit, made final (title, checklist, ready for review) when every step is completed;
+/// a follow-up adds to the same PR.
+async fn single_pr_runbooks_open_one_pull_request(backend: Backend) {
+    let github = github().await;
+    let t = server_for(&github, backend, |_| {}).await;
+    let mut request = body(RENAME);
+    request["title"] = json!("Rename old_name");
+    request["labels"] = json!(["runbook", "refactor"]);
+    request["description"] = json!("Part of the naming clean-up.");
+    json(t.create(request).await).await;
+    let done = wait_for_status(&t, 1, &["completed", "failed"]).await;
+    assert_eq!(done["status"], "completed");
+    // The PR is settled right after the last step: wait for that.
+    github
+        .wait_until(
+            std::time::Duration::from_secs(30),
+            "the PR made final",
+            |g| g.pulls("acme-corp", "backend").iter().any(|p| !p.draft),
+        )
+        .await
+        .unwrap();
+    let pulls = github.pulls("acme-corp", "backend");
+    assert_eq!(pulls.len(), 1, "{pulls:?}");
+    let pr = &pulls[0];
+    assert_eq!((pr.head.as_str(), pr.base.as_str()), ("runbooks/1", "main"));
+    assert_eq!(pr.title, "Rename old_name", "the [WIP] prefix is gone");
+    assert!(!pr.draft, "ready for review");
+    assert_eq!(pr.labels, ["runbook", "refactor"]);
+    let pr_body = pr.body.clone().unwrap_or_default();
+    assert!(
+        pr_body.starts_with("Part of the naming clean-up."),
+        "{pr_body}"
+    );
+    for line in [
+        "- [x] 1.1 Rename the definition",
+        "- [x] 1.2 Update the callers",
+        "- [x] 2 Document it",
+    ] {
+        assert!(pr_body.contains(line), "{line} in {pr_body}");
+    }
+    assert!(
+        pr_body.contains(&format!("{}/runbooks/1", t.base)),
+        "{pr_body}"
+    );
+    assert_eq!(
+        done["pull_requests"],
+        json!([{"number": pr.number, "url": format!("{}/acme-corp/backend/pull/{}", github.api_url(), pr.number), "step_numbers": ["1.1", "1.2", "2"]}])
+    );
+    let created = github.requests_for("pulls/create").len();
+    assert_eq!(created, 1);
+
+    // A follow-up: same PR, one more step, final again.
+    let follow_up =
+        "## Execution Steps\n### Step 3: Changelog\n```sh\necho changed > CHANGELOG.md\n```\n";
+    json(t.patch(1, json!({"prompt": follow_up})).await).await;
+    let again = wait_for(&t, 1, "the follow-up", |d| {
+        d["steps"]["total"] == 4 && d["status"] == "completed"
+    })
+    .await;
+    github
+        .wait_until(
+            std::time::Duration::from_secs(30),
+            "the PR made final again",
+            |g| {
+                g.pulls("acme-corp", "backend").iter().any(|p| {
+                    p.body
+                        .as_deref()
+                        .unwrap_or("")
+                        .contains("- [x] 3 Changelog")
+                })
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        github.pulls("acme-corp", "backend").len(),
+        1,
+        "no second PR"
+    );
+    assert_eq!(
+        again["pull_requests"][0]["step_numbers"],
+        json!(["1.1", "1.2", "2", "3"])
+    );
+    assert_eq!(github.requests_for("pulls/create").len(), 1);
+    t.stop().await;
+}
+
+/// `draft: true` keeps the PR a draft; a failure keeps it a `[WIP]` draft with the work done.
+async fn drafts_and_failures_stay_drafts(backend: Backend) {
+    let github = github().await;
+    let t = server_for(&github, backend, |_| {}).await;
+    let mut request = body(RENAME);
+    request["draft"] = json!(true);
+    json(t.create(request).await).await;
+    wait_for_status(&t, 1, &["completed"]).await;
+    let prompt = "## Execution Steps\n### Step 1: Works\n```sh\necho x > x.txt\n```\n### Step 2: Breaks\n```sh\nexit 1\n```\n";
+    json(t.create(body(prompt)).await).await;
+    wait_for_status(&t, 2, &["failed"]).await;
+    // Settling happens right after the last state change; wait for it.
+    let settled = github
+        .wait_until(
+            std::time::Duration::from_secs(30),
+            "the failed runbook's PR updated",
+            |g| {
+                g.pulls("acme-corp", "backend").iter().any(|p| {
+                    p.head == "runbooks/2" && p.body.as_deref().unwrap_or("").contains("failed")
+                })
+            },
+        )
+        .await;
+    settled.unwrap();
+    let pulls = github.pulls("acme-corp", "backend");
+    let first = pulls.iter().find(|p| p.head == "runbooks/1").unwrap();
+    assert!(
+        first.draft && !first.title.starts_with("[WIP]"),
+        "{first:?}"
+    );
+    let second = pulls.iter().find(|p| p.head == "runbooks/2").unwrap();
+    assert!(
+        second.draft && second.title.starts_with("[WIP] "),
+        "{second:?}"
+    );
+    t.stop().await;
+}
+
 both_backends!(
+    single_pr_runbooks_open_one_pull_request,
+    drafts_and_failures_stay_drafts,
     stacked_runbooks_build_a_branch_per_top_level_step,
     a_runbook_runs_to_completion_with_one_commit_per_step,
     oneshot_false_waits_for_execute,

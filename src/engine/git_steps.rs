@@ -124,6 +124,15 @@ async fn try_execute(engine: &Engine, number: i64, step: &StepRecord) -> Result<
         .map_err(failed)?;
     if commit.is_some() {
         worktree.push(&remote).await.map_err(failed)?;
+        if mode == PrMode::SinglePr
+            && let Err(e) = engine
+                .pull_after_push(&runbook, &repo, &branch, &base, &step.number)
+                .await
+        {
+            // The commit is pushed: the step is done. The PR is opened at a later step or
+            // when the runbook settles.
+            tracing::warn!(runbook = number, error = %e, "pull request not opened yet");
+        }
     }
     Ok(StepEnd::Completed {
         commit_sha: commit,

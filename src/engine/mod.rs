@@ -10,6 +10,7 @@
 //! appears twice.
 
 mod git_steps;
+pub mod pulls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +37,8 @@ pub struct EngineConfig {
     /// How often idle workers look for work that no wake-up announced (other replicas,
     /// expired leases).
     pub poll: Duration,
+    /// Base of dashboard links in pull request bodies.
+    pub public_url: String,
 }
 
 impl Default for EngineConfig {
@@ -44,6 +47,7 @@ impl Default for EngineConfig {
             workers: 4,
             lease: DEFAULT_LEASE,
             poll: Duration::from_secs(2),
+            public_url: String::new(),
         }
     }
 }
@@ -121,7 +125,7 @@ impl Engine {
     async fn step_once(&self, number: i64, lost: &AtomicBool) -> Result<bool, StoreError> {
         match self.next(number).await? {
             Next::Idle => {
-                self.release_worktree(number).await;
+                self.settle(number).await;
                 Ok(false)
             }
             Next::Cancel => {
@@ -222,16 +226,22 @@ impl Engine {
         }
     }
 
-    /// Offers the runbook's working tree to later runbooks of the repository (it is set up
-    /// again, from its branch, if this runbook gets more work).
-    async fn release_worktree(&self, number: i64) {
+    /// When a runbook has nothing left to do: its pull requests are settled, and its working
+    /// tree is offered to later runbooks of the repository (it is set up again, from its
+    /// branch, if this runbook gets more work).
+    async fn settle(&self, number: i64) {
         let Ok(Some(runbook)) = self.store.runbook(number).await else {
             return;
         };
-        if let Ok(crate::github::Resolution::Found(repo)) =
+        let Ok(crate::github::Resolution::Found(repo)) =
             self.github.resolve(&runbook.org, &runbook.repo).await
-            && let Err(e) = self.repos.release(&repo.full_name, number).await
-        {
+        else {
+            return;
+        };
+        if let Err(e) = self.settle_pulls(&runbook, &repo).await {
+            tracing::warn!(runbook = number, error = %e, "pull requests not brought up to date");
+        }
+        if let Err(e) = self.repos.release(&repo.full_name, number).await {
             tracing::warn!(runbook = number, error = %e, "working tree not released");
         }
     }
@@ -370,7 +380,9 @@ impl Worker {
     /// Works on a claimed runbook until it has nothing left to do, keeping the lease alive.
     async fn run_claimed(&self, number: i64) {
         let lost = Arc::new(AtomicBool::new(false));
-        let keeper = {
+        // Aborted when dropped: a worker stopped in the middle (shutdown) must not leave the
+        // lease renewed forever.
+        let keeper = AbortOnDrop({
             let (store, owner, lease, lost) = (
                 self.engine.store.clone(),
                 self.owner.clone(),
@@ -392,7 +404,7 @@ impl Worker {
                     }
                 }
             })
-        };
+        });
         while !lost.load(Ordering::SeqCst) {
             match self.engine.step_once(number, &lost).await {
                 Ok(true) => {}
@@ -403,10 +415,19 @@ impl Worker {
                 }
             }
         }
-        keeper.abort();
+        drop(keeper);
         if let Err(e) = self.engine.store.release_lease(number, &self.owner).await {
             tracing::warn!(runbook = number, error = %e, "lease not released");
         }
+    }
+}
+
+/// A task that is aborted when this handle is dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -88,6 +88,9 @@ const TOKEN_RENEW_BEFORE: Duration = Duration::from_secs(5 * 60);
 /// Transport, credentials and policy shared by every call.
 pub struct Client {
     http: Octocrab,
+    /// GraphQL lives beside the REST root on github.com (`/graphql`) but at `/api/graphql`
+    /// on Enterprise Server, whose REST root is `/api/v3`: a transport of its own.
+    graphql_http: Octocrab,
     app_id: octocrab::models::AppId,
     key: octocrab::EncodingKey,
     policy: RetryPolicy,
@@ -104,15 +107,20 @@ impl Client {
     ) -> Result<Self, GitHubError> {
         // Unauthenticated transport: we put the Authorization header on each request
         // ourselves, so one policy (ours) covers token renewal and retries.
-        let http = Octocrab::builder()
-            .base_uri(api_url)
-            .map_err(|e| GitHubError::Config(format!("GITHUB_API_URL {api_url:?}: {e}")))?
-            .set_connect_timeout(Some(Duration::from_secs(10)))
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .build()
-            .map_err(|e| GitHubError::Config(e.to_string()))?;
+        let transport = |base: &str| {
+            Octocrab::builder()
+                .base_uri(base)
+                .map_err(|e| GitHubError::Config(format!("GITHUB_API_URL {api_url:?}: {e}")))?
+                .set_connect_timeout(Some(Duration::from_secs(10)))
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .build()
+                .map_err(|e| GitHubError::Config(e.to_string()))
+        };
+        let api_url = api_url.trim_end_matches('/');
+        let graphql_base = api_url.strip_suffix("/v3").unwrap_or(api_url);
         Ok(Self {
-            http,
+            http: transport(api_url)?,
+            graphql_http: transport(graphql_base)?,
             app_id: octocrab::models::AppId(app_id),
             key,
             policy,
@@ -155,9 +163,64 @@ impl Client {
         answer.json(operation)
     }
 
+    /// A GraphQL call as an installation; GraphQL reports errors in a 200 answer's
+    /// `errors`, which become a [`GitHubError::Status`] here.
+    pub async fn graphql(
+        &self,
+        operation: &'static str,
+        installation: u64,
+        query: &str,
+        variables: serde_json::Value,
+    ) -> Result<serde_json::Value, GitHubError> {
+        let body = serde_json::json!({"query": query, "variables": variables});
+        let answer = self
+            .call_via(
+                &self.graphql_http,
+                operation,
+                As::Installation(installation),
+                Method::POST,
+                "/graphql",
+                Some(&body),
+            )
+            .await?;
+        let value: serde_json::Value = answer.json(operation)?;
+        match value.get("errors").and_then(|e| e.as_array()) {
+            Some(errors) if !errors.is_empty() || !answer.status.is_success() => {
+                Err(GitHubError::Status {
+                    operation,
+                    status: answer.status.as_u16(),
+                    message: errors
+                        .iter()
+                        .filter_map(|e| e.get("message").and_then(|m| m.as_str()))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                })
+            }
+            _ if !answer.status.is_success() => Err(GitHubError::Status {
+                operation,
+                status: answer.status.as_u16(),
+                message: answer.message(),
+            }),
+            _ => Ok(value),
+        }
+    }
+
     /// A call with retries; answers whatever final status GitHub gave.
     pub async fn call(
         &self,
+        operation: &'static str,
+        who: As,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, GitHubError> {
+        self.call_via(&self.http, operation, who, method, path, body)
+            .await
+    }
+
+    async fn call_via(
+        &self,
+        transport: &Octocrab,
         operation: &'static str,
         who: As,
         method: Method,
@@ -172,7 +235,13 @@ impl Client {
             self.count(operation);
             let authorization = self.authorization(who).await?;
             let result = self
-                .send(method.clone(), path, &authorization, body.clone())
+                .send(
+                    transport,
+                    method.clone(),
+                    path,
+                    &authorization,
+                    body.clone(),
+                )
                 .await;
             let last = attempt >= self.policy.attempts;
             let answer = match result {
@@ -243,6 +312,7 @@ impl Client {
 
     async fn send(
         &self,
+        transport: &Octocrab,
         method: Method,
         path: &str,
         authorization: &SecretString,
@@ -269,8 +339,7 @@ impl Client {
             }
         };
         let request = request.body(body).map_err(|e| e.to_string())?;
-        let response = self
-            .http
+        let response = transport
             .execute(request)
             .await
             .map_err(|e| e.to_string())?;

@@ -2,6 +2,7 @@
 //! webhooks. Every call to GitHub goes through [`client::Client`].
 
 pub mod client;
+pub mod pulls;
 pub mod webhook;
 
 use std::collections::HashMap;

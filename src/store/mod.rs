@@ -104,6 +104,16 @@ pub struct StepRecord {
     pub log: Option<String>,
 }
 
+/// A pull request the engine opened, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRecord {
+    pub number: u64,
+    pub url: String,
+    pub node_id: Option<String>,
+    pub head: Option<String>,
+    pub finished: bool,
+}
+
 /// How a step ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepEnd {
@@ -182,6 +192,24 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
 
     // --- the engine ------------------------------------------------------------------
+
+    /// Remembers a pull request's GraphQL id and head branch.
+    async fn save_pull_request_details(
+        &self,
+        number: i64,
+        pr_number: u64,
+        node_id: &str,
+        head: &str,
+    ) -> StoreResult<()>;
+    /// The runbook's pull requests, in the order they were opened.
+    async fn pull_request_records(&self, number: i64) -> StoreResult<Vec<PullRecord>>;
+    /// Marks a pull request made final (`true`) or back at work (`false`).
+    async fn set_pull_request_finished(
+        &self,
+        number: i64,
+        pr_number: u64,
+        finished: bool,
+    ) -> StoreResult<()>;
 
     /// Runbooks with work to do (a plan to make, a follow-up to plan, queued or running
     /// steps) whose lease is free or expired at `now_ms`, oldest first.

@@ -657,6 +657,50 @@ macro_rules! sql_store {
                     .await?;
                 Ok(())
             }
+
+            async fn save_pull_request_details(&self, number: i64, pr_number: u64, node_id: &str, head: &str) -> StoreResult<()> {
+                sqlx::query("UPDATE pull_requests SET node_id = $1, head = $2 WHERE runbook_number = $3 AND number = $4")
+                    .bind(node_id)
+                    .bind(head)
+                    .bind(number)
+                    .bind(pr_number as i64)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn pull_request_records(&self, number: i64) -> StoreResult<Vec<PullRecord>> {
+                let rows = sqlx::query(
+                    "SELECT number, url, node_id, head, finished_at FROM pull_requests \
+                     WHERE runbook_number = $1 ORDER BY position",
+                )
+                .bind(number)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        let pr: i64 = r.try_get("number")?;
+                        let finished: Option<i64> = r.try_get("finished_at")?;
+                        Ok(PullRecord {
+                            number: pr as u64,
+                            url: r.try_get("url")?,
+                            node_id: r.try_get("node_id")?,
+                            head: r.try_get("head")?,
+                            finished: finished.is_some(),
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn set_pull_request_finished(&self, number: i64, pr_number: u64, finished: bool) -> StoreResult<()> {
+                sqlx::query("UPDATE pull_requests SET finished_at = $1 WHERE runbook_number = $2 AND number = $3")
+                    .bind(finished.then(now_ms))
+                    .bind(number)
+                    .bind(pr_number as i64)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
         }
     };
 }

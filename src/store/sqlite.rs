@@ -13,8 +13,8 @@ use super::sql::{
     labels_json, parse_labels, parse_pr_mode, parse_state, parse_step_number, sql_store,
 };
 use super::{
-    DeliveryRecord, FollowUpRecord, RunbookRead, RunbookRecord, StepEnd, StepRecord, Store,
-    StoreError, StoreResult, TokenInfo, now_ms,
+    DeliveryRecord, FollowUpRecord, PullRecord, RunbookRead, RunbookRecord, StepEnd, StepRecord,
+    Store, StoreError, StoreResult, TokenInfo, now_ms,
 };
 use crate::domain::{
     FollowUp, NewRunbook, Plan, PullRequestRef, RunbookSummary, StepCounts, StepNumber, StepState,

@@ -1,0 +1,191 @@
+//! Pull requests: find, open, update, label, and mark ready for review.
+
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use super::{As, GitHubApp, GitHubError, RepoInfo};
+
+/// A pull request as the engine needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequest {
+    pub number: u64,
+    /// The page on GitHub (`html_url`).
+    pub url: String,
+    /// GraphQL id, for `markPullRequestReadyForReview`.
+    pub node_id: String,
+    pub draft: bool,
+}
+
+fn parse(operation: &'static str, value: &Value) -> Result<PullRequest, GitHubError> {
+    let text = |field: &str| {
+        value
+            .get(field)
+            .and_then(Value::as_str)
+            .map(String::from)
+            .ok_or_else(|| GitHubError::Decode {
+                operation,
+                message: format!("a pull request without `{field}`"),
+            })
+    };
+    Ok(PullRequest {
+        number: value
+            .get("number")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| GitHubError::Decode {
+                operation,
+                message: "a pull request without `number`".into(),
+            })?,
+        url: text("html_url")?,
+        node_id: text("node_id")?,
+        draft: value.get("draft").and_then(Value::as_bool).unwrap_or(false),
+    })
+}
+
+impl GitHubApp {
+    /// The open pull request from `head` (a branch of the repository itself), if any.
+    pub async fn open_pull_for(
+        &self,
+        repo: &RepoInfo,
+        head: &str,
+    ) -> Result<Option<PullRequest>, GitHubError> {
+        const OPERATION: &str = "pulls/list";
+        let owner = repo.full_name.split('/').next().unwrap_or_default();
+        // `head` must be `owner:branch`, or GitHub ignores the filter and lists every PR.
+        let path = format!(
+            "/repos/{}/pulls?state=open&head={owner}:{}",
+            repo.full_name,
+            encode(head)
+        );
+        let pulls: Vec<Value> = self
+            .client
+            .json(
+                OPERATION,
+                As::Installation(repo.installation_id),
+                Method::GET,
+                &path,
+                None,
+            )
+            .await?;
+        pulls.first().map(|p| parse(OPERATION, p)).transpose()
+    }
+
+    /// Opens a pull request; when one is already open for the branch (a retry after a crash),
+    /// that one is answered instead of a second.
+    pub async fn create_pull(
+        &self,
+        repo: &RepoInfo,
+        head: &str,
+        base: &str,
+        title: &str,
+        body: &str,
+        draft: bool,
+    ) -> Result<PullRequest, GitHubError> {
+        const OPERATION: &str = "pulls/create";
+        if let Some(existing) = self.open_pull_for(repo, head).await? {
+            return Ok(existing);
+        }
+        let path = format!("/repos/{}/pulls", repo.full_name);
+        let request =
+            json!({"title": title, "head": head, "base": base, "body": body, "draft": draft});
+        let answer = self
+            .client
+            .call(
+                OPERATION,
+                As::Installation(repo.installation_id),
+                Method::POST,
+                &path,
+                Some(&request),
+            )
+            .await?;
+        if answer.status == StatusCode::UNPROCESSABLE_ENTITY
+            && let Some(existing) = self.open_pull_for(repo, head).await?
+        {
+            return Ok(existing);
+        }
+        if answer.status != StatusCode::CREATED {
+            return Err(GitHubError::Status {
+                operation: OPERATION,
+                status: answer.status.as_u16(),
+                message: answer.message(),
+            });
+        }
+        parse(OPERATION, &answer.json::<Value>(OPERATION)?)
+    }
+
+    /// Sets a pull request's title and body.
+    pub async fn update_pull(
+        &self,
+        repo: &RepoInfo,
+        number: u64,
+        title: &str,
+        body: &str,
+    ) -> Result<(), GitHubError> {
+        let path = format!("/repos/{}/pulls/{number}", repo.full_name);
+        let _: Value = self
+            .client
+            .json(
+                "pulls/update",
+                As::Installation(repo.installation_id),
+                Method::PATCH,
+                &path,
+                Some(&json!({"title": title, "body": body})),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Adds labels to a pull request (GitHub creates labels that do not exist yet).
+    pub async fn add_labels(
+        &self,
+        repo: &RepoInfo,
+        number: u64,
+        labels: &[String],
+    ) -> Result<(), GitHubError> {
+        if labels.is_empty() {
+            return Ok(());
+        }
+        let path = format!("/repos/{}/issues/{number}/labels", repo.full_name);
+        let _: Value = self
+            .client
+            .json(
+                "issues/add-labels",
+                As::Installation(repo.installation_id),
+                Method::POST,
+                &path,
+                Some(&json!({"labels": labels})),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Marks a draft ready for review: only GitHub's GraphQL API can.
+    pub async fn mark_ready(&self, repo: &RepoInfo, pull: &PullRequest) -> Result<(), GitHubError> {
+        self.client
+            .graphql(
+                "graphql/markPullRequestReadyForReview",
+                repo.installation_id,
+                "mutation($id: ID!) { markPullRequestReadyForReview(input: {pullRequestId: $id}) \
+                 { pullRequest { number isDraft } } }",
+                json!({"id": pull.node_id}),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// Percent-encodes what a branch name may hold that a query string may not.
+fn encode(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '-' | '_' | '.' | '/' | '~' => c.to_string(),
+            other => {
+                let mut buf = [0u8; 4];
+                other
+                    .encode_utf8(&mut buf)
+                    .bytes()
+                    .map(|b| format!("%{b:02X}"))
+                    .collect()
+            }
+        })
+        .collect()
+}

@@ -107,6 +107,28 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     for message in commits.iter().rev() {
         println!("  {}", message.lines().next().unwrap_or(""));
     }
+    let doc: Value = http
+        .get(format!("{base}/api/v1/runbook/{number}"))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    for pr in doc["pull_requests"].as_array().into_iter().flatten() {
+        let steps: Vec<&str> = pr["step_numbers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!(
+            "Pull request #{} ({}), steps {}",
+            pr["number"],
+            pr["url"].as_str().unwrap_or(""),
+            steps.join(", ")
+        );
+    }
     if let Some(lib) = github.file(ORG, REPO, &branch, "src/lib.rs").await? {
         println!();
         println!("src/lib.rs on {branch}:");

@@ -204,6 +204,7 @@ fn the_demo_runs_a_runbook_to_completion_offline() {
         "{out}"
     );
     assert!(out.contains("pub fn new_name"), "{out}");
+    assert!(out.contains("Pull request #1"), "{out}");
     assert!(
         out.contains("/runbooks/1"),
         "the dashboard URL is shown: {out}"

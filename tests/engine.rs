@@ -390,6 +390,53 @@ async fn stacked_runbooks_build_a_branch_per_top_level_step(backend: Backend) {
         messages[0].lines().any(|l| l == "Runbook-Step: 3"),
         "{messages:?}"
     );
+
+    // One PR per top-level step with commits: step 1 onto main, step 3 onto step 1's branch;
+    // each body lists the stack with its own PR marked.
+    github
+        .wait_until(std::time::Duration::from_secs(30), "two final PRs", |g| {
+            let pulls = g.pulls("acme-corp", "backend");
+            pulls.len() == 2 && pulls.iter().all(|p| !p.draft)
+        })
+        .await
+        .unwrap();
+    let pulls = github.pulls("acme-corp", "backend");
+    let first = pulls
+        .iter()
+        .find(|p| p.head == "runbooks/1/step-1")
+        .unwrap();
+    let third = pulls
+        .iter()
+        .find(|p| p.head == "runbooks/1/step-3")
+        .unwrap();
+    assert_eq!(first.base, "main");
+    assert_eq!(third.base, "runbooks/1/step-1");
+    assert!(
+        !first.title.starts_with("[WIP]") && first.title.contains("1. First"),
+        "{}",
+        first.title
+    );
+    for pr in [first, third] {
+        let body = pr.body.clone().unwrap_or_default();
+        assert!(
+            body.contains("<!-- runbooks:stack -->") && body.contains("<!-- /runbooks:stack -->"),
+            "{body}"
+        );
+        assert!(
+            body.contains(&format!("#{}", first.number))
+                && body.contains(&format!("#{}", third.number)),
+            "{body}"
+        );
+        let marked: Vec<&str> = body.lines().filter(|l| l.contains("← this PR")).collect();
+        assert_eq!(marked.len(), 1, "{body}");
+        assert!(marked[0].contains(&format!("#{} ", pr.number)), "{body}");
+    }
+    let doc = json(t.get(1).await).await.1;
+    assert_eq!(
+        doc["pull_requests"][0]["step_numbers"],
+        json!(["1.1", "1.2"])
+    );
+    assert_eq!(doc["pull_requests"][1]["step_numbers"], json!(["3"]));
     t.stop().await;
 }
 

@@ -124,15 +124,38 @@ async fn try_execute(engine: &Engine, number: i64, step: &StepRecord) -> Result<
         .map_err(failed)?;
     if commit.is_some() {
         worktree.push(&remote).await.map_err(failed)?;
-        if mode == PrMode::SinglePr
-            && let Err(e) = engine
+    }
+    // The commit is pushed: the step is done whatever happens to the PR now (a PR that could
+    // not be opened is logged; the work is on the branch).
+    let opened = match mode {
+        PrMode::SinglePr if commit.is_some() => {
+            engine
                 .pull_after_push(&runbook, &repo, &branch, &base, &step.number)
                 .await
-        {
-            // The commit is pushed: the step is done. The PR is opened at a later step or
-            // when the runbook settles.
-            tracing::warn!(runbook = number, error = %e, "pull request not opened yet");
         }
+        PrMode::StackedPr => {
+            // A top-level step's PR is opened when its last leaf is done, if it made commits.
+            let top = step.number.top_level();
+            let in_top = |s: &&StepRecord| s.is_leaf && s.number.top_level() == top;
+            let last = steps
+                .iter()
+                .filter(in_top)
+                .all(|s| s.number == step.number || s.state == StepState::Completed);
+            let committed = commit.is_some()
+                || steps.iter().filter(in_top).any(|s| s.commit_sha.is_some());
+            if last && committed {
+                let leaves: Vec<_> = steps.iter().filter(in_top).map(|s| s.number.clone()).collect();
+                engine
+                    .pull_for_top_level(&runbook, &repo, &branch, &base, top, &leaves)
+                    .await
+            } else {
+                Ok(())
+            }
+        }
+        _ => Ok(()),
+    };
+    if let Err(e) = opened {
+        tracing::warn!(runbook = number, error = %e, "pull request not opened");
     }
     Ok(StepEnd::Completed {
         commit_sha: commit,

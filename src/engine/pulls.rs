@@ -1,8 +1,10 @@
-//! Pull requests for `single_pr` runbooks: opened (as a `[WIP] ` draft) once the branch has
-//! its first commit, and made final — title without the prefix, ready for review unless the
-//! runbook asked for drafts — when every step is completed. Later commits only add the step to
-//! the recorded PR: bodies are rewritten once, at the end, to stay far inside GitHub's limits
-//! on content-creating requests.
+//! Pull requests. `single_pr`: opened (as a `[WIP] ` draft) once the branch has its first
+//! commit, made final — title without the prefix, ready for review unless the runbook asked
+//! for drafts — when every step is completed. `stacked_pr`: one PR per top-level step with
+//! commits, opened when that step completes, on the branch of the nearest earlier one; every
+//! body lists the whole stack between HTML comment markers, rewritten once all numbers exist.
+//! Bodies are rewritten once, when the runbook settles, to stay far inside GitHub's limits on
+//! content-creating requests.
 
 use crate::domain::runbook::title_from_prompt;
 use crate::domain::{StepNumber, StepState};
@@ -13,6 +15,23 @@ use crate::store::{RunbookRecord, StepRecord};
 use super::Engine;
 
 const WIP: &str = "[WIP] ";
+
+/// Where the stack list sits in a stacked PR's body, so it can be rewritten.
+pub const STACK_START: &str = "<!-- runbooks:stack -->";
+pub const STACK_END: &str = "<!-- /runbooks:stack -->";
+
+/// The stack list of a stacked PR's body: every PR of the runbook, bottom first, with the
+/// current one marked.
+pub fn stack(pulls: &[(u64, String)], current: u64) -> String {
+    let mut list = format!("{STACK_START}\n**Stack** (merge from the bottom)\n\n");
+    for (number, title) in pulls {
+        let mark = if *number == current { " ← this PR" } else { "" };
+        list.push_str(&format!("1. #{number} {title}{mark}\n"));
+    }
+    list.push_str(STACK_END);
+    list.push('\n');
+    list
+}
 
 /// The body of a runbook's PR: its description, the task, the step checklist, the dashboard
 /// link and who asked.
@@ -120,6 +139,38 @@ impl Engine {
             .map_err(store_error)
     }
 
+    /// When a top-level step of a `stacked_pr` runbook completed with commits: its PR, from
+    /// its branch onto `base` (the previous PR's branch, or the target for the first).
+    pub(super) async fn pull_for_top_level(
+        &self,
+        runbook: &RunbookRecord,
+        repo: &RepoInfo,
+        branch: &str,
+        base: &str,
+        top: u32,
+        leaves: &[StepNumber],
+    ) -> Result<(), GitHubError> {
+        let number = runbook.number;
+        let steps = self.store.steps(number).await.map_err(store_error)?;
+        let title = format!("{WIP}{}", stacked_title(runbook, &steps, top));
+        let body = body(runbook, &steps, &self.dashboard(number));
+        let pr = self
+            .github
+            .create_pull(repo, branch, base, &title, &body, true)
+            .await?;
+        self.github.add_labels(repo, pr.number, &runbook.labels).await?;
+        self.store
+            .record_pull_request(number, pr.number, &pr.url, leaves)
+            .await
+            .map_err(store_error)?;
+        self.store
+            .save_pull_request_details(number, pr.number, &pr.node_id, branch)
+            .await
+            .map_err(store_error)?;
+        tracing::info!(runbook = number, pr = pr.number, top, "stacked pull request opened");
+        Ok(())
+    }
+
     /// When a runbook has nothing left to do: a PR whose steps are all completed is made
     /// final; one with failed or waiting steps stays a `[WIP]` draft with its checklist
     /// brought up to date.
@@ -135,21 +186,40 @@ impl Engine {
             .await
             .map_err(store_error)?;
         let steps = self.store.steps(number).await.map_err(store_error)?;
-        let all_done = steps
+        let stacked = runbook.pr_mode == Some(crate::domain::PrMode::StackedPr);
+        let stack_list: Vec<(u64, String)> = records
             .iter()
-            .filter(|s| s.is_leaf)
-            .all(|s| s.state == StepState::Completed);
-        for record in records.into_iter().filter(|r| !r.finished) {
-            let body = body(runbook, &steps, &self.dashboard(number));
-            let title = if all_done {
-                runbook.title.clone()
-            } else {
-                format!("{WIP}{}", runbook.title)
-            };
+            .map(|r| {
+                let top = steps
+                    .iter()
+                    .find(|s| s.pr_number == Some(r.number))
+                    .map(|s| s.number.top_level())
+                    .unwrap_or(0);
+                (r.number, stacked_title(runbook, &steps, top))
+            })
+            .collect();
+        for record in records.iter().filter(|r| !r.finished) {
+            // A single PR carries the whole runbook; a stacked one its top-level step.
+            let done = steps
+                .iter()
+                .filter(|s| s.is_leaf && (!stacked || s.pr_number == Some(record.number)))
+                .all(|s| s.state == StepState::Completed);
+            let mut body = body(runbook, &steps, &self.dashboard(number));
+            let mut title = runbook.title.clone();
+            if stacked {
+                body.push('\n');
+                body.push_str(&stack(&stack_list, record.number));
+                if let Some((_, t)) = stack_list.iter().find(|(n, _)| *n == record.number) {
+                    title = t.clone();
+                }
+            }
+            if !done {
+                title = format!("{WIP}{title}");
+            }
             self.github
                 .update_pull(repo, record.number, &title, &body)
                 .await?;
-            if all_done {
+            if done {
                 if !runbook.draft.unwrap_or(false) {
                     let pull = PullRequest {
                         number: record.number,
@@ -167,6 +237,17 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+/// A stacked PR's title: the runbook's, and the top-level step it carries.
+fn stacked_title(runbook: &RunbookRecord, steps: &[StepRecord], top: u32) -> String {
+    match steps
+        .iter()
+        .find(|s| s.number.depth() == 1 && s.number.top_level() == top)
+    {
+        Some(step) => format!("{} ({top}. {})", runbook.title, step.title.trim()),
+        None => runbook.title.clone(),
     }
 }
 

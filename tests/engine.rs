@@ -566,7 +566,58 @@ async fn drafts_and_failures_stay_drafts(backend: Backend) {
     t.stop().await;
 }
 
+/// `manual`: the work is pushed and no PR opens by itself; `POST …/pull_requests` opens it.
+async fn manual_runbooks_open_their_pull_request_on_request(backend: Backend) {
+    let github = github().await;
+    let t = server_for(&github, backend, |_| {}).await;
+    let mut request = body(RENAME);
+    request["pr_mode"] = json!("manual");
+    json(t.create(request).await).await;
+    let done = wait_for_status(&t, 1, &["completed", "failed"]).await;
+    assert_eq!(done["status"], "completed");
+    assert!(
+        github
+            .branch_sha("acme-corp", "backend", "runbooks/1")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        github.pulls("acme-corp", "backend").is_empty(),
+        "no PR by itself"
+    );
+    assert_eq!(done["pull_requests"], json!([]));
+
+    let (status, doc) = json(post(&t, 1, "pull_requests", None).await).await;
+    assert_eq!(status, 202, "{doc}");
+    assert_eq!(
+        doc["pull_requests"][0]["step_numbers"],
+        json!(["1.1", "1.2", "2"])
+    );
+    let pulls = github.pulls("acme-corp", "backend");
+    assert_eq!(pulls.len(), 1);
+    assert_eq!(
+        (pulls[0].head.as_str(), pulls[0].base.as_str()),
+        ("runbooks/1", "main")
+    );
+    assert!(
+        !pulls[0].draft && !pulls[0].title.starts_with("[WIP]"),
+        "{:?}",
+        pulls[0]
+    );
+    // Asking again opens nothing new.
+    let (status, _) = json(post(&t, 1, "pull_requests", None).await).await;
+    assert_eq!(status, 202);
+    assert_eq!(github.pulls("acme-corp", "backend").len(), 1);
+
+    // Not for a runbook that opens its PRs itself.
+    json(t.create(body(RENAME)).await).await;
+    expect_error(post(&t, 2, "pull_requests", None).await, 409, "conflict").await;
+    t.stop().await;
+}
+
 both_backends!(
+    manual_runbooks_open_their_pull_request_on_request,
     single_pr_runbooks_open_one_pull_request,
     drafts_and_failures_stay_drafts,
     stacked_runbooks_build_a_branch_per_top_level_step,

@@ -12,7 +12,7 @@ use super::json::OptionalJsonBody;
 use super::runbooks::{RunbookDocument, runbook_number, visible_summary};
 use super::{ApiError, AppState};
 use crate::domain::lifecycle::{self, Leaf};
-use crate::domain::{StepCounts, StepNumber, StepState, status};
+use crate::domain::{PrMode, StepCounts, StepNumber, StepState, status};
 use crate::store::StepRecord;
 
 /// Body of `POST /api/v1/runbook/<n>/execute` (may be empty).
@@ -226,6 +226,51 @@ pub async fn cancel(
         .store
         .transition_steps(number, &queued, &[StepState::Queued], StepState::NotStarted)
         .await?;
+    document(&state, &caller, number).await
+}
+
+/// Open the pull request of a `manual` runbook's branch now.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runbook/{runbook_number}/pull_requests",
+    tag = "runbooks",
+    params(("runbook_number" = i64, Path, description = "The number identifying the runbook", minimum = 1)),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "The pull request is open (listed in `pull_requests`)", body = RunbookDocument),
+        (status = 401, description = "Missing, unknown or revoked token", body = ErrorBody),
+        (status = 404, description = "No such runbook, or not visible to this token", body = ErrorBody),
+        (status = 409, description = "Not a manual runbook, or its branch has no commits yet", body = ErrorBody),
+        (status = 502, description = "GitHub could not be asked", body = ErrorBody),
+        (status = 503, description = "No GitHub App is configured", body = ErrorBody),
+    )
+)]
+pub async fn open_pull_request(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
+    let number = runbook_number(&raw)?;
+    visible_summary(&state, &caller, number).await?;
+    let runbook = state
+        .store
+        .runbook(number)
+        .await?
+        .ok_or_else(|| ApiError::runbook_not_found(number))?;
+    if runbook.pr_mode != Some(PrMode::Manual) {
+        return Err(ApiError::Conflict(format!(
+            "runbook {number} opens its pull requests itself (pr_mode {})",
+            runbook.pr_mode.unwrap_or(PrMode::SinglePr)
+        )));
+    }
+    let engine = state.engine.as_ref().ok_or_else(|| {
+        ApiError::Unavailable("no GitHub App is configured on this server".into())
+    })?;
+    if engine.open_manual_pull(&runbook).await?.is_none() {
+        return Err(ApiError::Conflict(format!(
+            "runbook {number} has no commits yet to open a pull request with"
+        )));
+    }
     document(&state, &caller, number).await
 }
 

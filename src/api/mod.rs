@@ -71,6 +71,7 @@ impl AppState {
     ),
     paths(runbooks::create_runbook, runbooks::get_runbook, runbooks::update_runbook,
           actions::execute, actions::retry, actions::cancel, actions::steps,
+          actions::open_pull_request,
           healthz, readyz, openapi_json),
     modifiers(&BearerAuth),
     tags((name = "runbooks", description = "Create runbooks and follow their progress"),
@@ -152,6 +153,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/runbook/{runbook_number}/steps",
             get(actions::steps),
+        )
+        .route(
+            "/api/v1/runbook/{runbook_number}/pull_requests",
+            post(actions::open_pull_request),
         )
         .route("/api/v1/openapi.json", get(openapi_json))
         .route("/webhooks/github", post(webhooks::receive))

@@ -128,7 +128,7 @@ async fn try_execute(engine: &Engine, number: i64, step: &StepRecord) -> Result<
     // The commit is pushed: the step is done whatever happens to the PR now (a PR that could
     // not be opened is logged; the work is on the branch).
     let opened = match mode {
-        PrMode::SinglePr if commit.is_some() => {
+        PrMode::SinglePr | PrMode::Manual if commit.is_some() => {
             engine
                 .pull_after_push(&runbook, &repo, &branch, &base, &step.number)
                 .await
@@ -141,10 +141,14 @@ async fn try_execute(engine: &Engine, number: i64, step: &StepRecord) -> Result<
                 .iter()
                 .filter(in_top)
                 .all(|s| s.number == step.number || s.state == StepState::Completed);
-            let committed = commit.is_some()
-                || steps.iter().filter(in_top).any(|s| s.commit_sha.is_some());
+            let committed =
+                commit.is_some() || steps.iter().filter(in_top).any(|s| s.commit_sha.is_some());
             if last && committed {
-                let leaves: Vec<_> = steps.iter().filter(in_top).map(|s| s.number.clone()).collect();
+                let leaves: Vec<_> = steps
+                    .iter()
+                    .filter(in_top)
+                    .map(|s| s.number.clone())
+                    .collect();
                 engine
                     .pull_for_top_level(&runbook, &repo, &branch, &base, top, &leaves)
                     .await

@@ -25,7 +25,11 @@ pub const STACK_END: &str = "<!-- /runbooks:stack -->";
 pub fn stack(pulls: &[(u64, String)], current: u64) -> String {
     let mut list = format!("{STACK_START}\n**Stack** (merge from the bottom)\n\n");
     for (number, title) in pulls {
-        let mark = if *number == current { " ← this PR" } else { "" };
+        let mark = if *number == current {
+            " ← this PR"
+        } else {
+            ""
+        };
         list.push_str(&format!("1. #{number} {title}{mark}\n"));
     }
     list.push_str(STACK_END);
@@ -99,6 +103,10 @@ impl Engine {
             .into_iter()
             .find(|pr| pr.head.as_deref() == Some(branch));
         let (pr_number, url) = match known {
+            None if runbook.pr_mode == Some(crate::domain::PrMode::Manual) => {
+                // No PR until someone asks for one.
+                return Ok(());
+            }
             Some(pr) => {
                 if pr.finished {
                     // New work (a follow-up) on a finished PR: settled again at the end.
@@ -139,6 +147,62 @@ impl Engine {
             .map_err(store_error)
     }
 
+    /// Opens the pull request of a `manual` runbook's branch now (or finds the one already
+    /// open). `None` when the branch has no commits yet.
+    pub async fn open_manual_pull(
+        &self,
+        runbook: &RunbookRecord,
+    ) -> Result<Option<PullRequest>, GitHubError> {
+        let number = runbook.number;
+        let repo = match self.github.resolve(&runbook.org, &runbook.repo).await? {
+            crate::github::Resolution::Found(repo) => repo,
+            crate::github::Resolution::NotInstalled => {
+                return Err(GitHubError::Status {
+                    operation: "apps/get-repo-installation",
+                    status: 404,
+                    message: format!(
+                        "the runbooks app is not installed on {}/{}",
+                        runbook.org, runbook.repo
+                    ),
+                });
+            }
+        };
+        let steps = self.store.steps(number).await.map_err(store_error)?;
+        let committed: Vec<StepNumber> = steps
+            .iter()
+            .filter(|s| s.is_leaf && s.commit_sha.is_some())
+            .map(|s| s.number.clone())
+            .collect();
+        if committed.is_empty() {
+            return Ok(None);
+        }
+        let branch = format!("runbooks/{number}");
+        let base = runbook
+            .target_branch
+            .clone()
+            .unwrap_or_else(|| repo.default_branch.clone());
+        let title = format!("{WIP}{}", runbook.title);
+        let body = body(runbook, &steps, &self.dashboard(number));
+        let pr = self
+            .github
+            .create_pull(&repo, &branch, &base, &title, &body, true)
+            .await?;
+        self.github
+            .add_labels(&repo, pr.number, &runbook.labels)
+            .await?;
+        self.store
+            .record_pull_request(number, pr.number, &pr.url, &committed)
+            .await
+            .map_err(store_error)?;
+        self.store
+            .save_pull_request_details(number, pr.number, &pr.node_id, &branch)
+            .await
+            .map_err(store_error)?;
+        // Made final right away when the runbook has nothing left to do.
+        self.settle_pulls(runbook, &repo).await?;
+        Ok(Some(pr))
+    }
+
     /// When a top-level step of a `stacked_pr` runbook completed with commits: its PR, from
     /// its branch onto `base` (the previous PR's branch, or the target for the first).
     pub(super) async fn pull_for_top_level(
@@ -158,7 +222,9 @@ impl Engine {
             .github
             .create_pull(repo, branch, base, &title, &body, true)
             .await?;
-        self.github.add_labels(repo, pr.number, &runbook.labels).await?;
+        self.github
+            .add_labels(repo, pr.number, &runbook.labels)
+            .await?;
         self.store
             .record_pull_request(number, pr.number, &pr.url, leaves)
             .await
@@ -167,7 +233,12 @@ impl Engine {
             .save_pull_request_details(number, pr.number, &pr.node_id, branch)
             .await
             .map_err(store_error)?;
-        tracing::info!(runbook = number, pr = pr.number, top, "stacked pull request opened");
+        tracing::info!(
+            runbook = number,
+            pr = pr.number,
+            top,
+            "stacked pull request opened"
+        );
         Ok(())
     }
 

@@ -33,7 +33,8 @@ impl Intake {
                 match store.unfinished_deliveries().await {
                     Ok(deliveries) => {
                         for delivery in deliveries {
-                            let outcome = handle(github.as_deref(), &delivery);
+                            let outcome =
+                                handle(store.as_ref(), github.as_deref(), &delivery).await;
                             if let Err(e) = &outcome {
                                 tracing::warn!(delivery = %delivery.delivery_id, event = %delivery.event, error = %e, "webhook not handled");
                             }
@@ -54,7 +55,11 @@ impl Intake {
 }
 
 /// Acts on one delivery.
-fn handle(github: Option<&GitHubApp>, delivery: &DeliveryRecord) -> Result<(), String> {
+async fn handle(
+    store: &dyn Store,
+    github: Option<&GitHubApp>,
+    delivery: &DeliveryRecord,
+) -> Result<(), String> {
     let payload: serde_json::Value =
         serde_json::from_str(&delivery.payload).map_err(|e| format!("payload: {e}"))?;
     let event = webhook::parse(&delivery.event, &payload)?;
@@ -86,6 +91,9 @@ fn handle(github: Option<&GitHubApp>, delivery: &DeliveryRecord) -> Result<(), S
                 removed = removed.len(),
                 "installation repositories changed"
             );
+        }
+        event @ Event::PullRequest { .. } => {
+            crate::engine::pulls::track_pull_request(store, github, &event).await?;
         }
         Event::Ping | Event::Other { .. } => {}
     }

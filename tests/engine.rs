@@ -437,6 +437,30 @@ async fn stacked_runbooks_build_a_branch_per_top_level_step(backend: Backend) {
         json!(["1.1", "1.2"])
     );
     assert_eq!(doc["pull_requests"][1]["step_numbers"], json!(["3"]));
+
+    // The bottom PR is merged: the next one is retargeted onto its base.
+    github
+        .merge_pull("acme-corp", "backend", first.number, "octocat")
+        .await
+        .unwrap();
+    let event = github
+        .pull_request_closed("acme-corp", "backend", first.number)
+        .await
+        .unwrap();
+    let hook = t.url("/webhooks/github");
+    assert_eq!(github.send(&hook, &event).await.unwrap().status, 202);
+    let third_number = third.number;
+    github
+        .wait_until(
+            std::time::Duration::from_secs(30),
+            "the next PR retargeted",
+            |g| {
+                g.pull("acme-corp", "backend", third_number)
+                    .is_some_and(|p| p.base == "main" && p.open)
+            },
+        )
+        .await
+        .unwrap();
     t.stop().await;
 }
 
@@ -610,9 +634,41 @@ async fn manual_runbooks_open_their_pull_request_on_request(backend: Backend) {
     assert_eq!(status, 202);
     assert_eq!(github.pulls("acme-corp", "backend").len(), 1);
 
+    // A PR a person opens from a manual runbook's branch is linked through the webhook.
+    let mut request = body(RENAME);
+    request["pr_mode"] = json!("manual");
+    json(t.create(request).await).await;
+    wait_for_status(&t, 2, &["completed"]).await;
+    let opened = github
+        .open_pull(
+            "acme-corp",
+            "backend",
+            "runbooks/2",
+            "main",
+            "By hand",
+            "octocat",
+        )
+        .await
+        .unwrap();
+    let event = github
+        .pull_request_opened("acme-corp", "backend", opened)
+        .await
+        .unwrap();
+    let hook = t.url("/webhooks/github");
+    assert_eq!(github.send(&hook, &event).await.unwrap().status, 202);
+    let linked = wait_for(&t, 2, "the PR linked", |d| {
+        d["pull_requests"].as_array().is_some_and(|p| !p.is_empty())
+    })
+    .await;
+    assert_eq!(linked["pull_requests"][0]["number"], opened);
+    assert_eq!(
+        linked["pull_requests"][0]["step_numbers"],
+        json!(["1.1", "1.2", "2"])
+    );
+
     // Not for a runbook that opens its PRs itself.
     json(t.create(body(RENAME)).await).await;
-    expect_error(post(&t, 2, "pull_requests", None).await, 409, "conflict").await;
+    expect_error(post(&t, 3, "pull_requests", None).await, 409, "conflict").await;
     t.stop().await;
 }
 

@@ -328,3 +328,124 @@ fn store_error(e: crate::store::StoreError) -> GitHubError {
         message: e.to_string(),
     }
 }
+
+/// The runbook number (and top-level step, for a stacked branch) a branch name belongs to:
+/// `runbooks/<n>` or `runbooks/<n>/step-<k>`.
+pub fn runbook_branch(branch: &str) -> Option<(i64, Option<u32>)> {
+    let rest = branch.strip_prefix("runbooks/")?;
+    let (number, step) = match rest.split_once('/') {
+        Some((number, step)) => (number, Some(step.strip_prefix("step-")?.parse().ok()?)),
+        None => (rest, None),
+    };
+    Some((number.parse().ok()?, step))
+}
+
+/// Acts on a `pull_request` webhook about a runbook's branch: links a PR a person opened from
+/// a `manual` runbook's branch, records merges, closes and reopens, and — when a PR of a
+/// stack is merged — retargets the next PR onto the merged one's base, so the stack stays
+/// mergeable (nothing deletes the old base branch).
+pub async fn track_pull_request(
+    store: &dyn crate::store::Store,
+    github: &crate::github::GitHubApp,
+    event: &crate::github::webhook::Event,
+) -> Result<(), String> {
+    let crate::github::webhook::Event::PullRequest {
+        action,
+        repository,
+        number: pr_number,
+        url,
+        node_id,
+        head: Some(head),
+        base,
+        merged,
+        ..
+    } = event
+    else {
+        return Ok(());
+    };
+    let Some((number, top)) = runbook_branch(head) else {
+        return Ok(());
+    };
+    let e = |e: crate::store::StoreError| e.to_string();
+    let Some(runbook) = store.runbook(number).await.map_err(e)? else {
+        return Ok(());
+    };
+    if !format!("{}/{}", runbook.org, runbook.repo).eq_ignore_ascii_case(repository) {
+        return Ok(());
+    }
+    let records = store.pull_request_records(number).await.map_err(e)?;
+    let known = records.iter().position(|r| r.number == *pr_number);
+    match action.as_str() {
+        "opened" | "reopened" => {
+            if known.is_none() && top.is_none() {
+                // A person opened the PR of this runbook's branch: it is the runbook's PR.
+                let steps = store.steps(number).await.map_err(e)?;
+                let committed: Vec<StepNumber> = steps
+                    .iter()
+                    .filter(|s| s.is_leaf && s.commit_sha.is_some())
+                    .map(|s| s.number.clone())
+                    .collect();
+                store
+                    .record_pull_request(number, *pr_number, url, &committed)
+                    .await
+                    .map_err(e)?;
+                store
+                    .save_pull_request_details(number, *pr_number, node_id, head)
+                    .await
+                    .map_err(e)?;
+                tracing::info!(runbook = number, pr = pr_number, "pull request linked");
+            }
+            store
+                .set_pull_request_state(number, *pr_number, "open")
+                .await
+                .map_err(e)?;
+        }
+        "closed" => {
+            let state = if *merged { "merged" } else { "closed" };
+            store
+                .set_pull_request_state(number, *pr_number, state)
+                .await
+                .map_err(e)?;
+            if *merged
+                && let Some(next) = known.and_then(|i| records.get(i + 1))
+                && next.state == "open"
+            {
+                let repo = match github
+                    .resolve(&runbook.org, &runbook.repo)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    crate::github::Resolution::Found(repo) => repo,
+                    crate::github::Resolution::NotInstalled => return Ok(()),
+                };
+                github
+                    .retarget_pull(&repo, next.number, base)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tracing::info!(runbook = number, pr = next.number, base = %base, "stacked pull request retargeted");
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runbook_branches() {
+        assert_eq!(runbook_branch("runbooks/12"), Some((12, None)));
+        assert_eq!(runbook_branch("runbooks/12/step-3"), Some((12, Some(3))));
+        for other in [
+            "main",
+            "runbooks/x",
+            "runbooks/1/other",
+            "feature/runbooks/1",
+            "runbooks/",
+        ] {
+            assert_eq!(runbook_branch(other), None, "{other}");
+        }
+    }
+}

@@ -134,6 +134,28 @@ impl GitHubApp {
         Ok(())
     }
 
+    /// Points a pull request at another base branch (GitHub closes PRs whose base branch is
+    /// deleted, for good: retarget first).
+    pub async fn retarget_pull(
+        &self,
+        repo: &RepoInfo,
+        number: u64,
+        base: &str,
+    ) -> Result<(), GitHubError> {
+        let path = format!("/repos/{}/pulls/{number}", repo.full_name);
+        let _: Value = self
+            .client
+            .json(
+                "pulls/update",
+                As::Installation(repo.installation_id),
+                Method::PATCH,
+                &path,
+                Some(&json!({"base": base})),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Adds labels to a pull request (GitHub creates labels that do not exist yet).
     pub async fn add_labels(
         &self,

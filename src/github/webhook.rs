@@ -49,6 +49,20 @@ pub enum Event {
         added: Vec<String>,
         removed: Vec<String>,
     },
+    /// A pull request opened, closed (merged or not) or reopened.
+    PullRequest {
+        action: String,
+        installation_id: u64,
+        /// `owner/name` of the repository.
+        repository: String,
+        number: u64,
+        url: String,
+        node_id: String,
+        /// The head branch, when it is a branch of the same repository (not a fork).
+        head: Option<String>,
+        base: String,
+        merged: bool,
+    },
     /// Anything the app does not act on (yet): acknowledged and ignored.
     Other {
         event: String,
@@ -92,6 +106,41 @@ pub fn parse(event: &str, payload: &Value) -> Result<Event, String> {
             added: full_names(payload.get("repositories_added")),
             removed: full_names(payload.get("repositories_removed")),
         },
+        "pull_request" => {
+            let text = |pointer: &str| {
+                payload
+                    .pointer(pointer)
+                    .and_then(Value::as_str)
+                    .map(String::from)
+                    .ok_or_else(|| format!("a pull_request payload without {pointer}"))
+            };
+            let repository = text("/repository/full_name")?;
+            let same_repo = payload
+                .pointer("/pull_request/head/repo/full_name")
+                .and_then(Value::as_str)
+                == Some(repository.as_str());
+            Event::PullRequest {
+                action,
+                installation_id: installation_id()?,
+                number: payload
+                    .pointer("/pull_request/number")
+                    .and_then(Value::as_u64)
+                    .ok_or("a pull_request payload without pull_request.number")?,
+                url: text("/pull_request/html_url")?,
+                node_id: text("/pull_request/node_id")?,
+                head: if same_repo {
+                    Some(text("/pull_request/head/ref")?)
+                } else {
+                    None
+                },
+                base: text("/pull_request/base/ref")?,
+                merged: payload
+                    .pointer("/pull_request/merged")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+                repository,
+            }
+        }
         other => Event::Other {
             event: other.to_string(),
         },

@@ -112,6 +112,8 @@ pub struct PullRecord {
     pub node_id: Option<String>,
     pub head: Option<String>,
     pub finished: bool,
+    /// `open`, `closed` or `merged`, as the last `pull_request` webhook said.
+    pub state: String,
 }
 
 /// How a step ended.
@@ -203,6 +205,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// The runbook's pull requests, in the order they were opened.
     async fn pull_request_records(&self, number: i64) -> StoreResult<Vec<PullRecord>>;
+    /// Records a pull request's state on GitHub (`open`, `closed`, `merged`).
+    async fn set_pull_request_state(
+        &self,
+        number: i64,
+        pr_number: u64,
+        state: &str,
+    ) -> StoreResult<()>;
     /// Marks a pull request made final (`true`) or back at work (`false`).
     async fn set_pull_request_finished(
         &self,

@@ -671,7 +671,7 @@ macro_rules! sql_store {
 
             async fn pull_request_records(&self, number: i64) -> StoreResult<Vec<PullRecord>> {
                 let rows = sqlx::query(
-                    "SELECT number, url, node_id, head, finished_at FROM pull_requests \
+                    "SELECT number, url, node_id, head, finished_at, state FROM pull_requests \
                      WHERE runbook_number = $1 ORDER BY position",
                 )
                 .bind(number)
@@ -687,9 +687,20 @@ macro_rules! sql_store {
                             node_id: r.try_get("node_id")?,
                             head: r.try_get("head")?,
                             finished: finished.is_some(),
+                            state: r.try_get("state")?,
                         })
                     })
                     .collect()
+            }
+
+            async fn set_pull_request_state(&self, number: i64, pr_number: u64, state: &str) -> StoreResult<()> {
+                sqlx::query("UPDATE pull_requests SET state = $1 WHERE runbook_number = $2 AND number = $3")
+                    .bind(state)
+                    .bind(number)
+                    .bind(pr_number as i64)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
             }
 
             async fn set_pull_request_finished(&self, number: i64, pr_number: u64, finished: bool) -> StoreResult<()> {

@@ -672,6 +672,42 @@ async fn manual_runbooks_open_their_pull_request_on_request(backend: Backend) {
     t.stop().await;
 }
 
+/// GitHub requests for a `single_pr` runbook of 10 leaf steps, git traffic aside: the
+/// minimum is resolving the repository and the bot (4: installation, token, repository,
+/// app; plus the bot user), finding and opening the PR (2), and making it final (2). The aim
+/// is at most 12, whatever the number of steps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_step_single_pr_runbook_makes_few_github_requests() {
+    let github = github().await;
+    let t = server_for(&github, Backend::Sqlite, |_| {}).await;
+    let mut prompt = String::from("## Execution Steps\n");
+    for i in 1..=10 {
+        prompt.push_str(&format!(
+            "### Step {i}: Step {i}\n```sh\necho {i} > file-{i}.txt\n```\n"
+        ));
+    }
+    github.clear_requests();
+    json(t.create(body(&prompt)).await).await;
+    wait_for_status(&t, 1, &["completed"]).await;
+    github
+        .wait_until(
+            std::time::Duration::from_secs(30),
+            "the PR made final",
+            |g| g.pulls("acme-corp", "backend").iter().any(|p| !p.draft),
+        )
+        .await
+        .unwrap();
+    let api: Vec<String> = github
+        .requests()
+        .into_iter()
+        .map(|r| r.operation)
+        .filter(|op| !op.starts_with("git/"))
+        .collect();
+    println!("GitHub API requests for 10 steps: {} {api:?}", api.len());
+    assert!(api.len() <= 12, "{} requests: {api:?}", api.len());
+    t.stop().await;
+}
+
 both_backends!(
     manual_runbooks_open_their_pull_request_on_request,
     single_pr_runbooks_open_one_pull_request,

@@ -96,6 +96,9 @@ pub struct Client {
     policy: RetryPolicy,
     tokens: tokio::sync::Mutex<HashMap<u64, CachedToken>>,
     calls: Mutex<BTreeMap<&'static str, u64>>,
+    /// GitHub asks integrations to make content-creating requests one at a time (its
+    /// secondary rate limits): writes queue here, reads do not.
+    writes: tokio::sync::Mutex<()>,
 }
 
 impl Client {
@@ -126,6 +129,7 @@ impl Client {
             policy,
             tokens: tokio::sync::Mutex::new(HashMap::new()),
             calls: Mutex::new(BTreeMap::new()),
+            writes: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -228,6 +232,13 @@ impl Client {
         body: Option<&serde_json::Value>,
     ) -> Result<Answer, GitHubError> {
         let body = body.map(|b| b.to_string());
+        // Token exchanges are writes too, but they happen inside another call's turn: only
+        // the outer call queues.
+        let _turn = if method != Method::GET && operation != "apps/create-installation-access-token" {
+            Some(self.writes.lock().await)
+        } else {
+            None
+        };
         let mut renewed_after_401 = false;
         let mut attempt = 0;
         loop {

@@ -234,7 +234,8 @@ impl Client {
         let body = body.map(|b| b.to_string());
         // Token exchanges are writes too, but they happen inside another call's turn: only
         // the outer call queues.
-        let _turn = if method != Method::GET && operation != "apps/create-installation-access-token" {
+        let _turn = if method != Method::GET && operation != "apps/create-installation-access-token"
+        {
             Some(self.writes.lock().await)
         } else {
             None

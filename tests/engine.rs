@@ -708,7 +708,74 @@ async fn a_ten_step_single_pr_runbook_makes_few_github_requests() {
     t.stop().await;
 }
 
+/// `.github/runbooks.yml` supplies what the request leaves out, under the request's own
+/// values; a broken file fails the runbook with a message naming it.
+async fn project_configuration_fills_in_defaults(backend: Backend) {
+    let github = StandIn::start().await.unwrap();
+    let config = "pr_mode: stacked_pr\ndraft: true\nlabels: [from-config]\n";
+    github
+        .create_repo(
+            "acme-corp",
+            "backend",
+            "main",
+            &[("README.md", "# b\n"), (".github/runbooks.yml", config)],
+        )
+        .await
+        .unwrap();
+    github
+        .create_repo(
+            "acme-corp",
+            "broken",
+            "main",
+            &[(".github/runbooks.yml", "pr_mode: [nope\n")],
+        )
+        .await
+        .unwrap();
+    github.install("acme-corp", &["backend", "broken"]);
+    let t = server_for(&github, backend, |_| {}).await;
+    let prompt = "## Execution Steps\n### Step 1: One\n```sh\necho 1 > one.txt\n```\n";
+    let mut request = body(prompt);
+    request["labels"] = json!(["asked"]);
+    json(t.create(request).await).await;
+    wait_for_status(&t, 1, &["completed"]).await;
+    let stored = t.store.runbook(1).await.unwrap().unwrap();
+    assert_eq!(stored.pr_mode, Some(runbooks::domain::PrMode::StackedPr));
+    assert_eq!(stored.draft, Some(true));
+    assert_eq!(stored.labels, ["asked", "from-config"]);
+    assert!(
+        github
+            .branch_sha("acme-corp", "backend", "runbooks/1/step-1")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // The request's own values win.
+    let mut request = body(prompt);
+    request["pr_mode"] = json!("single_pr");
+    request["draft"] = json!(false);
+    json(t.create(request).await).await;
+    wait_for_status(&t, 2, &["completed"]).await;
+    let stored = t.store.runbook(2).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.pr_mode, stored.draft),
+        (Some(runbooks::domain::PrMode::SinglePr), Some(false))
+    );
+
+    let mut request = body(prompt);
+    request["repository"]["name"] = json!("broken");
+    json(t.create(request).await).await;
+    wait_for_status(&t, 3, &["failed"]).await;
+    let error = steps(&t, 3).await["steps"][0]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.contains(".github/runbooks.yml"), "{error}");
+    t.stop().await;
+}
+
 both_backends!(
+    project_configuration_fills_in_defaults,
     manual_runbooks_open_their_pull_request_on_request,
     single_pr_runbooks_open_one_pull_request,
     drafts_and_failures_stay_drafts,

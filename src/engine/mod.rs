@@ -10,6 +10,7 @@
 //! appears twice.
 
 mod git_steps;
+pub mod project;
 pub mod pulls;
 
 use std::sync::Arc;
@@ -168,6 +169,16 @@ impl Engine {
                 follow_up,
                 queue,
             } => {
+                if follow_up.is_none()
+                    && after == 0
+                    && let Err(error) = self.apply_project_config(number).await
+                {
+                    tracing::warn!(runbook = number, %error, "project configuration not applied");
+                    self.store
+                        .record_plan_failure(number, after, &prompt, &error, follow_up)
+                        .await?;
+                    return Ok(true);
+                }
                 let request = PlanRequest {
                     prompt: prompt.clone(),
                     context: None,
@@ -224,6 +235,50 @@ impl Engine {
                 Ok(true)
             }
         }
+    }
+
+    /// Reads `.github/runbooks.yml` at the runbook's target branch and fills in what the
+    /// request left out.
+    async fn apply_project_config(&self, number: i64) -> Result<(), String> {
+        let Some(runbook) = self
+            .store
+            .runbook(number)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(());
+        };
+        let repo = match self
+            .github
+            .resolve(&runbook.org, &runbook.repo)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            crate::github::Resolution::Found(repo) => repo,
+            crate::github::Resolution::NotInstalled => {
+                return Err(format!(
+                    "the runbooks app is no longer installed on {}/{}",
+                    runbook.org, runbook.repo
+                ));
+            }
+        };
+        let target = runbook
+            .target_branch
+            .clone()
+            .unwrap_or_else(|| repo.default_branch.clone());
+        let Some(text) = self
+            .github
+            .file(&repo, project::PATH, &target)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(());
+        };
+        let config = project::parse(&text)?;
+        self.store
+            .apply_project_config(number, config.pr_mode, config.draft, &config.labels)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// When a runbook has nothing left to do: its pull requests are settled, and its working

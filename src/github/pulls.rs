@@ -156,6 +156,61 @@ impl GitHubApp {
         Ok(())
     }
 
+    /// A text file of the repository at `reference`, or `None` when there is none.
+    pub async fn file(
+        &self,
+        repo: &RepoInfo,
+        path: &str,
+        reference: &str,
+    ) -> Result<Option<String>, GitHubError> {
+        const OPERATION: &str = "repos/get-content";
+        let uri = format!(
+            "/repos/{}/contents/{path}?ref={}",
+            repo.full_name,
+            encode(reference)
+        );
+        let answer = self
+            .client
+            .call(
+                OPERATION,
+                As::Installation(repo.installation_id),
+                Method::GET,
+                &uri,
+                None,
+            )
+            .await?;
+        if answer.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !answer.status.is_success() {
+            return Err(GitHubError::Status {
+                operation: OPERATION,
+                status: answer.status.as_u16(),
+                message: answer.message(),
+            });
+        }
+        let value: Value = answer.json(OPERATION)?;
+        let encoded: String = value
+            .get("content")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|e| GitHubError::Decode {
+                operation: OPERATION,
+                message: format!("{path}: {e}"),
+            })?;
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| GitHubError::Decode {
+                operation: OPERATION,
+                message: format!("{path} is not text"),
+            })
+    }
+
     /// Adds labels to a pull request (GitHub creates labels that do not exist yet).
     pub async fn add_labels(
         &self,

@@ -195,6 +195,16 @@ pub trait Store: Send + Sync + 'static {
 
     // --- the engine ------------------------------------------------------------------
 
+    /// Fills what the request left out from the project configuration: `pr_mode` and `draft`
+    /// only when unset, and `labels` merged after the request's.
+    async fn apply_project_config(
+        &self,
+        number: i64,
+        pr_mode: Option<PrMode>,
+        draft: Option<bool>,
+        labels: &[String],
+    ) -> StoreResult<()>;
+
     /// Remembers a pull request's GraphQL id and head branch.
     async fn save_pull_request_details(
         &self,

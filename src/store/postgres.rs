@@ -14,7 +14,8 @@ use super::{
     Store, StoreError, StoreResult, TokenInfo, now_ms,
 };
 use crate::domain::{
-    FollowUp, NewRunbook, Plan, PullRequestRef, RunbookSummary, StepCounts, StepNumber, StepState,
+    FollowUp, NewRunbook, Plan, PrMode, PullRequestRef, RunbookSummary, StepCounts, StepNumber,
+    StepState,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");

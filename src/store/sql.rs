@@ -658,6 +658,30 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn apply_project_config(&self, number: i64, pr_mode: Option<PrMode>, draft: Option<bool>, labels: &[String]) -> StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                let stored: Option<String> = sqlx::query_scalar("SELECT labels FROM runbooks WHERE number = $1")
+                    .bind(number)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(stored) = stored else {
+                    return Ok(());
+                };
+                let labels = crate::domain::runbook::merge_labels(&parse_labels(&stored)?, labels);
+                sqlx::query(
+                    "UPDATE runbooks SET pr_mode = COALESCE(pr_mode, $1), draft = COALESCE(draft, $2), labels = $3 \
+                     WHERE number = $4",
+                )
+                .bind(pr_mode.map(|m| m.as_str()))
+                .bind(draft)
+                .bind(labels_json(&labels))
+                .bind(number)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
             async fn save_pull_request_details(&self, number: i64, pr_number: u64, node_id: &str, head: &str) -> StoreResult<()> {
                 sqlx::query("UPDATE pull_requests SET node_id = $1, head = $2 WHERE runbook_number = $3 AND number = $4")
                     .bind(node_id)

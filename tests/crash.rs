@@ -255,10 +255,14 @@ async fn replicas_share_the_work_and_never_run_a_step_twice() {
     let db = TestDb::new(Backend::Postgres).await;
     let store = db.store().await;
     let token = support::create_token(&store, &["acme-corp"]).await;
+    // No process dies here: leases of the default length, so that a loaded machine never
+    // lets one replica take over from the other in the middle of a step.
     let mut first_config = config_for(&github, &db);
     first_config.data_dir = db.dir.path().join("replica-1");
+    first_config.lease = runbooks::engine::DEFAULT_LEASE;
     let mut second_config = config_for(&github, &db);
     second_config.data_dir = db.dir.path().join("replica-2");
+    second_config.lease = runbooks::engine::DEFAULT_LEASE;
     let first = runbooks::server::start(&first_config).await.unwrap();
     let second = runbooks::server::start(&second_config).await.unwrap();
     let http = reqwest::Client::new();

@@ -530,10 +530,12 @@ async fn single_pr_runbooks_open_one_pull_request(backend: Backend) {
             "the PR made final again",
             |g| {
                 g.pulls("acme-corp", "backend").iter().any(|p| {
-                    p.body
-                        .as_deref()
-                        .unwrap_or("")
-                        .contains("- [x] 3 Changelog")
+                    !p.draft && {
+                        p.body
+                            .as_deref()
+                            .unwrap_or("")
+                            .contains("- [x] 3 Changelog")
+                    }
                 })
             },
         )
@@ -549,6 +551,17 @@ async fn single_pr_runbooks_open_one_pull_request(backend: Backend) {
         json!(["1.1", "1.2", "2", "3"])
     );
     assert_eq!(github.requests_for("pulls/create").len(), 1);
+    // While the follow-up ran, the PR went back to being a draft.
+    let conversions = github
+        .requests_for("graphql")
+        .iter()
+        .filter(|r| {
+            r.body
+                .as_ref()
+                .is_some_and(|b| b.to_string().contains("convertPullRequestToDraft"))
+        })
+        .count();
+    assert_eq!(conversions, 1);
     t.stop().await;
 }
 

@@ -109,7 +109,17 @@ impl Engine {
             }
             Some(pr) => {
                 if pr.finished {
-                    // New work (a follow-up) on a finished PR: settled again at the end.
+                    // New work (a follow-up) on a finished PR: back to a `[WIP]` draft while
+                    // it runs, settled again at the end.
+                    let steps = self.store.steps(number).await.map_err(store_error)?;
+                    let title = format!("{WIP}{}", runbook.title);
+                    let body = body(runbook, &steps, &self.dashboard(number));
+                    self.github
+                        .update_pull(repo, pr.number, &title, &body)
+                        .await?;
+                    if let Some(node_id) = &pr.node_id {
+                        self.github.convert_to_draft(repo, node_id).await?;
+                    }
                     self.store
                         .set_pull_request_finished(number, pr.number, false)
                         .await

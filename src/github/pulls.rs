@@ -235,6 +235,24 @@ impl GitHubApp {
         Ok(())
     }
 
+    /// Turns a pull request back into a draft (GraphQL only, like the opposite).
+    pub async fn convert_to_draft(
+        &self,
+        repo: &RepoInfo,
+        node_id: &str,
+    ) -> Result<(), GitHubError> {
+        self.client
+            .graphql(
+                "graphql/convertPullRequestToDraft",
+                repo.installation_id,
+                "mutation($id: ID!) { convertPullRequestToDraft(input: {pullRequestId: $id}) \
+                 { pullRequest { number isDraft } } }",
+                json!({"id": node_id}),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Marks a draft ready for review: only GitHub's GraphQL API can.
     pub async fn mark_ready(&self, repo: &RepoInfo, pull: &PullRequest) -> Result<(), GitHubError> {
         self.client

@@ -519,7 +519,11 @@ async fn single_pr_runbooks_open_one_pull_request(backend: Backend) {
     // A follow-up: same PR, one more step, final again.
     let follow_up =
         "## Execution Steps\n### Step 3: Changelog\n```sh\necho changed > CHANGELOG.md\n```\n";
-    json(t.patch(1, json!({"prompt": follow_up})).await).await;
+    json(
+        t.patch(1, json!({"prompt": follow_up, "labels": ["follow-up"]}))
+            .await,
+    )
+    .await;
     let again = wait_for(&t, 1, "the follow-up", |d| {
         d["steps"]["total"] == 4 && d["status"] == "completed"
     })
@@ -551,6 +555,12 @@ async fn single_pr_runbooks_open_one_pull_request(backend: Backend) {
         json!(["1.1", "1.2", "2", "3"])
     );
     assert_eq!(github.requests_for("pulls/create").len(), 1);
+    let labels = github.pulls("acme-corp", "backend")[0].labels.clone();
+    assert_eq!(
+        labels,
+        ["runbook", "refactor", "follow-up"],
+        "the follow-up's labels"
+    );
     // While the follow-up ran, the PR went back to being a draft.
     let conversions = github
         .requests_for("graphql")
@@ -718,6 +728,41 @@ async fn a_ten_step_single_pr_runbook_makes_few_github_requests() {
         .collect();
     println!("GitHub API requests for 10 steps: {} {api:?}", api.len());
     assert!(api.len() <= 12, "{} requests: {api:?}", api.len());
+
+    // stacked_pr, 3 top-level steps of 3 leaves: per PR, a lookup, the creation, the final
+    // body and the ready mutation; the repository and the bot are already known.
+    let mut prompt = String::from("## Execution Steps\n");
+    for top in 1..=3 {
+        prompt.push_str(&format!("### Step {top}: Part {top}\n"));
+        for leaf in 1..=3 {
+            prompt.push_str(&format!(
+                "#### {top}.{leaf}: Leaf\n```sh\necho {top}{leaf} > f-{top}-{leaf}.txt\n```\n"
+            ));
+        }
+    }
+    github.clear_requests();
+    let mut request = body(&prompt);
+    request["pr_mode"] = json!("stacked_pr");
+    json(t.create(request).await).await;
+    wait_for_status(&t, 2, &["completed"]).await;
+    github
+        .wait_until(std::time::Duration::from_secs(30), "three final PRs", |g| {
+            g.pulls("acme-corp", "backend")
+                .iter()
+                .filter(|p| p.head.starts_with("runbooks/2/") && !p.draft)
+                .count()
+                == 3
+        })
+        .await
+        .unwrap();
+    let api: Vec<String> = github
+        .requests()
+        .into_iter()
+        .map(|r| r.operation)
+        .filter(|op| !op.starts_with("git/"))
+        .collect();
+    println!("GitHub API requests for a 3x3 stack: {} {api:?}", api.len());
+    assert!(api.len() <= 3 * 4 + 2, "{} requests: {api:?}", api.len());
     t.stop().await;
 }
 

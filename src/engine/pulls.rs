@@ -120,6 +120,10 @@ impl Engine {
                     if let Some(node_id) = &pr.node_id {
                         self.github.convert_to_draft(repo, node_id).await?;
                     }
+                    // A follow-up may have brought labels.
+                    self.github
+                        .add_labels(repo, pr.number, &runbook.labels)
+                        .await?;
                     self.store
                         .set_pull_request_finished(number, pr.number, false)
                         .await

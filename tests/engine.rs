@@ -832,7 +832,29 @@ async fn project_configuration_fills_in_defaults(backend: Backend) {
     t.stop().await;
 }
 
+/// GitHub fails to open the PR after the first push: the step is done anyway (its work is
+/// on the branch), the PR is opened with the next one, carrying both, and only once.
+async fn a_pull_request_that_could_not_be_opened_is_opened_later(backend: Backend) {
+    let github = github().await;
+    let t = server_for(&github, backend, |_| {}).await;
+    github.inject(
+        runbooks::standin::Fault::server_error("/repos/acme-corp/backend/pulls")
+            .method("POST")
+            .times(4),
+    );
+    json(t.create(body(RENAME)).await).await;
+    let done = wait_for_status(&t, 1, &["completed", "failed"]).await;
+    assert_eq!(done["status"], "completed");
+    assert_eq!(github.pulls("acme-corp", "backend").len(), 1);
+    assert_eq!(
+        done["pull_requests"][0]["step_numbers"],
+        json!(["1.1", "1.2", "2"])
+    );
+    t.stop().await;
+}
+
 both_backends!(
+    a_pull_request_that_could_not_be_opened_is_opened_later,
     project_configuration_fills_in_defaults,
     manual_runbooks_open_their_pull_request_on_request,
     single_pr_runbooks_open_one_pull_request,

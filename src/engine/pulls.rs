@@ -144,7 +144,7 @@ impl Engine {
                     .add_labels(repo, pr.number, &runbook.labels)
                     .await?;
                 self.store
-                    .record_pull_request(number, pr.number, &pr.url, &[])
+                    .record_pull_request(number, pr.number, &pr.url, &committed(&steps))
                     .await
                     .map_err(store_error)?;
                 self.store
@@ -182,11 +182,7 @@ impl Engine {
             }
         };
         let steps = self.store.steps(number).await.map_err(store_error)?;
-        let committed: Vec<StepNumber> = steps
-            .iter()
-            .filter(|s| s.is_leaf && s.commit_sha.is_some())
-            .map(|s| s.number.clone())
-            .collect();
+        let committed = committed(&steps);
         if committed.is_empty() {
             return Ok(None);
         }
@@ -334,6 +330,16 @@ fn stacked_title(runbook: &RunbookRecord, steps: &[StepRecord], top: u32) -> Str
         Some(step) => format!("{} ({top}. {})", runbook.title, step.title.trim()),
         None => runbook.title.clone(),
     }
+}
+
+/// The leaves whose commits are already on the branch (when a PR is opened late, after an
+/// earlier attempt failed, it carries them too).
+fn committed(steps: &[StepRecord]) -> Vec<StepNumber> {
+    steps
+        .iter()
+        .filter(|s| s.is_leaf && s.commit_sha.is_some())
+        .map(|s| s.number.clone())
+        .collect()
 }
 
 fn store_error(e: crate::store::StoreError) -> GitHubError {

@@ -292,7 +292,8 @@ async fn replicas_share_the_work_and_never_run_a_step_twice() {
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "runbook {number}: {summary:?}"
+                "runbook {number}: {summary:?} {:?}",
+                store.steps(number).await.unwrap()
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }

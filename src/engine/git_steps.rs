@@ -17,8 +17,18 @@ fn failed(error: impl std::fmt::Display) -> StepEnd {
 }
 
 pub(super) async fn execute(engine: &Engine, number: i64, step: &StepRecord) -> StepEnd {
+    // An agent's failure is the step's; a failure of the machinery around it (GitHub, git,
+    // the working tree) is tried once more from a freshly prepared tree before it fails the
+    // step: such failures are usually passing, and the second attempt starts from the
+    // branch as pushed, so nothing is committed twice.
     match try_execute(engine, number, step).await {
         Ok(end) => end,
+        Err(StepEnd::Failed { error, .. }) => {
+            tracing::warn!(runbook = number, step = %step.number, %error, "step machinery failed; trying once more");
+            match try_execute(engine, number, step).await {
+                Ok(end) | Err(end) => end,
+            }
+        }
         Err(end) => end,
     }
 }

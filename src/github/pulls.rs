@@ -120,6 +120,17 @@ impl GitHubApp {
         title: &str,
         body: &str,
     ) -> Result<(), GitHubError> {
+        self.patch_pull(repo, number, json!({"title": title, "body": body}))
+            .await
+    }
+
+    /// `PATCH /repos/{o}/{r}/pulls/{n}` with the given fields.
+    async fn patch_pull(
+        &self,
+        repo: &RepoInfo,
+        number: u64,
+        fields: Value,
+    ) -> Result<(), GitHubError> {
         let path = format!("/repos/{}/pulls/{number}", repo.full_name);
         let _: Value = self
             .client
@@ -128,7 +139,7 @@ impl GitHubApp {
                 As::Installation(repo.installation_id),
                 Method::PATCH,
                 &path,
-                Some(&json!({"title": title, "body": body})),
+                Some(&fields),
             )
             .await?;
         Ok(())
@@ -142,18 +153,7 @@ impl GitHubApp {
         number: u64,
         base: &str,
     ) -> Result<(), GitHubError> {
-        let path = format!("/repos/{}/pulls/{number}", repo.full_name);
-        let _: Value = self
-            .client
-            .json(
-                "pulls/update",
-                As::Installation(repo.installation_id),
-                Method::PATCH,
-                &path,
-                Some(&json!({"base": base})),
-            )
-            .await?;
-        Ok(())
+        self.patch_pull(repo, number, json!({"base": base})).await
     }
 
     /// A text file of the repository at `reference`, or `None` when there is none.

@@ -149,6 +149,12 @@ pub struct ServeArgs {
     #[arg(long, env = "RUNBOOKS_LEASE_SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub lease_seconds: u64,
+    /// Least time between two edits of a runbook's status comment on GitHub (e.g. `5s`):
+    /// changes in between are coalesced into the next edit, to stay well inside GitHub's
+    /// secondary rate limits.
+    #[arg(long, env = "RUNBOOKS_STATUS_INTERVAL", default_value = "5s",
+          value_parser = humantime::parse_duration)]
+    pub status_interval: std::time::Duration,
     /// API requests one token may make per minute; 0 turns the limit off.
     #[arg(long, env = "RUNBOOKS_RATE_LIMIT", default_value_t = 600)]
     pub rate_limit: u32,
@@ -167,6 +173,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub workers: u32,
     pub lease: std::time::Duration,
+    /// Least time between two edits of a status comment.
+    pub status_interval: std::time::Duration,
     pub github: GithubConfig,
     pub agent: AgentConfig,
     /// Requests per minute and token; 0 is unlimited.
@@ -254,6 +262,7 @@ impl Config {
             data_dir: args.data_dir,
             workers: args.workers,
             lease: std::time::Duration::from_secs(args.lease_seconds),
+            status_interval: args.status_interval,
             github: GithubConfig {
                 api_url,
                 app_id: args.github_app_id,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
+use crate::engine::Engine;
 use crate::github::GitHubApp;
 use crate::github::webhook::{self, Event};
 use crate::store::{DeliveryRecord, Store};
@@ -26,6 +27,7 @@ impl Intake {
         &self,
         store: Arc<dyn Store>,
         github: Option<Arc<GitHubApp>>,
+        engine: Option<Arc<Engine>>,
     ) -> tokio::task::JoinHandle<()> {
         let wake = self.wake.clone();
         tokio::spawn(async move {
@@ -33,8 +35,13 @@ impl Intake {
                 match store.unfinished_deliveries().await {
                     Ok(deliveries) => {
                         for delivery in deliveries {
-                            let outcome =
-                                handle(store.as_ref(), github.as_deref(), &delivery).await;
+                            let outcome = handle(
+                                store.as_ref(),
+                                github.as_deref(),
+                                engine.as_deref(),
+                                &delivery,
+                            )
+                            .await;
                             if let Err(e) = &outcome {
                                 tracing::warn!(delivery = %delivery.delivery_id, event = %delivery.event, error = %e, "webhook not handled");
                             }
@@ -58,6 +65,7 @@ impl Intake {
 async fn handle(
     store: &dyn Store,
     github: Option<&GitHubApp>,
+    engine: Option<&Engine>,
     delivery: &DeliveryRecord,
 ) -> Result<(), String> {
     let payload: serde_json::Value =
@@ -94,6 +102,11 @@ async fn handle(
         }
         event @ Event::PullRequest { .. } => {
             crate::engine::pulls::track_pull_request(store, github, &event).await?;
+        }
+        Event::IssueComment(comment) => {
+            if let Some(engine) = engine {
+                crate::comment::handler::handle(engine, &comment).await?;
+            }
         }
         Event::Ping | Event::Other { .. } => {}
     }

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod comment;
 pub mod config;
 pub mod demo;
 pub mod domain;
@@ -11,6 +12,7 @@ pub mod engine;
 pub mod git;
 pub mod github;
 pub mod intake;
+pub mod ops;
 pub mod server;
 pub mod standin;
 pub mod store;

@@ -66,7 +66,6 @@ pub async fn start_with_store(
         .context("the GitHub App settings are not usable")?
         .map(Arc::new);
     state.webhook_secrets = config.github.webhook_secrets.clone().into();
-    let intake = state.intake.spawn(store.clone(), state.github.clone());
     let mut workers = Vec::new();
     match &state.github {
         Some(github) => {
@@ -81,6 +80,7 @@ pub async fn start_with_store(
                     workers: config.workers as usize,
                     lease: config.lease,
                     public_url: public_url.clone(),
+                    status_interval: config.status_interval,
                     ..EngineConfig::default()
                 },
             );
@@ -91,6 +91,9 @@ pub async fn start_with_store(
             "no GitHub App configured (GITHUB_APP_ID): runbooks are accepted but not run"
         ),
     }
+    let intake = state
+        .intake
+        .spawn(store.clone(), state.github.clone(), state.engine.clone());
     let app = api::router(state);
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {

@@ -11,9 +11,8 @@ use super::error::ErrorBody;
 use super::json::OptionalJsonBody;
 use super::runbooks::{RunbookDocument, runbook_number, visible_summary};
 use super::{ApiError, AppState};
-use crate::domain::lifecycle::{self, Leaf};
-use crate::domain::{PrMode, StepCounts, StepNumber, StepState, status};
-use crate::store::StepRecord;
+use crate::domain::StepNumber;
+use crate::ops;
 
 /// Body of `POST /api/v1/runbook/<n>/execute` (may be empty).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
@@ -50,17 +49,6 @@ pub struct StepsDocument {
     pub steps: Vec<StepDocument>,
 }
 
-fn leaves(steps: &[StepRecord]) -> Vec<Leaf> {
-    steps
-        .iter()
-        .filter(|s| s.is_leaf)
-        .map(|s| Leaf {
-            number: s.number.clone(),
-            state: s.state,
-        })
-        .collect()
-}
-
 async fn document(
     state: &AppState,
     caller: &Caller,
@@ -74,26 +62,6 @@ async fn document(
         StatusCode::ACCEPTED,
         Json(RunbookDocument::new(&state.public_url, summary)),
     ))
-}
-
-/// Queues waiting or failed leaves (lifting a cancellation) and answers the document.
-async fn queue_steps(
-    state: &AppState,
-    caller: &Caller,
-    number: i64,
-    steps: &[StepNumber],
-) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
-    state.store.set_cancel_requested(number, false).await?;
-    state
-        .store
-        .transition_steps(
-            number,
-            steps,
-            &[StepState::NotStarted, StepState::Failed],
-            StepState::Queued,
-        )
-        .await?;
-    document(state, caller, number).await
 }
 
 /// Execute a runbook created with `oneshot: false`.
@@ -131,24 +99,8 @@ pub async fn execute(
         })
         .transpose()?;
     visible_summary(&state, &caller, number).await?;
-    let steps = state.store.steps(number).await?;
-    if steps.is_empty() {
-        return Err(ApiError::Conflict(format!(
-            "runbook {number} has no plan yet; execute it once its steps exist"
-        )));
-    }
-    let queue = lifecycle::to_execute(&leaves(&steps), up_to.as_ref()).ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "`step` {} is not a step of runbook {number}",
-            request.step.as_deref().unwrap_or_default()
-        ))
-    })?;
-    if queue.is_empty() {
-        return Err(ApiError::Conflict(format!(
-            "runbook {number} has no unfinished steps to execute"
-        )));
-    }
-    queue_steps(&state, &caller, number, &queue).await
+    ops::execute(state.store.as_ref(), number, up_to.as_ref()).await?;
+    document(&state, &caller, number).await
 }
 
 /// Retry a failed runbook: its failed steps and the not-started ones after them run again.
@@ -172,31 +124,8 @@ pub async fn retry(
 ) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
     let number = runbook_number(&raw)?;
     visible_summary(&state, &caller, number).await?;
-    let steps = state.store.steps(number).await?;
-    state.store.set_cancel_requested(number, false).await?;
-    // A plan that could not be made is made again (for a follow-up: its prompt is queued
-    // again as a follow-up).
-    let plan_failures: Vec<&StepRecord> = steps.iter().filter(|s| s.kind == "plan").collect();
-    if !plan_failures.is_empty() {
-        let others = steps.len() > plan_failures.len();
-        state.store.remove_plan_failures(number).await?;
-        if others {
-            for failure in plan_failures {
-                state
-                    .store
-                    .add_follow_up_prompt(number, &failure.details)
-                    .await?;
-            }
-        }
-        return document(&state, &caller, number).await;
-    }
-    let queue = lifecycle::to_retry(&leaves(&steps));
-    if queue.is_empty() {
-        return Err(ApiError::Conflict(format!(
-            "runbook {number} has no failed step to retry"
-        )));
-    }
-    queue_steps(&state, &caller, number, &queue).await
+    ops::retry(state.store.as_ref(), number).await?;
+    document(&state, &caller, number).await
 }
 
 /// Cancel a runbook: the running step fails with reason "cancelled", queued steps wait.
@@ -219,13 +148,7 @@ pub async fn cancel(
 ) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
     let number = runbook_number(&raw)?;
     visible_summary(&state, &caller, number).await?;
-    state.store.set_cancel_requested(number, true).await?;
-    let steps = state.store.steps(number).await?;
-    let queued = lifecycle::to_unqueue(&leaves(&steps));
-    state
-        .store
-        .transition_steps(number, &queued, &[StepState::Queued], StepState::NotStarted)
-        .await?;
+    ops::cancel(state.store.as_ref(), number).await?;
     document(&state, &caller, number).await
 }
 
@@ -252,25 +175,7 @@ pub async fn open_pull_request(
 ) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
     let number = runbook_number(&raw)?;
     visible_summary(&state, &caller, number).await?;
-    let runbook = state
-        .store
-        .runbook(number)
-        .await?
-        .ok_or_else(|| ApiError::runbook_not_found(number))?;
-    if runbook.pr_mode != Some(PrMode::Manual) {
-        return Err(ApiError::Conflict(format!(
-            "runbook {number} opens its pull requests itself (pr_mode {})",
-            runbook.pr_mode.unwrap_or(PrMode::SinglePr)
-        )));
-    }
-    let engine = state.engine.as_ref().ok_or_else(|| {
-        ApiError::Unavailable("no GitHub App is configured on this server".into())
-    })?;
-    if engine.open_manual_pull(&runbook).await?.is_none() {
-        return Err(ApiError::Conflict(format!(
-            "runbook {number} has no commits yet to open a pull request with"
-        )));
-    }
+    ops::open_pull_request(state.store.as_ref(), state.engine.as_deref(), number).await?;
     document(&state, &caller, number).await
 }
 
@@ -298,15 +203,7 @@ pub async fn steps(
     let documents = steps
         .iter()
         .map(|step| {
-            let state = if step.is_leaf {
-                step.state.as_str().to_string()
-            } else {
-                let under = steps
-                    .iter()
-                    .filter(|s| s.is_leaf && s.number.is_within(&step.number))
-                    .map(|s| s.state);
-                status(&StepCounts::from_states(under)).as_str().to_string()
-            };
+            let state = ops::shown_state(&steps, step).to_string();
             StepDocument {
                 number: step.number.to_string(),
                 title: step.title.clone(),

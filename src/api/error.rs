@@ -113,6 +113,24 @@ impl From<crate::github::GitHubError> for ApiError {
     }
 }
 
+impl From<crate::ops::OpError> for ApiError {
+    fn from(e: crate::ops::OpError) -> Self {
+        use crate::ops::OpError;
+        match e {
+            OpError::NoSuchStep { .. } => ApiError::BadRequest(e.to_string()),
+            OpError::NotFound(number) => ApiError::runbook_not_found(number),
+            OpError::NoGitHub => ApiError::Unavailable(e.to_string()),
+            OpError::Store(e) => e.into(),
+            OpError::GitHub(e) => e.into(),
+            OpError::NoPlan(_)
+            | OpError::NothingToExecute(_)
+            | OpError::NothingToRetry(_)
+            | OpError::NotManual { .. }
+            | OpError::NoCommits(_) => ApiError::Conflict(e.to_string()),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         ApiError::Internal(e.into())

@@ -12,6 +12,7 @@
 mod git_steps;
 pub mod project;
 pub mod pulls;
+mod report;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +41,8 @@ pub struct EngineConfig {
     pub poll: Duration,
     /// Base of dashboard links in pull request bodies.
     pub public_url: String,
+    /// Least time between two edits of a status comment.
+    pub status_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -49,6 +52,7 @@ impl Default for EngineConfig {
             lease: DEFAULT_LEASE,
             poll: Duration::from_secs(2),
             public_url: String::new(),
+            status_interval: Duration::from_secs(5),
         }
     }
 }
@@ -117,6 +121,14 @@ impl Engine {
             .collect()
     }
 
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub(crate) fn github(&self) -> &Arc<GitHubApp> {
+        &self.github
+    }
+
     /// Tells idle workers there is new work (a runbook created, executed, retried…).
     pub fn wake(&self) {
         self.wake.notify_waiters();
@@ -179,9 +191,15 @@ impl Engine {
                         .await?;
                     return Ok(true);
                 }
+                // A runbook started from a comment plans with its thread as context.
+                let context = self
+                    .store
+                    .thread(number)
+                    .await?
+                    .and_then(|t| t.thread.context);
                 let request = PlanRequest {
                     prompt: prompt.clone(),
-                    context: None,
+                    context,
                     after,
                 };
                 match self.agent.plan(&request).await {
@@ -460,15 +478,19 @@ impl Worker {
                 }
             })
         });
+        let reporter = report::Reporter::start(&self.engine, number).await;
         while !lost.load(Ordering::SeqCst) {
             match self.engine.step_once(number, &lost).await {
-                Ok(true) => {}
+                Ok(true) => reporter.changed(),
                 Ok(false) => break,
                 Err(e) => {
                     tracing::error!(runbook = number, error = %e, "engine error; will retry");
                     break;
                 }
             }
+        }
+        if !lost.load(Ordering::SeqCst) {
+            reporter.finish().await;
         }
         drop(keeper);
         if let Err(e) = self.engine.store.release_lease(number, &self.owner).await {
@@ -493,6 +515,11 @@ fn cancelled(log: String) -> StepEnd {
     }
 }
 
+/// The one branch of a `single_pr` or `manual` runbook.
+pub fn single_branch(number: i64) -> String {
+    format!("runbooks/{number}")
+}
+
 /// The branch a step's commits go to, and the branch it starts from.
 pub fn branches(
     number: i64,
@@ -502,7 +529,7 @@ pub fn branches(
     earlier_tops_with_commits: &[u32],
 ) -> (String, String) {
     match mode {
-        PrMode::SinglePr | PrMode::Manual => (format!("runbooks/{number}"), target.to_string()),
+        PrMode::SinglePr | PrMode::Manual => (single_branch(number), target.to_string()),
         PrMode::StackedPr => {
             let top = step.top_level();
             let base = earlier_tops_with_commits

@@ -80,7 +80,8 @@ pub fn body(runbook: &RunbookRecord, steps: &[StepRecord], dashboard: &str) -> S
 }
 
 impl Engine {
-    fn dashboard(&self, number: i64) -> String {
+    /// The dashboard page of a runbook.
+    pub(crate) fn dashboard(&self, number: i64) -> String {
         format!("{}/runbooks/{number}", self.config.public_url)
     }
 

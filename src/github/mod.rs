@@ -2,6 +2,7 @@
 //! webhooks. Every call to GitHub goes through [`client::Client`].
 
 pub mod client;
+pub mod issues;
 pub mod pulls;
 pub mod webhook;
 
@@ -85,6 +86,8 @@ const REPO_CACHE_TTL: Duration = Duration::from_secs(5 * 60);
 pub struct GitHubApp {
     pub client: Client,
     repos: Mutex<HashMap<String, (RepoInfo, Instant)>>,
+    /// Repository permissions of users (`owner/name` and login, lower case), briefly cached.
+    permissions: Mutex<HashMap<(String, String), (issues::Permission, Instant)>>,
     identity: tokio::sync::OnceCell<AppIdentity>,
     bot: tokio::sync::OnceCell<BotUser>,
 }
@@ -133,6 +136,7 @@ impl GitHubApp {
         Ok(Self {
             client: Client::new(api_url, app_id, key, policy)?,
             repos: Mutex::new(HashMap::new()),
+            permissions: Mutex::new(HashMap::new()),
             identity: tokio::sync::OnceCell::new(),
             bot: tokio::sync::OnceCell::new(),
         })

@@ -269,7 +269,7 @@ impl GitHubApp {
 }
 
 /// Percent-encodes what a branch name may hold that a query string may not.
-fn encode(text: &str) -> String {
+pub(super) fn encode(text: &str) -> String {
     text.chars()
         .map(|c| match c {
             'A'..='Z' | 'a'..='z' | '0'..='9' | '-' | '_' | '.' | '/' | '~' => c.to_string(),

@@ -63,10 +63,33 @@ pub enum Event {
         base: String,
         merged: bool,
     },
+    /// A comment on an issue or pull request created, edited or deleted.
+    IssueComment(Box<IssueComment>),
     /// Anything the app does not act on (yet): acknowledged and ignored.
     Other {
         event: String,
     },
+}
+
+/// An `issue_comment` delivery, as the comment trigger needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueComment {
+    pub action: String,
+    pub installation_id: u64,
+    /// `owner/name` of the repository.
+    pub repository: String,
+    pub issue_number: u64,
+    /// Whether the thread is a pull request's.
+    pub is_pull_request: bool,
+    pub issue_title: String,
+    pub issue_body: Option<String>,
+    /// The thread's page on GitHub.
+    pub issue_url: String,
+    pub comment_id: u64,
+    pub body: String,
+    pub author: String,
+    /// The comment was written by a bot (any app, this one included).
+    pub by_bot: bool,
 }
 
 fn full_names(list: Option<&Value>) -> Vec<String> {
@@ -140,6 +163,53 @@ pub fn parse(event: &str, payload: &Value) -> Result<Event, String> {
                     .unwrap_or(false),
                 repository,
             }
+        }
+        "issue_comment" => {
+            let text = |pointer: &str| {
+                payload
+                    .pointer(pointer)
+                    .and_then(Value::as_str)
+                    .map(String::from)
+                    .ok_or_else(|| format!("an issue_comment payload without {pointer}"))
+            };
+            let number = |pointer: &str| {
+                payload
+                    .pointer(pointer)
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| format!("an issue_comment payload without {pointer}"))
+            };
+            let author = text("/comment/user/login")?;
+            let by_bot = payload
+                .pointer("/comment/user/type")
+                .and_then(Value::as_str)
+                == Some("Bot")
+                || author.ends_with("[bot]")
+                || payload
+                    .pointer("/comment/performed_via_github_app")
+                    .is_some_and(|app| !app.is_null());
+            Event::IssueComment(Box::new(IssueComment {
+                action,
+                installation_id: installation_id()?,
+                repository: text("/repository/full_name")?,
+                issue_number: number("/issue/number")?,
+                is_pull_request: payload
+                    .pointer("/issue/pull_request")
+                    .is_some_and(|p| !p.is_null()),
+                issue_title: text("/issue/title")?,
+                issue_body: payload
+                    .pointer("/issue/body")
+                    .and_then(Value::as_str)
+                    .map(String::from),
+                issue_url: text("/issue/html_url")?,
+                comment_id: number("/comment/id")?,
+                body: payload
+                    .pointer("/comment/body")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                author,
+                by_bot,
+            }))
         }
         other => Event::Other {
             event: other.to_string(),

@@ -351,7 +351,13 @@ impl State {
 
     /// The user by login; unknown logins are created as plain users.
     pub fn user(&mut self, login: &str) -> User {
-        self.ensure_user(login, UserKind::User)
+        // GitHub names every app's bot account `<slug>[bot]`.
+        let kind = if login.ends_with("[bot]") {
+            UserKind::Bot
+        } else {
+            UserKind::User
+        };
+        self.ensure_user(login, kind)
     }
 
     pub fn repo(&self, owner: &str, name: &str) -> Option<&Repo> {

@@ -78,6 +78,35 @@ pub struct RunbookRead {
     pub token_active: bool,
 }
 
+/// The issue or pull-request thread a runbook is started from by a `/runbook` comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewThread {
+    /// `owner/name` (stored in lower case).
+    pub repository: String,
+    pub issue_number: u64,
+    pub is_pull_request: bool,
+    /// The thread's page on GitHub.
+    pub url: String,
+    /// The comment holding the command: one runbook per comment.
+    pub command_comment_id: u64,
+    /// The login of who wrote the command.
+    pub requested_by: String,
+    /// The issue's title and body, for the planner.
+    pub context: Option<String>,
+}
+
+/// A runbook's thread, with its status comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadRecord {
+    pub runbook_number: i64,
+    pub thread: NewThread,
+    pub status_comment_id: Option<u64>,
+    pub status_comment_url: Option<String>,
+    /// What the status comment says now.
+    pub status_body: Option<String>,
+    pub needs_report: bool,
+}
+
 /// A webhook delivery as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryRecord {
@@ -281,6 +310,39 @@ pub trait Store: Send + Sync + 'static {
     async fn cancel_requested(&self, number: i64) -> StoreResult<bool>;
     /// Queues a follow-up prompt for planning (used by retry of a failed follow-up plan).
     async fn add_follow_up_prompt(&self, number: i64, prompt: &str) -> StoreResult<()>;
+
+    // --- threads (runbooks started from comments) ------------------------------------
+
+    /// Creates a runbook started by a comment, with its thread, in one transaction. When the
+    /// comment already started one (a webhook handled again), answers that runbook and
+    /// `false`, and creates nothing.
+    async fn create_runbook_in_thread(
+        &self,
+        new: &NewRunbook,
+        thread: &NewThread,
+    ) -> StoreResult<(i64, bool)>;
+    async fn thread(&self, number: i64) -> StoreResult<Option<ThreadRecord>>;
+    /// The newest runbook started in an issue or pull request thread.
+    async fn latest_runbook_in_thread(
+        &self,
+        repository: &str,
+        issue_number: u64,
+    ) -> StoreResult<Option<i64>>;
+    /// Remembers the status comment (and what it says) and asks for a report, so the
+    /// runbook's lease holder brings it up to date.
+    async fn set_status_comment(
+        &self,
+        number: i64,
+        comment_id: u64,
+        url: &str,
+        body: &str,
+    ) -> StoreResult<()>;
+    /// Asks the runbook's lease holder to bring the status comment up to date.
+    async fn request_report(&self, number: i64) -> StoreResult<()>;
+    /// Clears a report request; `true` when there was one.
+    async fn take_report_request(&self, number: i64) -> StoreResult<bool>;
+    /// Records what the status comment says after an edit.
+    async fn record_status_body(&self, number: i64, body: &str) -> StoreResult<()>;
 
     /// Persists a webhook delivery; `false` when this delivery id was seen before (a
     /// redelivery), in which case nothing changes.

@@ -10,8 +10,8 @@ use super::sql::{
     labels_json, parse_labels, parse_pr_mode, parse_state, parse_step_number, sql_store,
 };
 use super::{
-    DeliveryRecord, FollowUpRecord, PullRecord, RunbookRead, RunbookRecord, StepEnd, StepRecord,
-    Store, StoreError, StoreResult, TokenInfo, now_ms,
+    DeliveryRecord, FollowUpRecord, NewThread, PullRecord, RunbookRead, RunbookRecord, StepEnd,
+    StepRecord, Store, StoreError, StoreResult, ThreadRecord, TokenInfo, now_ms,
 };
 use crate::domain::{
     FollowUp, NewRunbook, Plan, PrMode, PullRequestRef, RunbookSummary, StepCounts, StepNumber,

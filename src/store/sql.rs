@@ -78,6 +78,60 @@ macro_rules! sql_store {
                 Ok(pull_requests)
             }
 
+            /// Inserts a runbook under the next number, inside the caller's transaction.
+            async fn insert_runbook(tx: &mut sqlx::Transaction<'_, $db>, new: &NewRunbook, created_by: Option<i64>) -> StoreResult<i64> {
+                let now = now_ms();
+                // The counter row is updated inside the same transaction as the insert: numbers
+                // are handed out one writer at a time, and a rolled-back creation gives its
+                // number back, so the sequence has no gaps and never repeats.
+                let number: i64 = sqlx::query_scalar(
+                    "UPDATE counters SET value = value + 1 WHERE name = 'runbook' RETURNING value",
+                )
+                .fetch_one(&mut **tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO runbooks (number, org, repo, title, prompt, oneshot, draft, pr_mode, \
+                     target_branch, description, labels, author_email, created_by_token, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
+                )
+                .bind(number)
+                .bind(&new.org)
+                .bind(&new.repo)
+                .bind(&new.title)
+                .bind(&new.prompt)
+                .bind(new.oneshot)
+                .bind(new.draft)
+                .bind(new.pr_mode.map(|m| m.as_str()))
+                .bind(&new.target_branch)
+                .bind(&new.description)
+                .bind(labels_json(&new.labels))
+                .bind(&new.author_email)
+                .bind(created_by)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+                Ok(number)
+            }
+
+            fn thread_from_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<ThreadRecord> {
+                Ok(ThreadRecord {
+                    runbook_number: row.try_get("runbook_number")?,
+                    thread: NewThread {
+                        repository: row.try_get("repository")?,
+                        issue_number: row.try_get::<i64, _>("issue_number")? as u64,
+                        is_pull_request: row.try_get("is_pull_request")?,
+                        url: row.try_get("url")?,
+                        command_comment_id: row.try_get::<i64, _>("command_comment_id")? as u64,
+                        requested_by: row.try_get("requested_by")?,
+                        context: row.try_get("context")?,
+                    },
+                    status_comment_id: row.try_get::<Option<i64>, _>("status_comment_id")?.map(|id| id as u64),
+                    status_comment_url: row.try_get("status_comment_url")?,
+                    status_body: row.try_get("status_body")?,
+                    needs_report: row.try_get("needs_report")?,
+                })
+            }
+
             fn token_from_row(row: &<$db as sqlx::Database>::Row, orgs: Vec<String>) -> StoreResult<TokenInfo> {
                 Ok(TokenInfo {
                     id: row.try_get("id")?,
@@ -174,39 +228,105 @@ macro_rules! sql_store {
             }
 
             async fn create_runbook(&self, new: &NewRunbook, created_by: Option<i64>) -> StoreResult<i64> {
-                let now = now_ms();
                 let mut tx = self.begin_write().await?;
-                // The counter row is updated inside the same transaction as the insert: numbers
-                // are handed out one writer at a time, and a rolled-back creation gives its
-                // number back, so the sequence has no gaps and never repeats.
-                let number: i64 = sqlx::query_scalar(
-                    "UPDATE counters SET value = value + 1 WHERE name = 'runbook' RETURNING value",
+                let number = Self::insert_runbook(&mut tx, new, created_by).await?;
+                tx.commit().await?;
+                Ok(number)
+            }
+
+            async fn create_runbook_in_thread(&self, new: &NewRunbook, thread: &NewThread) -> StoreResult<(i64, bool)> {
+                let mut tx = self.begin_write().await?;
+                let existing: Option<i64> = sqlx::query_scalar(
+                    "SELECT runbook_number FROM runbook_threads WHERE command_comment_id = $1",
                 )
-                .fetch_one(&mut *tx)
+                .bind(thread.command_comment_id as i64)
+                .fetch_optional(&mut *tx)
                 .await?;
+                if let Some(number) = existing {
+                    return Ok((number, false));
+                }
+                let number = Self::insert_runbook(&mut tx, new, None).await?;
                 sqlx::query(
-                    "INSERT INTO runbooks (number, org, repo, title, prompt, oneshot, draft, pr_mode, \
-                     target_branch, description, labels, author_email, created_by_token, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
+                    "INSERT INTO runbook_threads (runbook_number, repository, issue_number, is_pull_request, url, \
+                     command_comment_id, requested_by, context, needs_report) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
                 .bind(number)
-                .bind(&new.org)
-                .bind(&new.repo)
-                .bind(&new.title)
-                .bind(&new.prompt)
-                .bind(new.oneshot)
-                .bind(new.draft)
-                .bind(new.pr_mode.map(|m| m.as_str()))
-                .bind(&new.target_branch)
-                .bind(&new.description)
-                .bind(labels_json(&new.labels))
-                .bind(&new.author_email)
-                .bind(created_by)
-                .bind(now)
+                .bind(thread.repository.to_lowercase())
+                .bind(thread.issue_number as i64)
+                .bind(thread.is_pull_request)
+                .bind(&thread.url)
+                .bind(thread.command_comment_id as i64)
+                .bind(&thread.requested_by)
+                .bind(&thread.context)
+                .bind(false)
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
-                Ok(number)
+                Ok((number, true))
+            }
+
+            async fn thread(&self, number: i64) -> StoreResult<Option<ThreadRecord>> {
+                sqlx::query("SELECT * FROM runbook_threads WHERE runbook_number = $1")
+                    .bind(number)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(|row| Self::thread_from_row(&row))
+                    .transpose()
+            }
+
+            async fn latest_runbook_in_thread(&self, repository: &str, issue_number: u64) -> StoreResult<Option<i64>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT MAX(runbook_number) FROM runbook_threads WHERE repository = $1 AND issue_number = $2",
+                )
+                .bind(repository.to_lowercase())
+                .bind(issue_number as i64)
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            async fn set_status_comment(&self, number: i64, comment_id: u64, url: &str, body: &str) -> StoreResult<()> {
+                sqlx::query(
+                    "UPDATE runbook_threads SET status_comment_id = $1, status_comment_url = $2, status_body = $3, \
+                     needs_report = $4 WHERE runbook_number = $5",
+                )
+                .bind(comment_id as i64)
+                .bind(url)
+                .bind(body)
+                .bind(true)
+                .bind(number)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn request_report(&self, number: i64) -> StoreResult<()> {
+                sqlx::query("UPDATE runbook_threads SET needs_report = $1 WHERE runbook_number = $2")
+                    .bind(true)
+                    .bind(number)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn take_report_request(&self, number: i64) -> StoreResult<bool> {
+                let result = sqlx::query(
+                    "UPDATE runbook_threads SET needs_report = $1 WHERE runbook_number = $2 AND needs_report = $3",
+                )
+                .bind(false)
+                .bind(number)
+                .bind(true)
+                .execute(&self.pool)
+                .await?;
+                Ok(result.rows_affected() == 1)
+            }
+
+            async fn record_status_body(&self, number: i64, body: &str) -> StoreResult<()> {
+                sqlx::query("UPDATE runbook_threads SET status_body = $1 WHERE runbook_number = $2")
+                    .bind(body)
+                    .bind(number)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
             }
 
             async fn runbook(&self, number: i64) -> StoreResult<Option<RunbookRecord>> {
@@ -456,11 +576,13 @@ macro_rules! sql_store {
                        OR EXISTS (SELECT 1 FROM steps s WHERE s.runbook_number = r.number \
                                   AND s.state IN ('queued', 'in_progress')) \
                        OR (EXISTS (SELECT 1 FROM follow_ups f WHERE f.runbook_number = r.number AND f.processed_at IS NULL) \
-                           AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.runbook_number = r.number AND s.state = 'failed' AND s.kind = 'plan'))) \
+                           AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.runbook_number = r.number AND s.state = 'failed' AND s.kind = 'plan')) \
+                       OR EXISTS (SELECT 1 FROM runbook_threads t WHERE t.runbook_number = r.number AND t.needs_report = $3)) \
                      ORDER BY r.number LIMIT $2",
                 )
                 .bind(now_ms)
                 .bind(limit)
+                .bind(true)
                 .fetch_all(&self.pool)
                 .await?;
                 Ok(rows)

@@ -1,0 +1,308 @@
+//! Acting on `/runbook …` comments: who may, what runs, and what the app answers.
+//!
+//! A comment without a command costs nothing (no call to GitHub). A command is acknowledged
+//! with an `eyes` reaction at once; then the author's permission is checked, and only then
+//! is the command read for mistakes and carried out. Replies are for what a person must
+//! know (a refusal, a mistake, a state that does not allow the command); progress goes to
+//! the one status comment per runbook, which the engine keeps up to date.
+
+use crate::domain::runbook::{check_text, limits, title_from_prompt};
+use crate::domain::{NewRunbook, status};
+use crate::engine::Engine;
+use crate::github::issues::Permission;
+use crate::github::webhook::IssueComment;
+use crate::github::{RepoInfo, Resolution};
+use crate::ops::{self, OpError};
+use crate::store::NewThread;
+
+use super::command::{self, Command, CommandError, StartOptions};
+use super::status::marker;
+
+/// Handles an `issue_comment` delivery.
+pub async fn handle(engine: &Engine, event: &IssueComment) -> Result<(), String> {
+    if event.action != "created" {
+        // Edited and deleted comments start nothing.
+        return Ok(());
+    }
+    if event.by_bot {
+        // Bots, this app included, are never obeyed: the app never answers itself.
+        return Ok(());
+    }
+    let Some(parsed) = command::parse(&event.body) else {
+        return Ok(());
+    };
+    let Some((org, name)) = event.repository.split_once('/') else {
+        return Err(format!("a comment in `{}`", event.repository));
+    };
+    let repo = match engine
+        .github()
+        .resolve(org, name)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Resolution::Found(repo) => repo,
+        Resolution::NotInstalled => {
+            tracing::warn!(repository = %event.repository, "a /runbook comment where the app is not installed");
+            return Ok(());
+        }
+    };
+    let github = engine.github();
+    if let Err(e) = github.react(&repo, event.comment_id, "eyes").await {
+        tracing::warn!(comment = event.comment_id, error = %e, "no reaction to a command");
+    }
+    let permission = github
+        .permission(&repo, &event.author)
+        .await
+        .map_err(|e| e.to_string())?;
+    let reply = match permission {
+        Permission::ReadOnly => Some(format!(
+            "Sorry @{}, only people with write access to {} can run runbooks here, so \
+             nothing was started.",
+            event.author, repo.full_name
+        )),
+        Permission::Write => match parsed {
+            Err(error) => Some(mistake(&event.author, &error)),
+            Ok(command) => act(engine, &repo, event, command).await?,
+        },
+    };
+    if let Some(reply) = reply {
+        github
+            .comment(&repo, event.issue_number, &reply)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// A reply to a command that could not be read: what is wrong, and how it is written.
+fn mistake(author: &str, error: &CommandError) -> String {
+    format!(
+        "@{author} I could not read that command: {error}\n\n<details><summary>How to use \
+         <code>/runbook</code></summary>\n\n{}\n</details>",
+        command::USAGE
+    )
+}
+
+/// Carries out a command from someone allowed to; answers the reply to post, if any.
+async fn act(
+    engine: &Engine,
+    repo: &RepoInfo,
+    event: &IssueComment,
+    command: Command,
+) -> Result<Option<String>, String> {
+    let store = engine.store().as_ref();
+    let e = |e: crate::store::StoreError| e.to_string();
+    let latest = || async {
+        store
+            .latest_runbook_in_thread(&repo.full_name, event.issue_number)
+            .await
+            .map_err(e)
+    };
+    let outcome = match command {
+        Command::Help => return Ok(Some(command::USAGE.to_string())),
+        Command::Start(options) => return start(engine, repo, event, options).await,
+        Command::Execute { step } => match latest().await? {
+            Some(number) => (number, ops::execute(store, number, step.as_ref()).await),
+            None => return Ok(Some(no_runbook(&event.author))),
+        },
+        Command::Retry => match latest().await? {
+            Some(number) => (number, ops::retry(store, number).await),
+            None => return Ok(Some(no_runbook(&event.author))),
+        },
+        Command::Cancel => match latest().await? {
+            Some(number) => (number, ops::cancel(store, number).await),
+            None => return Ok(Some(no_runbook(&event.author))),
+        },
+        Command::Status => match latest().await? {
+            Some(number) => return status_reply(engine, number).await.map(Some),
+            None => return Ok(Some(no_runbook(&event.author))),
+        },
+    };
+    match outcome {
+        (number, Ok(())) => {
+            store.request_report(number).await.map_err(e)?;
+            engine.wake();
+            Ok(None)
+        }
+        (_, Err(OpError::Store(error))) => Err(error.to_string()),
+        (_, Err(OpError::GitHub(error))) => Err(error.to_string()),
+        // The runbook's state does not allow it (nothing failed, nothing left…): say why.
+        (_, Err(error)) => Ok(Some(format!("@{} {error}.", event.author))),
+    }
+}
+
+fn no_runbook(author: &str) -> String {
+    format!(
+        "@{author} no runbook has been started in this thread yet. Start one with \
+         `/runbook <what to do>`."
+    )
+}
+
+/// A short answer to `/runbook status`, pointing at the status comment.
+async fn status_reply(engine: &Engine, number: i64) -> Result<String, String> {
+    let store = engine.store();
+    let e = |e: crate::store::StoreError| e.to_string();
+    let summary = store
+        .runbook_summary(number)
+        .await
+        .map_err(e)?
+        .ok_or_else(|| format!("runbook {number} vanished"))?;
+    let thread = store.thread(number).await.map_err(e)?;
+    // The status comment is brought up to date too.
+    store.request_report(number).await.map_err(e)?;
+    engine.wake();
+    let counts = &summary.counts;
+    let mut reply = format!(
+        "Runbook [#{number}]({}) is **{}**: {} of {} steps completed",
+        engine.dashboard(number),
+        status(counts).as_str(),
+        counts.completed,
+        counts.total
+    );
+    if let Some(url) = thread.and_then(|t| t.status_comment_url) {
+        reply.push_str(&format!(" ([details]({url}))"));
+    }
+    reply.push('.');
+    for pr in &summary.pull_requests {
+        reply.push_str(&format!("\n- {}", pr.url));
+    }
+    Ok(reply)
+}
+
+/// Starts a runbook from a comment (or finds the one this comment already started), and
+/// makes sure it has its status comment.
+async fn start(
+    engine: &Engine,
+    repo: &RepoInfo,
+    event: &IssueComment,
+    options: StartOptions,
+) -> Result<Option<String>, String> {
+    let issue_body = event.issue_body.as_deref().filter(|b| !b.trim().is_empty());
+    let prompt = match options.prompt_or(issue_body) {
+        Ok(prompt) => prompt,
+        Err(error) => return Ok(Some(mistake(&event.author, &error))),
+    };
+    if let Err(error) = check_text("prompt", &prompt, limits::PROMPT_BYTES) {
+        return Ok(Some(format!("@{} {error}.", event.author)));
+    }
+    let from_comment = !options.prompt.trim().is_empty();
+    let kind = if event.is_pull_request {
+        "Pull request"
+    } else {
+        "Issue"
+    };
+    // The thread is context for the planner: its title, and its body unless that is the
+    // prompt itself.
+    let context = match (from_comment, issue_body) {
+        (true, Some(body)) => format!(
+            "{kind} #{}: {}\n\n{body}",
+            event.issue_number, event.issue_title
+        ),
+        _ => format!("{kind} #{}: {}", event.issue_number, event.issue_title),
+    };
+    let title = if from_comment {
+        title_from_prompt(&prompt)
+    } else {
+        title_from_prompt(&event.issue_title)
+    };
+    let new = NewRunbook {
+        org: repo
+            .full_name
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        repo: repo
+            .full_name
+            .split('/')
+            .nth(1)
+            .unwrap_or_default()
+            .to_string(),
+        title,
+        prompt,
+        oneshot: !options.plan_only,
+        draft: options.draft,
+        pr_mode: options.pr_mode,
+        target_branch: Some(
+            options
+                .target
+                .unwrap_or_else(|| repo.default_branch.clone()),
+        ),
+        // Pull request bodies start with it: they link back to the thread (GitHub shows the
+        // link in the thread too) and name who asked.
+        description: Some(format!(
+            "From #{}, requested by @{}.",
+            event.issue_number, event.author
+        )),
+        labels: Vec::new(),
+        author_email: None,
+    };
+    let thread = NewThread {
+        repository: repo.full_name.clone(),
+        issue_number: event.issue_number,
+        is_pull_request: event.is_pull_request,
+        url: event.issue_url.clone(),
+        command_comment_id: event.comment_id,
+        requested_by: event.author.clone(),
+        context: Some(context),
+    };
+    let store = engine.store();
+    let e = |e: crate::store::StoreError| e.to_string();
+    let (number, created) = store
+        .create_runbook_in_thread(&new, &thread)
+        .await
+        .map_err(e)?;
+    if created {
+        tracing::info!(runbook = number, repository = %repo.full_name, issue = event.issue_number, by = %event.author, "runbook started from a comment");
+        engine.wake();
+    }
+    let record = store.thread(number).await.map_err(e)?;
+    if record.is_some_and(|t| t.status_comment_id.is_some()) {
+        return Ok(None);
+    }
+    let body = engine
+        .status_body(number)
+        .await?
+        .ok_or_else(|| format!("runbook {number} has no thread"))?;
+    // Handled again after a crash: the status comment may have been written already.
+    let existing = if created {
+        None
+    } else {
+        find_status_comment(engine, repo, event.issue_number, number).await?
+    };
+    let comment = match existing {
+        Some(comment) => comment,
+        None => engine
+            .github()
+            .comment(repo, event.issue_number, &body)
+            .await
+            .map_err(|e| e.to_string())?,
+    };
+    store
+        .set_status_comment(number, comment.id, &comment.url, &body)
+        .await
+        .map_err(e)?;
+    // The runbook may have moved on while the comment was written: its lease holder (or the
+    // next worker to take it) brings the comment up to date.
+    engine.wake();
+    Ok(None)
+}
+
+/// The status comment the app wrote for a runbook in a thread, if any.
+async fn find_status_comment(
+    engine: &Engine,
+    repo: &RepoInfo,
+    issue: u64,
+    number: i64,
+) -> Result<Option<crate::github::issues::Comment>, String> {
+    let marker = marker(number);
+    let comments = engine
+        .github()
+        .comments(repo, issue)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(comments
+        .into_iter()
+        .find(|(_, body)| body.starts_with(&marker))
+        .map(|(comment, _)| comment))
+}

@@ -1,0 +1,154 @@
+//! What can be done to an existing runbook, whoever asks: the REST API, a `/runbook …`
+//! comment, GraphQL. Each operation checks the runbook's state, changes it, and says why
+//! when it cannot; the caller has already checked who may act.
+
+use crate::domain::lifecycle::{self, Leaf};
+use crate::domain::{PrMode, StepNumber, StepState};
+use crate::engine::Engine;
+use crate::github::GitHubError;
+use crate::store::{StepRecord, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("runbook {0} has no plan yet; execute it once its steps exist")]
+    NoPlan(i64),
+    #[error("`step` {step} is not a step of runbook {number}")]
+    NoSuchStep { number: i64, step: StepNumber },
+    #[error("runbook {0} has no unfinished steps to execute")]
+    NothingToExecute(i64),
+    #[error("runbook {0} has no failed step to retry")]
+    NothingToRetry(i64),
+    #[error("runbook {number} opens its pull requests itself (pr_mode {mode})")]
+    NotManual { number: i64, mode: PrMode },
+    #[error("runbook {0} has no commits yet to open a pull request with")]
+    NoCommits(i64),
+    #[error("runbook {0} does not exist")]
+    NotFound(i64),
+    #[error("no GitHub App is configured on this server")]
+    NoGitHub,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    GitHub(#[from] GitHubError),
+}
+
+fn leaves(steps: &[StepRecord]) -> Vec<Leaf> {
+    steps
+        .iter()
+        .filter(|s| s.is_leaf)
+        .map(|s| Leaf {
+            number: s.number.clone(),
+            state: s.state,
+        })
+        .collect()
+}
+
+/// Queues waiting or failed leaves, lifting a cancellation.
+async fn queue(store: &dyn Store, number: i64, steps: &[StepNumber]) -> Result<(), OpError> {
+    store.set_cancel_requested(number, false).await?;
+    store
+        .transition_steps(
+            number,
+            steps,
+            &[StepState::NotStarted, StepState::Failed],
+            StepState::Queued,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Queues every unfinished step, or, with `up_to`, that step (all leaves under it) and every
+/// unfinished step before it, so order is kept.
+pub async fn execute(
+    store: &dyn Store,
+    number: i64,
+    up_to: Option<&StepNumber>,
+) -> Result<(), OpError> {
+    let steps = store.steps(number).await?;
+    if steps.is_empty() {
+        return Err(OpError::NoPlan(number));
+    }
+    let Some(to_queue) = lifecycle::to_execute(&leaves(&steps), up_to) else {
+        return Err(match up_to {
+            Some(step) => OpError::NoSuchStep {
+                number,
+                step: step.clone(),
+            },
+            None => OpError::NothingToExecute(number),
+        });
+    };
+    if to_queue.is_empty() {
+        return Err(OpError::NothingToExecute(number));
+    }
+    queue(store, number, &to_queue).await
+}
+
+/// Runs the failed steps and the not-started ones after them again; a plan that could not
+/// be made is made again (for a follow-up, its prompt is queued again as a follow-up).
+pub async fn retry(store: &dyn Store, number: i64) -> Result<(), OpError> {
+    let steps = store.steps(number).await?;
+    store.set_cancel_requested(number, false).await?;
+    let plan_failures: Vec<&StepRecord> = steps.iter().filter(|s| s.kind == "plan").collect();
+    if !plan_failures.is_empty() {
+        let others = steps.len() > plan_failures.len();
+        store.remove_plan_failures(number).await?;
+        if others {
+            for failure in plan_failures {
+                store.add_follow_up_prompt(number, &failure.details).await?;
+            }
+        }
+        return Ok(());
+    }
+    let to_queue = lifecycle::to_retry(&leaves(&steps));
+    if to_queue.is_empty() {
+        return Err(OpError::NothingToRetry(number));
+    }
+    queue(store, number, &to_queue).await
+}
+
+/// Stops the runbook: the running step fails with `cancelled`, queued steps wait.
+pub async fn cancel(store: &dyn Store, number: i64) -> Result<(), OpError> {
+    store.set_cancel_requested(number, true).await?;
+    let steps = store.steps(number).await?;
+    let queued = lifecycle::to_unqueue(&leaves(&steps));
+    store
+        .transition_steps(number, &queued, &[StepState::Queued], StepState::NotStarted)
+        .await?;
+    Ok(())
+}
+
+/// Opens the pull request of a `manual` runbook's branch now; answers its number.
+pub async fn open_pull_request(
+    store: &dyn Store,
+    engine: Option<&Engine>,
+    number: i64,
+) -> Result<u64, OpError> {
+    let runbook = store
+        .runbook(number)
+        .await?
+        .ok_or(OpError::NotFound(number))?;
+    if runbook.pr_mode != Some(PrMode::Manual) {
+        return Err(OpError::NotManual {
+            number,
+            mode: runbook.pr_mode.unwrap_or(PrMode::SinglePr),
+        });
+    }
+    let engine = engine.ok_or(OpError::NoGitHub)?;
+    match engine.open_manual_pull(&runbook).await? {
+        Some(pull) => Ok(pull.number),
+        None => Err(OpError::NoCommits(number)),
+    }
+}
+
+/// How a step is shown: a leaf's state, or for a parent the status of the leaves under it
+/// (`partially_completed` and so on).
+pub fn shown_state(steps: &[StepRecord], step: &StepRecord) -> &'static str {
+    if step.is_leaf {
+        return step.state.as_str();
+    }
+    let under = steps
+        .iter()
+        .filter(|s| s.is_leaf && s.number.is_within(&step.number))
+        .map(|s| s.state);
+    crate::domain::status(&crate::domain::StepCounts::from_states(under)).as_str()
+}

@@ -1,0 +1,523 @@
+//! Runbooks from `/runbook …` comments: real `issue_comment` payloads, signed and delivered
+//! to the running server by the GitHub stand-in, which is also the GitHub the app answers on.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use runbooks::standin::{Delivery, StandIn};
+use serde_json::Value;
+use support::{Backend, TestServer, json, server_for, wait_for_status};
+
+const LIB: &str = "pub fn old_name() -> u32 {\n    1\n}\n";
+
+const RENAME: &str = r#"/runbook --draft Rename the helper.
+
+## Execution Steps
+### Step 1: Rename the definition
+```sh
+sed -i 's/old_name/new_name/' src/lib.rs
+```
+### Step 2: Document it
+```sh
+echo "Call new_name()." >> README.md
+```
+"#;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Setup {
+    github: StandIn,
+    t: TestServer,
+    hook: String,
+}
+
+async fn setup(backend: Backend) -> Setup {
+    let github = StandIn::start().await.unwrap();
+    github
+        .create_repo(
+            "acme-corp",
+            "backend",
+            "main",
+            &[("src/lib.rs", LIB), ("README.md", "# backend\n")],
+        )
+        .await
+        .unwrap();
+    github.install("acme-corp", &["backend"]);
+    github.set_permission("acme-corp", "backend", "alice", "write");
+    github.set_permission("acme-corp", "backend", "mallory", "read");
+    let t = server_for(&github, backend, |_| {}).await;
+    let hook = t.url("/webhooks/github");
+    Setup { github, t, hook }
+}
+
+impl Setup {
+    fn issue(&self, title: &str, body: &str) -> u64 {
+        self.github
+            .add_issue("acme-corp", "backend", title, body, "alice")
+            .unwrap()
+    }
+
+    /// `author` comments `body` on the thread; answers the comment id and the delivery.
+    async fn comment(&self, issue: u64, body: &str, author: &str) -> (u64, Delivery) {
+        let event = self
+            .github
+            .issue_comment_created("acme-corp", "backend", issue, body, author)
+            .unwrap();
+        let id = event.payload["comment"]["id"].as_u64().unwrap();
+        let delivery = self.github.send(&self.hook, &event).await.unwrap();
+        assert_eq!(delivery.status, 202, "{}", delivery.response);
+        (id, delivery)
+    }
+
+    /// The app's comments in a thread.
+    fn app_comments(&self, issue: u64) -> Vec<runbooks::standin::CommentInfo> {
+        let bot = self.github.bot_login();
+        self.github
+            .comments("acme-corp", "backend", issue)
+            .into_iter()
+            .filter(|c| c.author == bot)
+            .collect()
+    }
+
+    /// Waits until the app's comments in the thread satisfy `done`.
+    async fn wait_for_comments(
+        &self,
+        issue: u64,
+        what: &str,
+        done: impl Fn(&[runbooks::standin::CommentInfo]) -> bool,
+    ) -> Vec<runbooks::standin::CommentInfo> {
+        let bot = self.github.bot_login();
+        let result = self
+            .github
+            .wait_until(WAIT, what, |g| {
+                let mine: Vec<_> = g
+                    .comments("acme-corp", "backend", issue)
+                    .into_iter()
+                    .filter(|c| c.author == bot)
+                    .collect();
+                done(&mine)
+            })
+            .await;
+        let mine = self.app_comments(issue);
+        result.unwrap_or_else(|e| panic!("{e}; the app's comments: {mine:#?}"));
+        mine
+    }
+
+    /// Waits until the comment has the app's `eyes` reaction.
+    async fn wait_for_eyes(&self, comment: u64) {
+        let bot = self.github.bot_login();
+        self.github
+            .wait_until(WAIT, "the eyes reaction", |g| {
+                g.reactions("acme-corp", "backend", comment)
+                    .iter()
+                    .any(|r| r.user == bot && r.content == "eyes")
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Waits until every delivery the server received has been handled.
+    async fn wait_for_intake(&self) {
+        let store = self.t.store.clone();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if store.unfinished_deliveries().await.unwrap().is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "webhooks never handled");
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn runbook_exists(&self, number: i64) -> bool {
+        json(self.t.get(number).await).await.0 == 200
+    }
+}
+
+fn status_of(body: &str) -> bool {
+    body.starts_with("<!-- runbooks:status runbook=")
+}
+
+both_backends!(a_comment_starts_a_runbook_whose_status_comment_ends_with_the_pr_link);
+async fn a_comment_starts_a_runbook_whose_status_comment_ends_with_the_pr_link(backend: Backend) {
+    let s = setup(backend).await;
+    let issue = s.issue("Rename old_name", "The helper's name is misleading.");
+    let (comment, _) = s.comment(issue, RENAME, "alice").await;
+    s.wait_for_eyes(comment).await;
+    let doc = wait_for_status(&s.t, 1, &["completed", "failed"]).await;
+    assert_eq!(doc["status"], "completed", "{doc}");
+    let pr = doc["pull_requests"][0]["url"].as_str().unwrap().to_string();
+    let pr_number = doc["pull_requests"][0]["number"].as_u64().unwrap();
+    // One status comment, edited until it shows the outcome and ends with the PR link.
+    let comments = s
+        .wait_for_comments(issue, "the final status", |c| {
+            c.len() == 1 && c[0].body.contains("**Completed**") && c[0].body.contains(&pr)
+        })
+        .await;
+    let body = &comments[0].body;
+    assert!(status_of(body), "{body}");
+    assert!(body.contains("✅ **1** Rename the definition"), "{body}");
+    assert!(body.contains("✅ **2** Document it"), "{body}");
+    assert!(body.contains("requested by @alice"), "{body}");
+    assert!(body.contains(&format!("{}/runbooks/1", s.t.base)), "{body}");
+    // `--draft` reached the pull request, and the work is on it.
+    let pull = s.github.pull("acme-corp", "backend", pr_number).unwrap();
+    assert!(pull.draft);
+    assert!(
+        s.github
+            .file("acme-corp", "backend", "runbooks/1", "src/lib.rs")
+            .await
+            .unwrap()
+            .unwrap()
+            .contains("new_name")
+    );
+    s.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_comment_starts_a_runbook_with_the_thread_as_context() {
+    let s = setup(Backend::Sqlite).await;
+    s.github
+        .push_commit(
+            "acme-corp",
+            "backend",
+            "feature",
+            &[("NOTES.md", "notes\n")],
+            "Add notes",
+            "alice",
+        )
+        .await
+        .unwrap();
+    let pr = s
+        .github
+        .open_pull(
+            "acme-corp",
+            "backend",
+            "feature",
+            "main",
+            "Add notes",
+            "alice",
+        )
+        .await
+        .unwrap();
+    let (comment, delivery) = s.comment(pr, RENAME, "alice").await;
+    // The real shape of a pull-request comment (bors' payload) was sent.
+    let sent: Value = serde_json::from_slice(&delivery.body).unwrap();
+    assert!(sent["issue"]["pull_request"].is_object());
+    s.wait_for_eyes(comment).await;
+    let doc = wait_for_status(&s.t, 1, &["completed", "failed"]).await;
+    assert_eq!(doc["status"], "completed", "{doc}");
+    let thread = s.t.store.thread(1).await.unwrap().unwrap();
+    assert!(thread.thread.is_pull_request);
+    assert_eq!(thread.thread.issue_number, pr);
+    assert_eq!(thread.thread.requested_by, "alice");
+    assert!(
+        thread.thread.url.ends_with(&format!("/pull/{pr}")),
+        "{}",
+        thread.thread.url
+    );
+    assert_eq!(
+        thread.thread.context.as_deref(),
+        Some(format!("Pull request #{pr}: Add notes").as_str())
+    );
+    s.wait_for_comments(pr, "the final status", |c| {
+        c.len() == 1 && c[0].body.contains("**Completed**")
+    })
+    .await;
+    s.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_users_are_refused_politely_and_nothing_runs() {
+    let s = setup(Backend::Sqlite).await;
+    let issue = s.issue("Rename", "");
+    let (comment, _) = s.comment(issue, RENAME, "mallory").await;
+    s.wait_for_eyes(comment).await;
+    let comments = s
+        .wait_for_comments(issue, "a refusal", |c| !c.is_empty())
+        .await;
+    assert_eq!(comments.len(), 1);
+    let body = &comments[0].body;
+    assert!(body.contains("@mallory"), "{body}");
+    assert!(body.contains("only people with write access"), "{body}");
+    // Someone who is not a collaborator at all is refused the same way.
+    let (_, _) = s.comment(issue, "/runbook retry", "stranger").await;
+    s.wait_for_comments(issue, "a second refusal", |c| c.len() == 2)
+        .await;
+    s.wait_for_intake().await;
+    assert!(!s.runbook_exists(1).await);
+    assert!(s.github.requests_for("pulls/create").is_empty());
+    s.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bots_and_the_app_itself_are_ignored() {
+    let s = setup(Backend::Sqlite).await;
+    let issue = s.issue("Rename", "");
+    s.github
+        .set_permission("acme-corp", "backend", "renovate[bot]", "write");
+    let (from_bot, _) = s.comment(issue, RENAME, "renovate[bot]").await;
+    let bot = s.github.bot_login();
+    let (from_app, _) = s.comment(issue, RENAME, &bot).await;
+    s.wait_for_intake().await;
+    // No reaction, no reply, no runbook, and GitHub was not even asked who they are.
+    for comment in [from_bot, from_app] {
+        assert!(
+            s.github
+                .reactions("acme-corp", "backend", comment)
+                .is_empty()
+        );
+    }
+    assert_eq!(
+        s.app_comments(issue).len(),
+        1,
+        "only the test's own app comment"
+    );
+    assert!(!s.runbook_exists(1).await);
+    assert!(
+        s.github
+            .requests_for("repos/get-collaborator-permission-level")
+            .is_empty()
+    );
+    s.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mistakes_get_the_usage_and_plain_comments_get_nothing() {
+    let s = setup(Backend::Sqlite).await;
+    let issue = s.issue("Upgrade", "");
+    // Not commands: quoted, in a code block, or not at the start of a line.
+    s.comment(issue, "> /runbook Upgrade React", "alice").await;
+    s.comment(issue, "```\n/runbook Upgrade React\n```", "alice")
+        .await;
+    s.comment(issue, "Try /runbook Upgrade React", "alice")
+        .await;
+    s.wait_for_intake().await;
+    assert!(s.app_comments(issue).is_empty());
+    assert!(
+        s.github
+            .requests_for("reactions/create-for-issue-comment")
+            .is_empty()
+    );
+
+    let (comment, _) = s
+        .comment(issue, "/runbook --stack Upgrade React", "alice")
+        .await;
+    s.wait_for_eyes(comment).await;
+    let comments = s
+        .wait_for_comments(issue, "the usage", |c| c.len() == 1)
+        .await;
+    let body = &comments[0].body;
+    assert!(body.contains("@alice"), "{body}");
+    assert!(body.contains("`--stack`"), "{body}");
+    assert!(body.contains("did you mean `--stacked`"), "{body}");
+    assert!(body.contains("--target"), "the usage is shown: {body}");
+
+    s.comment(issue, "/runbook retyr", "alice").await;
+    let comments = s
+        .wait_for_comments(issue, "a did-you-mean", |c| c.len() == 2)
+        .await;
+    assert!(
+        comments[1].body.contains("/runbook retry"),
+        "{}",
+        comments[1].body
+    );
+
+    // Nothing to do: no prompt, and the issue has no body.
+    s.comment(issue, "/runbook --draft", "alice").await;
+    let comments = s
+        .wait_for_comments(issue, "nothing to do", |c| c.len() == 3)
+        .await;
+    assert!(comments[2].body.contains("@alice"), "{}", comments[2].body);
+    assert!(!s.runbook_exists(1).await);
+    s.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_or_repeated_webhook_starts_one_runbook() {
+    let s = setup(Backend::Sqlite).await;
+    let issue = s.issue("Rename", "");
+    let event = s
+        .github
+        .issue_comment_created("acme-corp", "backend", issue, RENAME, "alice")
+        .unwrap();
+    let first = s.github.send(&s.hook, &event).await.unwrap();
+    // GitHub's "Redeliver": the same delivery id.
+    let again = s.github.redeliver(&s.hook, &first).await.unwrap();
+    assert_eq!(again.status, 200, "{}", again.response);
+    // The same comment under a new delivery id (as after a crash mid-handling): the comment
+    // id says it started a runbook already.
+    let other = s.github.send(&s.hook, &event).await.unwrap();
+    assert_eq!(other.status, 202);
+    s.wait_for_intake().await;
+    wait_for_status(&s.t, 1, &["completed"]).await;
+    s.wait_for_comments(issue, "the final status", |c| {
+        c.iter().any(|c| c.body.contains("**Completed**"))
+    })
+    .await;
+    assert!(!s.runbook_exists(2).await);
+    assert_eq!(
+        s.app_comments(issue).len(),
+        1,
+        "{:#?}",
+        s.app_comments(issue)
+    );
+    assert_eq!(s.github.requests_for("pulls/create").len(), 1);
+    // Edited and deleted comments start nothing.
+    let edited = s
+        .github
+        .issue_comment_edited(
+            "acme-corp",
+            "backend",
+            event.payload["comment"]["id"].as_u64().unwrap(),
+            RENAME,
+            "alice",
+        )
+        .unwrap();
+    s.github.send(&s.hook, &edited).await.unwrap();
+    s.wait_for_intake().await;
+    assert!(!s.runbook_exists(2).await);
+    s.t.stop().await;
+}
+
+const TWO_STEPS_THEN_FAIL: &str = r#"/runbook --plan --stacked
+## Execution Steps
+### Step 1: Add a
+```sh
+echo a > a.txt
+```
+### Step 2: Add b
+```sh
+echo b > b.txt
+```
+### Step 3: Break
+```sh
+echo "this step is broken" >&2
+exit 3
+```
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execute_status_retry_and_cancel_act_on_the_threads_latest_runbook() {
+    let s = setup(Backend::Sqlite).await;
+    let issue = s.issue("Letters", "");
+    // Before any runbook: a helpful answer.
+    s.comment(issue, "/runbook execute", "alice").await;
+    let comments = s
+        .wait_for_comments(issue, "no runbook", |c| c.len() == 1)
+        .await;
+    assert!(
+        comments[0].body.contains("no runbook has been started"),
+        "{}",
+        comments[0].body
+    );
+
+    s.comment(issue, TWO_STEPS_THEN_FAIL, "alice").await;
+    wait_for_status(&s.t, 1, &["not_started"]).await;
+    let comments = s
+        .wait_for_comments(issue, "the plan", |c| {
+            c.len() == 2 && c[1].body.contains("The plan is ready")
+        })
+        .await;
+    let status_comment = comments[1].id;
+
+    s.comment(issue, "/runbook execute 1", "alice").await;
+    wait_for_status(&s.t, 1, &["partially_completed"]).await;
+    s.wait_for_comments(issue, "paused", |c| {
+        c.iter()
+            .any(|c| c.id == status_comment && c.body.contains("**Paused** (1 of 3"))
+    })
+    .await;
+
+    s.comment(issue, "/runbook status", "alice").await;
+    let comments = s
+        .wait_for_comments(issue, "a status reply", |c| c.len() == 3)
+        .await;
+    let reply = &comments[2].body;
+    assert!(
+        reply.contains("is **partially_completed**: 1 of 3 steps completed"),
+        "{reply}"
+    );
+    assert!(
+        reply.contains("#issuecomment-"),
+        "links the status comment: {reply}"
+    );
+
+    s.comment(issue, "/runbook execute", "alice").await;
+    wait_for_status(&s.t, 1, &["failed"]).await;
+    let comments = s
+        .wait_for_comments(issue, "the failure", |c| {
+            c.iter()
+                .any(|c| c.id == status_comment && c.body.contains("this step is broken"))
+        })
+        .await;
+    let body = &comments
+        .iter()
+        .find(|c| c.id == status_comment)
+        .unwrap()
+        .body;
+    assert!(body.contains("**Failed** (2 of 3 steps done)"), "{body}");
+    assert!(body.contains("Step **3** failed"), "{body}");
+    assert!(body.contains("/runbook retry"), "{body}");
+    // Stacked: one PR per top-level step with changes, both linked.
+    assert!(body.contains("Pull requests:"), "{body}");
+
+    // Retry runs the failed step again (it fails again: still broken).
+    let before = s.github.requests_for("issues/update-comment").len();
+    let (retry, _) = s.comment(issue, "/runbook retry", "alice").await;
+    s.wait_for_eyes(retry).await;
+    s.wait_for_intake().await;
+    wait_for_status(&s.t, 1, &["failed"]).await;
+    // Cancel on a runbook with nothing running is accepted quietly.
+    s.comment(issue, "/runbook cancel", "alice").await;
+    s.wait_for_intake().await;
+    // Execute when nothing is left to run: the reason is the reply.
+    let (done, _) = s.comment(issue, "/runbook execute 1", "alice").await;
+    s.wait_for_eyes(done).await;
+    let comments = s
+        .wait_for_comments(issue, "a conflict reply", |c| {
+            c.iter().any(|c| c.body.contains("no unfinished steps"))
+        })
+        .await;
+    assert_eq!(
+        comments.iter().filter(|c| status_of(&c.body)).count(),
+        1,
+        "one status comment: {comments:#?}"
+    );
+    assert!(s.github.requests_for("issues/update-comment").len() >= before);
+    s.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_step_runbook_edits_its_status_comment_a_bounded_number_of_times() {
+    let s = setup(Backend::Sqlite).await;
+    let issue = s.issue("Ten files", "");
+    let mut body = String::from("/runbook Ten files\n\n## Execution Steps\n");
+    for i in 1..=10 {
+        body.push_str(&format!(
+            "### Step {i}: File {i}\n```sh\necho {i} > f{i}.txt\n```\n"
+        ));
+    }
+    let started = Instant::now();
+    s.comment(issue, &body, "alice").await;
+    wait_for_status(&s.t, 1, &["completed"]).await;
+    s.wait_for_comments(issue, "the final status", |c| {
+        c.len() == 1 && c[0].body.contains("**Completed**: all 10 steps done")
+    })
+    .await;
+    let elapsed = started.elapsed();
+    let edits = s.github.requests_for("issues/update-comment").len();
+    // Each time a worker holds the runbook, its first change is shown at once, later ones at
+    // most once per interval (5 s by default), and the final state once more: with at most
+    // two holds (the run, and the report the comment handler asks for), this bounds the
+    // edits whatever the machine's speed. Without coalescing there would be one per state
+    // change: 21 (plan, then each step starting and ending).
+    let interval = Duration::from_secs(5);
+    let bound = 2 * (elapsed.as_secs() / interval.as_secs() + 2) as usize;
+    eprintln!("10-step runbook: {edits} status comment edits in {elapsed:?} (bound {bound})");
+    assert!(edits >= 1);
+    assert!(edits <= bound, "{edits} edits in {elapsed:?}");
+    s.t.stop().await;
+}

@@ -36,6 +36,13 @@ pub enum Command {
         #[arg(long)]
         serve: bool,
     },
+    /// Create a runbook on a running server (POST /api/v1/runbook).
+    Create(Box<CreateArgs>),
+    /// Show a runbook's status, its step tree, commits, errors and pull requests.
+    Status(StatusArgs),
+    /// Follow a runbook's progress until it ends: exits 0 when it completes, 1 when it
+    /// fails, 2 when the server cannot be asked.
+    Watch(WatchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -291,6 +298,131 @@ impl Config {
         serve.database.database_url = database_url.to_string();
         Self::from_args(*serve).expect("the defaults are valid")
     }
+}
+
+/// Where the client commands find the server, and the token they present.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Base URL of the runbooks server.
+    #[arg(long, env = "RUNBOOKS_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// API token (from `runbooks token create`); prefer the environment variable, a flag
+    /// shows in the process list.
+    #[arg(long, env = "RUNBOOKS_TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub token: Option<SecretString>,
+}
+
+fn parse_secret(value: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(value.to_string()))
+}
+
+/// How often `watch` asks the server.
+#[derive(Debug, Clone, Args)]
+pub struct WatchOptions {
+    /// Time between two polls of the server (e.g. `500ms`, `2s`; at least 100ms).
+    #[arg(long, default_value = "1s", value_parser = parse_interval)]
+    pub interval: std::time::Duration,
+}
+
+fn parse_interval(value: &str) -> Result<std::time::Duration, String> {
+    let interval = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if interval < std::time::Duration::from_millis(100) {
+        return Err("the interval must be at least 100ms".to_string());
+    }
+    Ok(interval)
+}
+
+/// `runbooks create`.
+#[derive(Debug, Clone, Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Organisation of the repository (with --repo).
+    #[arg(long, requires = "repo", conflicts_with = "repository")]
+    pub org: Option<String>,
+    /// Name of the repository (with --org).
+    #[arg(long, requires = "org", conflicts_with = "repository")]
+    pub repo: Option<String>,
+    /// The repository as ORG/NAME (instead of --org and --repo).
+    #[arg(long, value_name = "ORG/NAME", required_unless_present_all = ["org", "repo"])]
+    pub repository: Option<String>,
+    /// Title of the runbook (generated from the prompt when missing).
+    #[arg(long)]
+    pub title: Option<String>,
+    /// Only plan: the steps wait for `execute` (sends `oneshot: false`).
+    #[arg(long)]
+    pub plan: bool,
+    /// Open the pull requests as drafts.
+    #[arg(long, conflicts_with = "ready")]
+    pub draft: bool,
+    /// Open the pull requests ready for review (not drafts).
+    #[arg(long)]
+    pub ready: bool,
+    /// How pull requests are opened (default: the repository's configuration, else
+    /// single_pr).
+    #[arg(
+        long,
+        value_name = "MODE",
+        value_parser = clap::builder::TypedValueParser::map(
+            clap::builder::PossibleValuesParser::new(["single_pr", "stacked_pr", "manual"]),
+            |mode| mode.parse::<crate::domain::PrMode>().expect("one of the listed modes"),
+        )
+    )]
+    pub pr_mode: Option<crate::domain::PrMode>,
+    /// Branch the pull requests go into (default: the repository's default branch).
+    #[arg(long, value_name = "BRANCH")]
+    pub target: Option<String>,
+    /// Text put first in the body of every pull request the runbook opens.
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+    /// A label applied to every pull request the runbook opens (repeat for several).
+    #[arg(long = "label", value_name = "LABEL")]
+    pub labels: Vec<String>,
+    /// Who the runbook is attributed to in PR bodies and commit trailers.
+    #[arg(long, value_name = "EMAIL")]
+    pub author_email: Option<String>,
+    /// The task, in plain words (or use --prompt-file).
+    #[arg(
+        required_unless_present = "prompt_file",
+        conflicts_with = "prompt_file"
+    )]
+    pub prompt: Option<String>,
+    /// Read the prompt from a file (`-`: standard input).
+    #[arg(long, value_name = "PATH")]
+    pub prompt_file: Option<PathBuf>,
+    /// Print the runbook document as JSON.
+    #[arg(long, conflicts_with = "watch")]
+    pub json: bool,
+    /// Then follow its progress, as `runbooks watch` does (and exit as it does).
+    #[arg(long)]
+    pub watch: bool,
+    #[command(flatten)]
+    pub watch_options: WatchOptions,
+}
+
+/// `runbooks status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The runbook number.
+    #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+    pub number: i64,
+    /// Print the runbook document as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `runbooks watch`.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The runbook number.
+    #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+    pub number: i64,
+    #[command(flatten)]
+    pub options: WatchOptions,
 }
 
 #[cfg(test)]

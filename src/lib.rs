@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod client;
 pub mod comment;
 pub mod config;
 pub mod demo;

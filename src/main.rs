@@ -6,7 +6,7 @@ use tracing_subscriber::EnvFilter;
 
 use runbooks::config::{Cli, Command, Config, LogFormat, TokenCommand};
 use runbooks::store::{self, Store};
-use runbooks::{domain, server, tokens};
+use runbooks::{client, domain, server, tokens};
 
 fn init_logging(format: LogFormat, default_level: &str) {
     let filter =
@@ -24,6 +24,13 @@ fn init_logging(format: LogFormat, default_level: &str) {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The client commands choose their own exit status (see `runbooks::client`).
+    let cli = match cli.command {
+        Command::Create(args) => return client::create(*args).await,
+        Command::Status(args) => return client::status(args).await,
+        Command::Watch(args) => return client::watch(args).await,
+        command => Cli { command },
+    };
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -55,6 +62,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 keep_serving: serve,
             })
             .await
+        }
+        Command::Create(_) | Command::Status(_) | Command::Watch(_) => {
+            unreachable!("client commands are dispatched in main")
         }
     }
 }

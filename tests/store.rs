@@ -8,7 +8,7 @@ use std::sync::Arc;
 use runbooks::domain::{
     FollowUp, NewRunbook, Plan, PlannedStep, PrMode, RunbookStatus, StepNumber, StepState,
 };
-use runbooks::store::{StepEnd, Store};
+use runbooks::store::{RunbookFilter, StepEnd, Store};
 use support::{Backend, TestDb};
 
 fn new_runbook(org: &str, prompt: &str) -> NewRunbook {
@@ -562,6 +562,97 @@ async fn plans_failures_and_transitions(backend: Backend) {
     assert!(!store.cancel_requested(number).await.unwrap());
 }
 
+/// Listings for GraphQL and the dashboard: pages newest first, scoped to organisations,
+/// filtered, and their steps, pull requests and threads read in one query each.
+async fn listings_are_scoped_paged_and_batched(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let mut numbers = Vec::new();
+    for (org, repo) in [
+        ("Acme", "backend"),
+        ("acme", "web"),
+        ("other", "backend"),
+        ("acme", "backend"),
+    ] {
+        let mut new = new_runbook(org, "p");
+        new.repo = repo.into();
+        numbers.push(store.create_runbook(&new, None).await.unwrap());
+    }
+    let acme = RunbookFilter {
+        visible_orgs: vec!["acme".into()],
+        ..RunbookFilter::default()
+    };
+    let listed = |records: Vec<runbooks::store::RunbookRecord>| {
+        records.iter().map(|r| r.number).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        listed(store.list_runbooks(&acme, None, 10).await.unwrap()),
+        [4, 2, 1]
+    );
+    assert_eq!(
+        listed(store.list_runbooks(&acme, None, 2).await.unwrap()),
+        [4, 2]
+    );
+    assert_eq!(
+        listed(store.list_runbooks(&acme, Some(2), 10).await.unwrap()),
+        [1]
+    );
+    let backend_only = RunbookFilter {
+        repository: Some("BACKEND".into()),
+        ..acme.clone()
+    };
+    assert_eq!(
+        listed(store.list_runbooks(&backend_only, None, 10).await.unwrap()),
+        [4, 1]
+    );
+    // An organisation outside the reader's is never listed, even when asked for.
+    let other = RunbookFilter {
+        org: Some("other".into()),
+        ..acme.clone()
+    };
+    assert!(
+        store
+            .list_runbooks(&other, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .list_runbooks(&RunbookFilter::default(), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    store
+        .append_steps(1, &plan(&["1", "1.1", "2"]))
+        .await
+        .unwrap();
+    store.append_steps(4, &plan(&["1"])).await.unwrap();
+    store
+        .record_pull_request(
+            1,
+            7,
+            "https://github.com/acme/backend/pull/7",
+            &[n("2"), n("1.1")],
+        )
+        .await
+        .unwrap();
+    let steps = store.steps_of(&[1, 2, 4]).await.unwrap();
+    assert_eq!(steps[&1].len(), 3);
+    assert_eq!(steps[&1][1].number, n("1.1"));
+    assert_eq!(steps[&4].len(), 1);
+    assert!(!steps.contains_key(&2));
+    let pulls = store.pull_requests_of(&[1, 4]).await.unwrap();
+    assert_eq!(pulls[&1].len(), 1);
+    assert_eq!(pulls[&1][0].record.number, 7);
+    assert_eq!(pulls[&1][0].step_numbers, ["1.1", "2"]);
+    assert!(!pulls.contains_key(&4));
+    assert!(store.threads_of(&[1, 4]).await.unwrap().is_empty());
+    assert!(store.steps_of(&[]).await.unwrap().is_empty());
+}
+
 both_backends!(
     tokens_are_hashed_scoped_and_revocable,
     runbooks_round_trip,
@@ -572,6 +663,7 @@ both_backends!(
     migrations_run_once_and_data_survives_reopening,
     leases_are_exclusive_until_they_expire,
     plans_failures_and_transitions,
+    listings_are_scoped_paged_and_batched,
 );
 
 #[tokio::test]

@@ -195,6 +195,8 @@ mod tests {
             error: None,
             kind: "work".into(),
             log: None,
+            started_at_ms: None,
+            finished_at_ms: None,
         }
     }
 

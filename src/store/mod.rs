@@ -107,6 +107,24 @@ pub struct ThreadRecord {
     pub needs_report: bool,
 }
 
+/// Which runbooks a listing shows. Organisations compare without regard to case.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunbookFilter {
+    /// The organisations the reader may see (lower case); nothing is visible without one.
+    pub visible_orgs: Vec<String>,
+    pub org: Option<String>,
+    /// A repository name (within `org`, or any visible organisation).
+    pub repository: Option<String>,
+}
+
+/// A pull request of a runbook with its leaf steps, for listings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullWithSteps {
+    pub record: PullRecord,
+    /// Leaf step numbers in plan order.
+    pub step_numbers: Vec<String>,
+}
+
 /// A webhook delivery as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryRecord {
@@ -131,6 +149,9 @@ pub struct StepRecord {
     pub kind: String,
     /// The agent's output tail or transcript.
     pub log: Option<String>,
+    /// When the step last started and ended (Unix milliseconds).
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
 }
 
 /// A pull request the engine opened, as stored.
@@ -310,6 +331,31 @@ pub trait Store: Send + Sync + 'static {
     async fn cancel_requested(&self, number: i64) -> StoreResult<bool>;
     /// Queues a follow-up prompt for planning (used by retry of a failed follow-up plan).
     async fn add_follow_up_prompt(&self, number: i64, prompt: &str) -> StoreResult<()>;
+
+    // --- listings (GraphQL, the dashboard): a page at a time, batched --------------------
+
+    /// Runbooks matching the filter, newest first, numbered below `before` when given.
+    async fn list_runbooks(
+        &self,
+        filter: &RunbookFilter,
+        before: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<RunbookRecord>>;
+    /// The steps of several runbooks, in plan order, in one query.
+    async fn steps_of(
+        &self,
+        numbers: &[i64],
+    ) -> StoreResult<std::collections::HashMap<i64, Vec<StepRecord>>>;
+    /// The pull requests of several runbooks, in the order opened, in one query.
+    async fn pull_requests_of(
+        &self,
+        numbers: &[i64],
+    ) -> StoreResult<std::collections::HashMap<i64, Vec<PullWithSteps>>>;
+    /// The threads of several runbooks (those started from comments), in one query.
+    async fn threads_of(
+        &self,
+        numbers: &[i64],
+    ) -> StoreResult<std::collections::HashMap<i64, ThreadRecord>>;
 
     // --- threads (runbooks started from comments) ------------------------------------
 

@@ -31,6 +31,22 @@ pub(super) fn labels_json(labels: &[String]) -> String {
     serde_json::to_string(labels).expect("a list of strings always serialises")
 }
 
+/// The columns a [`super::RunbookRecord`] is read from.
+pub(super) const RUNBOOK_COLUMNS: &str = "number, org, repo, title, prompt, oneshot, draft, pr_mode, \
+     target_branch, description, labels, author_email, created_by_token, created_at, updated_at";
+
+/// The columns a [`super::StepRecord`] is read from.
+pub(super) const STEP_COLUMNS: &str = "number, title, details, is_leaf, state, pr_number, \
+     commit_sha, error, kind, log, started_at, finished_at";
+
+/// `$first, $first+1, …`: `count` parameters for an `IN (…)` list.
+pub(super) fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 macro_rules! sql_store {
     ($store:ty, $db:ty) => {
         impl $store {
@@ -129,6 +145,47 @@ macro_rules! sql_store {
                     status_comment_url: row.try_get("status_comment_url")?,
                     status_body: row.try_get("status_body")?,
                     needs_report: row.try_get("needs_report")?,
+                })
+            }
+
+            fn step_from_row(r: &<$db as sqlx::Database>::Row) -> StoreResult<StepRecord> {
+                let number: String = r.try_get("number")?;
+                let state: String = r.try_get("state")?;
+                let pr_number: Option<i64> = r.try_get("pr_number")?;
+                Ok(StepRecord {
+                    number: parse_step_number(&number)?,
+                    title: r.try_get("title")?,
+                    details: r.try_get("details")?,
+                    is_leaf: r.try_get("is_leaf")?,
+                    state: parse_state(&state)?,
+                    pr_number: pr_number.map(|n| n as u64),
+                    commit_sha: r.try_get("commit_sha")?,
+                    error: r.try_get("error")?,
+                    kind: r.try_get("kind")?,
+                    log: r.try_get("log")?,
+                    started_at_ms: r.try_get("started_at")?,
+                    finished_at_ms: r.try_get("finished_at")?,
+                })
+            }
+
+            fn runbook_from_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<RunbookRecord> {
+                let labels: String = row.try_get("labels")?;
+                Ok(RunbookRecord {
+                    number: row.try_get("number")?,
+                    org: row.try_get("org")?,
+                    repo: row.try_get("repo")?,
+                    title: row.try_get("title")?,
+                    prompt: row.try_get("prompt")?,
+                    oneshot: row.try_get("oneshot")?,
+                    draft: row.try_get("draft")?,
+                    pr_mode: parse_pr_mode(row.try_get("pr_mode")?)?,
+                    target_branch: row.try_get("target_branch")?,
+                    description: row.try_get("description")?,
+                    labels: parse_labels(&labels)?,
+                    author_email: row.try_get("author_email")?,
+                    created_by_token: row.try_get("created_by_token")?,
+                    created_at_ms: row.try_get("created_at")?,
+                    updated_at_ms: row.try_get("updated_at")?,
                 })
             }
 
@@ -330,34 +387,114 @@ macro_rules! sql_store {
             }
 
             async fn runbook(&self, number: i64) -> StoreResult<Option<RunbookRecord>> {
-                let Some(row) = sqlx::query(
-                    "SELECT number, org, repo, title, prompt, oneshot, draft, pr_mode, target_branch, description, \
-                     labels, author_email, created_by_token, created_at, updated_at FROM runbooks WHERE number = $1",
-                )
-                .bind(number)
-                .fetch_optional(&self.pool)
-                .await?
-                else {
-                    return Ok(None);
-                };
-                let labels: String = row.try_get("labels")?;
-                Ok(Some(RunbookRecord {
-                    number: row.try_get("number")?,
-                    org: row.try_get("org")?,
-                    repo: row.try_get("repo")?,
-                    title: row.try_get("title")?,
-                    prompt: row.try_get("prompt")?,
-                    oneshot: row.try_get("oneshot")?,
-                    draft: row.try_get("draft")?,
-                    pr_mode: parse_pr_mode(row.try_get("pr_mode")?)?,
-                    target_branch: row.try_get("target_branch")?,
-                    description: row.try_get("description")?,
-                    labels: parse_labels(&labels)?,
-                    author_email: row.try_get("author_email")?,
-                    created_by_token: row.try_get("created_by_token")?,
-                    created_at_ms: row.try_get("created_at")?,
-                    updated_at_ms: row.try_get("updated_at")?,
-                }))
+                sqlx::query(&format!("SELECT {RUNBOOK_COLUMNS} FROM runbooks WHERE number = $1"))
+                    .bind(number)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(|row| Self::runbook_from_row(&row))
+                    .transpose()
+            }
+
+            async fn list_runbooks(&self, filter: &RunbookFilter, before: Option<i64>, limit: i64) -> StoreResult<Vec<RunbookRecord>> {
+                if filter.visible_orgs.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // $1: before, $2: limit, $3: org, $4: repository; then the visible organisations.
+                let visible = placeholders(5, filter.visible_orgs.len());
+                let sql = format!(
+                    "SELECT {RUNBOOK_COLUMNS} FROM runbooks WHERE number < $1 \
+                     AND ($3 = '' OR LOWER(org) = $3) AND ($4 = '' OR LOWER(repo) = $4) \
+                     AND LOWER(org) IN ({visible}) ORDER BY number DESC LIMIT $2"
+                );
+                let mut query = sqlx::query(&sql)
+                    .bind(before.unwrap_or(i64::MAX))
+                    .bind(limit)
+                    .bind(filter.org.as_deref().unwrap_or("").to_lowercase())
+                    .bind(filter.repository.as_deref().unwrap_or("").to_lowercase());
+                for org in &filter.visible_orgs {
+                    query = query.bind(org.to_lowercase());
+                }
+                query.fetch_all(&self.pool).await?.iter().map(|row| Self::runbook_from_row(row)).collect()
+            }
+
+            async fn steps_of(&self, numbers: &[i64]) -> StoreResult<std::collections::HashMap<i64, Vec<StepRecord>>> {
+                let mut map: std::collections::HashMap<i64, Vec<StepRecord>> = std::collections::HashMap::new();
+                if numbers.is_empty() {
+                    return Ok(map);
+                }
+                let sql = format!(
+                    "SELECT runbook_number, {STEP_COLUMNS} FROM steps WHERE runbook_number IN ({}) ORDER BY runbook_number, position",
+                    placeholders(1, numbers.len())
+                );
+                let mut query = sqlx::query(&sql);
+                for n in numbers {
+                    query = query.bind(*n);
+                }
+                for row in query.fetch_all(&self.pool).await? {
+                    let number: i64 = row.try_get("runbook_number")?;
+                    map.entry(number).or_default().push(Self::step_from_row(&row)?);
+                }
+                Ok(map)
+            }
+
+            async fn pull_requests_of(&self, numbers: &[i64]) -> StoreResult<std::collections::HashMap<i64, Vec<PullWithSteps>>> {
+                let mut map: std::collections::HashMap<i64, Vec<PullWithSteps>> = std::collections::HashMap::new();
+                if numbers.is_empty() {
+                    return Ok(map);
+                }
+                let sql = format!(
+                    "SELECT p.runbook_number, p.number, p.url, p.node_id, p.head, p.finished_at, p.state, s.number AS step \
+                     FROM pull_requests p LEFT JOIN steps s ON s.runbook_number = p.runbook_number AND s.pr_number = p.number AND s.is_leaf = $1 \
+                     WHERE p.runbook_number IN ({}) ORDER BY p.runbook_number, p.position, s.position",
+                    placeholders(2, numbers.len())
+                );
+                let mut query = sqlx::query(&sql).bind(true);
+                for n in numbers {
+                    query = query.bind(*n);
+                }
+                for row in query.fetch_all(&self.pool).await? {
+                    let runbook: i64 = row.try_get("runbook_number")?;
+                    let pr = row.try_get::<i64, _>("number")? as u64;
+                    let list = map.entry(runbook).or_default();
+                    if list.last().is_none_or(|last| last.record.number != pr) {
+                        let finished: Option<i64> = row.try_get("finished_at")?;
+                        list.push(PullWithSteps {
+                            record: PullRecord {
+                                number: pr,
+                                url: row.try_get("url")?,
+                                node_id: row.try_get("node_id")?,
+                                head: row.try_get("head")?,
+                                finished: finished.is_some(),
+                                state: row.try_get("state")?,
+                            },
+                            step_numbers: Vec::new(),
+                        });
+                    }
+                    if let (Some(step), Some(last)) = (row.try_get::<Option<String>, _>("step")?, list.last_mut()) {
+                        last.step_numbers.push(step);
+                    }
+                }
+                Ok(map)
+            }
+
+            async fn threads_of(&self, numbers: &[i64]) -> StoreResult<std::collections::HashMap<i64, ThreadRecord>> {
+                let mut map = std::collections::HashMap::new();
+                if numbers.is_empty() {
+                    return Ok(map);
+                }
+                let sql = format!(
+                    "SELECT * FROM runbook_threads WHERE runbook_number IN ({})",
+                    placeholders(1, numbers.len())
+                );
+                let mut query = sqlx::query(&sql);
+                for n in numbers {
+                    query = query.bind(*n);
+                }
+                for row in query.fetch_all(&self.pool).await? {
+                    let thread = Self::thread_from_row(&row)?;
+                    map.insert(thread.runbook_number, thread);
+                }
+                Ok(map)
             }
 
             async fn read_runbook(&self, number: i64, token_hash: Option<&str>) -> StoreResult<RunbookRead> {
@@ -457,32 +594,11 @@ macro_rules! sql_store {
             }
 
             async fn steps(&self, number: i64) -> StoreResult<Vec<StepRecord>> {
-                let rows = sqlx::query(
-                    "SELECT number, title, details, is_leaf, state, pr_number, commit_sha, error, kind, log FROM steps \
-                     WHERE runbook_number = $1 ORDER BY position",
-                )
-                .bind(number)
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter()
-                    .map(|r| {
-                        let number: String = r.try_get("number")?;
-                        let state: String = r.try_get("state")?;
-                        let pr_number: Option<i64> = r.try_get("pr_number")?;
-                        Ok(StepRecord {
-                            number: parse_step_number(&number)?,
-                            title: r.try_get("title")?,
-                            details: r.try_get("details")?,
-                            is_leaf: r.try_get("is_leaf")?,
-                            state: parse_state(&state)?,
-                            pr_number: pr_number.map(|n| n as u64),
-                            commit_sha: r.try_get("commit_sha")?,
-                            error: r.try_get("error")?,
-                            kind: r.try_get("kind")?,
-                            log: r.try_get("log")?,
-                        })
-                    })
-                    .collect()
+                let rows = sqlx::query(&format!("SELECT {STEP_COLUMNS} FROM steps WHERE runbook_number = $1 ORDER BY position"))
+                    .bind(number)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(|r| Self::step_from_row(r)).collect()
             }
 
             async fn set_step_state(&self, number: i64, step: &StepNumber, state: StepState) -> StoreResult<bool> {

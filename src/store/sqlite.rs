@@ -10,11 +10,13 @@ use sqlx::sqlite::{
 };
 
 use super::sql::{
-    labels_json, parse_labels, parse_pr_mode, parse_state, parse_step_number, sql_store,
+    RUNBOOK_COLUMNS, STEP_COLUMNS, labels_json, parse_labels, parse_pr_mode, parse_state,
+    parse_step_number, placeholders, sql_store,
 };
 use super::{
-    DeliveryRecord, FollowUpRecord, NewThread, PullRecord, RunbookRead, RunbookRecord, StepEnd,
-    StepRecord, Store, StoreError, StoreResult, ThreadRecord, TokenInfo, now_ms,
+    DeliveryRecord, FollowUpRecord, NewThread, PullRecord, PullWithSteps, RunbookFilter,
+    RunbookRead, RunbookRecord, StepEnd, StepRecord, Store, StoreError, StoreResult, ThreadRecord,
+    TokenInfo, now_ms,
 };
 use crate::domain::{
     FollowUp, NewRunbook, Plan, PrMode, PullRequestRef, RunbookSummary, StepCounts, StepNumber,

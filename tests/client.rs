@@ -39,17 +39,8 @@ const BREAKS: &str = "## Execution Steps\n### Step 1: Works\n```sh\necho one > o
 const DEADLINE: Duration = Duration::from_secs(60);
 
 async fn github() -> StandIn {
-    let github = StandIn::start().await.unwrap();
-    github
-        .create_repo(
-            "acme-corp",
-            "backend",
-            "main",
-            &[("src/lib.rs", LIB), ("README.md", "# backend\n")],
-        )
-        .await
-        .unwrap();
-    github.install("acme-corp", &["backend"]);
+    let github =
+        support::github_with_backend(&[("src/lib.rs", LIB), ("README.md", "# backend\n")]).await;
     github
 }
 

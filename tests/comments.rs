@@ -33,17 +33,8 @@ struct Setup {
 }
 
 async fn setup(backend: Backend) -> Setup {
-    let github = StandIn::start().await.unwrap();
-    github
-        .create_repo(
-            "acme-corp",
-            "backend",
-            "main",
-            &[("src/lib.rs", LIB), ("README.md", "# backend\n")],
-        )
-        .await
-        .unwrap();
-    github.install("acme-corp", &["backend"]);
+    let github =
+        support::github_with_backend(&[("src/lib.rs", LIB), ("README.md", "# backend\n")]).await;
     github.set_permission("acme-corp", "backend", "alice", "write");
     github.set_permission("acme-corp", "backend", "mallory", "read");
     let t = server_for(&github, backend, |_| {}).await;

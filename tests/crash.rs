@@ -61,17 +61,7 @@ async fn wait_until(
 }
 
 async fn kill_9_during_a_step_then_restart(backend: Backend) {
-    let github = StandIn::start().await.unwrap();
-    github
-        .create_repo(
-            "acme-corp",
-            "backend",
-            "main",
-            &[("README.md", "# backend\n")],
-        )
-        .await
-        .unwrap();
-    github.install("acme-corp", &["backend"]);
+    let github = support::github_with_backend(&[("README.md", "# backend\n")]).await;
     let db = TestDb::new(backend).await;
     let store = db.store().await;
     let token = support::create_token(&store, &["acme-corp"]).await;
@@ -173,17 +163,7 @@ async fn wait_for_step(store: &Arc<dyn Store>, state: StepState) -> runbooks::st
 /// The narrowest window: the step's commit was pushed but the process died before recording
 /// the step completed. The step must not run (and commit) again.
 async fn a_step_pushed_before_the_crash_is_not_committed_again(backend: Backend) {
-    let github = StandIn::start().await.unwrap();
-    github
-        .create_repo(
-            "acme-corp",
-            "backend",
-            "main",
-            &[("README.md", "# backend\n")],
-        )
-        .await
-        .unwrap();
-    github.install("acme-corp", &["backend"]);
+    let github = support::github_with_backend(&[("README.md", "# backend\n")]).await;
     let db = TestDb::new(backend).await;
     let store = db.store().await;
     let token = support::create_token(&store, &["acme-corp"]).await;
@@ -241,17 +221,7 @@ async fn a_step_pushed_before_the_crash_is_not_committed_again(backend: Backend)
 /// Two replicas on one PostgreSQL database share the work; no step runs twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_the_work_and_never_run_a_step_twice() {
-    let github = StandIn::start().await.unwrap();
-    github
-        .create_repo(
-            "acme-corp",
-            "backend",
-            "main",
-            &[("README.md", "# backend\n")],
-        )
-        .await
-        .unwrap();
-    github.install("acme-corp", &["backend"]);
+    let github = support::github_with_backend(&[("README.md", "# backend\n")]).await;
     let db = TestDb::new(Backend::Postgres).await;
     let store = db.store().await;
     let token = support::create_token(&store, &["acme-corp"]).await;

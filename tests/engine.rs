@@ -12,17 +12,8 @@ const LIB: &str =
     "pub fn old_name() -> u32 {\n    1\n}\n\npub fn caller() -> u32 {\n    old_name()\n}\n";
 
 async fn github() -> StandIn {
-    let github = StandIn::start().await.unwrap();
-    github
-        .create_repo(
-            "acme-corp",
-            "backend",
-            "main",
-            &[("src/lib.rs", LIB), ("README.md", "# backend\n")],
-        )
-        .await
-        .unwrap();
-    github.install("acme-corp", &["backend"]);
+    let github =
+        support::github_with_backend(&[("src/lib.rs", LIB), ("README.md", "# backend\n")]).await;
     github
 }
 

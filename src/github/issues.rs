@@ -98,10 +98,9 @@ impl GitHubApp {
             repo.full_name
         );
         let _: Value = self
-            .client
-            .json(
+            .repo_json(
+                repo,
                 "reactions/create-for-issue-comment",
-                As::Installation(repo.installation_id),
                 Method::POST,
                 &path,
                 Some(&json!({"content": content})),
@@ -120,10 +119,9 @@ impl GitHubApp {
         const OPERATION: &str = "issues/create-comment";
         let path = format!("/repos/{}/issues/{issue}/comments", repo.full_name);
         let value: Value = self
-            .client
-            .json(
+            .repo_json(
+                repo,
                 OPERATION,
-                As::Installation(repo.installation_id),
                 Method::POST,
                 &path,
                 Some(&json!({"body": body})),
@@ -147,14 +145,7 @@ impl GitHubApp {
                 repo.full_name
             );
             let values: Vec<Value> = self
-                .client
-                .json(
-                    OPERATION,
-                    As::Installation(repo.installation_id),
-                    Method::GET,
-                    &path,
-                    None,
-                )
+                .repo_json(repo, OPERATION, Method::GET, &path, None)
                 .await?;
             let last = values.len() < PER_PAGE;
             for value in &values {
@@ -181,10 +172,9 @@ impl GitHubApp {
     ) -> Result<(), GitHubError> {
         let path = format!("/repos/{}/issues/comments/{comment_id}", repo.full_name);
         let _: Value = self
-            .client
-            .json(
+            .repo_json(
+                repo,
                 "issues/update-comment",
-                As::Installation(repo.installation_id),
                 Method::PATCH,
                 &path,
                 Some(&json!({"body": body})),

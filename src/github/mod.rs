@@ -282,6 +282,26 @@ impl GitHubApp {
         Ok(Resolution::Found(info))
     }
 
+    /// A JSON call as the installation of `repo` that must succeed with a 2xx status.
+    pub(crate) async fn repo_json<T: serde::de::DeserializeOwned>(
+        &self,
+        repo: &RepoInfo,
+        operation: &'static str,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, GitHubError> {
+        self.client
+            .json(
+                operation,
+                As::Installation(repo.installation_id),
+                method,
+                path,
+                body,
+            )
+            .await
+    }
+
     /// Forgets every repository of an installation (it was deleted or suspended).
     pub fn forget_installation(&self, installation_id: u64) {
         self.repos

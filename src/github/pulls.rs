@@ -57,14 +57,7 @@ impl GitHubApp {
             encode(head)
         );
         let pulls: Vec<Value> = self
-            .client
-            .json(
-                OPERATION,
-                As::Installation(repo.installation_id),
-                Method::GET,
-                &path,
-                None,
-            )
+            .repo_json(repo, OPERATION, Method::GET, &path, None)
             .await?;
         pulls.first().map(|p| parse(OPERATION, p)).transpose()
     }
@@ -133,14 +126,7 @@ impl GitHubApp {
     ) -> Result<(), GitHubError> {
         let path = format!("/repos/{}/pulls/{number}", repo.full_name);
         let _: Value = self
-            .client
-            .json(
-                "pulls/update",
-                As::Installation(repo.installation_id),
-                Method::PATCH,
-                &path,
-                Some(&fields),
-            )
+            .repo_json(repo, "pulls/update", Method::PATCH, &path, Some(&fields))
             .await?;
         Ok(())
     }
@@ -223,10 +209,9 @@ impl GitHubApp {
         }
         let path = format!("/repos/{}/issues/{number}/labels", repo.full_name);
         let _: Value = self
-            .client
-            .json(
+            .repo_json(
+                repo,
                 "issues/add-labels",
-                As::Installation(repo.installation_id),
                 Method::POST,
                 &path,
                 Some(&json!({"labels": labels})),

@@ -197,6 +197,20 @@ impl TestServer {
     }
 }
 
+/// A GitHub stand-in holding `acme-corp/backend` (default branch `main`, with `files`), on
+/// which the app is installed.
+pub async fn github_with_backend(files: &[(&str, &str)]) -> runbooks::standin::StandIn {
+    let github = runbooks::standin::StandIn::start()
+        .await
+        .expect("the GitHub stand-in starts");
+    github
+        .create_repo("acme-corp", "backend", "main", files)
+        .await
+        .expect("the repository is created");
+    github.install("acme-corp", &["backend"]);
+    github
+}
+
 /// The server configured as the app of a GitHub stand-in (API URL, app id, key, webhook
 /// secret).
 pub async fn server_for(

@@ -7,6 +7,7 @@ pub mod api;
 pub mod client;
 pub mod comment;
 pub mod config;
+pub mod dashboard;
 pub mod demo;
 pub mod domain;
 pub mod engine;

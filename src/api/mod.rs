@@ -162,6 +162,7 @@ pub fn router(state: AppState) -> Router {
         .route("/webhooks/github", post(webhooks::receive))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(crate::dashboard::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read by `JsonBody` under its own limit; this only stops huge uploads

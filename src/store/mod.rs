@@ -397,6 +397,42 @@ pub trait Store: Send + Sync + 'static {
     async fn finish_delivery(&self, delivery_id: &str, error: Option<&str>) -> StoreResult<()>;
     /// Deliveries received but not yet handled (after a crash), oldest first.
     async fn unfinished_deliveries(&self) -> StoreResult<Vec<DeliveryRecord>>;
+
+    // --- dashboard sessions (sign-ins with an API token; see `crate::dashboard`) --------
+
+    /// Stores a new dashboard session, and removes the sessions that expired before it.
+    async fn create_dashboard_session(&self, session: &NewDashboardSession) -> StoreResult<()>;
+    /// The session stored under this hash, if it has not expired at `now_ms` and its token
+    /// is still active — one round trip, so a revoked token's sessions end at once.
+    async fn dashboard_session(
+        &self,
+        session_hash: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<DashboardSession>>;
+    /// Ends a session; `false` when there was none.
+    async fn delete_dashboard_session(&self, session_hash: &str) -> StoreResult<bool>;
+}
+
+// --- dashboard sessions ---------------------------------------------------------------
+
+/// A dashboard session to store: never its id, only the id's SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDashboardSession {
+    pub session_hash: String,
+    pub token_id: i64,
+    /// What the session's forms must send back.
+    pub csrf_secret: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+/// A live dashboard session with the (active) token it was opened with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DashboardSession {
+    pub token: TokenInfo,
+    pub csrf_secret: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
 }
 
 /// Opens the database named by a `sqlite://…` or `postgres://…` URL (creating a missing

@@ -974,6 +974,66 @@ macro_rules! sql_store {
                     .await?;
                 Ok(())
             }
+
+            // --- dashboard sessions ------------------------------------------------------
+
+            async fn create_dashboard_session(&self, session: &NewDashboardSession) -> StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("DELETE FROM dashboard_sessions WHERE expires_at <= $1")
+                    .bind(session.created_at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO dashboard_sessions (session_hash, token_id, csrf_secret, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&session.session_hash)
+                .bind(session.token_id)
+                .bind(&session.csrf_secret)
+                .bind(session.created_at_ms)
+                .bind(session.expires_at_ms)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn dashboard_session(&self, session_hash: &str, now_ms: i64) -> StoreResult<Option<DashboardSession>> {
+                // One round trip: the session, its token (only while active) and the token's
+                // organisations (one row per organisation).
+                let rows = sqlx::query(
+                    "SELECT s.csrf_secret, s.created_at AS session_created_at, s.expires_at, \
+                     t.id, t.name, t.created_at, t.revoked_at, o.org FROM dashboard_sessions s \
+                     JOIN api_tokens t ON t.id = s.token_id \
+                     LEFT JOIN api_token_orgs o ON o.token_id = t.id \
+                     WHERE s.session_hash = $1 AND s.expires_at > $2 AND t.revoked_at IS NULL ORDER BY o.org",
+                )
+                .bind(session_hash)
+                .bind(now_ms)
+                .fetch_all(&self.pool)
+                .await?;
+                let Some(first) = rows.first() else {
+                    return Ok(None);
+                };
+                let orgs = rows
+                    .iter()
+                    .filter_map(|row| row.try_get::<Option<String>, _>("org").transpose())
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Some(DashboardSession {
+                    token: Self::token_from_row(first, orgs)?,
+                    csrf_secret: first.try_get("csrf_secret")?,
+                    created_at_ms: first.try_get("session_created_at")?,
+                    expires_at_ms: first.try_get("expires_at")?,
+                }))
+            }
+
+            async fn delete_dashboard_session(&self, session_hash: &str) -> StoreResult<bool> {
+                let result = sqlx::query("DELETE FROM dashboard_sessions WHERE session_hash = $1")
+                    .bind(session_hash)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(result.rows_affected() == 1)
+            }
         }
     };
 }

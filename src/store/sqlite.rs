@@ -14,9 +14,9 @@ use super::sql::{
     parse_step_number, placeholders, sql_store,
 };
 use super::{
-    DeliveryRecord, FollowUpRecord, NewThread, PullRecord, PullWithSteps, RunbookFilter,
-    RunbookRead, RunbookRecord, StepEnd, StepRecord, Store, StoreError, StoreResult, ThreadRecord,
-    TokenInfo, now_ms,
+    DashboardSession, DeliveryRecord, FollowUpRecord, NewDashboardSession, NewThread, PullRecord,
+    PullWithSteps, RunbookFilter, RunbookRead, RunbookRecord, StepEnd, StepRecord, Store,
+    StoreError, StoreResult, ThreadRecord, TokenInfo, now_ms,
 };
 use crate::domain::{
     FollowUp, NewRunbook, Plan, PrMode, PullRequestRef, RunbookSummary, StepCounts, StepNumber,

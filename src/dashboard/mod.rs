@@ -1,0 +1,515 @@
+//! The dashboard: the page behind every runbook's `url`, the list of runbooks, and the
+//! actions (execute, retry, cancel, open the pull request) as plain HTML forms.
+//!
+//! Pages are rendered on the server and read fine without JavaScript; a small inline script
+//! swaps in live updates sent as server-sent events (see [`live`]). People sign in with an
+//! API token at `/login` (see [`session`]) and see the runbooks of that token's
+//! organisations, exactly as the token would through the API.
+//!
+//! | route | what |
+//! | --- | --- |
+//! | `GET /login`, `POST /login`, `POST /logout` | sign in with a token (form field `token`), sign out |
+//! | `GET /runbooks` | the list, newest first; `repository`, `status` filters; `before` pages |
+//! | `GET /runbooks/{n}` | a runbook: steps, states, errors, output, commits, PRs, actions |
+//! | `GET /runbooks/{n}/events` | server-sent events: the live part of the page when it changes |
+//! | `POST /runbooks/{n}/execute`, `…/retry`, `…/cancel`, `…/pull_requests` | the actions (CSRF-checked) |
+
+pub mod live;
+mod pages;
+pub mod session;
+
+use axum::Router;
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::AppState;
+use crate::domain::runbook::{check_org, check_repo};
+use crate::domain::{RunbookStatus, StepCounts, StepNumber};
+use crate::ops::{self, OpError};
+use crate::store::{
+    PullWithSteps, RunbookFilter, RunbookRecord, StepRecord, Store, StoreError, ThreadRecord,
+};
+use pages::Ctx;
+pub use session::Reader;
+
+/// Forms are small; nothing larger is read.
+const FORM_LIMIT: usize = 16 * 1024;
+
+/// Runbooks on one page of the list.
+const PAGE_SIZE: usize = 25;
+
+/// With a status filter, how many runbooks one request looks through at most (the status is
+/// computed from the steps, not stored); past that, the page links on to older ones.
+const MAX_SCAN: usize = 1000;
+
+/// The dashboard's routes (merged into [`crate::api::router`], which gives them the state).
+pub fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(session::login_form).post(session::login))
+        .route("/logout", post(session::logout))
+        .route("/runbooks", get(list))
+        .route("/runbooks/{number}", get(detail))
+        .route("/runbooks/{number}/events", get(live::events))
+        .route("/runbooks/{number}/execute", post(execute))
+        .route("/runbooks/{number}/retry", post(retry))
+        .route("/runbooks/{number}/cancel", post(cancel))
+        .route("/runbooks/{number}/pull_requests", post(open_pull_request))
+        .layer(middleware::map_response_with_state(state, finish))
+        .layer(DefaultBodyLimit::max(FORM_LIMIT))
+}
+
+/// Renders failures as pages, and puts the security headers on every answer: no framing,
+/// no caching, no referrer to other sites, and a strict content policy when the page did
+/// not set its own (pages allow their inline style and script by nonce).
+async fn finish(State(state): State<AppState>, response: Response) -> Response {
+    let mut response = match response.extensions().get::<Failure>() {
+        Some(failure) => pages::failure(&Ctx::anonymous(&state), failure.status, &failure.message),
+        None => response,
+    };
+    let headers = response.headers_mut();
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+            ),
+        );
+    }
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// A request the dashboard cannot serve: answered as a page saying why (see [`finish`]).
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn runbook_not_found(number: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            format!("Runbook {number} was not found."),
+        )
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        // The cause goes to the log, never to the page.
+        tracing::error!(error = %e, "dashboard request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Something went wrong on the server; try again in a moment.",
+        )
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let mut response = self.status.into_response();
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+/// A form body, or why it could not be read (so a handler decides what comes first).
+pub struct FormBody<T>(pub Result<T, Failure>);
+
+impl<T: DeserializeOwned + Send> FromRequest<AppState> for FormBody<T> {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let form = axum::Form::<T>::from_request(req, state).await;
+        Ok(FormBody(form.map(|f| f.0).map_err(|e: FormRejection| {
+            Failure::new(
+                e.status(),
+                "The form could not be read; use the dashboard's own forms.",
+            )
+        })))
+    }
+}
+
+/// `303 See Other` to a path of this site.
+pub(crate) fn redirect(to: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    response.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(to).unwrap_or_else(|_| HeaderValue::from_static("/runbooks")),
+    );
+    response
+}
+
+/// Percent-encodes a query value.
+pub(crate) fn encode(value: &str) -> String {
+    utf8_percent_encode(value, NON_ALPHANUMERIC).to_string()
+}
+
+/// Everything the page of a runbook shows.
+#[derive(Debug, Clone)]
+pub struct RunbookView {
+    pub runbook: RunbookRecord,
+    pub steps: Vec<StepRecord>,
+    pub pulls: Vec<PullWithSteps>,
+    pub thread: Option<ThreadRecord>,
+}
+
+impl RunbookView {
+    pub async fn load(store: &dyn Store, number: i64) -> Result<Option<Self>, StoreError> {
+        let Some(runbook) = store.runbook(number).await? else {
+            return Ok(None);
+        };
+        let numbers = [number];
+        let (steps, mut pulls, thread) = tokio::try_join!(
+            store.steps(number),
+            store.pull_requests_of(&numbers),
+            store.thread(number),
+        )?;
+        Ok(Some(Self {
+            runbook,
+            steps,
+            pulls: pulls.remove(&number).unwrap_or_default(),
+            thread,
+        }))
+    }
+
+    /// The runbook's view for a reader who may see it; `None` alike for a runbook that does
+    /// not exist and one of another organisation.
+    async fn visible(
+        store: &dyn Store,
+        reader: &Reader,
+        number: i64,
+    ) -> Result<Option<Self>, StoreError> {
+        Ok(Self::load(store, number)
+            .await?
+            .filter(|view| reader.may_see(&view.runbook.org)))
+    }
+
+    pub fn counts(&self) -> StepCounts {
+        StepCounts::from_states(self.steps.iter().filter(|s| s.is_leaf).map(|s| s.state))
+    }
+}
+
+/// A runbook number from the path: a positive whole number.
+fn runbook_number(raw: &str) -> Result<i64, Failure> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0 && raw.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| Failure::runbook_not_found(raw))
+}
+
+async fn home(State(state): State<AppState>) -> Response {
+    redirect(&Ctx::anonymous(&state).href("/runbooks"))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    repository: Option<String>,
+    status: Option<String>,
+    before: Option<String>,
+}
+
+/// `GET /runbooks`: the runbooks of the reader's organisations, newest first.
+async fn list(
+    State(state): State<AppState>,
+    reader: Reader,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, Failure> {
+    let ctx = Ctx::signed_in(&state, &reader);
+    let query = query.map(|q| q.0).unwrap_or_default();
+    let repository = query.repository.unwrap_or_default().trim().to_string();
+    let status_text = query.status.unwrap_or_default().trim().to_string();
+    let shown = pages::ListQueryShown {
+        repository: repository.clone(),
+        status: status_text.clone(),
+    };
+    let bad = |message: String| {
+        pages::list(
+            &ctx,
+            &shown,
+            &[],
+            None,
+            Some(&message),
+            StatusCode::BAD_REQUEST,
+        )
+    };
+
+    let mut filter = RunbookFilter {
+        visible_orgs: reader.session.token.orgs.clone(),
+        ..RunbookFilter::default()
+    };
+    if !repository.is_empty() {
+        let (org, name) = match repository.split_once('/') {
+            Some((org, name)) => (Some(org), name),
+            None => (None, repository.as_str()),
+        };
+        if let Some(org) = org
+            && let Err(e) = check_org("repository", org)
+        {
+            return Ok(bad(format!("{e} (use org/name or name)")));
+        }
+        if let Err(e) = check_repo("repository", name) {
+            return Ok(bad(format!("{e} (use org/name or name)")));
+        }
+        filter.org = org.map(str::to_string);
+        filter.repository = Some(name.to_string());
+    }
+    let wanted = if status_text.is_empty() {
+        None
+    } else {
+        match RunbookStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str() == status_text)
+        {
+            Some(s) => Some(s),
+            None => return Ok(bad(format!("There is no status `{status_text}`."))),
+        }
+    };
+    let mut cursor = match query.before.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(raw) => match raw.parse::<i64>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                return Ok(bad(format!(
+                    "`before` must be a runbook number, not `{raw}`."
+                )));
+            }
+        },
+    };
+
+    // Newest first, a batch at a time; with a status filter, batches are looked through
+    // until the page is full (the status is computed from the steps).
+    let batch_size = if wanted.is_some() { 100 } else { PAGE_SIZE + 1 };
+    let mut rows: Vec<pages::ListRow> = Vec::new();
+    let mut next_before: Option<i64> = None;
+    let mut scanned = 0;
+    'scan: loop {
+        let batch = state
+            .store
+            .list_runbooks(&filter, cursor, batch_size as i64)
+            .await?;
+        let numbers: Vec<i64> = batch.iter().map(|r| r.number).collect();
+        let (mut steps, mut pulls) = tokio::try_join!(
+            state.store.steps_of(&numbers),
+            state.store.pull_requests_of(&numbers),
+        )?;
+        for runbook in &batch {
+            scanned += 1;
+            let steps = steps.remove(&runbook.number).unwrap_or_default();
+            let counts =
+                StepCounts::from_states(steps.iter().filter(|s| s.is_leaf).map(|s| s.state));
+            let status = crate::domain::status(&counts);
+            if wanted.is_none_or(|w| w == status) {
+                if rows.len() == PAGE_SIZE {
+                    next_before = rows.last().map(|r| r.runbook.number);
+                    break 'scan;
+                }
+                rows.push(pages::ListRow {
+                    runbook: runbook.clone(),
+                    status,
+                    counts,
+                    pulls: pulls
+                        .remove(&runbook.number)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|p| (p.record.number, p.record.url))
+                        .collect(),
+                });
+            }
+            cursor = Some(runbook.number);
+        }
+        if batch.len() < batch_size {
+            break;
+        }
+        if scanned >= MAX_SCAN {
+            next_before = cursor;
+            break;
+        }
+    }
+    let next = next_before.map(|before| {
+        let mut href = format!("/runbooks?before={before}");
+        if !repository.is_empty() {
+            href.push_str(&format!("&repository={}", encode(&repository)));
+        }
+        if !status_text.is_empty() {
+            href.push_str(&format!("&status={}", encode(&status_text)));
+        }
+        ctx.href(&href)
+    });
+    Ok(pages::list(&ctx, &shown, &rows, next, None, StatusCode::OK))
+}
+
+/// `GET /runbooks/{n}`: the page behind the runbook's `url`.
+async fn detail(
+    State(state): State<AppState>,
+    reader: Reader,
+    Path(raw): Path<String>,
+) -> Result<Response, Failure> {
+    let number = runbook_number(&raw)?;
+    let view = RunbookView::visible(state.store.as_ref(), &reader, number)
+        .await?
+        .ok_or_else(|| Failure::runbook_not_found(number))?;
+    let ctx = Ctx::signed_in(&state, &reader);
+    Ok(pages::detail(&ctx, &view, None, StatusCode::OK))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ActionForm {
+    csrf: Option<String>,
+    /// For execute: up to this step (all when empty).
+    step: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Execute,
+    Retry,
+    Cancel,
+    OpenPullRequest,
+}
+
+async fn execute(
+    state: State<AppState>,
+    reader: Reader,
+    headers: HeaderMap,
+    raw: Path<String>,
+    form: FormBody<ActionForm>,
+) -> Result<Response, Failure> {
+    act(state, reader, headers, raw, form, Action::Execute).await
+}
+
+async fn retry(
+    state: State<AppState>,
+    reader: Reader,
+    headers: HeaderMap,
+    raw: Path<String>,
+    form: FormBody<ActionForm>,
+) -> Result<Response, Failure> {
+    act(state, reader, headers, raw, form, Action::Retry).await
+}
+
+async fn cancel(
+    state: State<AppState>,
+    reader: Reader,
+    headers: HeaderMap,
+    raw: Path<String>,
+    form: FormBody<ActionForm>,
+) -> Result<Response, Failure> {
+    act(state, reader, headers, raw, form, Action::Cancel).await
+}
+
+async fn open_pull_request(
+    state: State<AppState>,
+    reader: Reader,
+    headers: HeaderMap,
+    raw: Path<String>,
+    form: FormBody<ActionForm>,
+) -> Result<Response, Failure> {
+    act(state, reader, headers, raw, form, Action::OpenPullRequest).await
+}
+
+/// An action from the page's forms: checked (same origin, the session's CSRF secret, the
+/// runbook visible to the session's token), done through [`crate::ops`] like the API's, then
+/// back to the page (303); an action the runbook's state forbids shows the page with the
+/// reason (409).
+async fn act(
+    State(state): State<AppState>,
+    reader: Reader,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    FormBody(form): FormBody<ActionForm>,
+    action: Action,
+) -> Result<Response, Failure> {
+    let csrf = form.as_ref().ok().and_then(|f| f.csrf.as_deref());
+    session::check_form(&state, &headers, &reader, csrf)?;
+    let form = form?;
+    let number = runbook_number(&raw)?;
+    let store = state.store.as_ref();
+    if RunbookView::visible(store, &reader, number)
+        .await?
+        .is_none()
+    {
+        return Err(Failure::runbook_not_found(number));
+    }
+    let done = match action {
+        Action::Execute => {
+            let up_to = form
+                .step
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::parse::<StepNumber>)
+                .transpose()
+                .map_err(|e| {
+                    Failure::new(StatusCode::BAD_REQUEST, format!("`step` is invalid: {e}"))
+                })?;
+            ops::execute(store, number, up_to.as_ref()).await
+        }
+        Action::Retry => ops::retry(store, number).await,
+        Action::Cancel => ops::cancel(store, number).await,
+        Action::OpenPullRequest => ops::open_pull_request(store, state.engine.as_deref(), number)
+            .await
+            .map(|_| ()),
+    };
+    let ctx = Ctx::signed_in(&state, &reader);
+    match done {
+        Ok(()) => {
+            if let Some(engine) = &state.engine {
+                engine.wake();
+            }
+            Ok(redirect(&ctx.href(&format!("/runbooks/{number}"))))
+        }
+        Err(OpError::Store(e)) => Err(e.into()),
+        Err(OpError::NotFound(n)) => Err(Failure::runbook_not_found(n)),
+        Err(e) => {
+            let status = match &e {
+                OpError::NoSuchStep { .. } => StatusCode::BAD_REQUEST,
+                OpError::NoGitHub => StatusCode::SERVICE_UNAVAILABLE,
+                OpError::GitHub(_) => StatusCode::BAD_GATEWAY,
+                _ => StatusCode::CONFLICT,
+            };
+            if let OpError::GitHub(e) = &e {
+                tracing::warn!(error = %e, "GitHub call failed");
+            }
+            let view = RunbookView::visible(store, &reader, number)
+                .await?
+                .ok_or_else(|| Failure::runbook_not_found(number))?;
+            let reason = format!("{}: {e}.", action_name(action));
+            Ok(pages::detail(&ctx, &view, Some(&reason), status))
+        }
+    }
+}
+
+fn action_name(action: Action) -> &'static str {
+    match action {
+        Action::Execute => "Could not execute",
+        Action::Retry => "Could not retry",
+        Action::Cancel => "Could not cancel",
+        Action::OpenPullRequest => "Could not open the pull request",
+    }
+}

@@ -39,9 +39,7 @@ const BREAKS: &str = "## Execution Steps\n### Step 1: Works\n```sh\necho one > o
 const DEADLINE: Duration = Duration::from_secs(60);
 
 async fn github() -> StandIn {
-    let github =
-        support::github_with_backend(&[("src/lib.rs", LIB), ("README.md", "# backend\n")]).await;
-    github
+    support::github_with_backend(&[("src/lib.rs", LIB), ("README.md", "# backend\n")]).await
 }
 
 async fn setup() -> (StandIn, TestServer) {

@@ -12,9 +12,7 @@ const LIB: &str =
     "pub fn old_name() -> u32 {\n    1\n}\n\npub fn caller() -> u32 {\n    old_name()\n}\n";
 
 async fn github() -> StandIn {
-    let github =
-        support::github_with_backend(&[("src/lib.rs", LIB), ("README.md", "# backend\n")]).await;
-    github
+    support::github_with_backend(&[("src/lib.rs", LIB), ("README.md", "# backend\n")]).await
 }
 
 fn body(prompt: &str) -> Value {

@@ -283,9 +283,22 @@ pub fn title_from_prompt(prompt: &str) -> String {
                 .trim_start_matches(['-', '*', '>'])
                 .trim()
         })
+        // The template's section heading says nothing about the task; a step heading
+        // (`Step 1: Rename the helper`) names the first thing it does.
+        .filter(|line| !line.eq_ignore_ascii_case("execution steps"))
+        .map(|line| match line.split_once(':') {
+            Some((head, rest)) if is_step_label(head) && !rest.trim().is_empty() => rest.trim(),
+            _ => line,
+        })
         .find(|line| !line.is_empty() && !line.starts_with("```"))
         .unwrap_or("Runbook");
     shorten(line, limits::GENERATED_TITLE_CHARS)
+}
+
+/// `Step 1` or `1.2`: the label of a step heading in the runbook template.
+fn is_step_label(head: &str) -> bool {
+    let number = head.trim().strip_prefix("Step ").unwrap_or(head.trim());
+    !number.is_empty() && number.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
 
 fn shorten(text: &str, max_chars: usize) -> String {
@@ -421,6 +434,19 @@ mod tests {
         assert_eq!(
             title_from_prompt("\n\n## Rename the helper\nmore"),
             "Rename the helper"
+        );
+        // A prompt that is only the runbook template is named by its first step.
+        assert_eq!(
+            title_from_prompt("## Execution Steps\n### Step 1: Rename the helper\n```sh\n```"),
+            "Rename the helper"
+        );
+        assert_eq!(
+            title_from_prompt("#### 1.2: Update callers"),
+            "Update callers"
+        );
+        assert_eq!(
+            title_from_prompt("Note: keep it short"),
+            "Note: keep it short"
         );
         let long = "word ".repeat(40);
         let title = title_from_prompt(&long);

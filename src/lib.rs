@@ -13,6 +13,7 @@ pub mod domain;
 pub mod engine;
 pub mod git;
 pub mod github;
+pub mod graphql;
 pub mod intake;
 pub mod ops;
 pub mod server;

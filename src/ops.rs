@@ -3,9 +3,9 @@
 //! when it cannot; the caller has already checked who may act.
 
 use crate::domain::lifecycle::{self, Leaf};
-use crate::domain::{PrMode, StepNumber, StepState};
+use crate::domain::{FollowUp, NewRunbook, PrMode, StepNumber, StepState};
 use crate::engine::Engine;
-use crate::github::GitHubError;
+use crate::github::{GitHubApp, GitHubError, Resolution};
 use crate::store::{StepRecord, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +24,8 @@ pub enum OpError {
     NoCommits(i64),
     #[error("runbook {0} does not exist")]
     NotFound(i64),
+    #[error("the runbooks app is not installed on {org}/{repo}, or the repository does not exist")]
+    NotInstalled { org: String, repo: String },
     #[error("no GitHub App is configured on this server")]
     NoGitHub,
     #[error(transparent)]
@@ -41,6 +43,49 @@ fn leaves(steps: &[StepRecord]) -> Vec<Leaf> {
             state: s.state,
         })
         .collect()
+}
+
+/// Stores a new runbook (already validated, and the caller allowed to act for its
+/// organisation) and answers its number. With a GitHub App, the repository must be one the
+/// app is installed on, and a missing target branch becomes its default branch now, so a
+/// later change of the default branch does not move the runbook's work. The caller wakes
+/// the engine.
+pub async fn create_runbook(
+    store: &dyn Store,
+    github: Option<&GitHubApp>,
+    new: &mut NewRunbook,
+    created_by: Option<i64>,
+) -> Result<i64, OpError> {
+    if let Some(github) = github {
+        match github.resolve(&new.org, &new.repo).await? {
+            Resolution::Found(repo) => {
+                new.target_branch.get_or_insert(repo.default_branch);
+            }
+            Resolution::NotInstalled => {
+                return Err(OpError::NotInstalled {
+                    org: new.org.clone(),
+                    repo: new.repo.clone(),
+                });
+            }
+        }
+    }
+    let number = store.create_runbook(new, created_by).await?;
+    tracing::info!(runbook = number, repo = %format_args!("{}/{}", new.org, new.repo), "runbook created");
+    Ok(number)
+}
+
+/// Records a follow-up instruction (validated): new steps on the same runbook, its
+/// description replaced and its labels merged. The caller wakes the engine.
+pub async fn update_runbook(
+    store: &dyn Store,
+    number: i64,
+    follow_up: &FollowUp,
+) -> Result<(), OpError> {
+    if !store.add_follow_up(number, follow_up).await? {
+        return Err(OpError::NotFound(number));
+    }
+    tracing::info!(runbook = number, "follow-up recorded");
+    Ok(())
 }
 
 /// Queues waiting or failed leaves, lifting a cancellation.

@@ -120,6 +120,7 @@ impl From<crate::ops::OpError> for ApiError {
             OpError::NoSuchStep { .. } => ApiError::BadRequest(e.to_string()),
             OpError::NotFound(number) => ApiError::runbook_not_found(number),
             OpError::NoGitHub => ApiError::Unavailable(e.to_string()),
+            OpError::NotInstalled { .. } => ApiError::Unprocessable(e.to_string()),
             OpError::Store(e) => e.into(),
             OpError::GitHub(e) => e.into(),
             OpError::NoPlan(_)

@@ -161,6 +161,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/openapi.json", get(openapi_json))
         .route("/webhooks/github", post(webhooks::receive))
         .route("/healthz", get(healthz))
+        .merge(crate::graphql::router())
         .route("/readyz", get(readyz))
         .merge(crate::dashboard::router(state.clone()))
         .fallback(not_found)

@@ -15,7 +15,7 @@ use crate::domain::runbook::{
     limits, normalize_labels, title_from_prompt,
 };
 use crate::domain::{FollowUp, NewRunbook, PrMode, RunbookStatus, RunbookSummary, StepCounts};
-use crate::github::Resolution;
+use crate::ops;
 
 /// The repository a runbook runs against.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
@@ -171,6 +171,13 @@ impl UpdateRunbookRequest {
     }
 }
 
+/// The answer for creating a runbook in an organisation the token may not act for.
+pub fn forbidden(org: &str) -> ApiError {
+    ApiError::Forbidden(format!(
+        "this API token may not act for organisation `{org}`"
+    ))
+}
+
 /// Parses the `<runbook_number>` path segment: a positive whole number.
 pub(super) fn runbook_number(raw: &str) -> Result<i64, ApiError> {
     raw.parse::<i64>()
@@ -234,31 +241,15 @@ pub async fn create_runbook(
     let mut new = request.validate()?;
     caller.confirm(&state).await?;
     if !caller.may_act_for(&new.org) {
-        return Err(ApiError::Forbidden(format!(
-            "this API token may not act for organisation `{}`",
-            new.org
-        )));
+        return Err(forbidden(&new.org));
     }
-    if let Some(github) = &state.github {
-        match github.resolve(&new.org, &new.repo).await? {
-            Resolution::Found(repo) => {
-                // The target branch is fixed when the runbook is created, so a later change
-                // of the default branch does not move a runbook's work.
-                new.target_branch.get_or_insert(repo.default_branch);
-            }
-            Resolution::NotInstalled => {
-                return Err(ApiError::Unprocessable(format!(
-                    "the runbooks app is not installed on {}/{}, or the repository does not exist",
-                    new.org, new.repo
-                )));
-            }
-        }
-    }
-    let number = state
-        .store
-        .create_runbook(&new, Some(caller.token.id))
-        .await?;
-    tracing::info!(runbook = number, repo = %format_args!("{}/{}", new.org, new.repo), "runbook created");
+    let number = ops::create_runbook(
+        state.store.as_ref(),
+        state.github.as_deref(),
+        &mut new,
+        Some(caller.token.id),
+    )
+    .await?;
     if let Some(engine) = &state.engine {
         engine.wake();
     }
@@ -331,10 +322,7 @@ pub async fn update_runbook(
     let number = runbook_number(&raw)?;
     let follow_up = request.validate()?;
     visible_summary(&state, &caller, number).await?;
-    if !state.store.add_follow_up(number, &follow_up).await? {
-        return Err(ApiError::runbook_not_found(number));
-    }
-    tracing::info!(runbook = number, "follow-up recorded");
+    ops::update_runbook(state.store.as_ref(), number, &follow_up).await?;
     if let Some(engine) = &state.engine {
         engine.wake();
     }

@@ -1,0 +1,183 @@
+//! Batched reads for the fields of many runbooks: one SQL statement per kind of data for a
+//! whole page, never one per runbook.
+//!
+//! A [`Loaders`] lives for one request. It batches the keys asked for at the same time
+//! (async-graphql resolves the runbooks of a list concurrently) and caches what it read, so
+//! `status`, `stepCounts` and `steps` of a runbook share one read. Listings also load the
+//! page's data up front ([`Loaders::prime`]), so the statement count does not depend on
+//! how the resolvers happen to be scheduled. Mutations clear the cache ([`Loaders::forget`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
+
+use crate::api::ApiError;
+use crate::store::{PullWithSteps, StepRecord, Store, StoreError, ThreadRecord};
+
+/// The steps of a runbook, in plan order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StepsOf(pub i64);
+
+/// The pull requests of a runbook, in the order opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PullsOf(pub i64);
+
+/// The thread a runbook was started from, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ThreadOf(pub i64);
+
+/// Reads for many runbooks at once, over [`Store::steps_of`], [`Store::pull_requests_of`]
+/// and [`Store::threads_of`]. Every key asked for gets a value (an empty list, or no
+/// thread), so that it is cached too.
+pub struct Batch {
+    store: Arc<dyn Store>,
+}
+
+/// A failed read, shared by every field waiting for it.
+#[derive(Debug, Clone)]
+pub struct LoadError(Arc<StoreError>);
+
+impl From<LoadError> for ApiError {
+    fn from(e: LoadError) -> Self {
+        ApiError::Internal(anyhow::anyhow!("{}", e.0))
+    }
+}
+
+fn failed(e: StoreError) -> LoadError {
+    LoadError(Arc::new(e))
+}
+
+impl Loader<StepsOf> for Batch {
+    type Value = Arc<Vec<StepRecord>>;
+    type Error = LoadError;
+
+    async fn load(&self, keys: &[StepsOf]) -> Result<HashMap<StepsOf, Self::Value>, LoadError> {
+        let numbers: Vec<i64> = keys.iter().map(|k| k.0).collect();
+        let mut found = self.store.steps_of(&numbers).await.map_err(failed)?;
+        Ok(keys
+            .iter()
+            .map(|k| (*k, Arc::new(found.remove(&k.0).unwrap_or_default())))
+            .collect())
+    }
+}
+
+impl Loader<PullsOf> for Batch {
+    type Value = Arc<Vec<PullWithSteps>>;
+    type Error = LoadError;
+
+    async fn load(&self, keys: &[PullsOf]) -> Result<HashMap<PullsOf, Self::Value>, LoadError> {
+        let numbers: Vec<i64> = keys.iter().map(|k| k.0).collect();
+        let mut found = self
+            .store
+            .pull_requests_of(&numbers)
+            .await
+            .map_err(failed)?;
+        Ok(keys
+            .iter()
+            .map(|k| (*k, Arc::new(found.remove(&k.0).unwrap_or_default())))
+            .collect())
+    }
+}
+
+impl Loader<ThreadOf> for Batch {
+    type Value = Option<Arc<ThreadRecord>>;
+    type Error = LoadError;
+
+    async fn load(&self, keys: &[ThreadOf]) -> Result<HashMap<ThreadOf, Self::Value>, LoadError> {
+        let numbers: Vec<i64> = keys.iter().map(|k| k.0).collect();
+        let mut found = self.store.threads_of(&numbers).await.map_err(failed)?;
+        Ok(keys
+            .iter()
+            .map(|k| (*k, found.remove(&k.0).map(Arc::new)))
+            .collect())
+    }
+}
+
+/// The request's loaders.
+pub struct Loaders {
+    loader: DataLoader<Batch, HashMapCache>,
+}
+
+/// What a listing's selection needs, to load it for the whole page at once.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Needs {
+    pub steps: bool,
+    pub pulls: bool,
+    pub threads: bool,
+}
+
+impl Loaders {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            loader: DataLoader::with_cache(Batch { store }, tokio::spawn, HashMapCache::default()),
+        }
+    }
+
+    pub async fn steps(&self, number: i64) -> Result<Arc<Vec<StepRecord>>, ApiError> {
+        Ok(self
+            .loader
+            .load_one(StepsOf(number))
+            .await?
+            .unwrap_or_default())
+    }
+
+    pub async fn pulls(&self, number: i64) -> Result<Arc<Vec<PullWithSteps>>, ApiError> {
+        Ok(self
+            .loader
+            .load_one(PullsOf(number))
+            .await?
+            .unwrap_or_default())
+    }
+
+    pub async fn thread(&self, number: i64) -> Result<Option<Arc<ThreadRecord>>, ApiError> {
+        Ok(self.loader.load_one(ThreadOf(number)).await?.flatten())
+    }
+
+    /// The steps of several runbooks, in one read (less what is cached already).
+    pub async fn steps_of(
+        &self,
+        numbers: &[i64],
+    ) -> Result<HashMap<i64, Arc<Vec<StepRecord>>>, ApiError> {
+        let found = self
+            .loader
+            .load_many(numbers.iter().map(|n| StepsOf(*n)))
+            .await?;
+        Ok(found.into_iter().map(|(k, v)| (k.0, v)).collect())
+    }
+
+    /// Loads what a page of runbooks will be asked for, one read per kind, concurrently.
+    pub async fn prime(&self, numbers: &[i64], needs: Needs) -> Result<(), ApiError> {
+        let steps = async {
+            if needs.steps {
+                self.steps_of(numbers).await?;
+            }
+            Ok::<_, ApiError>(())
+        };
+        let pulls = async {
+            if needs.pulls {
+                self.loader
+                    .load_many(numbers.iter().map(|n| PullsOf(*n)))
+                    .await?;
+            }
+            Ok::<_, ApiError>(())
+        };
+        let threads = async {
+            if needs.threads {
+                self.loader
+                    .load_many(numbers.iter().map(|n| ThreadOf(*n)))
+                    .await?;
+            }
+            Ok::<_, ApiError>(())
+        };
+        let (steps, pulls, threads) = tokio::join!(steps, pulls, threads);
+        steps.and(pulls).and(threads)
+    }
+
+    /// Forgets what was read: after a mutation, fields show the new state.
+    pub fn forget(&self) {
+        self.loader.clear::<StepsOf>();
+        self.loader.clear::<PullsOf>();
+        self.loader.clear::<ThreadOf>();
+    }
+}

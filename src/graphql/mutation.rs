@@ -1,0 +1,270 @@
+//! Mutations: the REST API's writes, each answering the runbook as it is afterwards.
+
+use async_graphql::{Context, InputObject, Object};
+
+use super::loaders::Loaders;
+use super::query::visible;
+use super::types::{PrMode, Runbook};
+use super::{OrGraphql, RequestContext};
+use crate::api::ApiError;
+use crate::api::runbooks::{CreateRunbookRequest, RepositoryRef, UpdateRunbookRequest, forbidden};
+use crate::domain::StepNumber;
+use crate::ops;
+
+/// The repository a runbook runs against.
+#[derive(InputObject, Debug, Clone)]
+pub struct RepositoryInput {
+    /// GitHub organisation (or user) name.
+    pub org: String,
+    /// Repository name.
+    pub name: String,
+}
+
+/// A new runbook: the fields, defaults and checks of `POST /api/v1/runbook`.
+#[derive(InputObject, Debug, Clone)]
+pub struct CreateRunbookInput {
+    pub repository: RepositoryInput,
+    /// The task, in plain words (with the script agent: the runbook template layout).
+    pub prompt: String,
+    /// Generated from the prompt's first line when missing.
+    pub title: Option<String>,
+    /// Run every step without waiting (default true); false waits for `executeRunbook`.
+    pub oneshot: Option<bool>,
+    /// Keep pull requests drafts (default: the repository's `.github/runbooks.yml`, else
+    /// false).
+    pub draft: Option<bool>,
+    /// How pull requests are opened (default: the repository's `.github/runbooks.yml`,
+    /// else `SINGLE_PR`).
+    pub pr_mode: Option<PrMode>,
+    /// The branch to start from and open pull requests into (default: the repository's
+    /// default branch).
+    pub target_branch: Option<String>,
+    /// Text put first in the body of every pull request the runbook opens.
+    pub description: Option<String>,
+    /// Labels applied to every pull request (de-duplicated, order kept).
+    pub labels: Option<Vec<String>>,
+    /// Who the runbook is attributed to in pull request bodies and commit trailers.
+    pub author_email: Option<String>,
+}
+
+/// A follow-up instruction: the fields and checks of `PATCH /api/v1/runbook/<n>`.
+#[derive(InputObject, Debug, Clone)]
+pub struct UpdateRunbookInput {
+    /// Run as new steps appended to the plan, on the same branch and pull requests.
+    pub prompt: String,
+    /// Replaces the text put first in pull request bodies.
+    pub description: Option<String>,
+    /// Merged into the runbook's labels (never removes any).
+    pub labels: Option<Vec<String>>,
+}
+
+pub struct MutationRoot;
+
+#[Object(name = "Mutation")]
+impl MutationRoot {
+    /// Creates a runbook; it runs in the background (status `GENERATING_STEPS` at first).
+    async fn create_runbook(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateRunbookInput,
+    ) -> async_graphql::Result<Runbook> {
+        create(ctx, input).await.or_graphql()
+    }
+
+    /// Sends a follow-up instruction, run as new steps on the same branch and pull requests.
+    async fn update_runbook(
+        &self,
+        ctx: &Context<'_>,
+        number: i64,
+        input: UpdateRunbookInput,
+    ) -> async_graphql::Result<Runbook> {
+        update(ctx, number, input).await.or_graphql()
+    }
+
+    /// Runs a runbook created with `oneshot: false`: every unfinished step, or with `step`,
+    /// that step (all leaves under it) and every unfinished step before it.
+    async fn execute_runbook(
+        &self,
+        ctx: &Context<'_>,
+        number: i64,
+        step: Option<String>,
+    ) -> async_graphql::Result<Runbook> {
+        act(ctx, number, Action::Execute(step)).await.or_graphql()
+    }
+
+    /// Runs the failed steps, and the not-started ones after them, again.
+    async fn retry_runbook(
+        &self,
+        ctx: &Context<'_>,
+        number: i64,
+    ) -> async_graphql::Result<Runbook> {
+        act(ctx, number, Action::Retry).await.or_graphql()
+    }
+
+    /// Stops the runbook: the running step fails with `cancelled`, queued steps wait.
+    async fn cancel_runbook(
+        &self,
+        ctx: &Context<'_>,
+        number: i64,
+    ) -> async_graphql::Result<Runbook> {
+        act(ctx, number, Action::Cancel).await.or_graphql()
+    }
+
+    /// Opens the pull request of a `MANUAL` runbook's branch now.
+    async fn open_pull_request(
+        &self,
+        ctx: &Context<'_>,
+        number: i64,
+    ) -> async_graphql::Result<Runbook> {
+        act(ctx, number, Action::OpenPullRequest).await.or_graphql()
+    }
+}
+
+enum Action {
+    Execute(Option<String>),
+    Retry,
+    Cancel,
+    OpenPullRequest,
+}
+
+/// REST names its fields in snake case (`target_branch`); here they are the input's
+/// (`input.targetBranch`). Validation messages start with the field's name in backquotes.
+fn input_field_names(error: ApiError) -> ApiError {
+    let ApiError::BadRequest(message) = error else {
+        return error;
+    };
+    let renamed = message
+        .strip_prefix('`')
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(field, tail)| {
+            let mut camel = String::with_capacity(field.len());
+            let mut upper = false;
+            for c in field.chars() {
+                match c {
+                    '_' => upper = true,
+                    c if upper => {
+                        camel.extend(c.to_uppercase());
+                        upper = false;
+                    }
+                    c => camel.push(c),
+                }
+            }
+            format!("`input.{camel}`{tail}")
+        });
+    ApiError::BadRequest(renamed.unwrap_or(message))
+}
+
+/// After a change: the engine has work, and what the request read before is stale.
+fn changed(ctx: &Context<'_>) {
+    let request = ctx.data_unchecked::<RequestContext>();
+    if let Some(engine) = &request.state.engine {
+        engine.wake();
+    }
+    ctx.data_unchecked::<Loaders>().forget();
+}
+
+async fn reread(ctx: &Context<'_>, number: i64) -> Result<Runbook, ApiError> {
+    visible(ctx.data_unchecked::<RequestContext>(), number)
+        .await?
+        .ok_or_else(|| ApiError::runbook_not_found(number))
+}
+
+async fn create(ctx: &Context<'_>, input: CreateRunbookInput) -> Result<Runbook, ApiError> {
+    let request = ctx.data_unchecked::<RequestContext>();
+    let rest = CreateRunbookRequest {
+        repository: RepositoryRef {
+            org: input.repository.org,
+            name: input.repository.name,
+        },
+        prompt: input.prompt,
+        title: input.title,
+        oneshot: input.oneshot,
+        draft: input.draft,
+        pr_mode: input.pr_mode.map(Into::into),
+        target_branch: input.target_branch,
+        description: input.description,
+        labels: input.labels,
+        author_email: input.author_email,
+    };
+    let mut new = rest.validate().map_err(input_field_names)?;
+    if !request.caller.may_act_for(&new.org) {
+        return Err(forbidden(&new.org));
+    }
+    let number = ops::create_runbook(
+        request.state.store.as_ref(),
+        request.state.github.as_deref(),
+        &mut new,
+        Some(request.caller.token.id),
+    )
+    .await?;
+    changed(ctx);
+    reread(ctx, number).await
+}
+
+async fn update(
+    ctx: &Context<'_>,
+    number: i64,
+    input: UpdateRunbookInput,
+) -> Result<Runbook, ApiError> {
+    let request = ctx.data_unchecked::<RequestContext>();
+    let follow_up = UpdateRunbookRequest {
+        prompt: input.prompt,
+        description: input.description,
+        labels: input.labels,
+    }
+    .validate()
+    .map_err(input_field_names)?;
+    reread(ctx, number).await?;
+    ops::update_runbook(request.state.store.as_ref(), number, &follow_up).await?;
+    changed(ctx);
+    reread(ctx, number).await
+}
+
+async fn act(ctx: &Context<'_>, number: i64, action: Action) -> Result<Runbook, ApiError> {
+    let request = ctx.data_unchecked::<RequestContext>();
+    let store = request.state.store.as_ref();
+    let up_to = match &action {
+        Action::Execute(Some(step)) => Some(
+            step.parse::<StepNumber>()
+                .map_err(|e| ApiError::BadRequest(format!("`step` is invalid: {e}")))?,
+        ),
+        _ => None,
+    };
+    reread(ctx, number).await?;
+    match action {
+        Action::Execute(_) => ops::execute(store, number, up_to.as_ref()).await?,
+        Action::Retry => ops::retry(store, number).await?,
+        Action::Cancel => ops::cancel(store, number).await?,
+        Action::OpenPullRequest => {
+            ops::open_pull_request(store, request.state.engine.as_deref(), number).await?;
+        }
+    }
+    changed(ctx);
+    reread(ctx, number).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_messages_name_the_input_fields() {
+        let renamed = |m: &str| match input_field_names(ApiError::BadRequest(m.into())) {
+            ApiError::BadRequest(m) => m,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            renamed("`target_branch` is not a valid branch name"),
+            "`input.targetBranch` is not a valid branch name"
+        );
+        assert_eq!(
+            renamed("`repository.org` must not be empty"),
+            "`input.repository.org` must not be empty"
+        );
+        assert_eq!(
+            renamed("`labels[2]` is empty"),
+            "`input.labels[2]` is empty"
+        );
+        assert_eq!(renamed("no field here"), "no field here");
+    }
+}

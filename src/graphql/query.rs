@@ -1,0 +1,248 @@
+//! Queries: one runbook, and a cursor connection over the runbooks the token may see.
+
+use async_graphql::{Context, InputObject, Lookahead, Object};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use super::loaders::{Loaders, Needs};
+use super::types::{PageInfo, Runbook, RunbookConnection, RunbookEdge, RunbookStatus, status_of};
+use super::{OrGraphql, RequestContext};
+use crate::api::ApiError;
+use crate::domain;
+use crate::store::{RunbookFilter, RunbookRecord};
+
+/// Largest page of `runbooks`.
+pub const MAX_FIRST: i32 = 100;
+
+/// With a status filter, the runbooks looked through for one page at most: a page may then
+/// hold fewer runbooks than asked for while `hasNextPage` is true.
+pub const MAX_SCANNED: usize = 1000;
+
+/// Which runbooks to list. Every field narrows the listing; the token's organisations
+/// always apply.
+#[derive(InputObject, Debug, Clone, Default)]
+#[graphql(name = "RunbookFilter")]
+pub struct RunbookFilterInput {
+    /// Only this organisation (without regard to case).
+    pub org: Option<String>,
+    /// Only repositories of this name (within `org` when given).
+    pub repository: Option<String>,
+    /// Only runbooks whose status is this, now.
+    pub status: Option<RunbookStatus>,
+}
+
+pub struct QueryRoot;
+
+#[Object(name = "Query")]
+impl QueryRoot {
+    /// A runbook by number; null when there is none, or the token may not see it.
+    async fn runbook(
+        &self,
+        ctx: &Context<'_>,
+        number: i64,
+    ) -> async_graphql::Result<Option<Runbook>> {
+        let request = ctx.data_unchecked::<RequestContext>();
+        let loaders = ctx.data_unchecked::<Loaders>();
+        let runbook = visible(request, number).await.or_graphql()?;
+        if runbook.is_some() {
+            let needs = needs(&[ctx.look_ahead()]);
+            loaders.prime(&[number], needs).await.or_graphql()?;
+        }
+        Ok(runbook)
+    }
+
+    /// The runbooks the token may see, newest first, a page at a time: `first` runbooks
+    /// (1 to 100) after the cursor `after` (a `cursor` or `pageInfo.endCursor` of an
+    /// earlier page).
+    #[graphql(complexity = "first.clamp(1, MAX_FIRST) as usize * child_complexity + 1")]
+    async fn runbooks(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<RunbookFilterInput>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> async_graphql::Result<RunbookConnection> {
+        let request = ctx.data_unchecked::<RequestContext>();
+        let loaders = ctx.data_unchecked::<Loaders>();
+        let look = ctx.look_ahead();
+        let needs = needs(&[look.field("nodes"), look.field("edges").field("node")]);
+        list(
+            request,
+            loaders,
+            filter.unwrap_or_default(),
+            first,
+            after,
+            needs,
+        )
+        .await
+        .or_graphql()
+    }
+}
+
+/// Checks a runbook number argument: a positive whole number, as in REST paths.
+pub(crate) fn check_number(number: i64) -> Result<i64, ApiError> {
+    if number > 0 {
+        Ok(number)
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "`number` must be a positive whole number, not `{number}`"
+        )))
+    }
+}
+
+/// The runbook, when it exists and the caller may see it.
+pub(crate) async fn visible(
+    request: &RequestContext,
+    number: i64,
+) -> Result<Option<Runbook>, ApiError> {
+    let number = check_number(number)?;
+    Ok(request
+        .state
+        .store
+        .runbook(number)
+        .await?
+        .filter(|r| request.caller.may_act_for(&r.org))
+        .map(Runbook::new))
+}
+
+/// Which batched reads a selection of runbooks will need.
+fn needs(runbooks: &[Lookahead<'_>]) -> Needs {
+    let any = |names: &[&str]| {
+        runbooks
+            .iter()
+            .any(|r| names.iter().any(|name| r.field(name).exists()))
+    };
+    Needs {
+        steps: any(&["steps", "status", "stepCounts"]),
+        pulls: any(&["pullRequests"]),
+        threads: any(&["thread"]),
+    }
+}
+
+pub fn encode_cursor(number: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("runbook:{number}"))
+}
+
+pub fn decode_cursor(cursor: &str) -> Result<i64, ApiError> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.strip_prefix("runbook:")?.parse::<i64>().ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "`after` is not a cursor this API gave out: `{cursor}` (use an edge's `cursor` \
+                 or `pageInfo.endCursor`)"
+            ))
+        })
+}
+
+async fn list(
+    request: &RequestContext,
+    loaders: &Loaders,
+    filter: RunbookFilterInput,
+    first: i32,
+    after: Option<String>,
+    needs: Needs,
+) -> Result<RunbookConnection, ApiError> {
+    if !(1..=MAX_FIRST).contains(&first) {
+        return Err(ApiError::BadRequest(format!(
+            "`first` must be between 1 and {MAX_FIRST}, not {first}"
+        )));
+    }
+    let first = first as usize;
+    let before = after.as_deref().map(decode_cursor).transpose()?;
+    let store = &request.state.store;
+    let scope = RunbookFilter {
+        visible_orgs: request.caller.token.orgs.clone(),
+        org: filter.org.filter(|o| !o.is_empty()),
+        repository: filter.repository.filter(|r| !r.is_empty()),
+    };
+    let (mut rows, mut has_next_page, mut resume_at): (Vec<RunbookRecord>, bool, Option<i64>) =
+        (Vec::new(), false, None);
+    match filter.status {
+        None => {
+            rows = store
+                .list_runbooks(&scope, before, first as i64 + 1)
+                .await?;
+            if rows.len() > first {
+                rows.truncate(first);
+                has_next_page = true;
+            }
+        }
+        Some(wanted) => {
+            // The status is computed from the steps: read a batch, keep the matching ones,
+            // and go on until the page is full, the runbooks run out, or enough were seen.
+            let wanted = domain::RunbookStatus::from(wanted);
+            let batch = (first + 1).max(50);
+            let mut cursor = before;
+            let mut scanned = 0;
+            'scan: loop {
+                let page = store.list_runbooks(&scope, cursor, batch as i64).await?;
+                let numbers: Vec<i64> = page.iter().map(|r| r.number).collect();
+                let steps = loaders.steps_of(&numbers).await?;
+                let exhausted = page.len() < batch;
+                for record in page {
+                    scanned += 1;
+                    cursor = Some(record.number);
+                    let status = steps
+                        .get(&record.number)
+                        .map_or(domain::RunbookStatus::GeneratingSteps, |s| status_of(s));
+                    if status == wanted {
+                        if rows.len() == first {
+                            has_next_page = true;
+                            break 'scan;
+                        }
+                        rows.push(record);
+                    }
+                }
+                if exhausted {
+                    break;
+                }
+                if scanned >= MAX_SCANNED {
+                    has_next_page = true;
+                    resume_at = cursor;
+                    break;
+                }
+            }
+        }
+    }
+    let numbers: Vec<i64> = rows.iter().map(|r| r.number).collect();
+    loaders.prime(&numbers, needs).await?;
+    let edges: Vec<RunbookEdge> = rows
+        .into_iter()
+        .map(|record| RunbookEdge {
+            cursor: encode_cursor(record.number),
+            node: Runbook::new(record),
+        })
+        .collect();
+    let end_cursor = resume_at
+        .map(encode_cursor)
+        .or_else(|| edges.last().map(|e| e.cursor.clone()));
+    Ok(RunbookConnection {
+        nodes: edges.iter().map(|e| e.node.clone()).collect(),
+        page_info: PageInfo {
+            has_next_page,
+            has_previous_page: before.is_some(),
+            start_cursor: edges.first().map(|e| e.cursor.clone()),
+            end_cursor,
+        },
+        edges,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_bad_ones_are_refused() {
+        for n in [1, 7, 123_456_789] {
+            assert_eq!(decode_cursor(&encode_cursor(n)).unwrap(), n);
+        }
+        for bad in ["", "7", "cnVuYm9vazow", "!!", "cnVuYm9vazp4"] {
+            assert!(decode_cursor(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! The schema's types.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use async_graphql::{
+    Context, Enum, InputValueError, InputValueResult, Object, Scalar, ScalarType, SimpleObject,
+    Value,
+};
+
+use super::loaders::Loaders;
+use super::{OrGraphql, RequestContext};
+use crate::domain::{self, StepCounts};
+use crate::store::{PullWithSteps, RunbookRecord, StepRecord, ThreadRecord};
+
+/// A point in time, as an RFC 3339 string in UTC with milliseconds
+/// (`2026-11-30T06:00:47.123Z`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateTime(pub i64);
+
+#[Scalar(
+    name = "DateTime",
+    specified_by_url = "https://datatracker.ietf.org/doc/html/rfc3339"
+)]
+impl ScalarType for DateTime {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        let Value::String(text) = &value else {
+            return Err(InputValueError::expected_type(value));
+        };
+        let at = humantime::parse_rfc3339_weak(text)
+            .map_err(|e| InputValueError::custom(format!("not an RFC 3339 time: {e}")))?;
+        let ms = at
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| InputValueError::custom("a time before 1970"))?
+            .as_millis();
+        Ok(DateTime(ms as i64))
+    }
+
+    fn to_value(&self) -> Value {
+        let at = UNIX_EPOCH + Duration::from_millis(self.0.max(0) as u64);
+        Value::String(humantime::format_rfc3339_millis(at).to_string())
+    }
+}
+
+/// A runbook's aggregate status, computed from its leaf steps when asked.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[graphql(remote = "crate::domain::RunbookStatus")]
+pub enum RunbookStatus {
+    /// No steps exist yet: the plan is being generated.
+    GeneratingSteps,
+    /// All leaf steps are not started.
+    NotStarted,
+    /// A leaf step is running.
+    InProgress,
+    /// A mix of completed, queued and not started leaf steps.
+    PartiallyCompleted,
+    /// A leaf step failed (and none is running).
+    Failed,
+    /// All leaf steps completed.
+    Completed,
+}
+
+/// How a runbook opens its pull requests.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[graphql(remote = "crate::domain::PrMode")]
+pub enum PrMode {
+    /// Commit and push to one branch; open a PR only when asked (`openPullRequest`).
+    Manual,
+    /// One branch, one PR into the target branch.
+    SinglePr,
+    /// One branch and one PR per top-level step, each based on the previous one.
+    StackedPr,
+}
+
+/// A step's status: a leaf's state, or for a parent step the status of the leaves under it.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepStatus {
+    NotStarted,
+    Queued,
+    InProgress,
+    /// Only for a parent step: some of its leaves are done, others wait.
+    PartiallyCompleted,
+    Completed,
+    Failed,
+}
+
+impl StepStatus {
+    fn from_shown(shown: &str) -> Self {
+        match shown {
+            "queued" => StepStatus::Queued,
+            "in_progress" => StepStatus::InProgress,
+            "partially_completed" => StepStatus::PartiallyCompleted,
+            "completed" => StepStatus::Completed,
+            "failed" => StepStatus::Failed,
+            _ => StepStatus::NotStarted,
+        }
+    }
+}
+
+/// A pull request's state on GitHub.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullRequestState {
+    Open,
+    Closed,
+    Merged,
+}
+
+/// Counts of leaf steps by state.
+#[derive(SimpleObject, Clone, Copy, Debug)]
+#[graphql(name = "StepCounts")]
+pub struct StepCountsObject {
+    pub total: u32,
+    pub not_started: u32,
+    pub queued: u32,
+    pub in_progress: u32,
+    pub completed: u32,
+    pub failed: u32,
+}
+
+impl From<StepCounts> for StepCountsObject {
+    fn from(c: StepCounts) -> Self {
+        Self {
+            total: c.total,
+            not_started: c.not_started,
+            queued: c.queued,
+            in_progress: c.in_progress,
+            completed: c.completed,
+            failed: c.failed,
+        }
+    }
+}
+
+/// The repository a runbook runs against.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct Repository {
+    /// The GitHub organisation (or user).
+    pub org: String,
+    pub name: String,
+}
+
+/// A step of a runbook's plan.
+pub struct Step {
+    record: StepRecord,
+    /// The shown status (a parent's comes from the leaves under it).
+    status: StepStatus,
+}
+
+#[Object]
+impl Step {
+    /// Dotted step number, e.g. `1.2`.
+    async fn number(&self) -> String {
+        self.record.number.to_string()
+    }
+
+    async fn title(&self) -> &str {
+        &self.record.title
+    }
+
+    /// Whether this is an execution unit (a leaf) or a grouping of steps.
+    async fn leaf(&self) -> bool {
+        self.record.is_leaf
+    }
+
+    async fn status(&self) -> StepStatus {
+        self.status
+    }
+
+    /// The commit the step made, if it changed files.
+    async fn commit_sha(&self) -> Option<&str> {
+        self.record.commit_sha.as_deref()
+    }
+
+    /// Why the step failed.
+    async fn error(&self) -> Option<&str> {
+        self.record.error.as_deref()
+    }
+
+    /// The agent's output tail or transcript.
+    async fn log(&self) -> Option<&str> {
+        self.record.log.as_deref()
+    }
+
+    /// When the step last started.
+    async fn started_at(&self) -> Option<DateTime> {
+        self.record.started_at_ms.map(DateTime)
+    }
+
+    /// When the step last ended.
+    async fn finished_at(&self) -> Option<DateTime> {
+        self.record.finished_at_ms.map(DateTime)
+    }
+
+    /// The pull request carrying the step's commit.
+    async fn pull_request_number(&self) -> Option<u64> {
+        self.record.pr_number
+    }
+}
+
+/// A pull request the runbook opened (or one opened on GitHub from its branch).
+#[derive(SimpleObject, Clone, Debug)]
+pub struct PullRequest {
+    pub number: u64,
+    pub url: String,
+    pub state: PullRequestState,
+    /// Whether the pull request is (or stays) a draft: its steps are not all done yet, or
+    /// the runbook keeps its pull requests drafts (`draft: true`).
+    pub draft: bool,
+    /// Leaf step numbers in this pull request, in plan order.
+    pub step_numbers: Vec<String>,
+}
+
+impl PullRequest {
+    fn new(pull: &PullWithSteps, runbook_draft: bool) -> Self {
+        Self {
+            number: pull.record.number,
+            url: pull.record.url.clone(),
+            state: match pull.record.state.as_str() {
+                "closed" => PullRequestState::Closed,
+                "merged" => PullRequestState::Merged,
+                _ => PullRequestState::Open,
+            },
+            draft: runbook_draft || !pull.record.finished,
+            step_numbers: pull.step_numbers.clone(),
+        }
+    }
+}
+
+/// The issue or pull request thread a runbook was started from with a `/runbook` comment.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct Thread {
+    /// The thread's page on GitHub.
+    pub url: String,
+    pub issue_number: u64,
+    /// Whether the thread is a pull request (else an issue).
+    pub is_pull_request: bool,
+    /// The login of who wrote the command.
+    pub requested_by: String,
+    /// The status comment the app keeps up to date, once posted.
+    pub status_comment_url: Option<String>,
+}
+
+impl From<&ThreadRecord> for Thread {
+    fn from(t: &ThreadRecord) -> Self {
+        Self {
+            url: t.thread.url.clone(),
+            issue_number: t.thread.issue_number,
+            is_pull_request: t.thread.is_pull_request,
+            requested_by: t.thread.requested_by.clone(),
+            status_comment_url: t.status_comment_url.clone(),
+        }
+    }
+}
+
+/// A runbook: a task run against one repository as a plan of numbered steps.
+#[derive(Clone)]
+pub struct Runbook {
+    pub record: Arc<RunbookRecord>,
+}
+
+impl Runbook {
+    pub fn new(record: RunbookRecord) -> Self {
+        Self {
+            record: Arc::new(record),
+        }
+    }
+}
+
+fn loaders<'a>(ctx: &Context<'a>) -> &'a Loaders {
+    ctx.data_unchecked::<Loaders>()
+}
+
+fn counts(steps: &[StepRecord]) -> StepCounts {
+    StepCounts::from_states(steps.iter().filter(|s| s.is_leaf).map(|s| s.state))
+}
+
+/// The status of a runbook with these steps.
+pub fn status_of(steps: &[StepRecord]) -> domain::RunbookStatus {
+    domain::status(&counts(steps))
+}
+
+#[Object]
+impl Runbook {
+    /// The number identifying the runbook: one sequence per deployment, from 1.
+    async fn number(&self) -> i64 {
+        self.record.number
+    }
+
+    /// The runbook's dashboard page.
+    async fn url(&self, ctx: &Context<'_>) -> String {
+        let public_url = &ctx.data_unchecked::<RequestContext>().state.public_url;
+        format!("{public_url}/runbooks/{}", self.record.number)
+    }
+
+    async fn title(&self) -> &str {
+        &self.record.title
+    }
+
+    /// The task, as it was asked for.
+    async fn prompt(&self) -> &str {
+        &self.record.prompt
+    }
+
+    /// Text put first in the body of every pull request the runbook opens.
+    async fn description(&self) -> Option<&str> {
+        self.record.description.as_deref()
+    }
+
+    /// Labels applied to every pull request the runbook opens.
+    async fn labels(&self) -> &[String] {
+        &self.record.labels
+    }
+
+    /// Computed from the leaf steps when asked.
+    async fn status(&self, ctx: &Context<'_>) -> async_graphql::Result<RunbookStatus> {
+        let steps = loaders(ctx).steps(self.record.number).await.or_graphql()?;
+        Ok(status_of(&steps).into())
+    }
+
+    /// Leaf steps by state.
+    async fn step_counts(&self, ctx: &Context<'_>) -> async_graphql::Result<StepCountsObject> {
+        let steps = loaders(ctx).steps(self.record.number).await.or_graphql()?;
+        Ok(counts(&steps).into())
+    }
+
+    /// The plan, in order: parent steps and the leaf steps under them.
+    async fn steps(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Step>> {
+        let steps = loaders(ctx).steps(self.record.number).await.or_graphql()?;
+        Ok(steps
+            .iter()
+            .map(|step| Step {
+                status: StepStatus::from_shown(crate::ops::shown_state(&steps, step)),
+                record: step.clone(),
+            })
+            .collect())
+    }
+
+    /// Pull requests of the runbook, in the order they were opened.
+    async fn pull_requests(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<PullRequest>> {
+        let pulls = loaders(ctx).pulls(self.record.number).await.or_graphql()?;
+        let draft = self.record.draft.unwrap_or(false);
+        Ok(pulls.iter().map(|p| PullRequest::new(p, draft)).collect())
+    }
+
+    async fn repository(&self) -> Repository {
+        Repository {
+            org: self.record.org.clone(),
+            name: self.record.repo.clone(),
+        }
+    }
+
+    /// The branch the work starts from and pull requests go into; null when the server
+    /// has no GitHub App to ask the repository's default branch of.
+    async fn target_branch(&self) -> Option<&str> {
+        self.record.target_branch.as_deref()
+    }
+
+    /// Whether the plan runs without waiting for `executeRunbook`.
+    async fn oneshot(&self) -> bool {
+        self.record.oneshot
+    }
+
+    /// Whether pull requests stay drafts: the request's choice, else the repository's
+    /// `.github/runbooks.yml` (read when the plan is made), else false.
+    async fn draft(&self) -> bool {
+        self.record.draft.unwrap_or(false)
+    }
+
+    /// How pull requests are opened: the request's choice, else the repository's
+    /// `.github/runbooks.yml` (read when the plan is made), else `SINGLE_PR`.
+    async fn pr_mode(&self) -> PrMode {
+        self.record
+            .pr_mode
+            .unwrap_or(domain::PrMode::SinglePr)
+            .into()
+    }
+
+    /// The thread the runbook was started from by a `/runbook` comment; null otherwise.
+    async fn thread(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Thread>> {
+        let thread = loaders(ctx).thread(self.record.number).await.or_graphql()?;
+        Ok(thread.as_deref().map(Thread::from))
+    }
+
+    async fn created_at(&self) -> DateTime {
+        DateTime(self.record.created_at_ms)
+    }
+
+    async fn updated_at(&self) -> DateTime {
+        DateTime(self.record.updated_at_ms)
+    }
+}
+
+/// A runbook in a listing, with the cursor to go on after it.
+#[derive(SimpleObject)]
+pub struct RunbookEdge {
+    pub cursor: String,
+    pub node: Runbook,
+}
+
+/// Where a page of a listing stands.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct PageInfo {
+    /// Whether more runbooks follow: ask again with `after: endCursor`.
+    pub has_next_page: bool,
+    /// Whether the page was asked for after a cursor.
+    pub has_previous_page: bool,
+    pub start_cursor: Option<String>,
+    /// The cursor to go on from.
+    pub end_cursor: Option<String>,
+}
+
+/// A page of runbooks, newest first.
+#[derive(SimpleObject)]
+pub struct RunbookConnection {
+    pub edges: Vec<RunbookEdge>,
+    /// The runbooks of the page (the edges' nodes, without cursors).
+    pub nodes: Vec<Runbook>,
+    pub page_info: PageInfo,
+}

@@ -94,12 +94,14 @@ pub async fn start_with_store(
     let intake = state
         .intake
         .spawn(store.clone(), state.github.clone(), state.engine.clone());
+    let shutting_down = state.shutting_down.clone();
     let app = api::router(state);
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
+            .with_graceful_shutdown(async move {
                 let _ = rx.await;
+                shutting_down.send_replace(true);
             })
             .await;
         intake.abort();

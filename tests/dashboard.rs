@@ -1114,3 +1114,28 @@ async fn live_updates_send_the_changed_part_of_the_page() {
     .await;
     t.stop().await;
 }
+
+/// A graceful shutdown ends the open event streams instead of waiting for them (a stream
+/// lasts up to 30 s otherwise; the deadline below is shorter).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutting_down_ends_open_event_streams() {
+    let t = TestServer::start(Backend::Sqlite).await;
+    let number = t
+        .store
+        .create_runbook(&new_runbook("acme-corp", "backend", "Live"), None)
+        .await
+        .unwrap();
+    plan(&t.store, number).await;
+    let me = sign_in(&t, &t.token).await;
+    let mut stream = EventStream::open(&t, &me, &format!("/runbooks/{number}/events")).await;
+    let stopping = tokio::spawn(t.stop());
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while stream.next_live().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived the shutdown");
+    tokio::time::timeout(std::time::Duration::from_secs(20), stopping)
+        .await
+        .expect("the shutdown did not wait for the stream")
+        .unwrap();
+}

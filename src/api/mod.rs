@@ -44,6 +44,9 @@ pub struct AppState {
     pub tokens: Arc<auth::TokenCache>,
     /// The engine, when this process runs one: woken when there is new work.
     pub engine: Option<Arc<Engine>>,
+    /// Turns `true` when the server begins a graceful shutdown: long-lived responses (the
+    /// dashboard's event streams) end then, so the shutdown does not wait for them.
+    pub shutting_down: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl AppState {
@@ -58,6 +61,7 @@ impl AppState {
             intake: Intake::default(),
             tokens: Arc::default(),
             engine: None,
+            shutting_down: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
     }
 }

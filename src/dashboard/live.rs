@@ -35,8 +35,8 @@ use crate::store::now_ms;
 /// How often a connection looks at the store.
 pub const POLL: Duration = Duration::from_millis(500);
 
-/// How long one stream lasts before the browser is asked to reconnect. Bounded so that a
-/// stream never outlives its server by long (a graceful shutdown waits for open responses).
+/// How long one stream lasts before the browser is asked to reconnect (streams also end at
+/// once when the server shuts down).
 pub const MAX_STREAM: Duration = Duration::from_secs(30);
 
 /// How soon the browser reconnects after a stream ends.
@@ -81,6 +81,8 @@ struct Watch {
     last: Option<String>,
     first: bool,
     ends: Instant,
+    /// Turns `true` when the server shuts down.
+    shutdown: tokio::sync::watch::Receiver<bool>,
     _open: OpenStream,
 }
 
@@ -109,6 +111,7 @@ pub async fn events(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .or_else(|| query.ok().and_then(|q| q.0.since));
+    let shutdown = state.shutting_down.subscribe();
     let watch = Watch {
         ctx: Ctx::signed_in(&state, &reader),
         state,
@@ -117,6 +120,7 @@ pub async fn events(
         last,
         first: true,
         ends: Instant::now() + MAX_STREAM,
+        shutdown,
         _open: OpenStream::new(),
     };
     let events = stream::once(async { Ok(Event::default().retry(RETRY)) })
@@ -135,9 +139,12 @@ pub async fn events(
 async fn next_event(mut watch: Watch) -> Option<(Result<Event, Infallible>, Watch)> {
     loop {
         if !std::mem::take(&mut watch.first) {
-            tokio::time::sleep(POLL).await;
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = watch.shutdown.wait_for(|down| *down) => return None,
+            }
         }
-        if Instant::now() >= watch.ends {
+        if Instant::now() >= watch.ends || *watch.shutdown.borrow() {
             return None;
         }
         let store = watch.state.store.as_ref();

@@ -94,6 +94,13 @@ pub enum AgentKind {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SandboxKind {
+    Auto,
+    Bwrap,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
@@ -151,6 +158,10 @@ pub struct ServeArgs {
     /// The coding-agent command run per step (command agent).
     #[arg(long, env = "RUNBOOKS_AGENT_COMMAND")]
     pub agent_command: Option<String>,
+    /// The jail agent commands run in: `bwrap` (bubblewrap: everything read-only but the
+    /// working tree), `none`, or `auto` (bwrap when it works here, else none with a warning).
+    #[arg(long, env = "RUNBOOKS_SANDBOX", value_enum, default_value_t = SandboxKind::Auto)]
+    pub sandbox: SandboxKind,
     /// How long a worker's claim on a runbook lasts without renewal; work of a process that
     /// died is taken over after this.
     #[arg(long, env = "RUNBOOKS_LEASE_SECONDS", default_value_t = 30,
@@ -210,6 +221,7 @@ pub struct AgentConfig {
     pub openai_api_key: Option<SecretString>,
     pub model: Option<String>,
     pub command: Option<String>,
+    pub sandbox: SandboxKind,
 }
 
 fn check_http_url(name: &str, url: &str) -> anyhow::Result<String> {
@@ -282,6 +294,7 @@ impl Config {
                 openai_api_key: args.openai_api_key.map(SecretString::from),
                 model: args.model,
                 command: args.agent_command,
+                sandbox: args.sandbox,
             },
             rate_limit_per_minute: args.rate_limit,
             log_format: args.log_format,

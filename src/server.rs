@@ -69,8 +69,14 @@ pub async fn start_with_store(
     let mut workers = Vec::new();
     match &state.github {
         Some(github) => {
-            let agent = agent::from_config(&config.agent, agent::Limits::default())
-                .context("the agent settings are not usable")?;
+            let agent = agent::from_config(
+                &config.agent,
+                agent::Limits {
+                    isolation: agent::isolation(config.agent.sandbox)?,
+                    ..agent::Limits::default()
+                },
+            )
+            .context("the agent settings are not usable")?;
             let engine = Engine::new(
                 store.clone(),
                 github.clone(),

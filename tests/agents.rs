@@ -9,6 +9,7 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use runbooks::agent::command::CommandAgent;
+use runbooks::agent::sandbox::Isolation;
 use runbooks::agent::script::ScriptAgent;
 use runbooks::agent::{Agent, AgentError, Limits, PlanRequest, StepTask};
 use runbooks::domain::Plan;
@@ -54,6 +55,7 @@ fn limits() -> Limits {
     Limits {
         step_timeout: Duration::from_secs(20),
         output_cap: 64 * 1024,
+        ..Limits::default()
     }
 }
 
@@ -289,6 +291,7 @@ async fn a_step_that_runs_too_long_is_stopped_with_everything_it_started() {
     let agent = ScriptAgent::new(Limits {
         step_timeout: Duration::from_millis(300),
         output_cap: 64 * 1024,
+        ..Limits::default()
     });
     let dir = tempfile::tempdir().unwrap();
     let details = "```sh\necho $$ > leader.pid\nsleep 30 &\necho $! > background.pid\necho waiting\nsleep 30\n```";
@@ -348,6 +351,7 @@ async fn the_log_keeps_only_the_tail_of_long_output() {
     let agent = ScriptAgent::new(Limits {
         step_timeout: Duration::from_secs(20),
         output_cap: 1000,
+        ..Limits::default()
     });
     let dir = tempfile::tempdir().unwrap();
     let outcome = agent
@@ -505,6 +509,7 @@ async fn a_coding_agent_that_runs_too_long_is_stopped() {
         Limits {
             step_timeout: Duration::from_millis(300),
             output_cap: 1024,
+            ..Limits::default()
         },
     );
     let dir = tempfile::tempdir().unwrap();
@@ -574,4 +579,53 @@ async fn every_sample_prompt_plans() {
         seen += 1;
     }
     assert!(seen >= 3);
+}
+
+/// Jailed by bubblewrap (the server's choice wherever `bwrap` works; `.ci/run` installs it),
+/// a step writes its working tree, its HOME and TMPDIR, and nothing else; it still reads the
+/// rest of the machine and still runs in its own process group under its deadline.
+#[tokio::test]
+async fn a_jailed_step_writes_only_its_working_tree() {
+    setup();
+    assert!(
+        runbooks::agent::sandbox::bwrap_works(),
+        "bubblewrap is needed for this test: `.ci/run` installs Debian's `bubblewrap`"
+    );
+    let agent = ScriptAgent::new(Limits {
+        isolation: Isolation::Bwrap,
+        ..limits()
+    });
+    let tree = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("readable.txt"), "seen\n").unwrap();
+    let out = outside.path().display();
+    let details = format!(
+        "```sh\ncat {out}/readable.txt > copied.txt\necho tmp > \"$TMPDIR/t\" && echo home > \"$HOME/h\"\n\
+         if echo escaped > {out}/written.txt; then echo WROTE-OUTSIDE; fi\n\
+         if touch /etc/runbooks-was-here; then echo WROTE-ETC; fi\necho done\n```"
+    );
+    let outcome = agent
+        .execute(&task("1", &details), tree.path())
+        .await
+        .unwrap();
+    assert_eq!(read(tree.path(), "copied.txt"), "seen\n");
+    assert!(outcome.log.contains("done"), "{}", outcome.log);
+    assert!(!outcome.log.contains("WROTE-"), "{}", outcome.log);
+    assert!(
+        outcome.log.contains("Read-only file system"),
+        "{}",
+        outcome.log
+    );
+    assert!(!outside.path().join("written.txt").exists());
+    assert!(!Path::new("/etc/runbooks-was-here").exists());
+
+    // A failure inside the jail is reported like any other.
+    let err = agent
+        .execute(
+            &task("2", "```sh\necho broken >&2\nexit 4\n```"),
+            tree.path(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("exited with status 4"), "{err}");
 }

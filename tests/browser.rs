@@ -254,8 +254,8 @@ async fn the_dashboard_in_a_real_browser() {
         &t,
         format!(
             "## Execution Steps\n### Step 1: Flaky\n```sh\n\
-             if [ -e {dir}/attempted ]; then\n  while [ ! -e {dir}/go2 ]; do sleep 0.05; done\n  echo fixed > fixed.txt\n\
-             else\n  touch {dir}/attempted\n  echo 'the first attempt fails' >&2\n  exit 3\nfi\n```\n"
+             if [ -e {dir}/fixed ]; then\n  while [ ! -e {dir}/go2 ]; do sleep 0.05; done\n  echo fixed > fixed.txt\n\
+             else\n  echo 'the first attempt fails' >&2\n  exit 3\nfi\n```\n"
         ),
     )
     .await;
@@ -273,6 +273,9 @@ async fn the_dashboard_in_a_real_browser() {
         .await
         .unwrap();
     assert!(error.contains('3'), "{error}");
+    // What broke it is fixed (outside the working tree, which the step may read but not
+    // write: it runs jailed).
+    std::fs::write(markers.path().join("fixed"), "").unwrap();
     browser
         .find(Locator::Css("form[action$=\"/retry\"] button"))
         .await

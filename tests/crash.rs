@@ -66,14 +66,18 @@ async fn kill_9_during_a_step_then_restart(backend: Backend) {
     let store = db.store().await;
     let token = support::create_token(&store, &["acme-corp"]).await;
     // The second step blocks the first time it runs (until the process is killed), and goes
-    // through when it runs again after the restart.
-    let once = db.dir.path().join("blocked-once");
+    // through when it runs again after the restart. Steps run jailed (they may read outside
+    // their working tree, not write): the step marks that it is blocked inside its tree's
+    // `.git` (never committed), and the test releases it, after the kill, from outside.
+    let release = db.dir.path().join("release");
     let prompt = format!(
         "## Execution Steps\n### Step 1: First\n```sh\necho one > one.txt\n```\n\
-         ### Step 2: Interrupted\n```sh\necho two > two.txt\nif mkdir {} 2>/dev/null; then sleep 20; fi\n```\n\
+         ### Step 2: Interrupted\n```sh\necho two > two.txt\nif [ ! -e {release} ]; then touch .git/blocked; \
+         while [ ! -e {release} ]; do sleep 0.05; done; fi\n```\n\
          ### Step 3: Last\n```sh\necho three > three.txt\n```\n",
-        once.display()
+        release = release.display()
     );
+    let once = db.dir.path().join("data/worktrees/runbook-1/.git/blocked");
     let http = reqwest::Client::new();
     let first = serve(&db, &github);
     let first_base = format!("http://{}", first.addr);
@@ -99,6 +103,7 @@ async fn kill_9_during_a_step_then_restart(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(first); // SIGKILL: no shutdown, no lease released
+    std::fs::write(&release, "").unwrap();
 
     let second = serve(&db, &github);
     let second_base = format!("http://{}", second.addr);

@@ -236,6 +236,7 @@ fn limits() -> Limits {
     Limits {
         step_timeout: Duration::from_secs(20),
         output_cap: 64 * 1024,
+        ..Limits::default()
     }
 }
 

@@ -152,6 +152,8 @@ pub struct Limits {
     pub step_timeout: Duration,
     /// Bytes of stdout and stderr kept per step: the last ones, where errors are.
     pub output_cap: usize,
+    /// The jail the step's commands run in.
+    pub isolation: sandbox::Isolation,
 }
 
 impl Default for Limits {
@@ -159,6 +161,30 @@ impl Default for Limits {
         Self {
             step_timeout: Duration::from_secs(10 * 60),
             output_cap: 64 * 1024,
+            isolation: sandbox::Isolation::None,
+        }
+    }
+}
+
+/// The jail the configuration asks for, checked: `bwrap` must work here; `auto` takes it when
+/// it does, and says so loudly when it does not.
+pub fn isolation(kind: crate::config::SandboxKind) -> anyhow::Result<sandbox::Isolation> {
+    use crate::config::SandboxKind;
+    match kind {
+        SandboxKind::None => Ok(sandbox::Isolation::None),
+        SandboxKind::Bwrap if sandbox::bwrap_works() => Ok(sandbox::Isolation::Bwrap),
+        SandboxKind::Bwrap => anyhow::bail!(
+            "RUNBOOKS_SANDBOX=bwrap, but bubblewrap (`bwrap`) is not installed or cannot make a \
+             jail here (it needs user namespaces or root)"
+        ),
+        SandboxKind::Auto if sandbox::bwrap_works() => Ok(sandbox::Isolation::Bwrap),
+        SandboxKind::Auto => {
+            tracing::warn!(
+                "bubblewrap (`bwrap`) is not available: agent commands are not jailed and could \
+                 write outside the working tree; install bubblewrap or set RUNBOOKS_SANDBOX=none \
+                 to silence this"
+            );
+            Ok(sandbox::Isolation::None)
         }
     }
 }
@@ -230,6 +256,7 @@ mod tests {
             openai_api_key: None,
             model: None,
             command: command.map(str::to_string),
+            sandbox: crate::config::SandboxKind::None,
         }
     }
 

@@ -613,7 +613,9 @@ impl OpenAiAgent {
                     Ok(ToolCall::RunCommand { command }) => {
                         let remaining = deadline.saturating_duration_since(Instant::now());
                         let timeout = remaining.min(COMMAND_TIMEOUT);
-                        let result = tools::run_command(&root, &command, timeout).await;
+                        let result =
+                            tools::run_command(&root, &command, timeout, self.limits.isolation)
+                                .await;
                         if Instant::now() >= deadline {
                             transcript.push(turn, "←", &render(&result));
                             return Err(self.timed_out(task, transcript));

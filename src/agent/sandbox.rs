@@ -1,13 +1,15 @@
 //! What every agent process runs inside: a scrubbed environment, its own process group, a
-//! deadline and a bounded output buffer; and a path confinement check for agents that open
-//! files themselves.
+//! deadline and a bounded output buffer; with [`Isolation::Bwrap`], a filesystem jail; and a
+//! path confinement check for agents that open files themselves.
 //!
-//! This is a *hygiene* boundary, not a jail. It guarantees that the engine's secrets (the
-//! app's private key, the webhook secret, installation tokens, the model API key, the database
-//! URL) never reach an agent, that an agent and everything it started is gone when its time is
-//! up, and that a chatty agent cannot exhaust memory. It does not stop a command from writing
-//! outside the working tree with an absolute path: operators who run untrusted runbooks wrap
-//! the agent command in a container or `bwrap` (the `command` agent runs whatever they give).
+//! The environment guarantees that the engine's secrets (the app's private key, the webhook
+//! secret, installation tokens, the model API key, the database URL) never reach an agent,
+//! that an agent and everything it started is gone when its time is up, and that a chatty
+//! agent cannot exhaust memory. The jail (bubblewrap) makes the whole filesystem read-only
+//! except the working tree and the command's private HOME and TMPDIR, and gives the command
+//! its own process, IPC and hostname namespaces; the network stays reachable (installing
+//! dependencies is a common step). Without it, a command could write outside the working
+//! tree with an absolute path: the server uses the jail whenever `bwrap` is installed.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -49,6 +51,42 @@ pub fn looks_secret(name: &str) -> bool {
     SECRET_MARKERS.iter().any(|marker| upper.contains(marker))
 }
 
+/// How far a command is kept from the rest of the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// A scrubbed environment and a process group only.
+    #[default]
+    None,
+    /// Also a bubblewrap jail: read-only filesystem but for the working tree and the
+    /// command's HOME and TMPDIR.
+    Bwrap,
+}
+
+/// Whether bubblewrap is installed and can make a jail here (it needs user namespaces, or
+/// root). Asked once, at start.
+pub fn bwrap_works() -> bool {
+    std::process::Command::new("bwrap")
+        .args([
+            "--ro-bind",
+            "/",
+            "/",
+            "--unshare-all",
+            "--share-net",
+            "--",
+            "true",
+        ])
+        .env_clear()
+        .env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
 /// A command to run in the sandbox. Built with chained calls, run with [`Self::run`].
 #[derive(Debug, Clone)]
 pub struct SandboxCommand {
@@ -59,6 +97,7 @@ pub struct SandboxCommand {
     env: BTreeMap<String, OsString>,
     timeout: Duration,
     output_cap: usize,
+    isolation: Isolation,
 }
 
 /// How a sandboxed command ended.
@@ -218,6 +257,43 @@ impl SandboxCommand {
             env: BTreeMap::new(),
             timeout: Duration::from_secs(600),
             output_cap: 64 * 1024,
+            isolation: Isolation::None,
+        }
+    }
+
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.isolation = isolation;
+        self
+    }
+
+    /// The program and arguments to start: the command itself, or bubblewrap running it.
+    fn invocation(&self, home: &Path) -> (OsString, Vec<OsString>) {
+        match self.isolation {
+            Isolation::None => (self.program.clone(), self.args.clone()),
+            Isolation::Bwrap => {
+                let mut args: Vec<OsString> = [
+                    "--ro-bind",
+                    "/",
+                    "/",
+                    "--dev",
+                    "/dev",
+                    "--proc",
+                    "/proc",
+                    "--unshare-all",
+                    "--share-net",
+                    "--die-with-parent",
+                    "--bind",
+                ]
+                .iter()
+                .map(OsString::from)
+                .collect();
+                args.extend([self.cwd.clone().into(), self.cwd.clone().into()]);
+                args.extend(["--bind".into(), home.into(), home.into()]);
+                args.extend(["--chdir".into(), self.cwd.clone().into(), "--".into()]);
+                args.push(self.program.clone());
+                args.extend(self.args.iter().cloned());
+                ("bwrap".into(), args)
+            }
         }
     }
 
@@ -300,9 +376,10 @@ impl SandboxCommand {
         let env = self.environment(home.path())?;
 
         let (reader, writer) = io::pipe()?;
-        let mut command = tokio::process::Command::new(&self.program);
+        let (program, args) = self.invocation(home.path());
+        let mut command = tokio::process::Command::new(program);
         command
-            .args(&self.args)
+            .args(args)
             .current_dir(&self.cwd)
             .env_clear()
             .envs(env)

@@ -115,6 +115,7 @@ impl ScriptAgent {
                 .arg(&block.code)
                 .timeout(remaining)
                 .output_cap(self.limits.output_cap)
+                .isolation(self.limits.isolation)
                 .run()
                 .await
                 .map_err(AgentError::io(format!(

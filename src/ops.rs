@@ -180,7 +180,7 @@ pub async fn open_pull_request(
     }
     let engine = engine.ok_or(OpError::NoGitHub)?;
     match engine.open_manual_pull(&runbook).await? {
-        Some(pull) => Ok(pull.number),
+        Some(pull) => Ok(pull),
         None => Err(OpError::NoCommits(number)),
     }
 }

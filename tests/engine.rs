@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use runbooks::standin::StandIn;
 use serde_json::{Value, json};
 use support::{Backend, TestServer, expect_error, json, server_for, wait_for, wait_for_status};
@@ -839,6 +841,42 @@ async fn a_pull_request_that_could_not_be_opened_is_opened_later(backend: Backen
         done["pull_requests"][0]["step_numbers"],
         json!(["1.1", "1.2", "2"])
     );
+    t.stop().await;
+}
+
+/// When opening the PR fails after the last step (GitHub down through every retry), no later
+/// step would open it: the runbook opens it when it settles, and makes it final.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_that_failed_after_the_last_step_is_opened_at_settle() {
+    let github = github().await;
+    let t = server_for(&github, Backend::Sqlite, |_| {}).await;
+    // Every attempt of the client's at the step's PR fails; the next call succeeds.
+    github.inject(
+        runbooks::standin::Fault::server_error("/repos/acme-corp/backend/pulls")
+            .method("POST")
+            .times(4),
+    );
+    let one_step =
+        "## Execution Steps\n### Step 1: Document it\n```sh\necho more >> README.md\n```\n";
+    json(t.create(body(one_step)).await).await;
+    let done = wait_for_status(&t, 1, &["completed", "failed"]).await;
+    assert_eq!(done["status"], "completed");
+    github
+        .wait_until(Duration::from_secs(60), "the final pull request", |g| {
+            g.pulls("acme-corp", "backend")
+                .iter()
+                .any(|p| !p.title.starts_with("[WIP]") && !p.draft)
+        })
+        .await
+        .unwrap();
+    let pulls = github.pulls("acme-corp", "backend");
+    assert_eq!(pulls.len(), 1);
+    assert_eq!(pulls[0].head, "runbooks/1");
+    let doc = wait_for(&t, 1, "the PR listed", |d| {
+        d["pull_requests"].as_array().is_some_and(|p| p.len() == 1)
+    })
+    .await;
+    assert_eq!(doc["pull_requests"][0]["step_numbers"], json!(["1"]));
     t.stop().await;
 }
 

@@ -311,6 +311,9 @@ impl Engine {
         else {
             return;
         };
+        if let Err(e) = self.open_missing_single_pull(&runbook, &repo).await {
+            tracing::warn!(runbook = number, error = %e, "pull request not opened");
+        }
         if let Err(e) = self.settle_pulls(&runbook, &repo).await {
             tracing::warn!(runbook = number, error = %e, "pull requests not brought up to date");
         }

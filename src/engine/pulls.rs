@@ -132,29 +132,7 @@ impl Engine {
                 }
                 (pr.number, pr.url)
             }
-            None => {
-                let steps = self.store.steps(number).await.map_err(store_error)?;
-                let title = format!("{WIP}{}", runbook.title);
-                let body = body(runbook, &steps, &self.dashboard(number));
-                // Found, not opened twice, when a crash came between the push and here.
-                let pr = self
-                    .github
-                    .create_pull(repo, branch, base, &title, &body, true)
-                    .await?;
-                self.github
-                    .add_labels(repo, pr.number, &runbook.labels)
-                    .await?;
-                self.store
-                    .record_pull_request(number, pr.number, &pr.url, &committed(&steps))
-                    .await
-                    .map_err(store_error)?;
-                self.store
-                    .save_pull_request_details(number, pr.number, &pr.node_id, branch)
-                    .await
-                    .map_err(store_error)?;
-                tracing::info!(runbook = number, pr = pr.number, "pull request opened");
-                (pr.number, pr.url)
-            }
+            None => self.open_single_pull(runbook, repo, branch, base).await?,
         };
         self.store
             .record_pull_request(number, pr_number, &url, std::slice::from_ref(step))
@@ -162,12 +140,83 @@ impl Engine {
             .map_err(store_error)
     }
 
+    /// Opens the one pull request of a runbook's branch as a `[WIP]` draft carrying every
+    /// step committed so far; answers its number and URL.
+    async fn open_single_pull(
+        &self,
+        runbook: &RunbookRecord,
+        repo: &RepoInfo,
+        branch: &str,
+        base: &str,
+    ) -> Result<(u64, String), GitHubError> {
+        let number = runbook.number;
+        let steps = self.store.steps(number).await.map_err(store_error)?;
+        let title = format!("{WIP}{}", runbook.title);
+        let body = body(runbook, &steps, &self.dashboard(number));
+        // Found, not opened twice, when a crash came between the push and here.
+        let pr = self
+            .github
+            .create_pull(repo, branch, base, &title, &body, true)
+            .await?;
+        self.github
+            .add_labels(repo, pr.number, &runbook.labels)
+            .await?;
+        self.store
+            .record_pull_request(number, pr.number, &pr.url, &committed(&steps))
+            .await
+            .map_err(store_error)?;
+        self.store
+            .save_pull_request_details(number, pr.number, &pr.node_id, branch)
+            .await
+            .map_err(store_error)?;
+        tracing::info!(runbook = number, pr = pr.number, "pull request opened");
+        Ok((pr.number, pr.url))
+    }
+
+    /// At settle, a `single_pr` runbook with commits has its pull request: opening it after
+    /// its last step may have failed (GitHub down), and no later step would open it.
+    pub(super) async fn open_missing_single_pull(
+        &self,
+        runbook: &RunbookRecord,
+        repo: &RepoInfo,
+    ) -> Result<(), GitHubError> {
+        if runbook.pr_mode.unwrap_or(crate::domain::PrMode::SinglePr)
+            != crate::domain::PrMode::SinglePr
+        {
+            return Ok(());
+        }
+        let number = runbook.number;
+        let branch = super::single_branch(number);
+        let records = self
+            .store
+            .pull_request_records(number)
+            .await
+            .map_err(store_error)?;
+        if records
+            .iter()
+            .any(|r| r.head.as_deref() == Some(branch.as_str()))
+        {
+            return Ok(());
+        }
+        let steps = self.store.steps(number).await.map_err(store_error)?;
+        if committed(&steps).is_empty() {
+            return Ok(());
+        }
+        let base = runbook
+            .target_branch
+            .clone()
+            .unwrap_or_else(|| repo.default_branch.clone());
+        self.open_single_pull(runbook, repo, &branch, &base)
+            .await
+            .map(|_| ())
+    }
+
     /// Opens the pull request of a `manual` runbook's branch now (or finds the one already
-    /// open). `None` when the branch has no commits yet.
+    /// open); answers its number. `None` when the branch has no commits yet.
     pub async fn open_manual_pull(
         &self,
         runbook: &RunbookRecord,
-    ) -> Result<Option<PullRequest>, GitHubError> {
+    ) -> Result<Option<u64>, GitHubError> {
         let number = runbook.number;
         let repo = match self.github.resolve(&runbook.org, &runbook.repo).await? {
             crate::github::Resolution::Found(repo) => repo,
@@ -183,32 +232,16 @@ impl Engine {
             }
         };
         let steps = self.store.steps(number).await.map_err(store_error)?;
-        let committed = committed(&steps);
-        if committed.is_empty() {
+        if committed(&steps).is_empty() {
             return Ok(None);
         }
-        let branch = format!("runbooks/{number}");
         let base = runbook
             .target_branch
             .clone()
             .unwrap_or_else(|| repo.default_branch.clone());
-        let title = format!("{WIP}{}", runbook.title);
-        let body = body(runbook, &steps, &self.dashboard(number));
-        let pr = self
-            .github
-            .create_pull(&repo, &branch, &base, &title, &body, true)
+        let (pr, _) = self
+            .open_single_pull(runbook, &repo, &super::single_branch(number), &base)
             .await?;
-        self.github
-            .add_labels(&repo, pr.number, &runbook.labels)
-            .await?;
-        self.store
-            .record_pull_request(number, pr.number, &pr.url, &committed)
-            .await
-            .map_err(store_error)?;
-        self.store
-            .save_pull_request_details(number, pr.number, &pr.node_id, &branch)
-            .await
-            .map_err(store_error)?;
         // Made final right away when the runbook has nothing left to do.
         self.settle_pulls(runbook, &repo).await?;
         Ok(Some(pr))

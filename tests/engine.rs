@@ -880,6 +880,58 @@ async fn a_pull_request_that_failed_after_the_last_step_is_opened_at_settle() {
     t.stop().await;
 }
 
+/// The same for a stack: the first top-level step's PR could not be opened; the second's
+/// was (onto the first's branch); at settle the first is opened too, onto the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stacked_pull_request_that_could_not_be_opened_is_opened_at_settle() {
+    let github = github().await;
+    let t = server_for(&github, Backend::Sqlite, |_| {}).await;
+    github.inject(
+        runbooks::standin::Fault::server_error("/repos/acme-corp/backend/pulls")
+            .method("POST")
+            .times(4),
+    );
+    let mut request = body(
+        "## Execution Steps\n### Step 1: One\n```sh\necho 1 > one.txt\n```\n\
+         ### Step 2: Two\n```sh\necho 2 > two.txt\n```\n",
+    );
+    request["pr_mode"] = json!("stacked_pr");
+    json(t.create(request).await).await;
+    let done = wait_for_status(&t, 1, &["completed", "failed"]).await;
+    assert_eq!(done["status"], "completed");
+    github
+        .wait_until(Duration::from_secs(60), "both pull requests", |g| {
+            g.pulls("acme-corp", "backend").len() == 2
+        })
+        .await
+        .unwrap();
+    let pulls = github.pulls("acme-corp", "backend");
+    let base_of = |head: &str| {
+        pulls
+            .iter()
+            .find(|p| p.head == head)
+            .map(|p| p.base.clone())
+            .unwrap()
+    };
+    assert_eq!(base_of("runbooks/1/step-1"), "main");
+    assert_eq!(base_of("runbooks/1/step-2"), "runbooks/1/step-1");
+    let doc = wait_for(&t, 1, "both PRs listed", |d| {
+        d["pull_requests"].as_array().is_some_and(|p| p.len() == 2)
+    })
+    .await;
+    let steps: Vec<&Value> = doc["pull_requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["step_numbers"])
+        .collect();
+    assert!(
+        steps.contains(&&json!(["1"])) && steps.contains(&&json!(["2"])),
+        "{doc}"
+    );
+    t.stop().await;
+}
+
 both_backends!(
     a_pull_request_that_could_not_be_opened_is_opened_later,
     project_configuration_fills_in_defaults,

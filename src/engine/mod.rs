@@ -311,7 +311,7 @@ impl Engine {
         else {
             return;
         };
-        if let Err(e) = self.open_missing_single_pull(&runbook, &repo).await {
+        if let Err(e) = self.open_missing_pulls(&runbook, &repo).await {
             tracing::warn!(runbook = number, error = %e, "pull request not opened");
         }
         if let Err(e) = self.settle_pulls(&runbook, &repo).await {

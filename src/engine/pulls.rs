@@ -7,7 +7,7 @@
 //! content-creating requests.
 
 use crate::domain::runbook::title_from_prompt;
-use crate::domain::{StepNumber, StepState};
+use crate::domain::{PrMode, StepNumber, StepState};
 use crate::github::pulls::PullRequest;
 use crate::github::{GitHubError, RepoInfo};
 use crate::store::{RunbookRecord, StepRecord};
@@ -104,7 +104,7 @@ impl Engine {
             .into_iter()
             .find(|pr| pr.head.as_deref() == Some(branch));
         let (pr_number, url) = match known {
-            None if runbook.pr_mode == Some(crate::domain::PrMode::Manual) => {
+            None if runbook.pr_mode == Some(PrMode::Manual) => {
                 // No PR until someone asks for one.
                 return Ok(());
             }
@@ -173,42 +173,71 @@ impl Engine {
         Ok((pr.number, pr.url))
     }
 
-    /// At settle, a `single_pr` runbook with commits has its pull request: opening it after
-    /// its last step may have failed (GitHub down), and no later step would open it.
-    pub(super) async fn open_missing_single_pull(
+    /// At settle, every pull request the runbook should have is open: opening one may have
+    /// failed after its last step (GitHub down through every retry), and no later step would
+    /// open it. `single_pr`: the branch's PR once it has commits; `stacked_pr`: the PR of
+    /// every top-level step whose leaves are completed with commits.
+    pub(super) async fn open_missing_pulls(
         &self,
         runbook: &RunbookRecord,
         repo: &RepoInfo,
     ) -> Result<(), GitHubError> {
-        if runbook.pr_mode.unwrap_or(crate::domain::PrMode::SinglePr)
-            != crate::domain::PrMode::SinglePr
-        {
+        let number = runbook.number;
+        let mode = runbook.pr_mode.unwrap_or(PrMode::SinglePr);
+        if mode == PrMode::Manual {
             return Ok(());
         }
-        let number = runbook.number;
-        let branch = super::single_branch(number);
         let records = self
             .store
             .pull_request_records(number)
             .await
             .map_err(store_error)?;
-        if records
-            .iter()
-            .any(|r| r.head.as_deref() == Some(branch.as_str()))
-        {
-            return Ok(());
-        }
+        let has_pull = |branch: &str| records.iter().any(|r| r.head.as_deref() == Some(branch));
         let steps = self.store.steps(number).await.map_err(store_error)?;
-        if committed(&steps).is_empty() {
-            return Ok(());
-        }
-        let base = runbook
+        let target = runbook
             .target_branch
             .clone()
             .unwrap_or_else(|| repo.default_branch.clone());
-        self.open_single_pull(runbook, repo, &branch, &base)
-            .await
-            .map(|_| ())
+        if mode == PrMode::SinglePr {
+            let branch = super::single_branch(number);
+            if !has_pull(&branch) && !committed(&steps).is_empty() {
+                self.open_single_pull(runbook, repo, &branch, &target)
+                    .await?;
+            }
+            return Ok(());
+        }
+        let leaves: Vec<&StepRecord> = steps.iter().filter(|s| s.is_leaf).collect();
+        let tops_with_commits: Vec<u32> = leaves
+            .iter()
+            .filter(|s| s.state == StepState::Completed && s.commit_sha.is_some())
+            .map(|s| s.number.top_level())
+            .collect();
+        let mut tops: Vec<u32> = leaves.iter().map(|s| s.number.top_level()).collect();
+        tops.dedup();
+        for top in tops {
+            let in_top: Vec<&&StepRecord> = leaves
+                .iter()
+                .filter(|s| s.number.top_level() == top)
+                .collect();
+            let done = in_top.iter().all(|s| s.state == StepState::Completed);
+            if !done || !tops_with_commits.contains(&top) {
+                continue;
+            }
+            let (branch, base) = super::branches(
+                number,
+                PrMode::StackedPr,
+                &in_top[0].number,
+                &target,
+                &tops_with_commits,
+            );
+            if has_pull(&branch) {
+                continue;
+            }
+            let numbers: Vec<StepNumber> = in_top.iter().map(|s| s.number.clone()).collect();
+            self.pull_for_top_level(runbook, repo, &branch, &base, top, &numbers)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Opens the pull request of a `manual` runbook's branch now (or finds the one already
@@ -301,7 +330,7 @@ impl Engine {
             .await
             .map_err(store_error)?;
         let steps = self.store.steps(number).await.map_err(store_error)?;
-        let stacked = runbook.pr_mode == Some(crate::domain::PrMode::StackedPr);
+        let stacked = runbook.pr_mode == Some(PrMode::StackedPr);
         let stack_list: Vec<(u64, String)> = records
             .iter()
             .map(|r| {

@@ -4,6 +4,8 @@
 
 mod support;
 
+use support::{LIB, RENAME};
+
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -11,27 +13,6 @@ use runbooks::standin::StandIn;
 use serde_json::{Value, json};
 use support::{Backend, TestServer, server_for, wait_for_status};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
-const LIB: &str =
-    "pub fn old_name() -> u32 {\n    1\n}\n\npub fn caller() -> u32 {\n    old_name()\n}\n";
-
-const RENAME: &str = r#"Rename the helper everywhere.
-
-## Execution Steps
-### Step 1: Rename the helper
-#### 1.1: Rename the definition
-```sh
-sed -i 's/pub fn old_name/pub fn new_name/' src/lib.rs
-```
-#### 1.2: Update the callers
-```sh
-sed -i 's/    old_name()/    new_name()/' src/lib.rs
-```
-### Step 2: Document it
-```sh
-echo "Call new_name()." >> README.md
-```
-"#;
 
 const BREAKS: &str = "## Execution Steps\n### Step 1: Works\n```sh\necho one > one.txt\n```\n### Step 2: Breaks\n```sh\necho 'about to fail'\nexit 3\n```\n### Step 3: Never reached\n```sh\necho three > three.txt\n```\n";
 

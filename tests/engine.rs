@@ -4,14 +4,13 @@
 
 mod support;
 
+use support::{LIB, RENAME};
+
 use std::time::Duration;
 
 use runbooks::standin::StandIn;
 use serde_json::{Value, json};
 use support::{Backend, TestServer, expect_error, json, server_for, wait_for, wait_for_status};
-
-const LIB: &str =
-    "pub fn old_name() -> u32 {\n    1\n}\n\npub fn caller() -> u32 {\n    old_name()\n}\n";
 
 async fn github() -> StandIn {
     support::github_with_backend(&[("src/lib.rs", LIB), ("README.md", "# backend\n")]).await
@@ -20,24 +19,6 @@ async fn github() -> StandIn {
 fn body(prompt: &str) -> Value {
     json!({"repository": {"org": "acme-corp", "name": "backend"}, "prompt": prompt})
 }
-
-const RENAME: &str = r#"Rename the helper everywhere.
-
-## Execution Steps
-### Step 1: Rename the helper
-#### 1.1: Rename the definition
-```sh
-sed -i 's/pub fn old_name/pub fn new_name/' src/lib.rs
-```
-#### 1.2: Update the callers
-```sh
-sed -i 's/    old_name()/    new_name()/' src/lib.rs
-```
-### Step 2: Document it
-```sh
-echo "Call new_name()." >> README.md
-```
-"#;
 
 async fn steps(t: &TestServer, number: i64) -> Value {
     let response = t

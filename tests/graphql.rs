@@ -4,6 +4,8 @@
 
 mod support;
 
+use support::{LIB, RENAME};
+
 use runbooks::domain::{NewRunbook, Plan, PlannedStep, StepNumber, StepState};
 use runbooks::store::{NewThread, StepEnd, Store};
 use serde_json::{Value, json};
@@ -1028,27 +1030,6 @@ async fn graphiql_is_served_on_get() {
     assert!(!page.contains(&t.token));
     t.stop().await;
 }
-
-const LIB: &str =
-    "pub fn old_name() -> u32 {\n    1\n}\n\npub fn caller() -> u32 {\n    old_name()\n}\n";
-
-const RENAME: &str = r#"Rename the helper everywhere.
-
-## Execution Steps
-### Step 1: Rename the helper
-#### 1.1: Rename the definition
-```sh
-sed -i 's/pub fn old_name/pub fn new_name/' src/lib.rs
-```
-#### 1.2: Update the callers
-```sh
-sed -i 's/    old_name()/    new_name()/' src/lib.rs
-```
-### Step 2: Document it
-```sh
-echo "Call new_name()." >> README.md
-```
-"#;
 
 /// Polls `runbook(number)` until `done` holds, or fails after a deadline.
 async fn wait_for_runbook(

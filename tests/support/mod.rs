@@ -197,6 +197,30 @@ impl TestServer {
     }
 }
 
+/// A small crate for runbooks to change: a helper and its caller.
+pub const LIB: &str =
+    "pub fn old_name() -> u32 {\n    1\n}\n\npub fn caller() -> u32 {\n    old_name()\n}\n";
+
+/// A runbook in the template layout that renames `LIB`'s helper: step 1 with two sub-steps
+/// (1.1, 1.2), then step 2, each a `sh` block that changes a file.
+pub const RENAME: &str = r#"Rename the helper everywhere.
+
+## Execution Steps
+### Step 1: Rename the helper
+#### 1.1: Rename the definition
+```sh
+sed -i 's/pub fn old_name/pub fn new_name/' src/lib.rs
+```
+#### 1.2: Update the callers
+```sh
+sed -i 's/    old_name()/    new_name()/' src/lib.rs
+```
+### Step 2: Document it
+```sh
+echo "Call new_name()." >> README.md
+```
+"#;
+
 /// A GitHub stand-in holding `acme-corp/backend` (default branch `main`, with `files`), on
 /// which the app is installed.
 pub async fn github_with_backend(files: &[(&str, &str)]) -> runbooks::standin::StandIn {

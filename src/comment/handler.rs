@@ -92,50 +92,41 @@ async fn act(
 ) -> Result<Option<String>, String> {
     let store = engine.store().as_ref();
     let e = |e: crate::store::StoreError| e.to_string();
-    let latest = || async {
-        store
-            .latest_runbook_in_thread(&repo.full_name, event.issue_number)
-            .await
-            .map_err(e)
-    };
-    let outcome = match command {
+    let command = match command {
         Command::Help => return Ok(Some(command::USAGE.to_string())),
         Command::Start(options) => return start(engine, repo, event, options).await,
-        Command::Execute { step } => match latest().await? {
-            Some(number) => (number, ops::execute(store, number, step.as_ref()).await),
-            None => return Ok(Some(no_runbook(&event.author))),
-        },
-        Command::Retry => match latest().await? {
-            Some(number) => (number, ops::retry(store, number).await),
-            None => return Ok(Some(no_runbook(&event.author))),
-        },
-        Command::Cancel => match latest().await? {
-            Some(number) => (number, ops::cancel(store, number).await),
-            None => return Ok(Some(no_runbook(&event.author))),
-        },
-        Command::Status => match latest().await? {
-            Some(number) => return status_reply(engine, number).await.map(Some),
-            None => return Ok(Some(no_runbook(&event.author))),
-        },
+        other => other,
+    };
+    // Every other command acts on the thread's latest runbook.
+    let Some(number) = store
+        .latest_runbook_in_thread(&repo.full_name, event.issue_number)
+        .await
+        .map_err(e)?
+    else {
+        return Ok(Some(format!(
+            "@{} no runbook has been started in this thread yet. Start one with \
+             `/runbook <what to do>`.",
+            event.author
+        )));
+    };
+    let outcome = match command {
+        Command::Execute { step } => ops::execute(store, number, step.as_ref()).await,
+        Command::Retry => ops::retry(store, number).await,
+        Command::Cancel => ops::cancel(store, number).await,
+        Command::Status => return status_reply(engine, number).await.map(Some),
+        Command::Help | Command::Start(_) => unreachable!("answered above"),
     };
     match outcome {
-        (number, Ok(())) => {
+        Ok(()) => {
             store.request_report(number).await.map_err(e)?;
             engine.wake();
             Ok(None)
         }
-        (_, Err(OpError::Store(error))) => Err(error.to_string()),
-        (_, Err(OpError::GitHub(error))) => Err(error.to_string()),
+        Err(OpError::Store(error)) => Err(error.to_string()),
+        Err(OpError::GitHub(error)) => Err(error.to_string()),
         // The runbook's state does not allow it (nothing failed, nothing left…): say why.
-        (_, Err(error)) => Ok(Some(format!("@{} {error}.", event.author))),
+        Err(error) => Ok(Some(format!("@{} {error}.", event.author))),
     }
-}
-
-fn no_runbook(author: &str) -> String {
-    format!(
-        "@{author} no runbook has been started in this thread yet. Start one with \
-         `/runbook <what to do>`."
-    )
 }
 
 /// A short answer to `/runbook status`, pointing at the status comment.
@@ -256,14 +247,18 @@ async fn start(
         tracing::info!(runbook = number, repository = %repo.full_name, issue = event.issue_number, by = %event.author, "runbook started from a comment");
         engine.wake();
     }
-    let record = store.thread(number).await.map_err(e)?;
-    if record.is_some_and(|t| t.status_comment_id.is_some()) {
+    let record = store
+        .thread(number)
+        .await
+        .map_err(e)?
+        .ok_or_else(|| format!("runbook {number} has no thread"))?;
+    if record.status_comment_id.is_some() {
         return Ok(None);
     }
     let body = engine
-        .status_body(number)
+        .status_body(&record)
         .await?
-        .ok_or_else(|| format!("runbook {number} has no thread"))?;
+        .ok_or_else(|| format!("runbook {number} vanished"))?;
     // Handled again after a crash: the status comment may have been written already.
     let existing = if created {
         None

@@ -24,7 +24,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -58,10 +58,13 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/runbooks", get(list))
         .route("/runbooks/{number}", get(detail))
         .route("/runbooks/{number}/events", get(live::events))
-        .route("/runbooks/{number}/execute", post(execute))
-        .route("/runbooks/{number}/retry", post(retry))
-        .route("/runbooks/{number}/cancel", post(cancel))
-        .route("/runbooks/{number}/pull_requests", post(open_pull_request))
+        .route("/runbooks/{number}/execute", action(Action::Execute))
+        .route("/runbooks/{number}/retry", action(Action::Retry))
+        .route("/runbooks/{number}/cancel", action(Action::Cancel))
+        .route(
+            "/runbooks/{number}/pull_requests",
+            action(Action::OpenPullRequest),
+        )
         .layer(middleware::map_response_with_state(state, finish))
         .layer(DefaultBodyLimit::max(FORM_LIMIT))
 }
@@ -393,44 +396,15 @@ enum Action {
     OpenPullRequest,
 }
 
-async fn execute(
-    state: State<AppState>,
-    reader: Reader,
-    headers: HeaderMap,
-    raw: Path<String>,
-    form: FormBody<ActionForm>,
-) -> Result<Response, Failure> {
-    act(state, reader, headers, raw, form, Action::Execute).await
-}
-
-async fn retry(
-    state: State<AppState>,
-    reader: Reader,
-    headers: HeaderMap,
-    raw: Path<String>,
-    form: FormBody<ActionForm>,
-) -> Result<Response, Failure> {
-    act(state, reader, headers, raw, form, Action::Retry).await
-}
-
-async fn cancel(
-    state: State<AppState>,
-    reader: Reader,
-    headers: HeaderMap,
-    raw: Path<String>,
-    form: FormBody<ActionForm>,
-) -> Result<Response, Failure> {
-    act(state, reader, headers, raw, form, Action::Cancel).await
-}
-
-async fn open_pull_request(
-    state: State<AppState>,
-    reader: Reader,
-    headers: HeaderMap,
-    raw: Path<String>,
-    form: FormBody<ActionForm>,
-) -> Result<Response, Failure> {
-    act(state, reader, headers, raw, form, Action::OpenPullRequest).await
+/// The route of one of the page's actions: a POST handled by [`act`].
+fn action(action: Action) -> MethodRouter<AppState> {
+    post(
+        move |state: State<AppState>,
+              reader: Reader,
+              headers: HeaderMap,
+              raw: Path<String>,
+              form: FormBody<ActionForm>| act(state, reader, headers, raw, form, action),
+    )
 }
 
 /// An action from the page's forms: checked (same origin, the session's CSRF secret, the

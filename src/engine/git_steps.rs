@@ -4,10 +4,9 @@
 use crate::agent::StepTask;
 use crate::domain::{PrMode, StepState};
 use crate::git::{Identity, Remote};
-use crate::github::Resolution;
 use crate::store::{StepEnd, StepRecord};
 
-use super::{Engine, branches, commit_message, is_commit_of};
+use super::{Engine, branches, commit_message, is_commit_of, tops_with_commits};
 
 fn failed(error: impl std::fmt::Display) -> StepEnd {
     StepEnd::Failed {
@@ -40,20 +39,11 @@ async fn try_execute(engine: &Engine, number: i64, step: &StepRecord) -> Result<
         .await
         .map_err(failed)?
         .ok_or_else(|| failed("the runbook no longer exists"))?;
-    let repo = match engine
+    let repo = engine
         .github
-        .resolve(&runbook.org, &runbook.repo)
+        .installed_repo(&runbook.org, &runbook.repo)
         .await
-        .map_err(failed)?
-    {
-        Resolution::Found(repo) => repo,
-        Resolution::NotInstalled => {
-            return Err(failed(format!(
-                "the runbooks app is no longer installed on {}/{}",
-                runbook.org, runbook.repo
-            )));
-        }
-    };
+        .map_err(failed)?;
     let token = engine
         .github
         .client
@@ -80,12 +70,13 @@ async fn try_execute(engine: &Engine, number: i64, step: &StepRecord) -> Result<
         .unwrap_or_else(|| repo.default_branch.clone());
     let mode = runbook.pr_mode.unwrap_or(PrMode::SinglePr);
     let steps = engine.store.steps(number).await.map_err(failed)?;
-    let tops_with_commits: Vec<u32> = steps
-        .iter()
-        .filter(|s| s.state == StepState::Completed && s.commit_sha.is_some())
-        .map(|s| s.number.top_level())
-        .collect();
-    let (branch, base) = branches(number, mode, &step.number, &target, &tops_with_commits);
+    let (branch, base) = branches(
+        number,
+        mode,
+        &step.number,
+        &target,
+        &tops_with_commits(&steps),
+    );
     let worktree = engine
         .repos
         .worktree(&remote, number, &branch, &base)

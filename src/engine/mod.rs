@@ -266,20 +266,11 @@ impl Engine {
         else {
             return Ok(());
         };
-        let repo = match self
+        let repo = self
             .github
-            .resolve(&runbook.org, &runbook.repo)
+            .installed_repo(&runbook.org, &runbook.repo)
             .await
-            .map_err(|e| e.to_string())?
-        {
-            crate::github::Resolution::Found(repo) => repo,
-            crate::github::Resolution::NotInstalled => {
-                return Err(format!(
-                    "the runbooks app is no longer installed on {}/{}",
-                    runbook.org, runbook.repo
-                ));
-            }
-        };
+            .map_err(|e| e.to_string())?;
         let target = runbook
             .target_branch
             .clone()
@@ -306,8 +297,10 @@ impl Engine {
         let Ok(Some(runbook)) = self.store.runbook(number).await else {
             return;
         };
-        let Ok(crate::github::Resolution::Found(repo)) =
-            self.github.resolve(&runbook.org, &runbook.repo).await
+        let Ok(repo) = self
+            .github
+            .installed_repo(&runbook.org, &runbook.repo)
+            .await
         else {
             return;
         };
@@ -521,6 +514,15 @@ fn cancelled(log: String) -> StepEnd {
 /// The one branch of a `single_pr` or `manual` runbook.
 pub fn single_branch(number: i64) -> String {
     format!("runbooks/{number}")
+}
+
+/// The top-level steps with a completed, committed leaf: the branches a stack is built on.
+pub fn tops_with_commits(steps: &[StepRecord]) -> Vec<u32> {
+    steps
+        .iter()
+        .filter(|s| s.state == StepState::Completed && s.commit_sha.is_some())
+        .map(|s| s.number.top_level())
+        .collect()
 }
 
 /// The branch a step's commits go to, and the branch it starts from.

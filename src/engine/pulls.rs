@@ -140,8 +140,46 @@ impl Engine {
             .map_err(store_error)
     }
 
-    /// Opens the one pull request of a runbook's branch as a `[WIP]` draft carrying every
-    /// step committed so far; answers its number and URL.
+    /// Opens a pull request of the runbook as a `[WIP]` draft titled `title`, labels it and
+    /// records it with the leaf steps it carries.
+    async fn open_draft_pull(
+        &self,
+        runbook: &RunbookRecord,
+        repo: &RepoInfo,
+        (branch, base): (&str, &str),
+        steps: &[StepRecord],
+        title: &str,
+        carried: &[StepNumber],
+    ) -> Result<PullRequest, GitHubError> {
+        let number = runbook.number;
+        let body = body(runbook, steps, &self.dashboard(number));
+        // Found, not opened twice, when a crash came between the push and here.
+        let pr = self
+            .github
+            .create_pull(repo, branch, base, &format!("{WIP}{title}"), &body, true)
+            .await?;
+        self.github
+            .add_labels(repo, pr.number, &runbook.labels)
+            .await?;
+        self.store
+            .record_pull_request(number, pr.number, &pr.url, carried)
+            .await
+            .map_err(store_error)?;
+        self.store
+            .save_pull_request_details(number, pr.number, &pr.node_id, branch)
+            .await
+            .map_err(store_error)?;
+        tracing::info!(
+            runbook = number,
+            pr = pr.number,
+            branch,
+            "pull request opened"
+        );
+        Ok(pr)
+    }
+
+    /// Opens the one pull request of a runbook's branch, carrying every step committed so
+    /// far; answers its number and URL.
     async fn open_single_pull(
         &self,
         runbook: &RunbookRecord,
@@ -149,27 +187,22 @@ impl Engine {
         branch: &str,
         base: &str,
     ) -> Result<(u64, String), GitHubError> {
-        let number = runbook.number;
-        let steps = self.store.steps(number).await.map_err(store_error)?;
-        let title = format!("{WIP}{}", runbook.title);
-        let body = body(runbook, &steps, &self.dashboard(number));
-        // Found, not opened twice, when a crash came between the push and here.
+        let steps = self
+            .store
+            .steps(runbook.number)
+            .await
+            .map_err(store_error)?;
+        let carried = committed(&steps);
         let pr = self
-            .github
-            .create_pull(repo, branch, base, &title, &body, true)
+            .open_draft_pull(
+                runbook,
+                repo,
+                (branch, base),
+                &steps,
+                &runbook.title,
+                &carried,
+            )
             .await?;
-        self.github
-            .add_labels(repo, pr.number, &runbook.labels)
-            .await?;
-        self.store
-            .record_pull_request(number, pr.number, &pr.url, &committed(&steps))
-            .await
-            .map_err(store_error)?;
-        self.store
-            .save_pull_request_details(number, pr.number, &pr.node_id, branch)
-            .await
-            .map_err(store_error)?;
-        tracing::info!(runbook = number, pr = pr.number, "pull request opened");
         Ok((pr.number, pr.url))
     }
 
@@ -207,11 +240,7 @@ impl Engine {
             return Ok(());
         }
         let leaves: Vec<&StepRecord> = steps.iter().filter(|s| s.is_leaf).collect();
-        let tops_with_commits: Vec<u32> = leaves
-            .iter()
-            .filter(|s| s.state == StepState::Completed && s.commit_sha.is_some())
-            .map(|s| s.number.top_level())
-            .collect();
+        let tops_with_commits = super::tops_with_commits(&steps);
         let mut tops: Vec<u32> = leaves.iter().map(|s| s.number.top_level()).collect();
         tops.dedup();
         for top in tops {
@@ -247,19 +276,10 @@ impl Engine {
         runbook: &RunbookRecord,
     ) -> Result<Option<u64>, GitHubError> {
         let number = runbook.number;
-        let repo = match self.github.resolve(&runbook.org, &runbook.repo).await? {
-            crate::github::Resolution::Found(repo) => repo,
-            crate::github::Resolution::NotInstalled => {
-                return Err(GitHubError::Status {
-                    operation: "apps/get-repo-installation",
-                    status: 404,
-                    message: format!(
-                        "the runbooks app is not installed on {}/{}",
-                        runbook.org, runbook.repo
-                    ),
-                });
-            }
-        };
+        let repo = self
+            .github
+            .installed_repo(&runbook.org, &runbook.repo)
+            .await?;
         let steps = self.store.steps(number).await.map_err(store_error)?;
         if committed(&steps).is_empty() {
             return Ok(None);
@@ -287,32 +307,15 @@ impl Engine {
         top: u32,
         leaves: &[StepNumber],
     ) -> Result<(), GitHubError> {
-        let number = runbook.number;
-        let steps = self.store.steps(number).await.map_err(store_error)?;
-        let title = format!("{WIP}{}", stacked_title(runbook, &steps, top));
-        let body = body(runbook, &steps, &self.dashboard(number));
-        let pr = self
-            .github
-            .create_pull(repo, branch, base, &title, &body, true)
-            .await?;
-        self.github
-            .add_labels(repo, pr.number, &runbook.labels)
-            .await?;
-        self.store
-            .record_pull_request(number, pr.number, &pr.url, leaves)
+        let steps = self
+            .store
+            .steps(runbook.number)
             .await
             .map_err(store_error)?;
-        self.store
-            .save_pull_request_details(number, pr.number, &pr.node_id, branch)
+        let title = stacked_title(runbook, &steps, top);
+        self.open_draft_pull(runbook, repo, (branch, base), &steps, &title, leaves)
             .await
-            .map_err(store_error)?;
-        tracing::info!(
-            runbook = number,
-            pr = pr.number,
-            top,
-            "stacked pull request opened"
-        );
-        Ok(())
+            .map(|_| ())
     }
 
     /// When a runbook has nothing left to do: a PR whose steps are all completed is made

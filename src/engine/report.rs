@@ -17,14 +17,17 @@ use tokio::time::Instant;
 use super::Engine;
 use crate::comment::status::{StatusView, render};
 use crate::domain::PrMode;
+use crate::store::ThreadRecord;
 
 impl Engine {
-    /// The status comment's text for a runbook now, or `None` when it has no thread.
-    pub(crate) async fn status_body(&self, number: i64) -> Result<Option<String>, String> {
+    /// The status comment's text for the runbook of a thread now (`None` when the runbook
+    /// is gone).
+    pub(crate) async fn status_body(
+        &self,
+        thread: &ThreadRecord,
+    ) -> Result<Option<String>, String> {
         let e = |e: crate::store::StoreError| e.to_string();
-        let Some(thread) = self.store.thread(number).await.map_err(e)? else {
-            return Ok(None);
-        };
+        let number = thread.runbook_number;
         let Some(runbook) = self.store.runbook(number).await.map_err(e)? else {
             return Ok(None);
         };
@@ -72,7 +75,7 @@ impl Engine {
             // The comment handler has not written it yet; it asks for a report when it has.
             return Ok(false);
         };
-        let Some(body) = self.status_body(number).await? else {
+        let Some(body) = self.status_body(&thread).await? else {
             return Ok(false);
         };
         if thread.status_body.as_deref() == Some(body.as_str()) {
@@ -81,20 +84,11 @@ impl Engine {
         let Some((org, name)) = thread.thread.repository.split_once('/') else {
             return Err(format!("a thread in `{}`", thread.thread.repository));
         };
-        let repo = match self
+        let repo = self
             .github
-            .resolve(org, name)
+            .installed_repo(org, name)
             .await
-            .map_err(|e| e.to_string())?
-        {
-            crate::github::Resolution::Found(repo) => repo,
-            crate::github::Resolution::NotInstalled => {
-                return Err(format!(
-                    "the app is no longer installed on {}",
-                    thread.thread.repository
-                ));
-            }
-        };
+            .map_err(|e| e.to_string())?;
         self.github
             .edit_comment(&repo, comment_id, &body)
             .await

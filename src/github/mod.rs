@@ -20,6 +20,9 @@ pub use client::{As, Client, RetryPolicy};
 pub enum GitHubError {
     #[error("GitHub App configuration: {0}")]
     Config(String),
+    /// The app is not (or no longer) installed on `owner/name`, or the repository is gone.
+    #[error("the runbooks app is no longer installed on {0}")]
+    NotInstalled(String),
     #[error("GitHub answered {status} to {operation}: {message}")]
     Status {
         operation: &'static str,
@@ -300,6 +303,15 @@ impl GitHubApp {
                 body,
             )
             .await
+    }
+
+    /// [`GitHubApp::resolve`] for work already accepted: a repository the app can no longer
+    /// reach is an error.
+    pub async fn installed_repo(&self, org: &str, name: &str) -> Result<RepoInfo, GitHubError> {
+        match self.resolve(org, name).await? {
+            Resolution::Found(repo) => Ok(repo),
+            Resolution::NotInstalled => Err(GitHubError::NotInstalled(format!("{org}/{name}"))),
+        }
     }
 
     /// Forgets every repository of an installation (it was deleted or suspended).

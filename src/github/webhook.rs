@@ -106,12 +106,21 @@ fn full_names(list: Option<&Value>) -> Vec<String> {
 
 /// Reads a delivery's payload for the event named by `X-GitHub-Event`.
 pub fn parse(event: &str, payload: &Value) -> Result<Event, String> {
-    let installation_id = || {
+    let missing = |pointer: &str| format!("a `{event}` payload without {pointer}");
+    let text = |pointer: &str| {
         payload
-            .pointer("/installation/id")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| format!("a `{event}` payload without installation.id"))
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .map(String::from)
+            .ok_or_else(|| missing(pointer))
     };
+    let number = |pointer: &str| {
+        payload
+            .pointer(pointer)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| missing(pointer))
+    };
+    let installation_id = || number("/installation/id");
     let action = payload
         .get("action")
         .and_then(Value::as_str)
@@ -130,13 +139,6 @@ pub fn parse(event: &str, payload: &Value) -> Result<Event, String> {
             removed: full_names(payload.get("repositories_removed")),
         },
         "pull_request" => {
-            let text = |pointer: &str| {
-                payload
-                    .pointer(pointer)
-                    .and_then(Value::as_str)
-                    .map(String::from)
-                    .ok_or_else(|| format!("a pull_request payload without {pointer}"))
-            };
             let repository = text("/repository/full_name")?;
             let same_repo = payload
                 .pointer("/pull_request/head/repo/full_name")
@@ -145,10 +147,7 @@ pub fn parse(event: &str, payload: &Value) -> Result<Event, String> {
             Event::PullRequest {
                 action,
                 installation_id: installation_id()?,
-                number: payload
-                    .pointer("/pull_request/number")
-                    .and_then(Value::as_u64)
-                    .ok_or("a pull_request payload without pull_request.number")?,
+                number: number("/pull_request/number")?,
                 url: text("/pull_request/html_url")?,
                 node_id: text("/pull_request/node_id")?,
                 head: if same_repo {
@@ -165,19 +164,6 @@ pub fn parse(event: &str, payload: &Value) -> Result<Event, String> {
             }
         }
         "issue_comment" => {
-            let text = |pointer: &str| {
-                payload
-                    .pointer(pointer)
-                    .and_then(Value::as_str)
-                    .map(String::from)
-                    .ok_or_else(|| format!("an issue_comment payload without {pointer}"))
-            };
-            let number = |pointer: &str| {
-                payload
-                    .pointer(pointer)
-                    .and_then(Value::as_u64)
-                    .ok_or_else(|| format!("an issue_comment payload without {pointer}"))
-            };
             let author = text("/comment/user/login")?;
             let by_bot = payload
                 .pointer("/comment/user/type")

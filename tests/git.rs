@@ -146,9 +146,18 @@ fn all_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The engine's repository of a working tree: its git directory (outside the tree) with the
+/// tree as working directory, opened as the engine opens it.
+fn engine_repo(wt: &Worktree) -> git2::Repository {
+    let repo = git2::Repository::open_bare(wt.git_dir()).expect("open the git directory");
+    repo.set_workdir(wt.path(), false)
+        .expect("set the working tree");
+    repo
+}
+
 /// Paths git reports as not clean (modified, staged, untracked; ignored files excluded).
-fn dirty_paths(worktree: &Path) -> Vec<String> {
-    let repo = git2::Repository::open(worktree).expect("open working tree");
+fn dirty_paths(wt: &Worktree) -> Vec<String> {
+    let repo = engine_repo(wt);
     let mut options = git2::StatusOptions::new();
     options.include_untracked(true).recurse_untracked_dirs(true);
     let statuses = repo.statuses(Some(&mut options)).expect("statuses");
@@ -237,7 +246,11 @@ async fn commits_on_a_new_branch_are_pushed_as_the_given_identity() {
         let fx = Fixture::new(&[("README.md", "hello\n"), ("src/lib.rs", "// lib\n")]).await;
         let main = fx.remote_sha("main").await.expect("main");
         let wt = fx.worktree(1, "runbooks/1-greet", "main").await;
-        assert_eq!(wt.path(), fx.data.path().join("worktrees/runbook-1"));
+        assert_eq!(wt.path(), fx.data.path().join("worktrees/runbook-1/tree"));
+        // The engine's git directory is beside the tree, not in it: what an agent sees has
+        // no `.git`.
+        assert_eq!(wt.git_dir(), fx.data.path().join("worktrees/runbook-1/git"));
+        assert!(!wt.path().join(".git").exists());
         assert_eq!(wt.branch(), "runbooks/1-greet");
         assert_eq!(wt.head().await.expect("head"), main);
         assert_eq!(read(wt.path(), "src/lib.rs").as_deref(), Some("// lib\n"));
@@ -358,7 +371,7 @@ async fn deletions_are_committed_and_ignored_files_are_not() {
             Some("inner\n")
         );
         assert_eq!(fx.remote_file(&sha, "vendor/nested/lib.txt").await, None);
-        assert_eq!(dirty_paths(wt.path()), vec!["vendor/nested/".to_string()]);
+        assert_eq!(dirty_paths(&wt), vec!["vendor/nested/".to_string()]);
     })
     .await
 }
@@ -419,13 +432,13 @@ async fn preparing_again_resumes_at_the_remote_head_and_cleans_the_tree() {
             Some("cached\n"),
             "ignored files are kept"
         );
-        assert!(dirty_paths(again.path()).is_empty());
+        assert!(dirty_paths(&again).is_empty());
         assert_ne!(pushed, remote_head);
 
         // Preparing is idempotent.
         let third = fx.worktree(7, branch, "main").await;
         assert_eq!(third.head().await.expect("head"), remote_head);
-        assert!(dirty_paths(third.path()).is_empty());
+        assert!(dirty_paths(&third).is_empty());
 
         // A working tree lost entirely (another replica picks the runbook up) resumes too.
         let elsewhere = fx.worktree(8, branch, "main").await;
@@ -533,7 +546,7 @@ async fn the_token_never_reaches_disk() {
         // The configurations name no remote at all (anonymous remotes), so no URL is kept.
         let configs = [
             fx.data.path().join("repos/acme/app.git/config"),
-            wt.path().join(".git/config"),
+            wt.git_dir().join("config"),
         ];
         for config in configs {
             let text = std::fs::read_to_string(&config).expect("config");
@@ -672,28 +685,24 @@ async fn released_trees_serve_later_runbooks_clean_and_the_pool_is_bounded() {
         first.push(&fx.remote()).await.expect("push");
         write(first.path(), "stray.txt", "stray\n");
         write(first.path(), "cache/blob", "cached\n");
-        let git_dir_inode = |p: &Path| {
-            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p.join(".git")).expect("stat"))
+        let git_dir_inode = |wt: &Worktree| {
+            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(wt.git_dir()).expect("stat"))
         };
-        let inode = git_dir_inode(first.path());
+        let inode = git_dir_inode(&first);
 
         fx.cache.release(FULL_NAME, 20).await.expect("release");
         assert!(!first.path().exists());
 
         // The next runbook gets the released tree, clean and on its own branch.
         let next = fx.worktree(21, "runbooks/21", "main").await;
-        assert_eq!(
-            git_dir_inode(next.path()),
-            inode,
-            "the released tree was reused"
-        );
+        assert_eq!(git_dir_inode(&next), inode, "the released tree was reused");
         assert_eq!(next.head().await.expect("head"), main);
         assert_eq!(read(next.path(), "a.txt").as_deref(), Some("a\n"));
         for leftover in ["feature.txt", "stray.txt", "cache/blob"] {
             assert_eq!(read(next.path(), leftover), None, "{leftover} left over");
         }
-        assert!(dirty_paths(next.path()).is_empty());
-        let repo = git2::Repository::open(next.path()).expect("open");
+        assert!(dirty_paths(&next).is_empty());
+        let repo = engine_repo(&next);
         let branches: Vec<String> = repo
             .branches(Some(git2::BranchType::Local))
             .expect("branches")
@@ -731,13 +740,274 @@ async fn committing_refuses_a_tree_moved_off_its_branch() {
     bounded(async {
         let fx = Fixture::new(&[("a.txt", "a\n")]).await;
         let wt = fx.worktree(30, "runbooks/30", "main").await;
-        let repo = git2::Repository::open(wt.path()).expect("open");
+        let repo = engine_repo(&wt);
         let head = repo.head().expect("head").target().expect("direct");
         repo.set_head_detached(head).expect("detach");
         write(wt.path(), "b.txt", "b\n");
         let err = wt.commit_all("B", &bot()).await.expect_err("detached HEAD");
         assert!(matches!(err, GitError::NotOnBranch { .. }), "{err:?}");
         assert!(err.to_string().contains("runbooks/30"), "{err}");
+    })
+    .await
+}
+
+/// A loopback listener that counts every connection made to it: where a hijacked push or a
+/// stolen token would go. Tests assert it never sees one.
+struct Trap {
+    url: String,
+    seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Trap {
+    async fn start() -> Trap {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((_socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        Trap { url, seen }
+    }
+
+    fn connections(&self) -> usize {
+        self.seen.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// What a hostile step writes under `.git` in its tree — a repository of its own whose
+/// configuration rewrites the push URL to a trap, moves the work tree onto a victim
+/// directory, ignores everything, and carries hooks — steers nothing the engine does: the
+/// commit holds the step's files and no `.git`, the push goes to the clone URL, the trap sees
+/// nothing, the victim is untouched, and the `.git` is gone when the tree is prepared again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_git_directory_written_by_a_step_steers_nothing() {
+    bounded(async {
+        let fx = Fixture::new(&[("a.txt", "a\n")]).await;
+        let trap = Trap::start().await;
+        let victim = tempfile::tempdir().expect("victim");
+        write(victim.path(), "precious.txt", "keep me\n");
+        let wt = fx.worktree(40, "runbooks/40", "main").await;
+
+        let clone_base = fx.clone_url.rsplit_once('/').expect("a path").0;
+        let hostile = git2::Repository::init(wt.path()).expect("the step's own git init");
+        let mut config = hostile.config().expect("config");
+        for (key, value) in [
+            (
+                format!("url.{}/.pushInsteadOf", trap.url),
+                format!("{clone_base}/"),
+            ),
+            (
+                format!("url.{}/.insteadOf", trap.url),
+                format!("{clone_base}/"),
+            ),
+            (
+                "core.worktree".to_string(),
+                victim.path().display().to_string(),
+            ),
+            ("http.proxy".to_string(), trap.url.clone()),
+            (
+                "core.hooksPath".to_string(),
+                victim.path().display().to_string(),
+            ),
+        ] {
+            config.set_str(&key, &value).expect("hostile setting");
+        }
+        write(wt.path(), ".git/info/exclude", "*\n");
+        write(
+            wt.path(),
+            ".git/hooks/pre-push",
+            "#!/bin/sh\ntouch /tmp/pwned\n",
+        );
+        write(wt.path(), "b.txt", "the step's change\n");
+
+        let sha = wt
+            .commit_all("B", &bot())
+            .await
+            .expect("commit")
+            .expect("the step's change is committed");
+        wt.push(&fx.remote()).await.expect("push to the clone URL");
+
+        assert_eq!(fx.remote_sha("runbooks/40").await, Some(sha.clone()));
+        assert_eq!(
+            fx.remote_file(&sha, "b.txt").await.as_deref(),
+            Some("the step's change\n")
+        );
+        assert_eq!(fx.remote_file(&sha, ".git/config").await, None);
+        assert_eq!(trap.connections(), 0, "the push went to the trap");
+        assert_eq!(
+            read(victim.path(), "precious.txt").as_deref(),
+            Some("keep me\n")
+        );
+        assert_eq!(std::fs::read_dir(victim.path()).expect("victim").count(), 1);
+
+        // Prepared again (the next step, or a retry): the step's `.git` is gone.
+        let again = fx.worktree(40, "runbooks/40", "main").await;
+        assert!(!again.path().join(".git").exists());
+        fx.cache.release(FULL_NAME, 40).await.expect("release");
+        assert_eq!(
+            read(victim.path(), "precious.txt").as_deref(),
+            Some("keep me\n")
+        );
+        assert_eq!(trap.connections(), 0);
+    })
+    .await
+}
+
+/// Symbolic links are committed as links, and nothing the engine does follows one out of the
+/// tree: a link to a victim directory, and a tracked directory replaced by such a link, leave
+/// the victim untouched through commit, preparing again and release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_out_of_the_tree_are_committed_as_links_and_never_followed() {
+    bounded(async {
+        let fx = Fixture::new(&[("src/lib.rs", "// lib\n"), ("a.txt", "a\n")]).await;
+        let victim = tempfile::tempdir().expect("victim");
+        write(victim.path(), "precious.txt", "keep me\n");
+        write(victim.path(), "lib.rs", "// the victim's own\n");
+        let wt = fx.worktree(41, "runbooks/41", "main").await;
+
+        std::os::unix::fs::symlink(victim.path(), wt.path().join("out")).expect("link");
+        std::fs::remove_dir_all(wt.path().join("src")).expect("rm src");
+        std::os::unix::fs::symlink(victim.path(), wt.path().join("src")).expect("link");
+        // A FIFO would block a reader forever: it must not hang the commit.
+        let made = std::process::Command::new("mkfifo")
+            .arg(wt.path().join("pipe"))
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+
+        let sha = wt
+            .commit_all("Links", &bot())
+            .await
+            .expect("commit")
+            .expect("changes");
+        wt.push(&fx.remote()).await.expect("push");
+        let server = git2::Repository::open_bare(fx.standin.repo_path(OWNER, NAME)).expect("bare");
+        let tree = server
+            .find_commit(git2::Oid::from_str(&sha).expect("oid"))
+            .expect("commit")
+            .tree()
+            .expect("tree");
+        for link in ["out", "src"] {
+            let entry = tree.get_name(link).expect("the link is committed");
+            assert_eq!(entry.filemode(), 0o120000, "{link} is committed as a link");
+            let blob = server.find_blob(entry.id()).expect("blob");
+            assert_eq!(blob.content(), victim.path().as_os_str().as_encoded_bytes());
+        }
+        assert!(tree.get_path(Path::new("precious.txt")).is_err());
+        assert!(tree.get_name("pipe").is_none());
+
+        // Back to main: `src` becomes a directory again, without writing through the link.
+        let back = fx.worktree(41, "runbooks/41-b", "main").await;
+        assert_eq!(read(back.path(), "src/lib.rs").as_deref(), Some("// lib\n"));
+        fx.cache.release(FULL_NAME, 41).await.expect("release");
+        assert_eq!(
+            read(victim.path(), "precious.txt").as_deref(),
+            Some("keep me\n")
+        );
+        assert_eq!(
+            read(victim.path(), "lib.rs").as_deref(),
+            Some("// the victim's own\n")
+        );
+        assert_eq!(std::fs::read_dir(victim.path()).expect("victim").count(), 2);
+    })
+    .await
+}
+
+/// A git server on loopback that answers every request with a redirect to `target`.
+async fn redirector(target: String) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("port");
+    let url = format!(
+        "http://{}/acme/app.git",
+        listener.local_addr().expect("address")
+    );
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let answer = format!(
+                "HTTP/1.1 301 Moved Permanently\r\nLocation: {target}/info/refs?service=git-upload-pack\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+        }
+    });
+    url
+}
+
+/// The credentials go only to the clone URL. A remote that redirects to another host is not
+/// followed at all; one that redirects to another port of the same host (libgit2 follows
+/// those) meets a server asking for credentials, and gets none: the fetch fails naming why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirecting_remote_gets_no_credentials() {
+    bounded(async {
+        let fx = Fixture::new(&[("a.txt", "a\n")]).await;
+
+        // Another host (127.0.0.2 is loopback too, but another host name to libgit2).
+        let far = tokio::net::TcpListener::bind("127.0.0.2:0")
+            .await
+            .expect("a port on 127.0.0.2");
+        let far_url = format!("http://{}/acme/app.git", far.local_addr().expect("address"));
+        let far_seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = far_seen.clone();
+        tokio::spawn(async move {
+            while let Ok(_) = far.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        let url = redirector(far_url).await;
+        let remote = Remote {
+            full_name: FULL_NAME,
+            clone_url: &url,
+            token: &fx.secret,
+        };
+        let cache = RepoCache::new(&fx.data.path().join("far"));
+        let err = cache.update_mirror(&remote).await.expect_err("not followed");
+        assert!(!err.to_string().contains(&fx.token), "{err}");
+        assert_eq!(far_seen.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+        // The same host, another port: a server that asks for credentials, and records
+        // every Authorization header it is sent.
+        let near = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("port");
+        let near_url = format!("http://{}/acme/app.git", near.local_addr().expect("address"));
+        let credentials = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (seen, count) = (credentials.clone(), requests.clone());
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            while let Ok((mut socket, _)) = near.accept().await {
+                let mut buf = vec![0u8; 8192];
+                let n = socket.read(&mut buf).await.unwrap_or(0);
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+                seen.lock()
+                    .expect("lock")
+                    .extend(head.lines().filter(|l| l.starts_with("authorization")).map(String::from));
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    )
+                    .await;
+            }
+        });
+        let url = redirector(near_url).await;
+        let remote = Remote {
+            full_name: FULL_NAME,
+            clone_url: &url,
+            token: &fx.secret,
+        };
+        let cache = RepoCache::new(&fx.data.path().join("near"));
+        let err = cache.update_mirror(&remote).await.expect_err("no credentials");
+        assert!(matches!(err, GitError::ForeignUrl { .. }), "{err:?}");
+        assert!(err.to_string().contains("clone URL"), "{err}");
+        assert!(requests.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the redirect was taken");
+        assert_eq!(*credentials.lock().expect("lock"), Vec::<String>::new());
     })
     .await
 }

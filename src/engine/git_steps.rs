@@ -83,16 +83,24 @@ async fn try_execute(engine: &Engine, number: i64, step: &StepRecord) -> Result<
         .await
         .map_err(failed)?;
 
-    // A step interrupted after its push: the branch already ends with its commit.
-    let head = worktree.head().await.map_err(failed)?;
-    if let Some(message) = head_message(worktree.path()).await.map_err(failed)?
-        && is_commit_of(&message, number, &step.number)
-    {
-        tracing::info!(runbook = number, step = %step.number, "the step's commit is already pushed");
-        return Ok(StepEnd::Completed {
-            commit_sha: Some(head),
-            log: "already committed and pushed before an interruption".into(),
-        });
+    // A step interrupted after its push: the branch already ends with its commit. Adopted
+    // only when the app made it (its trailers are plain text anyone pushing to the branch
+    // could write): author and committer must be the app's bot.
+    let head = worktree.head_commit().await.map_err(failed)?;
+    if is_commit_of(&head.message, number, &step.number) {
+        if head.author == identity && head.committer == identity {
+            tracing::info!(runbook = number, step = %step.number, "the step's commit is already pushed");
+            return Ok(StepEnd::Completed {
+                commit_sha: Some(head.sha),
+                log: "already committed and pushed before an interruption".into(),
+            });
+        }
+        tracing::warn!(
+            runbook = number,
+            step = %step.number,
+            sha = %head.sha,
+            "the branch ends with a commit naming this step that the app did not make; running the step"
+        );
     }
 
     let task = StepTask {
@@ -166,20 +174,4 @@ async fn try_execute(engine: &Engine, number: i64, step: &StepRecord) -> Result<
         commit_sha: commit,
         log: outcome.log,
     })
-}
-
-/// The message of the working tree's HEAD commit.
-async fn head_message(path: &std::path::Path) -> Result<Option<String>, String> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || -> Result<Option<String>, git2::Error> {
-        let repo = git2::Repository::open(&path)?;
-        // A branch about to be created has no commit yet.
-        let Ok(commit) = repo.head().and_then(|head| head.peel_to_commit()) else {
-            return Ok(None);
-        };
-        Ok(commit.message().ok().map(String::from))
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| format!("reading the branch head: {}", e.message()))
 }

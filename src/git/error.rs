@@ -26,6 +26,18 @@ pub enum GitError {
         operation: &'static str,
     },
 
+    /// libgit2 asked for credentials for another URL than the repository's clone URL (a
+    /// rewritten URL or a redirect): none were given.
+    #[error(
+        "git {operation} of {repo} was refused credentials: it was sent to another URL than the \
+         repository's clone URL (a rewritten URL or a redirect), and the installation token \
+         goes only to the clone URL GitHub gave"
+    )]
+    ForeignUrl {
+        repo: String,
+        operation: &'static str,
+    },
+
     /// Neither the work branch nor its base exists on the remote.
     #[error(
         "branch `{branch}` does not exist in {repo}: it may have been deleted or renamed on \

@@ -5,13 +5,24 @@
 //!
 //! - `repos/<owner>/<name>.git`: a bare mirror of every branch of the repository, created by
 //!   the first use and afterwards only updated by fetch;
-//! - `worktrees/runbook-<n>`: the working tree of runbook `n`. It is a repository of its own
-//!   whose object database borrows the mirror's through `objects/info/alternates`, so
-//!   setting it up copies no objects (only the checkout writes files), and everything the
-//!   mirror fetched later is visible in it at once. It has no configured remote;
-//! - `worktrees/idle/<owner>/<name>/…`: trees of finished runbooks ([`RepoCache::release`]),
+//! - `worktrees/runbook-<n>/`: the slot of runbook `n`: `tree/`, the working tree the agent
+//!   works in, and beside it (not inside it) `git/`, the engine's git directory, whose object
+//!   database borrows the mirror's through `objects/info/alternates`, so setting it up copies
+//!   no objects (only the checkout writes files), and everything the mirror fetched later is
+//!   visible in it at once. It has no configured remote. See `worktree.rs` for why the git
+//!   directory is kept out of the tree;
+//! - `worktrees/idle/<owner>/<name>/…`: slots of finished runbooks ([`RepoCache::release`]),
 //!   handed to the next runbook of the repository, which then only rewrites the files that
 //!   differ instead of writing every file of the repository.
+//!
+//! Directories are created readable by the server's user only (0700).
+//!
+//! **What the engine's git obeys: only the engine.** The engine's repositories are opened by
+//! explicit path, never discovered from a working directory; libgit2's system, global and XDG
+//! configuration files are switched off for the whole process ([`RepoCache::new`]), so
+//! neither `~/.gitconfig` nor `/etc/gitconfig` can rewrite a URL, set a proxy or move a work
+//! tree; redirects are not followed; and the credentials callback answers only for the exact
+//! clone URL it was given.
 //!
 //! The installation token reaches libgit2 only through the credentials callback of anonymous
 //! remotes: it is never written to a configuration file, a URL, a log line or any other file.
@@ -87,7 +98,7 @@ impl RepoCache {
     /// A cache under `data_dir`. Nothing is created until first use. A relative `data_dir` is
     /// made absolute now, because working trees refer to their mirror by absolute path.
     pub fn new(data_dir: &Path) -> Self {
-        set_network_timeouts();
+        configure_libgit2();
         let root = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
         RepoCache {
             root,
@@ -106,11 +117,22 @@ impl RepoCache {
             .join(format!("{}.git", name.to_lowercase())))
     }
 
-    /// Where the working tree of runbook `runbook` lives: `worktrees/runbook-<n>`.
-    pub fn worktree_path(&self, runbook: i64) -> PathBuf {
+    /// Where the slot of runbook `runbook` lives: `worktrees/runbook-<n>` (its working tree
+    /// and, beside it, the engine's git directory).
+    pub fn slot_path(&self, runbook: i64) -> PathBuf {
         self.root
             .join("worktrees")
             .join(format!("runbook-{runbook}"))
+    }
+
+    /// Where the working tree of runbook `runbook` lives: `worktrees/runbook-<n>/tree`.
+    pub fn worktree_path(&self, runbook: i64) -> PathBuf {
+        worktree::tree_dir(&self.slot_path(runbook))
+    }
+
+    /// The data directory everything lives under.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// Where released working trees of `owner/name` wait for a later runbook:
@@ -170,17 +192,20 @@ impl RepoCache {
         check_branch(base)?;
         let pool = self.pool_path(remote.full_name)?;
         let mirror = self.update_mirror(remote).await?;
-        let path = self.worktree_path(runbook);
+        let slot = self.slot_path(runbook);
         let (full_name, branch_name, base) = (
             remote.full_name.to_string(),
             branch.to_string(),
             base.to_string(),
         );
-        let tree = path.clone();
-        blocking(move || worktree::prepare(&mirror, &tree, &pool, &full_name, &branch_name, &base))
-            .await?;
+        let prepared = slot.clone();
+        blocking(move || {
+            worktree::prepare(&mirror, &prepared, &pool, &full_name, &branch_name, &base)
+        })
+        .await?;
         Ok(Worktree {
-            path,
+            path: worktree::tree_dir(&slot),
+            slot,
             branch: branch.to_string(),
         })
     }
@@ -192,22 +217,40 @@ impl RepoCache {
     pub async fn release(&self, full_name: &str, runbook: i64) -> Result<(), GitError> {
         let mirror = self.mirror_path(full_name)?;
         let pool = self.pool_path(full_name)?;
-        let path = self.worktree_path(runbook);
-        blocking(move || worktree::release(&mirror, &path, &pool)).await
+        let slot = self.slot_path(runbook);
+        blocking(move || worktree::release(&mirror, &slot, &pool)).await
     }
 }
 
 /// The working tree of one runbook, checked out on its work branch.
 #[derive(Debug, Clone)]
 pub struct Worktree {
+    /// `worktrees/runbook-<n>`: the tree and the engine's git directory.
+    slot: PathBuf,
+    /// `<slot>/tree`: what the agent sees.
     path: PathBuf,
     branch: String,
 }
 
+/// A commit as the engine checks it before adopting it as its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitInfo {
+    pub sha: String,
+    pub message: String,
+    pub author: Identity,
+    pub committer: Identity,
+}
+
 impl Worktree {
-    /// The directory the agent works in.
+    /// The directory the agent works in. It holds no git directory of the engine's.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The engine's git directory for this tree (outside it). For tests and diagnostics:
+    /// open it with `Repository::open_bare` and `set_workdir(self.path())`.
+    pub fn git_dir(&self) -> PathBuf {
+        worktree::git_dir(&self.slot)
     }
 
     /// The work branch (without `refs/heads/`).
@@ -226,9 +269,9 @@ impl Worktree {
         message: &str,
         who: &Identity,
     ) -> Result<Option<String>, GitError> {
-        let (path, branch) = (self.path.clone(), self.branch.clone());
+        let (slot, branch) = (self.slot.clone(), self.branch.clone());
         let (message, who) = (message.to_string(), who.clone());
-        blocking(move || worktree::commit_all(&path, &branch, &message, &who)).await
+        blocking(move || worktree::commit_all(&slot, &branch, &message, &who)).await
     }
 
     /// Pushes the work branch to the remote without force (a branch that moved on the remote
@@ -245,13 +288,13 @@ impl Worktree {
 
     async fn push_inner(&self, remote: &Remote<'_>, force: bool) -> Result<String, GitError> {
         let endpoint = remote.endpoint()?;
-        let (path, branch) = (self.path.clone(), self.branch.clone());
+        let (slot, branch) = (self.slot.clone(), self.branch.clone());
         blocking(move || {
-            let repo = open(&path)?;
+            let repo = worktree::open_slot(&slot)?;
             let refname = format!("refs/heads/{branch}");
             let head = repo
                 .refname_to_id(&refname)
-                .local(|| format!("reading {refname} in {}", path.display()))?;
+                .local(|| format!("reading {refname} in {}", slot.display()))?;
             let started = std::time::Instant::now();
             transport::push_branch(&repo, &endpoint, &branch, force)?;
             tracing::debug!(
@@ -269,14 +312,28 @@ impl Worktree {
 
     /// The sha `HEAD` points at.
     pub async fn head(&self) -> Result<String, GitError> {
-        let path = self.path.clone();
+        Ok(self.head_commit().await?.sha)
+    }
+
+    /// The commit `HEAD` points at: sha, message, author and committer.
+    pub async fn head_commit(&self) -> Result<CommitInfo, GitError> {
+        let slot = self.slot.clone();
         blocking(move || {
-            let repo = open(&path)?;
+            let repo = worktree::open_slot(&slot)?;
             let head = repo
                 .head()
                 .and_then(|h| h.peel_to_commit())
-                .local(|| format!("reading HEAD in {}", path.display()))?;
-            Ok(head.id().to_string())
+                .local(|| format!("reading HEAD in {}", slot.display()))?;
+            let who = |s: git2::Signature<'_>| Identity {
+                name: String::from_utf8_lossy(s.name_bytes()).into_owned(),
+                email: String::from_utf8_lossy(s.email_bytes()).into_owned(),
+            };
+            Ok(CommitInfo {
+                sha: head.id().to_string(),
+                message: String::from_utf8_lossy(head.message_bytes()).into_owned(),
+                author: who(head.author()),
+                committer: who(head.committer()),
+            })
         })
         .await
     }
@@ -289,22 +346,46 @@ const CONNECT_TIMEOUT_MS: i32 = 30_000;
 /// a server that stopped answering.
 const SERVER_TIMEOUT_MS: i32 = 300_000;
 
-/// Sets libgit2's process-wide network timeouts, once.
-fn set_network_timeouts() {
+/// Sets libgit2's process-wide options, once: network timeouts, and no configuration files
+/// but each repository's own (no system, global or XDG `gitconfig`: `url.*.insteadOf`,
+/// `http.proxy` or `core.worktree` from there would steer the engine's git).
+fn configure_libgit2() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        // SAFETY: these write plain C globals that libgit2 reads only when it opens or uses a
-        // network stream. Every network operation of this process goes through a `RepoCache`,
-        // and none exists before this `call_once` has finished (which orders the writes
-        // before any such read), so nothing reads them concurrently.
+        // SAFETY: these write plain C globals that libgit2 reads only when it opens a
+        // repository or uses a network stream. Every git operation of this process goes
+        // through a `RepoCache`, and none exists before this `call_once` has finished (which
+        // orders the writes before any such read), so nothing reads them concurrently.
         let result = unsafe {
             git2::opts::set_server_connect_timeout_in_milliseconds(CONNECT_TIMEOUT_MS)
                 .and_then(|()| git2::opts::set_server_timeout_in_milliseconds(SERVER_TIMEOUT_MS))
+                .and_then(|()| {
+                    [
+                        git2::ConfigLevel::System,
+                        git2::ConfigLevel::XDG,
+                        git2::ConfigLevel::Global,
+                        git2::ConfigLevel::ProgramData,
+                    ]
+                    .into_iter()
+                    .try_for_each(|level| git2::opts::set_search_path(level, ""))
+                })
         };
         if let Err(error) = result {
-            tracing::warn!(%error, "could not set libgit2's network timeouts");
+            // Fail loudly: running with the user's git configuration would let a file the
+            // engine does not own decide where its pushes go.
+            panic!("could not configure libgit2: {error}");
         }
     });
+}
+
+/// Creates `dir` (and missing parents) readable by the server's user only. An existing
+/// directory keeps its mode.
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// Runs blocking libgit2 work off the async runtime.
@@ -316,10 +397,6 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| GitError::Task(e.to_string()))?
-}
-
-fn open(path: &Path) -> Result<Repository, GitError> {
-    Repository::open(path).local(|| format!("opening the working tree {}", path.display()))
 }
 
 /// Length of the random part of a new mirror's scratch directory name.
@@ -346,7 +423,7 @@ fn update_mirror_blocking(path: &Path, endpoint: &Endpoint) -> Result<(), GitErr
         }
     }
     let parent = path.parent().unwrap_or(path);
-    std::fs::create_dir_all(parent).io("creating the mirror's directory", parent)?;
+    create_private_dir(parent).io("creating the mirror's directory", parent)?;
     // Scratch directories of this mirror left by a crash during a first fetch (the caller
     // holds this mirror's lock, so none of them is in use).
     let prefix = format!(

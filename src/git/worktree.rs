@@ -1,4 +1,21 @@
 //! Working trees: preparing one on a branch from the mirror, and committing in it.
+//!
+//! A runbook's working tree lives in a *slot*, `worktrees/runbook-<n>/`, holding two
+//! directories side by side:
+//!
+//! - `git/`: the engine's git directory (a bare repository whose objects come from the mirror
+//!   through `objects/info/alternates`). Only the engine opens it, always by this explicit
+//!   path ([`open_slot`]), never by discovery; its configuration is the engine's own (nothing
+//!   but what `git init` writes). It is not inside the tree, so the jail never shows it to an
+//!   agent, and nothing an agent writes (a `.git` of its own, `.git/config` with
+//!   `url.*.pushInsteadOf` or `core.worktree`, hooks, `info/exclude`, alternates, refs) is
+//!   read by the engine's commit, push or checkout.
+//! - `tree/`: the files, the only directory an agent sees. A `.git` entry there is the
+//!   agent's own scratch: it is never staged, and it is deleted when the tree is prepared or
+//!   released, so it reaches neither the next step nor the next runbook.
+//!
+//! Symbolic links in the tree are committed as links (their target text), and every check
+//! and deletion uses `lstat`: the engine never follows a link out of the tree.
 
 use std::path::{Path, PathBuf};
 
@@ -16,18 +33,41 @@ fn alternates_file(git_dir: &Path) -> PathBuf {
 /// How many finished working trees are kept per repository for later runbooks.
 const MAX_IDLE_PER_REPO: usize = 2;
 
+/// The engine's git directory of a slot.
+pub(crate) fn git_dir(slot: &Path) -> PathBuf {
+    slot.join("git")
+}
+
+/// The working tree (what agents see) of a slot.
+pub(crate) fn tree_dir(slot: &Path) -> PathBuf {
+    slot.join("tree")
+}
+
+/// Opens a slot's repository: its git directory by explicit path (no discovery, no
+/// environment), with the slot's tree as the working directory. Nothing in the tree can
+/// redirect it.
+pub(crate) fn open_slot(slot: &Path) -> Result<Repository, GitError> {
+    let git = git_dir(slot);
+    let repo = Repository::open_bare(&git)
+        .local(|| format!("opening the git directory {}", git.display()))?;
+    let tree = tree_dir(slot);
+    repo.set_workdir(&tree, false)
+        .local(|| format!("using {} as the working tree", tree.display()))?;
+    Ok(repo)
+}
+
 /// The line `objects/info/alternates` of a working tree of this mirror holds.
 fn alternates_line(mirror: &Repository) -> String {
     format!("{}\n", mirror.path().join("objects").display())
 }
 
-/// Sets up `path` as a working tree on `branch` at the right commit (see
-/// [`super::RepoCache::worktree`]) and leaves it clean. A missing tree is taken from the
-/// repository's pool of released trees when there is one, so only the files that differ
+/// Sets up the slot `slot` with a working tree on `branch` at the right commit (see
+/// [`super::RepoCache::worktree`]) and leaves it clean. A missing slot is taken from the
+/// repository's pool of released slots when there is one, so only the files that differ
 /// are written; otherwise it is created.
 pub(crate) fn prepare(
     mirror_path: &Path,
-    path: &Path,
+    slot: &Path,
     pool: &Path,
     full_name: &str,
     branch: &str,
@@ -40,8 +80,9 @@ pub(crate) fn prepare(
     let expected = alternates_line(&mirror);
     drop(mirror);
 
-    let recycled = !path.exists() && take_from_pool(pool, path)?;
-    let repo = open_or_create(path, &expected)?;
+    let recycled = !slot.exists() && take_from_pool(pool, slot)?;
+    let repo = open_or_create(slot, &expected)?;
+    remove_agent_git(&tree_dir(slot))?;
     let commit = repo
         .find_commit(target)
         .local(|| format!("reading commit {target} for {full_name}"))?;
@@ -58,7 +99,7 @@ pub(crate) fn prepare(
         .remove_untracked(true)
         .remove_ignored(recycled);
     repo.checkout_tree(commit.as_object(), Some(&mut checkout))
-        .local(|| format!("checking out {target} in {}", path.display()))?;
+        .local(|| format!("checking out {target} in {}", slot.display()))?;
     let refname = format!("refs/heads/{branch}");
     repo.reference(&refname, target, true, "runbooks: prepare the working tree")
         .local(|| format!("pointing {refname} at {target}"))?;
@@ -74,6 +115,21 @@ pub(crate) fn prepare(
         "working tree prepared"
     );
     Ok(())
+}
+
+/// Deletes a `.git` an agent left at the top of the tree (a directory, a file, or a link,
+/// which is removed itself, never followed). It was never the engine's, and must not reach
+/// the next step or runbook.
+fn remove_agent_git(tree: &Path) -> Result<(), GitError> {
+    let dot_git = tree.join(".git");
+    match std::fs::symlink_metadata(&dot_git) {
+        Ok(meta) if meta.is_dir() => {
+            std::fs::remove_dir_all(&dot_git).io("removing an agent's .git", &dot_git)
+        }
+        Ok(_) => std::fs::remove_file(&dot_git).io("removing an agent's .git", &dot_git),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).io("looking for an agent's .git", &dot_git),
+    }
 }
 
 /// Local branches other than the work branch are left from earlier branches of a stack or
@@ -93,20 +149,20 @@ fn delete_other_branches(repo: &Repository, keep: &str) -> Result<(), GitError> 
     Ok(())
 }
 
-/// Moves a released working tree of the same repository from `pool` to `path`. Renames are
-/// atomic, so two runbooks starting at once never get the same tree: the loser of a race
-/// sees the entry gone and tries the next one.
-fn take_from_pool(pool: &Path, path: &Path) -> Result<bool, GitError> {
+/// Moves a released slot of the same repository from `pool` to `slot`. Renames are atomic,
+/// so two runbooks starting at once never get the same slot: the loser of a race sees the
+/// entry gone and tries the next one.
+fn take_from_pool(pool: &Path, slot: &Path) -> Result<bool, GitError> {
     let entries = match std::fs::read_dir(pool) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e).io("listing released working trees", pool),
     };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).io("creating the working trees directory", parent)?;
+    if let Some(parent) = slot.parent() {
+        super::create_private_dir(parent).io("creating the working trees directory", parent)?;
     }
     for entry in entries.flatten() {
-        match std::fs::rename(entry.path(), path) {
+        match std::fs::rename(entry.path(), slot) {
             Ok(()) => return Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e).io("taking a released working tree", &entry.path()),
@@ -116,33 +172,35 @@ fn take_from_pool(pool: &Path, path: &Path) -> Result<bool, GitError> {
 }
 
 /// See [`super::RepoCache::release`].
-pub(crate) fn release(mirror_path: &Path, path: &Path, pool: &Path) -> Result<(), GitError> {
-    if !path.exists() {
+pub(crate) fn release(mirror_path: &Path, slot: &Path, pool: &Path) -> Result<(), GitError> {
+    if !slot.exists() {
         return Ok(());
     }
     let expected = Repository::open_bare(mirror_path)
         .ok()
         .map(|mirror| alternates_line(&mirror));
     let kept = expected.is_some_and(|expected| {
-        let Ok(repo) = Repository::open(path) else {
+        if !is_ours(slot, &expected) || remove_agent_git(&tree_dir(slot)).is_err() {
+            return false;
+        }
+        let Ok(repo) = open_slot(slot) else {
             return false;
         };
-        let ours = std::fs::read_to_string(alternates_file(repo.path())).ok() == Some(expected);
         // Cleaned now (untracked and ignored files, local changes) so that idle trees take
         // no more room than a checkout, and taking one later is quick.
         let mut checkout = CheckoutBuilder::new();
         checkout.force().remove_untracked(true).remove_ignored(true);
-        ours && repo.checkout_head(Some(&mut checkout)).is_ok()
+        repo.checkout_head(Some(&mut checkout)).is_ok()
     });
     let idle = std::fs::read_dir(pool).map_or(0, |entries| entries.count());
     if kept && idle < MAX_IDLE_PER_REPO {
-        std::fs::create_dir_all(pool).io("creating the pool of released working trees", pool)?;
-        let name = path.file_name().unwrap_or(path.as_os_str());
-        if std::fs::rename(path, pool.join(name)).is_ok() {
+        super::create_private_dir(pool).io("creating the pool of released working trees", pool)?;
+        let name = slot.file_name().unwrap_or(slot.as_os_str());
+        if std::fs::rename(slot, pool.join(name)).is_ok() {
             return Ok(());
         }
     }
-    std::fs::remove_dir_all(path).io("removing a released working tree", path)
+    std::fs::remove_dir_all(slot).io("removing a released working tree", slot)
 }
 
 /// The commit the work branch starts at: its head on the remote when it exists there,
@@ -171,20 +229,29 @@ fn start_point(
     })
 }
 
-/// Opens the working tree at `path` when it is one of ours for this mirror (its alternates
-/// file holds `expected`), otherwise (missing, damaged, or left from another repository:
-/// runbook numbers restart with a new database) creates it afresh.
-fn open_or_create(path: &Path, expected: &str) -> Result<Repository, GitError> {
-    if path.exists() {
-        let reusable = Repository::open(path).ok().filter(|repo| {
-            std::fs::read_to_string(alternates_file(repo.path()))
-                .ok()
-                .as_deref()
-                == Some(expected)
-        });
-        if let Some(repo) = reusable {
+/// Whether `slot` is a slot of this mirror: a bare git directory whose alternates file holds
+/// `expected`, and a tree directory (a real one, not a link).
+fn is_ours(slot: &Path, expected: &str) -> bool {
+    let git = git_dir(slot);
+    let tree_is_dir =
+        std::fs::symlink_metadata(tree_dir(slot)).is_ok_and(|meta| meta.file_type().is_dir());
+    tree_is_dir
+        && Repository::open_bare(&git).is_ok()
+        && std::fs::read_to_string(alternates_file(&git))
+            .ok()
+            .as_deref()
+            == Some(expected)
+}
+
+/// Opens the slot at `slot` when it is one of ours for this mirror, otherwise (missing,
+/// damaged, in an older layout, or left from another repository: runbook numbers restart
+/// with a new database) creates it afresh.
+fn open_or_create(slot: &Path, expected: &str) -> Result<Repository, GitError> {
+    if slot.exists() {
+        if is_ours(slot, expected) {
+            let repo = open_slot(slot)?;
             // A crash in the middle of a git operation leaves lock files that would make
-            // every later operation fail; the working tree is ours alone, so they are stale.
+            // every later operation fail; the git directory is ours alone, so they are stale.
             for lock in ["index.lock", "HEAD.lock"] {
                 let file = repo.path().join(lock);
                 if file.exists() {
@@ -193,35 +260,37 @@ fn open_or_create(path: &Path, expected: &str) -> Result<Repository, GitError> {
             }
             return Ok(repo);
         }
-        tracing::info!(path = %path.display(), "replacing a working tree that is not ours");
-        std::fs::remove_dir_all(path).io("removing an old working tree", path)?;
+        tracing::info!(path = %slot.display(), "replacing a working tree that is not ours");
+        std::fs::remove_dir_all(slot).io("removing an old working tree", slot)?;
     }
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).io("creating the working trees directory", parent)?;
+    if let Some(parent) = slot.parent() {
+        super::create_private_dir(parent).io("creating the working trees directory", parent)?;
     }
-    let git_dir = {
-        let repo = Repository::init(path)
-            .local(|| format!("creating the working tree {}", path.display()))?;
-        repo.path().to_path_buf()
-    };
+    super::create_private_dir(slot).io("creating a working tree", slot)?;
+    let git = git_dir(slot);
+    Repository::init_bare(&git)
+        .local(|| format!("creating the git directory {}", git.display()))?;
     // The object database is read when a repository is opened, so the alternates file is
-    // written first and the repository opened again afterwards.
-    let alternates = alternates_file(&git_dir);
+    // written first and the repository opened afterwards.
+    let alternates = alternates_file(&git);
     std::fs::write(&alternates, expected)
         .io("linking the working tree to its mirror", &alternates)?;
-    Repository::open(path).local(|| format!("opening the working tree {}", path.display()))
+    let tree = tree_dir(slot);
+    super::create_private_dir(&tree).io("creating a working tree", &tree)?;
+    open_slot(slot)
 }
 
 /// See [`super::Worktree::commit_all`].
 pub(crate) fn commit_all(
-    path: &Path,
+    slot: &Path,
     branch: &str,
     message: &str,
     who: &Identity,
 ) -> Result<Option<String>, GitError> {
     let started = std::time::Instant::now();
-    let repo =
-        Repository::open(path).local(|| format!("opening the working tree {}", path.display()))?;
+    let repo = open_slot(slot)?;
+    let path = tree_dir(slot);
+    let path = path.as_path();
     let refname = format!("refs/heads/{branch}");
     let head = repo
         .head()
@@ -315,7 +384,15 @@ fn stage_all(repo: &Repository, index: &mut git2::Index, path: &Path) -> Result<
             .local(|| format!("staging the deletion of {}", file.display()))?;
     }
     for file in &added {
-        if path.join(file).is_dir() {
+        if is_git_path(file) {
+            // An agent's own repository at the top or deeper: scratch, never committed (git
+            // itself refuses such paths in an index).
+            tracing::debug!(path = %file.display(), "not committing a .git entry");
+            continue;
+        }
+        // `lstat`: a link to a directory is a link (committed as such), not a directory.
+        let is_dir = std::fs::symlink_metadata(path.join(file)).is_ok_and(|m| m.is_dir());
+        if is_dir {
             // A repository nested in the tree (an agent ran `git clone` or `git init`):
             // git would record it as a broken submodule; leave it out.
             tracing::warn!(path = %file.display(), "not committing a nested git repository");
@@ -326,4 +403,14 @@ fn stage_all(repo: &Repository, index: &mut git2::Index, path: &Path) -> Result<
             .local(|| format!("staging {}", file.display()))?;
     }
     Ok(())
+}
+
+/// Whether a path of the tree has a `.git` component (in any case: some file systems fold
+/// it).
+fn is_git_path(path: &Path) -> bool {
+    path.components().any(|c| {
+        c.as_os_str()
+            .to_str()
+            .is_some_and(|c| c.eq_ignore_ascii_case(".git"))
+    })
 }

@@ -15,6 +15,7 @@
 
 pub mod command;
 pub mod egress;
+pub mod forward;
 pub mod openai;
 pub mod sandbox;
 pub mod script;

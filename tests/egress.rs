@@ -122,7 +122,7 @@ async fn jailed(socket: &Path, script: &str, vars: &[(&str, String)]) -> Output 
     let child = command.spawn().expect("bubblewrap starts");
     tokio::time::timeout(HANG, child.wait_with_output())
         .await
-        .expect("the jail ended and nothing in it held its output open")
+        .expect("the jail did not end: something in it outlived the forwarder, or waited forever")
         .expect("the jail's output is read")
 }
 
@@ -203,16 +203,20 @@ fn assert_never_reached(listener: &std::net::TcpListener) {
 }
 
 /// Bash functions for the jailed scripts: `proxy_open` opens fd 3 to the proxy named by
-/// `HTTPS_PROXY`; `answer` reads the status line into `$status` and the last line of the
-/// answer (the body of a refusal) into `$last`.
+/// `HTTPS_PROXY`; `answer` reads the status line into `$status` and, unless a tunnel was
+/// opened (then it stops there), the last line of the answer (the body of a refusal) into
+/// `$last`.
 const HELPERS: &str = r#"
 set -u
 proxy=${HTTPS_PROXY#http://}
 proxy_open() { exec 3<>"/dev/tcp/${proxy%:*}/${proxy##*:}"; }
 answer() {
     IFS= read -r status <&3; status=${status%$'\r'}
-    last=
-    while IFS= read -r line <&3; do last=${line%$'\r'}; done
+    last='(a tunnel)'
+    case $status in
+        *' 200 Connection established') ;;
+        *) while IFS= read -r line <&3; do last=${line%$'\r'}; done ;;
+    esac
     exec 3<&-
 }
 "#;

@@ -36,6 +36,11 @@
 //!   character set before they appear anywhere.
 //! - **A proxy lives as long as its run**: dropping [`EgressProxy`] stops accepting, aborts
 //!   every connection it serves and removes its socket file.
+//!
+//! What it does not do: look inside tunnels. A rule bounds which addresses a step connects
+//! to, not which site on a shared front end answers there (a TLS client can name another
+//! site of the same CDN in its handshake). Plain-HTTP requests get the `Host` header of the
+//! URL the policy judged, and `Connection: close`, so one connection serves one request.
 
 use std::fmt;
 use std::io;

@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+use runbooks::agent::forward;
 use runbooks::config::{Cli, Command, Config, LogFormat, TokenCommand};
 use runbooks::store::{self, Store};
 use runbooks::{client, domain, server, tokens};
@@ -21,8 +22,17 @@ fn init_logging(format: LogFormat, default_level: &str) {
     }
 }
 
+fn main() -> ExitCode {
+    // The jail's network forwarder starts before any argument parser, runtime or logging.
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|arg| arg == forward::SUBCOMMAND) {
+        forward::main(args.collect())
+    }
+    cli_main()
+}
+
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn cli_main() -> ExitCode {
     let cli = Cli::parse();
     // The client commands choose their own exit status (see `runbooks::client`).
     let cli = match cli.command {

@@ -14,6 +14,8 @@
 //! The engine owns git: agents change files, the engine commits them with the app's identity.
 
 pub mod command;
+pub mod egress;
+pub mod forward;
 pub mod openai;
 pub mod sandbox;
 pub mod script;

@@ -100,6 +100,17 @@ pub enum SandboxKind {
     None,
 }
 
+/// Where jailed agent commands may connect (`RUNBOOKS_AGENT_NETWORK`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetworkKind {
+    /// Nothing: the jail's own loopback only.
+    None,
+    /// Only the hosts of RUNBOOKS_AGENT_ALLOW_HOSTS, through the server's egress proxy.
+    Allowlist,
+    /// Any public address, through the server's egress proxy.
+    Open,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -158,10 +169,44 @@ pub struct ServeArgs {
     /// The coding-agent command run per step (command agent).
     #[arg(long, env = "RUNBOOKS_AGENT_COMMAND")]
     pub agent_command: Option<String>,
-    /// The jail agent commands run in: `bwrap` (bubblewrap: everything read-only but the
-    /// working tree), `none`, or `auto` (bwrap when it works here, else none with a warning).
+    /// The jail agent commands run in: `bwrap` (bubblewrap: only the working tree, a private
+    /// HOME and /tmp and the system directories; own processes and network), `none` (no
+    /// jail: an explicit opt-out), or `auto` (bwrap, and the server refuses to start when it
+    /// cannot make one).
     #[arg(long, env = "RUNBOOKS_SANDBOX", value_enum, default_value_t = SandboxKind::Auto)]
     pub sandbox: SandboxKind,
+    /// Where jailed agent commands may connect: `none`, `allowlist` (the hosts of
+    /// RUNBOOKS_AGENT_ALLOW_HOSTS, through the server's egress proxy) or `open` (any public
+    /// address, through the proxy). Default: `none` for the script agent, `allowlist` for
+    /// the others. Never the server's own ports, private or metadata addresses.
+    #[arg(long, env = "RUNBOOKS_AGENT_NETWORK", value_enum)]
+    pub agent_network: Option<NetworkKind>,
+    /// Hosts jailed agent commands may reach with `allowlist`, comma-separated:
+    /// `registry.npmjs.org`, `*.pypi.org` (its subdomains), `api.example.com:443`, or an IP
+    /// address (the only way to allow a private or loopback address).
+    #[arg(long, env = "RUNBOOKS_AGENT_ALLOW_HOSTS", default_value = "")]
+    pub agent_allow_hosts: String,
+    /// Names of the server's environment variables passed to agent commands, comma-separated
+    /// (e.g. a coding CLI's model key). The server's and GitHub's own are refused.
+    #[arg(long, env = "RUNBOOKS_AGENT_ENV", value_delimiter = ',')]
+    pub agent_env: Vec<String>,
+    /// More directories jailed agent commands may read, comma-separated absolute paths
+    /// (e.g. where a coding CLI is installed).
+    #[arg(long, env = "RUNBOOKS_AGENT_READ_PATHS", value_delimiter = ',')]
+    pub agent_read_paths: Vec<PathBuf>,
+    /// Processes and threads an agent command may run (counted for the server's user as a
+    /// whole, as the kernel counts them); 0: no limit.
+    #[arg(long, env = "RUNBOOKS_AGENT_MAX_PROCESSES", default_value_t = 4096)]
+    pub agent_max_processes: u64,
+    /// The largest file an agent command may write (e.g. `4GiB`); 0: no limit.
+    #[arg(long, env = "RUNBOOKS_AGENT_MAX_FILE_SIZE", default_value = "4GiB",
+          value_parser = parse_size)]
+    pub agent_max_file_size: u64,
+    /// Memory one agent process may use (data and private mappings, e.g. `8GiB`); 0: no
+    /// limit.
+    #[arg(long, env = "RUNBOOKS_AGENT_MAX_MEMORY", default_value = "8GiB",
+          value_parser = parse_size)]
+    pub agent_max_memory: u64,
     /// How long a worker's claim on a runbook lasts without renewal; work of a process that
     /// died is taken over after this.
     #[arg(long, env = "RUNBOOKS_LEASE_SECONDS", default_value_t = 30,
@@ -179,6 +224,15 @@ pub struct ServeArgs {
     /// Log lines as text or JSON.
     #[arg(long, env = "RUNBOOKS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// A size such as `4GiB`, `512MiB`, `1G` or a number of bytes.
+fn parse_size(value: &str) -> Result<u64, String> {
+    value
+        .trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|e| format!("not a size ({e}); e.g. 4GiB, 512MiB or 1048576"))
 }
 
 /// The server's settings, checked.
@@ -222,6 +276,25 @@ pub struct AgentConfig {
     pub model: Option<String>,
     pub command: Option<String>,
     pub sandbox: SandboxKind,
+    /// `None`: the agent's default (`none` for the script agent, `allowlist` otherwise).
+    pub network: Option<NetworkKind>,
+    pub allow_hosts: Vec<crate::agent::egress::HostRule>,
+    /// Variables passed through to agent commands, checked, with their values.
+    pub pass_env: Vec<crate::agent::jail::PassedVar>,
+    pub read_paths: Vec<PathBuf>,
+    pub limits: crate::agent::jail::ResourceLimits,
+    /// The `runbooks` binary, run in the jail as the egress forwarder (this executable).
+    pub helper: Option<PathBuf>,
+}
+
+impl AgentConfig {
+    /// The network policy in effect.
+    pub fn network(&self) -> NetworkKind {
+        self.network.unwrap_or(match self.kind {
+            AgentKind::Script => NetworkKind::None,
+            AgentKind::Openai | AgentKind::Command => NetworkKind::Allowlist,
+        })
+    }
 }
 
 fn check_http_url(name: &str, url: &str) -> anyhow::Result<String> {
@@ -265,6 +338,40 @@ impl Config {
             .filter(|s| !s.is_empty())
             .map(|s| SecretString::from(s.to_string()))
             .collect();
+        let allow_hosts = crate::agent::egress::parse_allow_hosts(&args.agent_allow_hosts)
+            .map_err(|e| anyhow::anyhow!("RUNBOOKS_AGENT_ALLOW_HOSTS: {e}"))?;
+        let mut pass_env = Vec::new();
+        for name in args
+            .agent_env
+            .iter()
+            .map(|n| n.trim())
+            .filter(|n| !n.is_empty())
+        {
+            crate::agent::jail::check_pass_through(name)?;
+            // The openai agent's own key is the server's secret when that agent is in use.
+            if args.agent == AgentKind::Openai && name.eq_ignore_ascii_case("OPENAI_API_KEY") {
+                anyhow::bail!(
+                    "RUNBOOKS_AGENT_ENV names OPENAI_API_KEY, the openai agent's own key: the \
+                     model's key stays with the server"
+                );
+            }
+            let value = std::env::var_os(name).ok_or_else(|| {
+                anyhow::anyhow!("RUNBOOKS_AGENT_ENV names {name}, which is not set")
+            })?;
+            pass_env.push(crate::agent::jail::PassedVar {
+                name: name.to_string(),
+                value,
+            });
+        }
+        for path in &args.agent_read_paths {
+            if !path.is_absolute() {
+                anyhow::bail!(
+                    "RUNBOOKS_AGENT_READ_PATHS: {} is not an absolute path",
+                    path.display()
+                );
+            }
+        }
+        let limit = |value: u64| (value > 0).then_some(value);
         match args.agent {
             AgentKind::Openai if openai_base_url.is_none() || args.model.is_none() => {
                 anyhow::bail!("the openai agent needs OPENAI_BASE_URL and RUNBOOKS_MODEL")
@@ -295,6 +402,16 @@ impl Config {
                 model: args.model,
                 command: args.agent_command,
                 sandbox: args.sandbox,
+                network: args.agent_network,
+                allow_hosts,
+                pass_env,
+                read_paths: args.agent_read_paths,
+                limits: crate::agent::jail::ResourceLimits {
+                    processes: limit(args.agent_max_processes),
+                    file_size: limit(args.agent_max_file_size),
+                    memory: limit(args.agent_max_memory),
+                },
+                helper: std::env::current_exe().ok(),
             },
             rate_limit_per_minute: args.rate_limit,
             log_format: args.log_format,

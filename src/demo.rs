@@ -56,6 +56,14 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         github.private_key_pem(),
     )));
     config.github.webhook_secrets = vec![SecretString::from(github.webhook_secret())];
+    // The demo runs only its own bundled sample, so without a working jail it may run it
+    // unjailed; it says so. (`serve` never does that unless told to.)
+    let jailed = crate::agent::jail(&config.agent, crate::agent::JailSite::default())
+        .await
+        .is_ok();
+    if !jailed {
+        config.agent.sandbox = crate::config::SandboxKind::None;
+    }
     let running = server::start(&config).await?;
     let token = tokens::generate();
     running
@@ -71,6 +79,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     );
     println!("  runbooks service  {base}  (SQLite, script agent)");
     println!("  working directory {}", dir.path().display());
+    if !jailed {
+        println!(
+            "  note: bubblewrap cannot make a jail here, so the sample's commands run unjailed"
+        );
+    }
     println!();
 
     let http = reqwest::Client::new();

@@ -66,7 +66,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Token(command) => token(command).await,
         Command::Demo { listen, serve } => {
-            init_logging(LogFormat::Text, "warn");
+            // The demo says itself when its sample runs unjailed.
+            init_logging(LogFormat::Text, "warn,runbooks::agent=error");
             runbooks::demo::run(runbooks::demo::DemoOptions {
                 listen,
                 keep_serving: serve,

@@ -69,10 +69,11 @@ pub async fn start_with_store(
     let mut workers = Vec::new();
     match &state.github {
         Some(github) => {
+            let jail = agent::jail(&config.agent, jail_site(config, addr)?).await?;
             let agent = agent::from_config(
                 &config.agent,
                 agent::Limits {
-                    isolation: agent::isolation(config.agent.sandbox)?,
+                    jail,
                     ..agent::Limits::default()
                 },
             )
@@ -124,5 +125,27 @@ pub async fn start_with_store(
         store,
         shutdown: Some(tx),
         task,
+    })
+}
+
+/// What the jail must keep from agent commands: the server's own files (the data directory,
+/// made private here, the database file and the key file) and its own listener.
+fn jail_site(config: &Config, listening: SocketAddr) -> anyhow::Result<agent::JailSite> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let data_dir = std::path::absolute(&config.data_dir)
+        .with_context(|| format!("the data directory {}", config.data_dir.display()))?;
+    crate::git::create_private_dir(&data_dir)
+        .and_then(|()| std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700)))
+        .with_context(|| format!("making the data directory {}", data_dir.display()))?;
+    let mut hidden = vec![data_dir];
+    if let Some(file) = crate::store::SqliteStore::file(&config.database_url) {
+        hidden.extend(std::path::absolute(file).ok());
+    }
+    if let Some(crate::config::PrivateKeySource::File(key)) = &config.github.private_key {
+        hidden.extend(std::path::absolute(key).ok());
+    }
+    Ok(agent::JailSite {
+        hidden,
+        deny: vec![config.listen, listening],
     })
 }

@@ -9,7 +9,6 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use runbooks::agent::command::CommandAgent;
-use runbooks::agent::sandbox::Isolation;
 use runbooks::agent::script::ScriptAgent;
 use runbooks::agent::{Agent, AgentError, Limits, PlanRequest, StepTask};
 use runbooks::domain::Plan;
@@ -581,43 +580,63 @@ async fn every_sample_prompt_plans() {
     assert!(seen >= 3);
 }
 
-/// Jailed by bubblewrap (the server's choice wherever `bwrap` works; `.ci/run` installs it),
-/// a step writes its working tree, its HOME and TMPDIR, and nothing else; it still reads the
-/// rest of the machine and still runs in its own process group under its deadline.
-#[tokio::test]
-async fn a_jailed_step_writes_only_its_working_tree() {
-    setup();
+/// The jail the server uses where bubblewrap works (`.ci/run` installs it): no network, the
+/// machine's limits.
+fn bwrap_jail() -> runbooks::agent::jail::Jail {
     assert!(
-        runbooks::agent::sandbox::bwrap_works(),
+        std::path::Path::new("/usr/bin/bwrap").exists(),
         "bubblewrap is needed for this test: `.ci/run` installs Debian's `bubblewrap`"
     );
+    runbooks::agent::jail::JailConfig {
+        bwrap: Some("bwrap".into()),
+        network: runbooks::agent::egress::NetworkPolicy::None,
+        ..Default::default()
+    }
+    .into()
+}
+
+/// Jailed by bubblewrap, a step writes its working tree, its HOME and /tmp, and nothing
+/// else; it does not even see the rest of the machine's files (only the system directories,
+/// read-only); it still runs under its deadline and fails like any other step.
+#[tokio::test]
+async fn a_jailed_step_sees_and_writes_only_its_working_tree() {
+    setup();
     let agent = ScriptAgent::new(Limits {
-        isolation: Isolation::Bwrap,
+        jail: bwrap_jail(),
         ..limits()
     });
     let tree = tempfile::tempdir().unwrap();
     let outside = tempfile::tempdir().unwrap();
-    std::fs::write(outside.path().join("readable.txt"), "seen\n").unwrap();
+    std::fs::write(outside.path().join("secret.txt"), "not for agents\n").unwrap();
     let out = outside.path().display();
     let details = format!(
-        "```sh\ncat {out}/readable.txt > copied.txt\necho tmp > \"$TMPDIR/t\" && echo home > \"$HOME/h\"\n\
+        "```sh\nif cat {out}/secret.txt > copied.txt 2>/dev/null; then echo READ-OUTSIDE; fi\n\
+         echo tmp > /tmp/t && echo tmp2 > \"$TMPDIR/t2\" && echo home > \"$HOME/h\"\n\
          if echo escaped > {out}/written.txt; then echo WROTE-OUTSIDE; fi\n\
-         if touch /etc/runbooks-was-here; then echo WROTE-ETC; fi\necho done\n```"
+         if touch /etc/runbooks-was-here; then echo WROTE-ETC; fi\n\
+         if touch /usr/runbooks-was-here; then echo WROTE-USR; fi\n\
+         ls /usr/bin/sed >/dev/null && echo TOOLS-THERE\n\
+         echo done\n```"
     );
     let outcome = agent
         .execute(&task("1", &details), tree.path())
         .await
         .unwrap();
-    assert_eq!(read(tree.path(), "copied.txt"), "seen\n");
     assert!(outcome.log.contains("done"), "{}", outcome.log);
+    assert!(outcome.log.contains("TOOLS-THERE"), "{}", outcome.log);
+    assert!(!outcome.log.contains("READ-OUTSIDE"), "{}", outcome.log);
     assert!(!outcome.log.contains("WROTE-"), "{}", outcome.log);
-    assert!(
-        outcome.log.contains("Read-only file system"),
-        "{}",
-        outcome.log
-    );
     assert!(!outside.path().join("written.txt").exists());
     assert!(!Path::new("/etc/runbooks-was-here").exists());
+    assert!(!Path::new("/usr/runbooks-was-here").exists());
+    // HOME and /tmp were the step's own, and are gone: nothing of them is in the tree.
+    let mut entries: Vec<_> = std::fs::read_dir(tree.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    assert_eq!(entries, ["copied.txt"], "{entries:?}");
+    assert_eq!(read(tree.path(), "copied.txt"), "");
 
     // A failure inside the jail is reported like any other.
     let err = agent

@@ -160,7 +160,12 @@ async fn the_dashboard_in_a_real_browser() {
     let markers = tempfile::tempdir().unwrap();
     let dir = markers.path().display().to_string();
     let github = support::github_with_backend(&[("README.md", "# backend\n")]).await;
-    let t = server_for(&github, Backend::Sqlite, |_| {}).await;
+    // Jailed steps see the markers directory (read-only) and nothing else outside their tree.
+    let readable = markers.path().to_path_buf();
+    let t = server_for(&github, Backend::Sqlite, move |config| {
+        config.agent.read_paths.push(readable)
+    })
+    .await;
 
     // A runbook whose step 2 runs until the test says go.
     let running = create(

@@ -533,3 +533,75 @@ async fn a_ten_step_runbook_edits_its_status_comment_a_bounded_number_of_times()
     assert!(edits <= bound, "{edits} edits in {elapsed:?}");
     s.t.stop().await;
 }
+
+/// A bare `/runbook` runs the issue's description. When someone without write access wrote
+/// it — anyone can open an issue — nothing runs, even though the commenter may: the app
+/// says why and how to run a task of one's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_command_never_runs_a_description_written_without_write_access() {
+    let s = setup(Backend::Sqlite).await;
+    let issue = s
+        .github
+        .add_issue(
+            "acme-corp",
+            "backend",
+            "Please rename",
+            "## Execution Steps\n### Step 1: Helpful\n```sh\necho pwned > pwned.txt\n```\n",
+            "mallory",
+        )
+        .unwrap();
+    let (comment, delivery) = s.comment(issue, "/runbook", "alice").await;
+    // The real payload names the issue's author.
+    let sent: Value = serde_json::from_slice(&delivery.body).unwrap();
+    assert_eq!(sent["issue"]["user"]["login"], "mallory");
+    s.wait_for_eyes(comment).await;
+    let comments = s
+        .wait_for_comments(issue, "a refusal", |c| !c.is_empty())
+        .await;
+    assert_eq!(comments.len(), 1);
+    let body = &comments[0].body;
+    assert!(body.contains("@alice"), "{body}");
+    assert!(body.contains("written by @mallory"), "{body}");
+    assert!(body.contains("write access"), "{body}");
+    assert!(body.contains("`/runbook <what to do>`"), "{body}");
+    s.wait_for_intake().await;
+    assert!(!s.runbook_exists(1).await);
+    let branches = s.github.branches("acme-corp", "backend").await.unwrap();
+    assert_eq!(branches.keys().collect::<Vec<_>>(), ["main"]);
+
+    // The same task in alice's own comment runs: she wrote it.
+    let (_, _) = s
+        .comment(
+            issue,
+            "/runbook\n## Execution Steps\n### Step 1: Rename\n```sh\necho renamed > renamed.txt\n```\n",
+            "alice",
+        )
+        .await;
+    let doc = wait_for_status(&s.t, 1, &["completed", "failed"]).await;
+    assert_eq!(doc["status"], "completed", "{doc}");
+    s.t.stop().await;
+}
+
+/// An HTML comment is invisible on GitHub, so a command block hidden in one must not run:
+/// a bare `/runbook` on alice's own issue runs its visible block only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_blocks_hidden_in_html_comments_never_run() {
+    let s = setup(Backend::Sqlite).await;
+    let issue = s.issue(
+        "Add a changelog",
+        "## Execution Steps\n### Step 1: Changelog\n\
+         <!--\n```sh\necho hidden > hidden.txt\n```\n-->\n\
+         ```sh\necho visible > CHANGELOG.md\n```\n<!-- ```sh\necho inline > inline.txt\n``` -->\n",
+    );
+    s.comment(issue, "/runbook", "alice").await;
+    let doc = wait_for_status(&s.t, 1, &["completed", "failed"]).await;
+    assert_eq!(doc["status"], "completed", "{doc}");
+    let file = |path: &'static str| s.github.file("acme-corp", "backend", "runbooks/1", path);
+    assert_eq!(
+        file("CHANGELOG.md").await.unwrap().as_deref(),
+        Some("visible\n")
+    );
+    assert_eq!(file("hidden.txt").await.unwrap(), None);
+    assert_eq!(file("inline.txt").await.unwrap(), None);
+    s.t.stop().await;
+}

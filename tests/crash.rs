@@ -14,11 +14,21 @@ use serde_json::json;
 use support::{Backend, Served, TestDb};
 
 /// `runbooks serve` as a child process configured as the stand-in's app.
+/// Where the test leaves signals for jailed steps: the only directory outside their trees
+/// they may read (`RUNBOOKS_AGENT_READ_PATHS`).
+fn markers(db: &TestDb) -> std::path::PathBuf {
+    let dir = db.dir.path().join("markers");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 fn serve(db: &TestDb, github: &StandIn) -> Served {
     let (api_url, app_id) = (github.api_url(), github.app_id().to_string());
+    let markers = markers(db).display().to_string();
     Served::start(
         db,
         &[
+            ("RUNBOOKS_AGENT_READ_PATHS", &markers),
             ("RUNBOOKS_LEASE_SECONDS", "2"),
             ("RUNBOOKS_RATE_LIMIT", "0"),
             ("GITHUB_API_URL", &api_url),
@@ -66,18 +76,22 @@ async fn kill_9_during_a_step_then_restart(backend: Backend) {
     let store = db.store().await;
     let token = support::create_token(&store, &["acme-corp"]).await;
     // The second step blocks the first time it runs (until the process is killed), and goes
-    // through when it runs again after the restart. Steps run jailed (they may read outside
-    // their working tree, not write): the step marks that it is blocked inside its tree's
-    // `.git` (never committed), and the test releases it, after the kill, from outside.
-    let release = db.dir.path().join("release");
+    // through when it runs again after the restart. Steps run jailed (they see only their
+    // tree and the markers directory, read-only): the step marks that it is blocked in a
+    // `.git` of its own in its tree (never committed), and the test releases it, after the
+    // kill, from outside.
+    let release = markers(&db).join("release");
     let prompt = format!(
         "## Execution Steps\n### Step 1: First\n```sh\necho one > one.txt\n```\n\
-         ### Step 2: Interrupted\n```sh\necho two > two.txt\nif [ ! -e {release} ]; then touch .git/blocked; \
+         ### Step 2: Interrupted\n```sh\necho two > two.txt\nif [ ! -e {release} ]; then mkdir -p .git; touch .git/blocked; \
          while [ ! -e {release} ]; do sleep 0.05; done; fi\n```\n\
          ### Step 3: Last\n```sh\necho three > three.txt\n```\n",
         release = release.display()
     );
-    let once = db.dir.path().join("data/worktrees/runbook-1/.git/blocked");
+    let once = db
+        .dir
+        .path()
+        .join("data/worktrees/runbook-1/tree/.git/blocked");
     let http = reqwest::Client::new();
     let first = serve(&db, &github);
     let first_base = format!("http://{}", first.addr);

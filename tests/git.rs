@@ -957,7 +957,7 @@ async fn a_redirecting_remote_gets_no_credentials() {
         let far_seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = far_seen.clone();
         tokio::spawn(async move {
-            while let Ok(_) = far.accept().await {
+            while far.accept().await.is_ok() {
                 counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
         });

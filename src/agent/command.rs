@@ -76,7 +76,7 @@ impl CommandAgent {
             .env("RUNBOOKS_STEP", task.number.to_string())
             .env("RUNBOOKS_STEP_TITLE", task.title.clone())
             .timeout(self.limits.step_timeout)
-            .isolation(self.limits.isolation)
+            .jail(&self.limits.jail)
             .output_cap(self.limits.output_cap)
             .run()
             .await

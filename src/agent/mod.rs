@@ -16,6 +16,7 @@
 pub mod command;
 pub mod egress;
 pub mod forward;
+pub mod jail;
 pub mod openai;
 pub mod sandbox;
 pub mod script;
@@ -148,14 +149,14 @@ impl AgentError {
 }
 
 /// Bounds on every step an agent executes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Wall-clock time for one leaf step, all of its commands together.
     pub step_timeout: Duration,
     /// Bytes of stdout and stderr kept per step: the last ones, where errors are.
     pub output_cap: usize,
     /// The jail the step's commands run in.
-    pub isolation: sandbox::Isolation,
+    pub jail: jail::Jail,
 }
 
 impl Default for Limits {
@@ -163,32 +164,59 @@ impl Default for Limits {
         Self {
             step_timeout: Duration::from_secs(10 * 60),
             output_cap: 64 * 1024,
-            isolation: sandbox::Isolation::None,
+            jail: jail::Jail::default(),
         }
     }
 }
 
-/// The jail the configuration asks for, checked: `bwrap` must work here; `auto` takes it when
-/// it does, and says so loudly when it does not.
-pub fn isolation(kind: crate::config::SandboxKind) -> anyhow::Result<sandbox::Isolation> {
-    use crate::config::SandboxKind;
-    match kind {
-        SandboxKind::None => Ok(sandbox::Isolation::None),
-        SandboxKind::Bwrap if sandbox::bwrap_works() => Ok(sandbox::Isolation::Bwrap),
-        SandboxKind::Bwrap => anyhow::bail!(
-            "RUNBOOKS_SANDBOX=bwrap, but bubblewrap (`bwrap`) is not installed or cannot make a \
-             jail here (it needs user namespaces or root)"
-        ),
-        SandboxKind::Auto if sandbox::bwrap_works() => Ok(sandbox::Isolation::Bwrap),
-        SandboxKind::Auto => {
-            tracing::warn!(
-                "bubblewrap (`bwrap`) is not available: agent commands are not jailed and could \
-                 write outside the working tree; install bubblewrap or set RUNBOOKS_SANDBOX=none \
-                 to silence this"
-            );
-            Ok(sandbox::Isolation::None)
-        }
+/// What the server tells the jail about itself.
+#[derive(Debug, Clone, Default)]
+pub struct JailSite {
+    /// The server's own files and directories (data directory, database file, key file),
+    /// masked if a jail would otherwise show them.
+    pub hidden: Vec<std::path::PathBuf>,
+    /// The server's own listeners, never reachable through the egress proxy.
+    pub deny: Vec<std::net::SocketAddr>,
+}
+
+/// The jail the configuration asks for, tried on this machine. Fails closed: with `auto`
+/// or `bwrap` and no working bubblewrap, the server must not start (unless the operator
+/// opts out with `RUNBOOKS_SANDBOX=none`).
+pub async fn jail(config: &AgentConfig, site: JailSite) -> anyhow::Result<jail::Jail> {
+    use crate::config::{NetworkKind, SandboxKind};
+    let network = match config.network() {
+        NetworkKind::None => egress::NetworkPolicy::None,
+        NetworkKind::Allowlist => egress::NetworkPolicy::Allowlist(config.allow_hosts.clone()),
+        NetworkKind::Open => egress::NetworkPolicy::Open,
+    };
+    let mut jail = jail::JailConfig {
+        bwrap: Some("bwrap".into()),
+        network,
+        deny: site.deny,
+        hidden: site.hidden,
+        read_only: config.read_paths.clone(),
+        limits: config.limits,
+        pass_env: config.pass_env.clone(),
+        helper: config.helper.clone(),
+    };
+    if config.sandbox == SandboxKind::None {
+        tracing::warn!(
+            "RUNBOOKS_SANDBOX=none: agent commands run unjailed, as the server's user, with \
+             its files and network; use this only where every runbook's author is trusted"
+        );
+        jail.bwrap = None;
+        return Ok(jail.into());
     }
+    let jail = jail::Jail::from(jail);
+    if let Err(reason) = sandbox::probe(&jail).await {
+        anyhow::bail!(
+            "agent commands must run in a jail, and bubblewrap cannot make one here ({reason}). \
+             Install bubblewrap (Debian and Ubuntu: `apt-get install bubblewrap`; it needs \
+             unprivileged user namespaces, or root; in a container, a seccomp profile that \
+             allows them), or set RUNBOOKS_SANDBOX=none to run agent commands unjailed"
+        );
+    }
+    Ok(jail)
 }
 
 /// The agent the configuration asks for.
@@ -259,6 +287,12 @@ mod tests {
             model: None,
             command: command.map(str::to_string),
             sandbox: crate::config::SandboxKind::None,
+            network: None,
+            allow_hosts: Vec::new(),
+            pass_env: Vec::new(),
+            read_paths: Vec::new(),
+            limits: jail::ResourceLimits::NONE,
+            helper: None,
         }
     }
 

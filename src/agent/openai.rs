@@ -614,8 +614,7 @@ impl OpenAiAgent {
                         let remaining = deadline.saturating_duration_since(Instant::now());
                         let timeout = remaining.min(COMMAND_TIMEOUT);
                         let result =
-                            tools::run_command(&root, &command, timeout, self.limits.isolation)
-                                .await;
+                            tools::run_command(&root, &command, timeout, &self.limits.jail).await;
                         if Instant::now() >= deadline {
                             transcript.push(turn, "←", &render(&result));
                             return Err(self.timed_out(task, transcript));

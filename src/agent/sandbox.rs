@@ -1,15 +1,13 @@
 //! What every agent process runs inside: a scrubbed environment, its own process group, a
-//! deadline and a bounded output buffer; with [`Isolation::Bwrap`], a filesystem jail; and a
-//! path confinement check for agents that open files themselves.
+//! deadline, resource limits and a bounded output buffer; the jail ([`super::jail`]) when
+//! one is configured; and a path confinement check for agents that open files themselves.
 //!
 //! The environment guarantees that the engine's secrets (the app's private key, the webhook
 //! secret, installation tokens, the model API key, the database URL) never reach an agent,
 //! that an agent and everything it started is gone when its time is up, and that a chatty
-//! agent cannot exhaust memory. The jail (bubblewrap) makes the whole filesystem read-only
-//! except the working tree and the command's private HOME and TMPDIR, and gives the command
-//! its own process, IPC and hostname namespaces; the network stays reachable (installing
-//! dependencies is a common step). Without it, a command could write outside the working
-//! tree with an absolute path: the server uses the jail whenever `bwrap` is installed.
+//! agent cannot exhaust memory. Each run gets a fresh private directory outside the working
+//! tree for its HOME and TMPDIR, removed afterwards. What the jail adds (its own filesystem
+//! view, processes and network) is described in [`super::jail`].
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -21,6 +19,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
+
+use super::egress::EgressProxy;
+use super::jail::{Jail, RunDirs};
 
 /// How long to keep reading output after the command exited and its process group was
 /// killed. Only a process that left the group (`setsid`) can still hold the output pipe open
@@ -51,40 +52,29 @@ pub fn looks_secret(name: &str) -> bool {
     SECRET_MARKERS.iter().any(|marker| upper.contains(marker))
 }
 
-/// How far a command is kept from the rest of the machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Isolation {
-    /// A scrubbed environment and a process group only.
-    #[default]
-    None,
-    /// Also a bubblewrap jail: read-only filesystem but for the working tree and the
-    /// command's HOME and TMPDIR.
-    Bwrap,
-}
-
-/// Whether bubblewrap is installed and can make a jail here (it needs user namespaces, or
-/// root). Asked once, at start.
-pub fn bwrap_works() -> bool {
-    std::process::Command::new("bwrap")
-        .args([
-            "--ro-bind",
-            "/",
-            "/",
-            "--unshare-all",
-            "--share-net",
-            "--",
-            "true",
-        ])
-        .env_clear()
-        .env(
-            "PATH",
-            std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
+/// Whether `jail` can be used on this machine: it runs `true` in it, with its real
+/// arguments (namespaces, mounts, limits, and the egress forwarder when the network policy
+/// needs one). The answer is the reason it cannot, for the operator.
+pub async fn probe(jail: &Jail) -> Result<(), String> {
+    let tree = tempfile::Builder::new()
+        .prefix("runbooks-probe-")
+        .tempdir()
+        .map_err(|e| format!("could not create a directory to try the jail in: {e}"))?;
+    let run = SandboxCommand::new("true", tree.path())
+        .timeout(Duration::from_secs(20))
+        .jail(jail)
+        .run()
+        .await
+        .map_err(|e| e.to_string())?;
+    if run.exit.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "bubblewrap {}: {}",
+            run.exit,
+            run.output.text().trim()
+        ))
+    }
 }
 
 /// A command to run in the sandbox. Built with chained calls, run with [`Self::run`].
@@ -97,7 +87,7 @@ pub struct SandboxCommand {
     env: BTreeMap<String, OsString>,
     timeout: Duration,
     output_cap: usize,
-    isolation: Isolation,
+    jail: Jail,
 }
 
 /// How a sandboxed command ended.
@@ -257,44 +247,14 @@ impl SandboxCommand {
             env: BTreeMap::new(),
             timeout: Duration::from_secs(600),
             output_cap: 64 * 1024,
-            isolation: Isolation::None,
+            jail: Jail::default(),
         }
     }
 
-    pub fn isolation(mut self, isolation: Isolation) -> Self {
-        self.isolation = isolation;
+    /// The jail to run in (by default none: a scrubbed environment and a process group).
+    pub fn jail(mut self, jail: &Jail) -> Self {
+        self.jail = jail.clone();
         self
-    }
-
-    /// The program and arguments to start: the command itself, or bubblewrap running it.
-    fn invocation(&self, home: &Path) -> (OsString, Vec<OsString>) {
-        match self.isolation {
-            Isolation::None => (self.program.clone(), self.args.clone()),
-            Isolation::Bwrap => {
-                let mut args: Vec<OsString> = [
-                    "--ro-bind",
-                    "/",
-                    "/",
-                    "--dev",
-                    "/dev",
-                    "--proc",
-                    "/proc",
-                    "--unshare-all",
-                    "--share-net",
-                    "--die-with-parent",
-                    "--bind",
-                ]
-                .iter()
-                .map(OsString::from)
-                .collect();
-                args.extend([self.cwd.clone().into(), self.cwd.clone().into()]);
-                args.extend(["--bind".into(), home.into(), home.into()]);
-                args.extend(["--chdir".into(), self.cwd.clone().into(), "--".into()]);
-                args.push(self.program.clone());
-                args.extend(self.args.iter().cloned());
-                ("bwrap".into(), args)
-            }
-        }
     }
 
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
@@ -327,12 +287,14 @@ impl SandboxCommand {
     }
 
     /// The environment the command sees: nothing of the engine's but PATH, plus a private
-    /// HOME and TMPDIR, a fixed locale and terminal, and the caller's additions.
+    /// HOME and TMPDIR, a fixed locale and terminal, the proxy variables when the jail's
+    /// network goes through the egress proxy, the variables the operator chose to pass
+    /// (`RUNBOOKS_AGENT_ENV`), and the caller's additions.
     ///
     /// No `GIT_AUTHOR_*` / `GIT_COMMITTER_*` and no git identity in HOME: commits are made by
     /// the engine with the app's bot identity, and a `git commit` by the agent fails loudly
     /// rather than producing a commit attributed to someone else.
-    fn environment(&self, home: &Path) -> io::Result<Vec<(String, OsString)>> {
+    fn environment(&self, home: &Path, tmp: &Path) -> io::Result<BTreeMap<String, OsString>> {
         if let Some(name) = self.env.keys().find(|name| looks_secret(name)) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -342,20 +304,31 @@ impl SandboxCommand {
         let path = std::env::var_os("PATH")
             .filter(|path| !path.is_empty())
             .unwrap_or_else(|| DEFAULT_PATH.into());
-        let tmp = home.join("tmp");
-        let mut env: Vec<(String, OsString)> = vec![
-            ("PATH".into(), path),
-            ("HOME".into(), home.into()),
-            ("TMPDIR".into(), tmp.into()),
-            ("LANG".into(), "C.UTF-8".into()),
-            ("LC_ALL".into(), "C.UTF-8".into()),
-            ("TERM".into(), "dumb".into()),
-            ("NO_COLOR".into(), "1".into()),
+        let base: [(&str, OsString); 8] = [
+            ("PATH", path),
+            ("HOME", home.into()),
+            ("TMPDIR", tmp.into()),
+            ("LANG", "C.UTF-8".into()),
+            ("LC_ALL", "C.UTF-8".into()),
+            ("TERM", "dumb".into()),
+            ("NO_COLOR", "1".into()),
             // Never wait for a password on a terminal nobody watches.
-            ("GIT_TERMINAL_PROMPT".into(), "0".into()),
+            ("GIT_TERMINAL_PROMPT", "0".into()),
         ];
-        env.retain(|(name, _)| !self.env.contains_key(name));
-        env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        // Later entries win: the operator's pass-through over the defaults, the caller's
+        // additions over everything.
+        let mut env: BTreeMap<String, OsString> = base
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value))
+            .collect();
+        env.extend(self.jail.proxy_env());
+        env.extend(
+            self.jail
+                .pass_env
+                .iter()
+                .map(|var| (var.name.clone(), var.value.clone())),
+        );
+        env.extend(self.env.clone());
         Ok(env)
     }
 
@@ -369,14 +342,39 @@ impl SandboxCommand {
     /// Errors are the engine's own (the working tree is missing, `fork` failed); anything the
     /// command does is reported in [`Finished`].
     pub async fn run(&self) -> io::Result<Finished> {
-        let home = tempfile::Builder::new()
-            .prefix("runbooks-agent-home-")
+        // The run's private directory: HOME, TMPDIR and the egress socket, outside the tree,
+        // readable by the server's user only, gone when this returns.
+        let private = tempfile::Builder::new()
+            .prefix("runbooks-agent-")
             .tempdir()?;
-        std::fs::create_dir(home.path().join("tmp"))?;
-        let env = self.environment(home.path())?;
+        let (home_dir, tmp_dir) = (private.path().join("home"), private.path().join("tmp"));
+        std::fs::create_dir(&home_dir)?;
+        std::fs::create_dir(&tmp_dir)?;
+        let socket = private.path().join("egress.sock");
+        let (refusals_tx, mut refusals) = tokio::sync::mpsc::unbounded_channel::<String>();
+        // Dropped (stopping the proxy and its connections) when this returns.
+        let _proxy = if self.jail.uses_proxy() {
+            Some(EgressProxy::start(
+                &socket,
+                std::sync::Arc::new(self.jail.network.clone()),
+                std::sync::Arc::new(self.jail.deny.clone()),
+                refusals_tx,
+            )?)
+        } else {
+            drop(refusals_tx);
+            None
+        };
+        let dirs = RunDirs {
+            tree: &self.cwd,
+            home: &home_dir,
+            tmp: &tmp_dir,
+            proxy_socket: self.jail.uses_proxy().then_some(socket.as_path()),
+        };
+        let (home, tmp) = self.jail.home_and_tmp(&dirs);
+        let env = self.environment(&home, &tmp)?;
 
         let (reader, writer) = io::pipe()?;
-        let (program, args) = self.invocation(home.path());
+        let (program, args) = self.jail.invocation(&self.program, &self.args, &dirs);
         let mut command = tokio::process::Command::new(program);
         command
             .args(args)
@@ -388,6 +386,12 @@ impl SandboxCommand {
             .stderr(Stdio::from(writer))
             .process_group(0)
             .kill_on_drop(true);
+        let limits = self.jail.limits;
+        // SAFETY: the closure runs in the child between fork and exec; it only makes raw
+        // setrlimit system calls, which are async-signal-safe and allocate nothing.
+        unsafe {
+            command.pre_exec(move || limits.apply());
+        }
         let mut child = command.spawn().map_err(|err| {
             io::Error::new(
                 err.kind(),
@@ -421,6 +425,7 @@ impl SandboxCommand {
         let mut chunk = vec![0u8; 16 * 1024];
         let deadline = Instant::now() + self.timeout;
         let mut open = true;
+        let mut proxying = self.jail.uses_proxy();
         let status = loop {
             tokio::select! {
                 status = child.wait() => break Some(status?),
@@ -429,6 +434,11 @@ impl SandboxCommand {
                     Ok(n) => tail.push(&chunk[..n]),
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                     Err(err) => return Err(err),
+                },
+                // What the egress proxy refused, named in the step's log where it happened.
+                line = refusals.recv(), if proxying => match line {
+                    Some(line) => tail.push(format!("[runbooks] {line}\n").as_bytes()),
+                    None => proxying = false,
                 },
                 () = tokio::time::sleep_until(deadline) => break None,
             }
@@ -453,7 +463,10 @@ impl SandboxCommand {
                 }
             }
         }
-        drop(home);
+        while let Ok(line) = refusals.try_recv() {
+            tail.push(format!("[runbooks] {line}\n").as_bytes());
+        }
+        drop(private);
         Ok(Finished {
             exit,
             output: tail.finish(),

@@ -115,7 +115,7 @@ impl ScriptAgent {
                 .arg(&block.code)
                 .timeout(remaining)
                 .output_cap(self.limits.output_cap)
-                .isolation(self.limits.isolation)
+                .jail(&self.limits.jail)
                 .run()
                 .await
                 .map_err(AgentError::io(format!(

@@ -24,7 +24,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::sandbox::{Exit, Isolation, SandboxCommand, confine};
+use super::sandbox::{Exit, SandboxCommand, confine};
 
 /// Bytes of any single tool answer sent to the model (the answer's head is kept, with a
 /// note). About 8k tokens: enough for a screenful of code, small next to a model's context.
@@ -672,7 +672,7 @@ pub async fn run_command(
     root: &Path,
     command: &str,
     timeout: Duration,
-    isolation: Isolation,
+    jail: &super::jail::Jail,
 ) -> Result<String, ToolError> {
     if command.trim().is_empty() {
         return Err(ToolError::new("the command is empty"));
@@ -681,7 +681,7 @@ pub async fn run_command(
         .arg("-c")
         .arg(command)
         .timeout(timeout)
-        .isolation(isolation)
+        .jail(jail)
         .output_cap(COMMAND_OUTPUT_CAP)
         .run()
         .await

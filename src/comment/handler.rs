@@ -173,10 +173,13 @@ async fn start(
         Ok(prompt) => prompt,
         Err(error) => return Ok(Some(mistake(&event.author, &error))),
     };
+    let from_comment = !options.prompt.trim().is_empty();
+    if !from_comment && let Some(refusal) = untrusted_body(engine, repo, event).await? {
+        return Ok(Some(refusal));
+    }
     if let Err(error) = check_text("prompt", &prompt, limits::PROMPT_BYTES) {
         return Ok(Some(format!("@{} {error}.", event.author)));
     }
-    let from_comment = !options.prompt.trim().is_empty();
     let kind = if event.is_pull_request {
         "Pull request"
     } else {
@@ -283,7 +286,50 @@ async fn start(
     Ok(None)
 }
 
-/// The status comment the app wrote for a runbook in a thread, if any.
+/// A bare `/runbook` makes the issue's (or pull request's) body the prompt, and prompts
+/// become commands that run. Whoever wrote that body must be allowed to run code in the
+/// repository, like the commenter: anyone can open an issue on a public repository, and an
+/// outsider's text must not run because a maintainer typed `/runbook` under it. Answers the
+/// refusal to post when the author lacks write access (or is unknown, or a bot).
+async fn untrusted_body(
+    engine: &Engine,
+    repo: &RepoInfo,
+    event: &IssueComment,
+) -> Result<Option<String>, String> {
+    let kind = if event.is_pull_request {
+        "pull request"
+    } else {
+        "issue"
+    };
+    let refusal = |writer: &str| {
+        format!(
+            "Sorry @{}, nothing was started: a bare `/runbook` runs the description of this \
+             {kind}, and it was written by {writer}, who does not have write access to {}. \
+             Put the task in your own comment instead: `/runbook <what to do>`.",
+            event.author, repo.full_name
+        )
+    };
+    let Some(writer) = event.issue_author.as_deref() else {
+        return Ok(Some(refusal("someone the app cannot tell")));
+    };
+    if writer.eq_ignore_ascii_case(&event.author) {
+        // The commenter's own permission was checked already.
+        return Ok(None);
+    }
+    let permission = engine
+        .github()
+        .permission(repo, writer)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(match permission {
+        Permission::Write => None,
+        Permission::ReadOnly => Some(refusal(&format!("@{writer}"))),
+    })
+}
+
+/// The status comment the app wrote for a runbook in a thread, if any: one that starts with
+/// the runbook's marker *and* was written by the app's bot (anyone can write the marker; the
+/// app edits only its own comment).
 async fn find_status_comment(
     engine: &Engine,
     repo: &RepoInfo,
@@ -291,13 +337,17 @@ async fn find_status_comment(
     number: i64,
 ) -> Result<Option<crate::github::issues::Comment>, String> {
     let marker = marker(number);
-    let comments = engine
-        .github()
+    let github = engine.github();
+    let bot = format!(
+        "{}[bot]",
+        github.identity().await.map_err(|e| e.to_string())?.slug
+    );
+    let comments = github
         .comments(repo, issue)
         .await
         .map_err(|e| e.to_string())?;
     Ok(comments
         .into_iter()
-        .find(|(_, body)| body.starts_with(&marker))
-        .map(|(comment, _)| comment))
+        .find(|(_, body, author)| body.starts_with(&marker) && author.eq_ignore_ascii_case(&bot))
+        .map(|(comment, _, _)| comment))
 }

@@ -130,12 +130,13 @@ impl GitHubApp {
         parse_comment(OPERATION, &value)
     }
 
-    /// The comments of an issue or pull request, oldest first, with their bodies.
+    /// The comments of an issue or pull request, oldest first, with their bodies and their
+    /// authors' logins.
     pub async fn comments(
         &self,
         repo: &RepoInfo,
         issue: u64,
-    ) -> Result<Vec<(Comment, String)>, GitHubError> {
+    ) -> Result<Vec<(Comment, String, String)>, GitHubError> {
         const OPERATION: &str = "issues/list-comments";
         const PER_PAGE: usize = 100;
         let mut all = Vec::new();
@@ -154,7 +155,12 @@ impl GitHubApp {
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_string();
-                all.push((parse_comment(OPERATION, value)?, body));
+                let author = value
+                    .pointer("/user/login")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                all.push((parse_comment(OPERATION, value)?, body, author));
             }
             if last {
                 break;

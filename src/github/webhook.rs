@@ -83,6 +83,8 @@ pub struct IssueComment {
     pub is_pull_request: bool,
     pub issue_title: String,
     pub issue_body: Option<String>,
+    /// Who wrote the issue or pull request (its body), when the payload says.
+    pub issue_author: Option<String>,
     /// The thread's page on GitHub.
     pub issue_url: String,
     pub comment_id: u64,
@@ -184,6 +186,10 @@ pub fn parse(event: &str, payload: &Value) -> Result<Event, String> {
                 issue_title: text("/issue/title")?,
                 issue_body: payload
                     .pointer("/issue/body")
+                    .and_then(Value::as_str)
+                    .map(String::from),
+                issue_author: payload
+                    .pointer("/issue/user/login")
                     .and_then(Value::as_str)
                     .map(String::from),
                 issue_url: text("/issue/html_url")?,

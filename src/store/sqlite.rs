@@ -34,7 +34,9 @@ impl SqliteStore {
 
     /// Opens (creating when missing) the SQLite file of a `sqlite://path` URL.
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let options = SqliteConnectOptions::from_str(url)?
+        let options = SqliteConnectOptions::from_str(url)?;
+        make_private(options.get_filename())?;
+        let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // WAL + NORMAL: durable across application crashes, and fast.
@@ -52,6 +54,13 @@ impl SqliteStore {
         Ok(Self { pool })
     }
 
+    /// The database file a `sqlite://path` URL names.
+    pub fn file(url: &str) -> Option<std::path::PathBuf> {
+        SqliteConnectOptions::from_str(url)
+            .ok()
+            .map(|options| options.get_filename().to_path_buf())
+    }
+
     fn migrator() -> &'static Migrator {
         &MIGRATOR
     }
@@ -62,6 +71,42 @@ impl SqliteStore {
     async fn begin_write(&self) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>, StoreError> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
+}
+
+/// Makes the database file readable by the server's user only (0600): it holds every
+/// organisation's prompts, logs and webhook payloads. A missing file is created so; SQLite
+/// gives its `-wal` and `-shm` files the database file's mode. An existing database (and
+/// its companions) made before is restricted now.
+fn make_private(file: &std::path::Path) -> StoreResult<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    if file.as_os_str().is_empty() || file == std::path::Path::new(":memory:") {
+        return Ok(());
+    }
+    let io = |e: std::io::Error| {
+        StoreError::Invalid(format!("the database file {}: {e}", file.display()))
+    };
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+    {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        // A missing directory and the like: SQLite reports it with its own words.
+        Err(_) => return Ok(()),
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = file.as_os_str().to_owned();
+        path.push(suffix);
+        let path = std::path::PathBuf::from(path);
+        match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    Ok(())
 }
 
 sql_store!(SqliteStore, sqlx::Sqlite);

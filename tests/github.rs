@@ -1,15 +1,19 @@
-//! The GitHub App layer against the GitHub stand-in: app JWT, installation tokens (exchange,
-//! reuse, renewal, a 401 mid-work), retries on 5xx, rate limits, repository resolution (422
-//! when not installed), installation webhooks, and the Enterprise Server URL layout.
+//! The GitHub App layer against the GitHub stand-in: app JWT, installation tokens (minted for
+//! one repository with only the permissions an operation needs, reused, renewed, replaced
+//! after a 401 mid-work; a git token that can do nothing but git on its own repository),
+//! retries on 5xx, rate limits, repository resolution (422 when not installed), installation
+//! webhooks, and the Enterprise Server URL layout.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use runbooks::github::{GitHubApp, GitHubError, Resolution, RetryPolicy};
+use runbooks::git::{Identity, Remote, RepoCache};
+use runbooks::github::issues::Permission;
+use runbooks::github::{GitHubApp, GitHubError, RepoInfo, Resolution, RetryPolicy};
 use runbooks::standin::{Fault, Options, StandIn};
-use secrecy::SecretString;
-use serde_json::json;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
 use support::{Backend, TestServer, expect_error, json, minimal};
 
 /// Fast retries: the behaviour is the same, the tests shorter.
@@ -59,6 +63,20 @@ fn count(github: &StandIn, operation: &str) -> usize {
     github.requests_for(operation).len()
 }
 
+const TOKENS: &str = "apps/create-installation-access-token";
+
+/// The bodies of the token requests the stand-in answered, oldest first.
+fn token_requests(github: &StandIn) -> Vec<Value> {
+    github
+        .requests_for(TOKENS)
+        .into_iter()
+        .map(|r| {
+            assert_eq!(r.status, 201, "{:?}", r.body);
+            r.body.expect("a token request names what it wants")
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn repositories_resolve_through_the_installation() {
     let (github, installation) = github_with_repo().await;
@@ -101,36 +119,36 @@ async fn repositories_resolve_through_the_installation() {
 
 #[tokio::test]
 async fn installation_tokens_are_reused_renewed_and_replaced_after_a_401() {
-    let (github, installation) = github_with_repo().await;
+    let (github, _) = github_with_repo().await;
     let app = app(&github);
-    let first = app.client.installation_token(installation).await.unwrap();
-    let again = app.client.installation_token(installation).await.unwrap();
-    use secrecy::ExposeSecret;
+    let repo = app.installed_repo("acme-corp", "backend").await.unwrap();
+    github.clear_requests();
+    let first = app.git_token(&repo).await.unwrap();
+    let again = app.git_token(&repo).await.unwrap();
     assert_eq!(
         first.expose_secret(),
         again.expose_secret(),
         "reused while fresh"
     );
-    assert_eq!(count(&github, "apps/create-installation-access-token"), 1);
+    assert_eq!(count(&github, TOKENS), 1);
 
     // A token about to expire (GitHub's say) is renewed before use.
     github.set_token_lifetime(Duration::from_secs(60));
     let app = self::app(&github);
-    let short = app.client.installation_token(installation).await.unwrap();
-    let renewed = app.client.installation_token(installation).await.unwrap();
+    let short = app.git_token(&repo).await.unwrap();
+    let renewed = app.git_token(&repo).await.unwrap();
     assert_ne!(short.expose_secret(), renewed.expose_secret());
-    assert_eq!(count(&github, "apps/create-installation-access-token"), 3);
+    assert_eq!(count(&github, TOKENS), 3);
 
     // GitHub stops honouring the token mid-work: the call is answered 401, the token is
-    // dropped, a new one exchanged and the call made again — it succeeds.
+    // dropped, a new one (as narrow) exchanged and the call made again — it succeeds.
     github.set_token_lifetime(Duration::from_secs(3600));
-    let _ = app.client.installation_token(installation).await.unwrap();
+    let readme = app.file(&repo, "README.md", "trunk").await.unwrap();
+    assert_eq!(readme.as_deref(), Some("# backend\n"));
     github.expire_tokens();
     github.clear_requests();
-    assert!(matches!(
-        app.resolve("acme-corp", "backend").await.unwrap(),
-        Resolution::Found(_)
-    ));
+    let readme = app.file(&repo, "README.md", "trunk").await.unwrap();
+    assert_eq!(readme.as_deref(), Some("# backend\n"));
     let statuses: Vec<(String, u16)> = github
         .requests()
         .into_iter()
@@ -139,12 +157,272 @@ async fn installation_tokens_are_reused_renewed_and_replaced_after_a_401() {
     assert_eq!(
         statuses,
         [
-            ("apps/get-repo-installation".to_string(), 200),
-            ("repos/get".to_string(), 401),
-            ("apps/create-installation-access-token".to_string(), 201),
-            ("repos/get".to_string(), 200),
+            ("repos/get-content".to_string(), 401),
+            (TOKENS.to_string(), 201),
+            ("repos/get-content".to_string(), 200),
         ]
     );
+    assert_eq!(
+        token_requests(&github),
+        [json!({"repositories": ["backend"], "permissions": {"contents": "read"}})]
+    );
+}
+
+/// Runs every GitHub call the app makes, on an issue's thread and a pull request's, as a
+/// runbook would.
+async fn every_call(app: &GitHubApp, github: &StandIn, repo: &RepoInfo, installation: u64) {
+    let issue = github
+        .add_issue("acme-corp", "backend", "Upgrade React", "", "alice")
+        .unwrap();
+    let asked = github
+        .add_comment("acme-corp", "backend", issue, "alice", "/runbook go")
+        .unwrap();
+    github.set_permission("acme-corp", "backend", "alice", "write");
+    assert_eq!(
+        app.permission(repo, "alice").await.unwrap(),
+        Permission::Write
+    );
+    app.react(repo, asked, "eyes").await.unwrap();
+    let status = app.comment(repo, issue, "Working on it").await.unwrap();
+    app.edit_comment(repo, status.id, "Done").await.unwrap();
+    assert_eq!(app.comments(repo, issue).await.unwrap().len(), 2);
+    assert!(
+        app.file(repo, "README.md", "trunk")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    github
+        .push_commit(
+            "acme-corp",
+            "backend",
+            "runbooks/1",
+            &[("a", "b")],
+            "Step 1",
+            "alice",
+        )
+        .await
+        .unwrap();
+    let pr = app
+        .create_pull(repo, "runbooks/1", "trunk", "[WIP] Runbook 1", "", true)
+        .await
+        .unwrap();
+    app.update_pull(repo, pr.number, "Runbook 1", "Done.")
+        .await
+        .unwrap();
+    app.add_labels(repo, pr.number, &["runbook".to_string()])
+        .await
+        .unwrap();
+    app.comment(repo, pr.number, "On the pull request")
+        .await
+        .unwrap();
+    app.mark_ready(repo, &pr).await.unwrap();
+    app.convert_to_draft(repo, &pr.node_id).await.unwrap();
+    app.git_token(repo).await.unwrap();
+    app.bot(installation).await.unwrap();
+}
+
+#[tokio::test]
+async fn every_token_names_one_repository_and_only_what_its_operation_needs() {
+    let (github, installation) = github_with_repo().await;
+    let app = app(&github);
+    // Every token names a repository: the bot user is looked up with one for the repository
+    // being worked on, which must be known first.
+    let err = app.bot(installation).await.unwrap_err();
+    assert!(matches!(err, GitHubError::NotInstalled(_)), "{err}");
+    let repo = app.installed_repo("acme-corp", "backend").await.unwrap();
+    // Every call succeeds against a stand-in that refuses a token without the permission its
+    // route needs: what the tokens hold is enough.
+    every_call(&app, &github, &repo, installation).await;
+    let pull = &github.pulls("acme-corp", "backend")[0];
+    assert!(pull.draft && pull.labels == ["runbook"]);
+    assert_eq!(
+        github.comments("acme-corp", "backend", pull.number).len(),
+        1
+    );
+
+    // And it is no more: one repository, and a permission set per kind of operation, each
+    // asked for once.
+    let requests = token_requests(&github);
+    for request in &requests {
+        assert_eq!(request["repositories"], json!(["backend"]), "{request}");
+        assert_eq!(request.as_object().unwrap().len(), 2, "{request}");
+    }
+    let mut sets: Vec<String> = requests
+        .iter()
+        .map(|r| r["permissions"].to_string())
+        .collect();
+    sets.sort();
+    let mut expected: Vec<String> = [
+        json!({"contents": "read"}),
+        json!({"contents": "write"}),
+        json!({"issues": "read", "pull_requests": "read"}),
+        json!({"issues": "write", "pull_requests": "write"}),
+        json!({"metadata": "read"}),
+        json!({"pull_requests": "read"}),
+        json!({"pull_requests": "write"}),
+    ]
+    .iter()
+    .map(Value::to_string)
+    .collect();
+    expected.sort();
+    assert_eq!(sets, expected);
+}
+
+/// Where git fetches and pushes `repo`, with `token`.
+fn remote<'a>(repo: &'a RepoInfo, token: &'a SecretString) -> Remote<'a> {
+    Remote {
+        full_name: &repo.full_name,
+        clone_url: &repo.clone_url,
+        token,
+    }
+}
+
+#[tokio::test]
+async fn a_git_token_does_git_on_its_own_repository_and_nothing_else() {
+    let (github, installation) = github_with_repo().await;
+    github.add_repos(installation, &["website"]);
+    let app = app(&github);
+    let backend = app.installed_repo("acme-corp", "backend").await.unwrap();
+    let website = app.installed_repo("acme-corp", "website").await.unwrap();
+    let issue = github
+        .add_issue("acme-corp", "backend", "Upgrade React", "", "alice")
+        .unwrap();
+    github
+        .push_commit(
+            "acme-corp",
+            "backend",
+            "feature",
+            &[("f", "1")],
+            "F",
+            "alice",
+        )
+        .await
+        .unwrap();
+    let token = app.git_token(&backend).await.unwrap();
+
+    // It cannot open a pull request or comment: GitHub's 403.
+    let http = reqwest::Client::builder()
+        .user_agent("runbooks-tests")
+        .build()
+        .unwrap();
+    let api = github.api_url();
+    for (path, body) in [
+        (
+            "/repos/acme-corp/backend/pulls".to_string(),
+            json!({"title": "T", "head": "feature", "base": "trunk"}),
+        ),
+        (
+            format!("/repos/acme-corp/backend/issues/{issue}/comments"),
+            json!({"body": "hello"}),
+        ),
+    ] {
+        let response = http
+            .post(format!("{api}{path}"))
+            .bearer_auth(token.expose_secret())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "{path}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["message"], "Resource not accessible by integration");
+    }
+    assert!(github.pulls("acme-corp", "backend").is_empty());
+    assert!(github.comments("acme-corp", "backend", issue).is_empty());
+
+    // With the app's own git code: it fetches and pushes its repository...
+    let data = tempfile::tempdir().unwrap();
+    let cache = RepoCache::new(data.path());
+    let bot = Identity {
+        name: "runbooks[bot]".to_string(),
+        email: "1+runbooks[bot]@users.noreply.github.com".to_string(),
+    };
+    let own = remote(&backend, &token);
+    let tree = cache
+        .worktree(&own, 1, "runbooks/1", "trunk")
+        .await
+        .unwrap();
+    std::fs::write(tree.path().join("new.txt"), "new\n").unwrap();
+    tree.commit_all("Step 1", &bot).await.unwrap();
+    let pushed = tree.push(&own).await.unwrap();
+    assert_eq!(
+        github
+            .branch_sha("acme-corp", "backend", "runbooks/1")
+            .await
+            .unwrap(),
+        Some(pushed)
+    );
+
+    // ... but not another one of the installation: GitHub's 404, for fetch and push alike.
+    let other = remote(&website, &token);
+    assert!(cache.update_mirror(&other).await.is_err());
+    let website_token = app.git_token(&website).await.unwrap();
+    let allowed = remote(&website, &website_token);
+    let tree = cache
+        .worktree(&allowed, 2, "runbooks/2", "main")
+        .await
+        .unwrap();
+    std::fs::write(tree.path().join("new.txt"), "new\n").unwrap();
+    tree.commit_all("Step 1", &bot).await.unwrap();
+    assert!(tree.push(&other).await.is_err());
+    assert_eq!(
+        github
+            .branch_sha("acme-corp", "website", "runbooks/2")
+            .await
+            .unwrap(),
+        None
+    );
+    let refused: Vec<u16> = github
+        .requests()
+        .into_iter()
+        .filter(|r| r.operation.starts_with("git/") && r.path.contains("/website"))
+        .map(|r| r.status)
+        .filter(|status| *status != 401)
+        .collect();
+    assert!(refused.contains(&404), "{refused:?}");
+    assert_ne!(token.expose_secret(), website_token.expose_secret());
+}
+
+#[tokio::test]
+async fn one_token_serves_every_call_of_an_operation_on_a_repository() {
+    let (github, installation) = github_with_repo().await;
+    github.add_repos(installation, &["website"]);
+    let app = app(&github);
+    let backend = app.installed_repo("acme-corp", "backend").await.unwrap();
+    let website = app.installed_repo("acme-corp", "website").await.unwrap();
+    github.clear_requests();
+    const N: usize = 5;
+    for _ in 0..N {
+        assert!(
+            app.file(&backend, "README.md", "trunk")
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+    assert_eq!(count(&github, "repos/get-content"), N);
+    assert_eq!(count(&github, TOKENS), 1);
+
+    // Calls at once wait for the same new token rather than each asking for one.
+    let calls = (0..N).map(|_| app.file(&website, "index.html", "main"));
+    for file in futures_util::future::join_all(calls).await {
+        assert!(file.unwrap().is_some());
+    }
+    assert_eq!(count(&github, TOKENS), 2);
+
+    // Operations that need the same permissions share a token: `repos/get` minted the
+    // metadata token when the repositories were resolved.
+    for login in ["alice", "bob", "carol"] {
+        app.permission(&backend, login).await.unwrap();
+    }
+    assert_eq!(count(&github, "repos/get-collaborator-permission-level"), 3);
+    assert_eq!(count(&github, TOKENS), 2);
+    let repositories: Vec<Value> = token_requests(&github)
+        .into_iter()
+        .map(|r| r["repositories"].clone())
+        .collect();
+    assert_eq!(repositories, [json!(["backend"]), json!(["website"])]);
 }
 
 #[tokio::test]

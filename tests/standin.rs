@@ -1966,3 +1966,328 @@ async fn contents_and_branch_deletion_through_the_api() {
     })
     .await;
 }
+
+// ----- token permissions ----------------------------------------------------------------
+
+/// Asks for an installation token with this body; answers the status and the JSON answer.
+async fn token_with(s: &StandIn, id: u64, body: Value) -> (StatusCode, Value) {
+    let response = client()
+        .post(format!(
+            "{}/app/installations/{id}/access_tokens",
+            s.api_url()
+        ))
+        .bearer_auth(app_jwt(s))
+        .json(&body)
+        .send()
+        .await
+        .expect("token request");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A token for `acme/widgets` with only `permissions` (and the `metadata: read` GitHub adds).
+async fn narrowed(s: &StandIn, id: u64, permissions: Value) -> String {
+    let (status, body) = token_with(
+        s,
+        id,
+        json!({"repositories": [REPO], "permissions": permissions}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["token"].as_str().expect("token").to_string()
+}
+
+/// Asserts GitHub's answer to a token without the route's permission: 403, GitHub's message
+/// in its error shape, and the permission it wanted in `x-accepted-github-permissions`.
+fn assert_not_accessible(
+    (status, headers, body): &(StatusCode, reqwest::header::HeaderMap, Value),
+    wanted: &str,
+) {
+    assert_eq!(*status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["message"], "Resource not accessible by integration");
+    assert!(body["documentation_url"].is_string(), "{body}");
+    assert_eq!(headers["x-accepted-github-permissions"], wanted);
+}
+
+#[tokio::test]
+async fn token_permissions_cannot_exceed_the_apps() {
+    within(async {
+        let (s, id) = setup().await;
+        let refused = [
+            json!({"administration": "write"}),
+            json!({"metadata": "write"}),
+            // One permission the app lacks refuses the whole token, not only that entry.
+            json!({"issues": "read", "administration": "write"}),
+        ];
+        for permissions in refused {
+            let (status, body) = token_with(&s, id, json!({"permissions": permissions})).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{permissions}");
+            assert_eq!(
+                body["message"],
+                "The permissions requested are not granted to this installation."
+            );
+            assert!(
+                body["documentation_url"]
+                    .as_str()
+                    .expect("docs")
+                    .ends_with("#create-an-installation-access-token-for-an-app")
+            );
+        }
+        let (status, body) =
+            token_with(&s, id, json!({"permissions": {"issues": "execute"}})).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        let (status, _) = token_with(&s, id, json!({"permissions": ["issues"]})).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+        // A narrowed token's answer shows its own permissions, `metadata: read` added.
+        let (status, body) = token_with(
+            &s,
+            id,
+            json!({"repositories": [REPO], "permissions": {"issues": "write", "contents": "read"}}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(
+            body["permissions"],
+            json!({"contents": "read", "issues": "write", "metadata": "read"})
+        );
+        assert_eq!(body["repository_selection"], "selected");
+        // Without `permissions`, the token holds all of the app's.
+        let (_, body) = token_with(&s, id, json!({})).await;
+        assert_eq!(body["permissions"]["pull_requests"], "write");
+        assert_eq!(body["permissions"]["contents"], "write");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rest_routes_refuse_a_token_without_their_permission() {
+    within(async {
+        let (s, id) = setup().await;
+        let issue = s
+            .add_issue(OWNER, REPO, "Upgrade React", "", "alice")
+            .expect("issue");
+        s.push_commit(OWNER, REPO, "feature", &[("f", "1")], "Feature", "alice")
+            .await
+            .expect("push");
+        let pr = s
+            .open_pull(OWNER, REPO, "feature", "main", "Feature", "alice")
+            .await
+            .expect("pull request");
+        let post = reqwest::Method::POST;
+        let patch = reqwest::Method::PATCH;
+        let comments = |n: u64| format!("/repos/acme/widgets/issues/{n}/comments");
+        let hello = json!({"body": "hello"});
+
+        let issues = narrowed(&s, id, json!({"issues": "write"})).await;
+        assert_eq!(
+            get(&s, &issues, "/repos/acme/widgets").await.0,
+            StatusCode::OK
+        );
+        let commented = send(&s, &issues, post.clone(), &comments(issue), hello.clone()).await;
+        assert_eq!(commented.0, StatusCode::CREATED);
+        // GitHub restricts the issue endpoints to issues for a token with only `issues`.
+        assert_not_accessible(
+            &send(&s, &issues, post.clone(), &comments(pr), hello.clone()).await,
+            "pull_requests=write",
+        );
+        let new_pull = json!({"title": "T", "head": "feature", "base": "main"});
+        assert_not_accessible(
+            &send(
+                &s,
+                &issues,
+                post.clone(),
+                "/repos/acme/widgets/pulls",
+                new_pull,
+            )
+            .await,
+            "pull_requests=write",
+        );
+        let readme = "/repos/acme/widgets/contents/README.md";
+        assert_not_accessible(
+            &send(&s, &issues, reqwest::Method::GET, readme, Value::Null).await,
+            "contents=read",
+        );
+
+        // ... and to pull requests for a token with only `pull_requests`.
+        let pulls = narrowed(&s, id, json!({"pull_requests": "write"})).await;
+        let commented = send(&s, &pulls, post.clone(), &comments(pr), hello.clone()).await;
+        assert_eq!(commented.0, StatusCode::CREATED);
+        assert_not_accessible(
+            &send(&s, &pulls, post.clone(), &comments(issue), hello.clone()).await,
+            "issues=write",
+        );
+        let pull_path = format!("/repos/acme/widgets/pulls/{pr}");
+        let retitled = send(&s, &pulls, patch.clone(), &pull_path, json!({"title": "F"})).await;
+        assert_eq!(retitled.0, StatusCode::OK);
+
+        // Read is not write.
+        let reader = narrowed(&s, id, json!({"pull_requests": "read", "contents": "read"})).await;
+        assert_eq!(get(&s, &reader, &pull_path).await.0, StatusCode::OK);
+        assert_eq!(get(&s, &reader, readme).await.0, StatusCode::OK);
+        assert_not_accessible(
+            &send(&s, &reader, patch, &pull_path, json!({"title": "G"})).await,
+            "pull_requests=write",
+        );
+        assert_eq!(s.pull(OWNER, REPO, pr).expect("pr").title, "F");
+
+        // A repository outside the token's scope stays GitHub's 404, permission or not.
+        s.create_repo(OWNER, "gadgets", "main", &[("a", "b")])
+            .await
+            .expect("repo");
+        s.add_repos(id, &["gadgets"]);
+        let gadgets = s
+            .add_issue(OWNER, "gadgets", "Other", "", "alice")
+            .expect("issue");
+        let elsewhere = format!("/repos/acme/gadgets/issues/{gadgets}/comments");
+        for t in [&issues, &pulls] {
+            let answer = send(&s, t, post.clone(), &elsewhere, hello.clone()).await;
+            assert_eq!(answer.0, StatusCode::NOT_FOUND);
+        }
+
+        // Refusals are logged like any request, with the operation id.
+        let refused: Vec<u16> = s
+            .requests_for("pulls/create")
+            .iter()
+            .map(|r| r.status)
+            .collect();
+        assert_eq!(refused, [403]);
+        assert_eq!(s.comments(OWNER, REPO, issue).len(), 1);
+        assert_eq!(s.comments(OWNER, REPO, pr).len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn graphql_refuses_a_token_without_pull_requests_write() {
+    within(async {
+        let (s, id) = setup().await;
+        s.push_commit(OWNER, REPO, "feature", &[("f", "1")], "Feature", "alice")
+            .await
+            .expect("push");
+        let crab = installation_client(&s, id);
+        let pr = crab
+            .pulls(OWNER, REPO)
+            .create("[WIP] F", "feature", "main")
+            .draft(true)
+            .send()
+            .await
+            .expect("draft PR");
+        let node = pr.node_id.expect("node id");
+        let ready = |t: String| {
+            let url = s.graphql_url();
+            let node = node.clone();
+            async move {
+                let response = client()
+                    .post(url)
+                    .bearer_auth(t)
+                    .json(&json!({
+                        "query": "mutation($id: ID!) {\n  markPullRequestReadyForReview(input: {pullRequestId: $id}) { pullRequest { isDraft } }\n}",
+                        "variables": {"id": node},
+                    }))
+                    .send()
+                    .await
+                    .expect("request");
+                assert_eq!(response.status(), StatusCode::OK, "GraphQL errors come with a 200");
+                response.json::<Value>().await.expect("json")
+            }
+        };
+        for permissions in [
+            json!({"contents": "write", "issues": "write"}),
+            json!({"pull_requests": "read"}),
+        ] {
+            let answer = ready(narrowed(&s, id, permissions).await).await;
+            assert_eq!(
+                answer,
+                json!({
+                    "data": {"markPullRequestReadyForReview": null},
+                    "errors": [{
+                        "type": "FORBIDDEN",
+                        "path": ["markPullRequestReadyForReview"],
+                        "locations": [{"line": 2, "column": 3}],
+                        "message": "Resource not accessible by integration",
+                    }],
+                })
+            );
+            assert!(s.pull(OWNER, REPO, pr.number).expect("pr").draft, "unchanged");
+        }
+        let answer = ready(narrowed(&s, id, json!({"pull_requests": "write"})).await).await;
+        assert_eq!(
+            answer,
+            json!({"data": {"markPullRequestReadyForReview": {"pullRequest": {"isDraft": false}}}})
+        );
+        assert!(!s.pull(OWNER, REPO, pr.number).expect("pr").draft);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn git_refuses_a_token_without_contents_permission() {
+    within(async {
+        let (s, id) = setup().await;
+        let url = s.clone_url(OWNER, REPO);
+        let advertise = |t: String, service: &'static str| {
+            let url = url.clone();
+            async move {
+                let response = client()
+                    .get(format!("{url}/info/refs?service={service}"))
+                    .basic_auth("x-access-token", Some(t))
+                    .send()
+                    .await
+                    .expect("request");
+                let status = response.status();
+                (status, response.text().await.expect("text"))
+            }
+        };
+        let bot = s.bot_login();
+        let denied = format!("Permission to acme/widgets.git denied to {bot}.\n");
+
+        // `contents: read` fetches but does not push.
+        let reader = narrowed(&s, id, json!({"contents": "read"})).await;
+        let (status, _) = advertise(reader.clone(), "git-upload-pack").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            advertise(reader.clone(), "git-receive-pack").await,
+            (StatusCode::FORBIDDEN, denied.clone())
+        );
+        let home = tempfile::tempdir().expect("tempdir");
+        let h = home.path().to_path_buf();
+        let (u, header) = (url.clone(), basic_header(&reader));
+        let pushed = blocking(move || {
+            git_ok(&h, &h, &["-c", &header, "clone", "-q", &u, "work"]);
+            let work = h.join("work");
+            std::fs::write(work.join("new.txt"), "new\n").expect("write");
+            git_ok(&h, &work, &["checkout", "-q", "-b", "runbook/1"]);
+            git_ok(&h, &work, &["add", "new.txt"]);
+            git_ok(&h, &work, &["commit", "-q", "-m", "Step 1"]);
+            git(
+                &h,
+                &work,
+                &["-c", &header, "push", "-q", "origin", "runbook/1"],
+            )
+        })
+        .await;
+        assert!(!pushed.status.success());
+        let stderr = String::from_utf8_lossy(&pushed.stderr);
+        assert!(stderr.contains(denied.trim()), "{stderr}");
+        assert_eq!(
+            s.branch_sha(OWNER, REPO, "runbook/1").await.expect("git"),
+            None
+        );
+
+        // A token without `contents` cannot even fetch.
+        let commenter =
+            narrowed(&s, id, json!({"issues": "write", "pull_requests": "write"})).await;
+        assert_eq!(
+            advertise(commenter, "git-upload-pack").await,
+            (StatusCode::FORBIDDEN, denied)
+        );
+
+        // `contents: write` does both.
+        let writer = narrowed(&s, id, json!({"contents": "write"})).await;
+        for service in ["git-upload-pack", "git-receive-pack"] {
+            assert_eq!(advertise(writer.clone(), service).await.0, StatusCode::OK);
+        }
+    })
+    .await;
+}

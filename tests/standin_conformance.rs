@@ -165,6 +165,8 @@ fn the_checker_catches_missing_fields_wrong_types_and_bad_nulls() {
 enum Auth {
     Jwt,
     Token,
+    /// A token for `acme/widgets` with only `issues: write`.
+    IssuesOnly,
 }
 
 struct Call {
@@ -299,12 +301,33 @@ async fn run() {
         call("repos/get-content", Method::GET, &format!("{r}/contents/missing.txt"), Auth::Token, None, 404),
         call("git/delete-ref", Method::DELETE, &format!("{r}/git/refs/heads/other"), Auth::Token, None, 204),
         call("git/delete-ref", Method::DELETE, &format!("{r}/git/refs/heads/other"), Auth::Token, None, 422),
+        call("apps/create-installation-access-token", Method::POST, &format!("/app/installations/{id}/access_tokens"), Auth::Jwt, Some(json!({"repositories": ["widgets"], "permissions": {"contents": "read"}})), 201),
+        call("apps/create-installation-access-token", Method::POST, &format!("/app/installations/{id}/access_tokens"), Auth::Jwt, Some(json!({"permissions": {"administration": "write"}})), 422),
+        call("pulls/create", Method::POST, &format!("{r}/pulls"), Auth::IssuesOnly, Some(json!({"title": "O", "head": "other", "base": "main"})), 403),
+        call("pulls/update", Method::PATCH, &format!("{r}/pulls/{pr}"), Auth::IssuesOnly, Some(json!({"title": "Nope"})), 403),
+        call("issues/create-comment", Method::POST, &format!("{r}/issues/{pr}/comments"), Auth::IssuesOnly, Some(json!({"body": "x"})), 403),
+        call("repos/get-content", Method::GET, &format!("{r}/contents/README.md"), Auth::IssuesOnly, None, 403),
+        call("repos/get", Method::GET, r, Auth::IssuesOnly, None, 200),
     ];
 
     let client = reqwest::Client::builder()
         .user_agent("runbooks-conformance")
         .build()
         .expect("client");
+    let issues_only: Value = client
+        .post(format!(
+            "{}/app/installations/{id}/access_tokens",
+            s.api_url()
+        ))
+        .bearer_auth(&jwt)
+        .json(&json!({"repositories": ["widgets"], "permissions": {"issues": "write"}}))
+        .send()
+        .await
+        .expect("token request")
+        .json()
+        .await
+        .expect("token answer");
+    let issues_only = issues_only["token"].as_str().expect("token").to_string();
     let mut failures = Vec::new();
     let mut exercised = BTreeSet::new();
     for (i, c) in calls.iter().enumerate() {
@@ -324,6 +347,7 @@ async fn run() {
         let credential = match c.auth {
             Auth::Jwt => &jwt,
             Auth::Token => &token,
+            Auth::IssuesOnly => &issues_only,
         };
         let mut request = client
             .request(c.method.clone(), format!("{}{}", s.api_url(), c.path))

@@ -44,12 +44,7 @@ async fn try_execute(engine: &Engine, number: i64, step: &StepRecord) -> Result<
         .installed_repo(&runbook.org, &runbook.repo)
         .await
         .map_err(failed)?;
-    let token = engine
-        .github
-        .client
-        .installation_token(repo.installation_id)
-        .await
-        .map_err(failed)?;
+    let token = engine.github.git_token(&repo).await.map_err(failed)?;
     let bot = engine
         .github
         .bot(repo.installation_id)

@@ -1,6 +1,7 @@
-//! The one door every GitHub call goes through: authentication (app JWT or installation
-//! token), retries with backoff on 5xx and transport errors, waiting out rate limits, and a
-//! count of calls per operation.
+//! The one door every GitHub call goes through: authentication (app JWT, or an installation
+//! token minted narrow: for the one repository a call is about, with only the permissions its
+//! operation needs, see [`super::operation`]), retries with backoff on 5xx and transport
+//! errors, waiting out rate limits, and a count of calls per operation.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -12,15 +13,31 @@ use octocrab::Octocrab;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 
-use super::GitHubError;
+use super::operation::{Needs, Operation, Permissions};
+use super::{GitHubError, RepoInfo};
 
 /// Who a request is made as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum As {
+pub enum As<'a> {
     /// The app itself, with a short-lived RS256 JWT (app endpoints only).
     App,
-    /// An installation, with its installation access token.
-    Installation(u64),
+    /// An installation, about one of its repositories: with a token for that repository
+    /// only, holding only what the operation needs ([`Operation::needs`]).
+    Repo {
+        installation: u64,
+        /// The repository's name, without the owner (the installation is on one account).
+        repo: &'a str,
+    },
+}
+
+impl<'a> As<'a> {
+    /// As the installation of `repo`, for that repository.
+    pub fn repo(repo: &'a RepoInfo) -> As<'a> {
+        As::Repo {
+            installation: repo.installation_id,
+            repo: repo.name(),
+        }
+    }
 }
 
 /// How hard to try before giving up.
@@ -85,6 +102,25 @@ pub(super) struct CachedToken {
 /// dies in flight.
 const TOKEN_RENEW_BEFORE: Duration = Duration::from_secs(5 * 60);
 
+/// What a cached token is good for: one installation, one repository (lower case: GitHub's
+/// names are case-insensitive), one permission set.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct TokenScope {
+    installation: u64,
+    repo: String,
+    permissions: Permissions,
+}
+
+impl TokenScope {
+    fn new(installation: u64, repo: &str, permissions: Permissions) -> TokenScope {
+        TokenScope {
+            installation,
+            repo: repo.to_lowercase(),
+            permissions,
+        }
+    }
+}
+
 /// Transport, credentials and policy shared by every call.
 pub struct Client {
     http: Octocrab,
@@ -94,7 +130,7 @@ pub struct Client {
     app_id: octocrab::models::AppId,
     key: octocrab::EncodingKey,
     policy: RetryPolicy,
-    tokens: tokio::sync::Mutex<HashMap<u64, CachedToken>>,
+    tokens: tokio::sync::Mutex<HashMap<TokenScope, CachedToken>>,
     calls: Mutex<BTreeMap<&'static str, u64>>,
     /// GitHub asks integrations to make content-creating requests one at a time (its
     /// secondary rate limits): writes queue here, reads do not.
@@ -150,8 +186,8 @@ impl Client {
     /// A JSON call that must succeed with a 2xx status.
     pub async fn json<T: DeserializeOwned>(
         &self,
-        operation: &'static str,
-        who: As,
+        operation: Operation,
+        who: As<'_>,
         method: Method,
         path: &str,
         body: Option<&serde_json::Value>,
@@ -159,20 +195,20 @@ impl Client {
         let answer = self.call(operation, who, method, path, body).await?;
         if !answer.status.is_success() {
             return Err(GitHubError::Status {
-                operation,
+                operation: operation.id(),
                 status: answer.status.as_u16(),
                 message: answer.message(),
             });
         }
-        answer.json(operation)
+        answer.json(operation.id())
     }
 
     /// A GraphQL call as an installation; GraphQL reports errors in a 200 answer's
     /// `errors`, which become a [`GitHubError::Status`] here.
     pub async fn graphql(
         &self,
-        operation: &'static str,
-        installation: u64,
+        operation: Operation,
+        who: As<'_>,
         query: &str,
         variables: serde_json::Value,
     ) -> Result<serde_json::Value, GitHubError> {
@@ -181,13 +217,14 @@ impl Client {
             .call_via(
                 &self.graphql_http,
                 operation,
-                As::Installation(installation),
+                who,
                 Method::POST,
                 "/graphql",
                 Some(&body),
             )
             .await?;
-        let value: serde_json::Value = answer.json(operation)?;
+        let value: serde_json::Value = answer.json(operation.id())?;
+        let operation = operation.id();
         match value.get("errors").and_then(|e| e.as_array()) {
             Some(errors) if !errors.is_empty() || !answer.status.is_success() => {
                 Err(GitHubError::Status {
@@ -212,8 +249,8 @@ impl Client {
     /// A call with retries; answers whatever final status GitHub gave.
     pub async fn call(
         &self,
-        operation: &'static str,
-        who: As,
+        operation: Operation,
+        who: As<'_>,
         method: Method,
         path: &str,
         body: Option<&serde_json::Value>,
@@ -225,17 +262,17 @@ impl Client {
     async fn call_via(
         &self,
         transport: &Octocrab,
-        operation: &'static str,
-        who: As,
+        op: Operation,
+        who: As<'_>,
         method: Method,
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<Answer, GitHubError> {
+        let operation = op.id();
         let body = body.map(|b| b.to_string());
         // Token exchanges are writes too, but they happen inside another call's turn: only
         // the outer call queues.
-        let _turn = if method != Method::GET && operation != "apps/create-installation-access-token"
-        {
+        let _turn = if method != Method::GET && op != Operation::AppsCreateInstallationAccessToken {
             Some(self.writes.lock().await)
         } else {
             None
@@ -245,7 +282,7 @@ impl Client {
         loop {
             attempt += 1;
             self.count(operation);
-            let authorization = self.authorization(who).await?;
+            let authorization = self.authorization(op, who).await?;
             let result = self
                 .send(
                     transport,
@@ -272,17 +309,21 @@ impl Client {
             };
             let status = answer.status;
             if status == StatusCode::UNAUTHORIZED
-                && let As::Installation(id) = who
+                && let As::Repo { installation, repo } = who
+                && let Needs::Token(permissions) = op.needs()
                 && !renewed_after_401
             {
                 // The token may have been revoked or expired early: drop it and try once more
                 // with a fresh one.
                 tracing::info!(
                     operation,
-                    installation = id,
+                    installation,
                     "401 from GitHub; renewing the installation token"
                 );
-                self.tokens.lock().await.remove(&id);
+                self.tokens
+                    .lock()
+                    .await
+                    .remove(&TokenScope::new(installation, repo, permissions));
                 renewed_after_401 = true;
                 continue;
             }
@@ -364,12 +405,17 @@ impl Client {
         })
     }
 
-    async fn authorization(&self, who: As) -> Result<SecretString, GitHubError> {
-        let token = match who {
-            As::App => self.jwt()?,
+    async fn authorization(&self, op: Operation, who: As<'_>) -> Result<SecretString, GitHubError> {
+        let token = match (who, op.needs()) {
+            (As::App, Needs::App) => self.jwt()?,
             // Boxed: fetching a token is itself a call (as the app), a recursion the compiler
             // needs sized.
-            As::Installation(id) => Box::pin(self.installation_token(id)).await?,
+            (As::Repo { installation, repo }, Needs::Token(permissions)) => {
+                Box::pin(self.token(installation, repo, permissions)).await?
+            }
+            (As::App, Needs::Token(_)) | (As::Repo { .. }, Needs::App) => {
+                return Err(GitHubError::WrongCredentials { operation: op.id() });
+            }
         };
         Ok(SecretString::from(format!(
             "Bearer {}",
@@ -384,13 +430,22 @@ impl Client {
             .map_err(|e| GitHubError::Config(format!("could not sign the app JWT: {e}")))
     }
 
-    /// The installation's access token, from the cache while it has more than a few minutes
-    /// to live, else newly exchanged (`POST /app/installations/{id}/access_tokens`).
-    pub async fn installation_token(&self, installation: u64) -> Result<SecretString, GitHubError> {
+    /// An installation token for `repo` only (its name, without the owner), holding only
+    /// `permissions`: from the cache while it has more than a few minutes to live, else newly
+    /// exchanged (`POST /app/installations/{id}/access_tokens` with `repositories` and
+    /// `permissions`). GitHub refuses (422) a repository the installation cannot see and a
+    /// permission the installation was not granted.
+    pub async fn token(
+        &self,
+        installation: u64,
+        repo: &str,
+        permissions: Permissions,
+    ) -> Result<SecretString, GitHubError> {
+        let scope = TokenScope::new(installation, repo, permissions);
         // One lock over the exchange: concurrent callers wait for the same new token instead
         // of each asking GitHub for one.
         let mut tokens = self.tokens.lock().await;
-        if let Some(cached) = tokens.get(&installation)
+        if let Some(cached) = tokens.get(&scope)
             && cached
                 .expires_at
                 .duration_since(SystemTime::now())
@@ -403,27 +458,35 @@ impl Client {
             token: SecretString,
             expires_at: String,
         }
-        const OPERATION: &str = "apps/create-installation-access-token";
+        const OPERATION: Operation = Operation::AppsCreateInstallationAccessToken;
         let path = format!("/app/installations/{installation}/access_tokens");
+        let request = serde_json::json!({
+            "repositories": [repo],
+            "permissions": permissions
+                .iter()
+                .map(|(permission, access)| (permission.name(), access.as_str()))
+                .collect::<BTreeMap<_, _>>(),
+        });
         let answer = self
-            .call(OPERATION, As::App, Method::POST, &path, None)
+            .call(OPERATION, As::App, Method::POST, &path, Some(&request))
             .await?;
+        let operation_id = OPERATION.id();
         if answer.status != StatusCode::CREATED {
             return Err(GitHubError::Status {
-                operation: OPERATION,
+                operation: operation_id,
                 status: answer.status.as_u16(),
                 message: answer.message(),
             });
         }
-        let exchanged: Exchanged = answer.json(OPERATION)?;
+        let exchanged: Exchanged = answer.json(operation_id)?;
         let expires_at = humantime::parse_rfc3339_weak(&exchanged.expires_at).map_err(|e| {
             GitHubError::Decode {
-                operation: OPERATION,
+                operation: operation_id,
                 message: format!("expires_at {:?}: {e}", exchanged.expires_at),
             }
         })?;
         tokens.insert(
-            installation,
+            scope,
             CachedToken {
                 token: exchanged.token.clone(),
                 expires_at,

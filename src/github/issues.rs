@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{As, GitHubApp, GitHubError, RepoInfo};
+use super::{As, GitHubApp, GitHubError, Operation, RepoInfo};
 
 /// How long a user's permission on a repository is trusted without asking GitHub again.
 const PERMISSION_TTL: Duration = Duration::from_secs(60);
@@ -33,7 +33,7 @@ impl GitHubApp {
         repo: &RepoInfo,
         login: &str,
     ) -> Result<Permission, GitHubError> {
-        const OPERATION: &str = "repos/get-collaborator-permission-level";
+        const OPERATION: Operation = Operation::ReposGetCollaboratorPermissionLevel;
         let key = (repo.full_name.to_lowercase(), login.to_lowercase());
         if let Some((permission, at)) = self.permissions.lock().expect("permission cache").get(&key)
             && at.elapsed() < PERMISSION_TTL
@@ -47,25 +47,19 @@ impl GitHubApp {
         );
         let answer = self
             .client
-            .call(
-                OPERATION,
-                As::Installation(repo.installation_id),
-                Method::GET,
-                &path,
-                None,
-            )
+            .call(OPERATION, As::repo(repo), Method::GET, &path, None)
             .await?;
         let permission = if answer.status == StatusCode::NOT_FOUND {
             // Not a collaborator (GitHub answers 404 for users it does not know as one).
             Permission::ReadOnly
         } else if !answer.status.is_success() {
             return Err(GitHubError::Status {
-                operation: OPERATION,
+                operation: OPERATION.id(),
                 status: answer.status.as_u16(),
                 message: answer.message(),
             });
         } else {
-            let value: Value = answer.json(OPERATION)?;
+            let value: Value = answer.json(OPERATION.id())?;
             // `permission` says `write` for the maintain role; `role_name` names it exactly.
             let granted = |field: &str| {
                 value
@@ -100,7 +94,7 @@ impl GitHubApp {
         let _: Value = self
             .repo_json(
                 repo,
-                "reactions/create-for-issue-comment",
+                Operation::ReactionsCreateForIssueComment,
                 Method::POST,
                 &path,
                 Some(&json!({"content": content})),
@@ -116,7 +110,7 @@ impl GitHubApp {
         issue: u64,
         body: &str,
     ) -> Result<Comment, GitHubError> {
-        const OPERATION: &str = "issues/create-comment";
+        const OPERATION: Operation = Operation::IssuesCreateComment;
         let path = format!("/repos/{}/issues/{issue}/comments", repo.full_name);
         let value: Value = self
             .repo_json(
@@ -127,7 +121,7 @@ impl GitHubApp {
                 Some(&json!({"body": body})),
             )
             .await?;
-        parse_comment(OPERATION, &value)
+        parse_comment(OPERATION.id(), &value)
     }
 
     /// The comments of an issue or pull request, oldest first, with their bodies and their
@@ -137,7 +131,7 @@ impl GitHubApp {
         repo: &RepoInfo,
         issue: u64,
     ) -> Result<Vec<(Comment, String, String)>, GitHubError> {
-        const OPERATION: &str = "issues/list-comments";
+        const OPERATION: Operation = Operation::IssuesListComments;
         const PER_PAGE: usize = 100;
         let mut all = Vec::new();
         for page in 1.. {
@@ -160,7 +154,7 @@ impl GitHubApp {
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_string();
-                all.push((parse_comment(OPERATION, value)?, body, author));
+                all.push((parse_comment(OPERATION.id(), value)?, body, author));
             }
             if last {
                 break;
@@ -180,7 +174,7 @@ impl GitHubApp {
         let _: Value = self
             .repo_json(
                 repo,
-                "issues/update-comment",
+                Operation::IssuesUpdateComment,
                 Method::PATCH,
                 &path,
                 Some(&json!({"body": body})),

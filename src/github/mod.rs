@@ -1,8 +1,11 @@
 //! The GitHub App: app authentication, installation tokens, repository resolution and
-//! webhooks. Every call to GitHub goes through [`client::Client`].
+//! webhooks. Every call to GitHub goes through [`client::Client`], with a token for the one
+//! repository it is about and only the permissions its operation needs
+//! ([`operation::Operation::needs`]); git gets a token of its own ([`GitHubApp::git_token`]).
 
 pub mod client;
 pub mod issues;
+pub mod operation;
 pub mod pulls;
 pub mod webhook;
 
@@ -15,6 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{GithubConfig, PrivateKeySource};
 pub use client::{As, Client, RetryPolicy};
+pub use operation::Operation;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitHubError {
@@ -44,6 +48,11 @@ pub enum GitHubError {
         operation: &'static str,
         retry_after: Duration,
     },
+    /// A call made with credentials its operation does not take (the app's JWT for a
+    /// repository's endpoint, or an installation token for an `/app` one): a bug in the app,
+    /// caught before anything is sent.
+    #[error("{operation} was called with the wrong credentials (see Operation::needs)")]
+    WrongCredentials { operation: &'static str },
 }
 
 /// A repository the app may work on.
@@ -56,6 +65,15 @@ pub struct RepoInfo {
     pub default_branch: String,
     /// Where to fetch and push, from GitHub's answer (never built from a host name).
     pub clone_url: String,
+}
+
+impl RepoInfo {
+    /// The repository's name without the owner, as token requests name it.
+    pub fn name(&self) -> &str {
+        self.full_name
+            .split_once('/')
+            .map_or(self.full_name.as_str(), |(_, name)| name)
+    }
 }
 
 /// The outcome of resolving `org/name`.
@@ -94,6 +112,9 @@ pub struct GitHubApp {
     identity: tokio::sync::OnceCell<AppIdentity>,
     bot: tokio::sync::OnceCell<BotUser>,
 }
+
+/// The token exchange's operation id, as errors carry it.
+const TOKEN_EXCHANGE: &str = Operation::AppsCreateInstallationAccessToken.id();
 
 fn repo_key(org: &str, name: &str) -> String {
     format!("{}/{}", org.to_ascii_lowercase(), name.to_ascii_lowercase())
@@ -151,7 +172,13 @@ impl GitHubApp {
             .get_or_try_init(|| async {
                 let app: serde_json::Value = self
                     .client
-                    .json("apps/get-authenticated", As::App, Method::GET, "/app", None)
+                    .json(
+                        Operation::AppsGetAuthenticated,
+                        As::App,
+                        Method::GET,
+                        "/app",
+                        None,
+                    )
                     .await?;
                 let text = |field: &str| {
                     app.get(field)
@@ -174,9 +201,17 @@ impl GitHubApp {
     /// The bot user commits are authored by (`GET /app` for the slug, then
     /// `GET /users/<slug>[bot]` for its id, as an installation: an app JWT is good for
     /// `/app` endpoints only), asked once.
+    ///
+    /// `GET /users/{login}` is about no repository, but every token the app mints names one:
+    /// this one is for the repository of `installation` resolved last (the one being worked
+    /// on: callers resolve it first), with `metadata: read`. An installation none of whose
+    /// repositories is known is [`GitHubError::NotInstalled`].
     pub async fn bot(&self, installation: u64) -> Result<BotUser, GitHubError> {
         self.bot
             .get_or_try_init(|| async {
+                let repo = self.last_resolved(installation).ok_or_else(|| {
+                    GitHubError::NotInstalled(format!("installation {installation}"))
+                })?;
                 let slug = self.identity().await?.slug;
                 let login = format!("{slug}[bot]");
                 // `[` and `]` are not allowed raw in a URI path.
@@ -184,8 +219,8 @@ impl GitHubApp {
                 let user: serde_json::Value = self
                     .client
                     .json(
-                        "users/get-by-username",
-                        As::Installation(installation),
+                        Operation::UsersGetByUsername,
+                        As::repo(&repo),
                         Method::GET,
                         &path,
                         None,
@@ -207,6 +242,26 @@ impl GitHubApp {
             .cloned()
     }
 
+    /// The repository of `installation` resolved most recently, if any is known.
+    fn last_resolved(&self, installation: u64) -> Option<RepoInfo> {
+        self.repos
+            .lock()
+            .expect("repo cache lock")
+            .values()
+            .filter(|(info, _)| info.installation_id == installation)
+            .max_by_key(|(_, at)| *at)
+            .map(|(info, _)| info.clone())
+    }
+
+    /// A token for fetching from and pushing to `repo` over git, good for that repository only
+    /// and holding only `contents: write` ([`operation::GIT`]); cached and renewed like every
+    /// token.
+    pub async fn git_token(&self, repo: &RepoInfo) -> Result<SecretString, GitHubError> {
+        self.client
+            .token(repo.installation_id, repo.name(), operation::GIT)
+            .await
+    }
+
     /// `org/name` → installation → repository, from the cache while it is fresh.
     pub async fn resolve(&self, org: &str, name: &str) -> Result<Resolution, GitHubError> {
         let key = repo_key(org, name);
@@ -219,7 +274,7 @@ impl GitHubApp {
         let answer = self
             .client
             .call(
-                "apps/get-repo-installation",
+                Operation::AppsGetRepoInstallation,
                 As::App,
                 Method::GET,
                 &path,
@@ -231,39 +286,46 @@ impl GitHubApp {
         }
         if !answer.status.is_success() {
             return Err(GitHubError::Status {
-                operation: "apps/get-repo-installation",
+                operation: Operation::AppsGetRepoInstallation.id(),
                 status: answer.status.as_u16(),
                 message: answer.message(),
             });
         }
         let installation: octocrab::models::Installation =
-            answer.json("apps/get-repo-installation")?;
+            answer.json(Operation::AppsGetRepoInstallation.id())?;
         let installation_id = installation.id.0;
         let path = format!("/repos/{org}/{name}");
-        let answer = self
+        let who = As::Repo {
+            installation: installation_id,
+            repo: name,
+        };
+        let answer = match self
             .client
-            .call(
-                "repos/get",
-                As::Installation(installation_id),
-                Method::GET,
-                &path,
-                None,
-            )
-            .await?;
+            .call(Operation::ReposGet, who, Method::GET, &path, None)
+            .await
+        {
+            // Installed on the account, but this repository is not among those it was given:
+            // GitHub refuses a token for it.
+            Err(GitHubError::Status {
+                operation: TOKEN_EXCHANGE,
+                status: 422,
+                ..
+            }) => return Ok(Resolution::NotInstalled),
+            answer => answer?,
+        };
         if answer.status == StatusCode::NOT_FOUND {
-            // Installed on the account, but this repository is not among those it was given.
             return Ok(Resolution::NotInstalled);
         }
         if !answer.status.is_success() {
             return Err(GitHubError::Status {
-                operation: "repos/get",
+                operation: Operation::ReposGet.id(),
                 status: answer.status.as_u16(),
                 message: answer.message(),
             });
         }
-        let repo: octocrab::models::Repository = answer.json("repos/get")?;
+        let repo: octocrab::models::Repository = answer.json(Operation::ReposGet.id())?;
         let missing = |field: &str| GitHubError::Decode {
-            operation: "repos/get",
+            operation: Operation::ReposGet.id(),
             message: format!("the repository has no `{field}`"),
         };
         let info = RepoInfo {
@@ -289,19 +351,13 @@ impl GitHubApp {
     pub(crate) async fn repo_json<T: serde::de::DeserializeOwned>(
         &self,
         repo: &RepoInfo,
-        operation: &'static str,
+        operation: Operation,
         method: Method,
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<T, GitHubError> {
         self.client
-            .json(
-                operation,
-                As::Installation(repo.installation_id),
-                method,
-                path,
-                body,
-            )
+            .json(operation, As::repo(repo), method, path, body)
             .await
     }
 

@@ -3,7 +3,7 @@
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{As, GitHubApp, GitHubError, RepoInfo};
+use super::{As, GitHubApp, GitHubError, Operation, RepoInfo};
 
 /// A pull request as the engine needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +48,7 @@ impl GitHubApp {
         repo: &RepoInfo,
         head: &str,
     ) -> Result<Option<PullRequest>, GitHubError> {
-        const OPERATION: &str = "pulls/list";
+        const OPERATION: Operation = Operation::PullsList;
         let owner = repo.full_name.split('/').next().unwrap_or_default();
         // `head` must be `owner:branch`, or GitHub ignores the filter and lists every PR.
         let path = format!(
@@ -59,7 +59,7 @@ impl GitHubApp {
         let pulls: Vec<Value> = self
             .repo_json(repo, OPERATION, Method::GET, &path, None)
             .await?;
-        pulls.first().map(|p| parse(OPERATION, p)).transpose()
+        pulls.first().map(|p| parse(OPERATION.id(), p)).transpose()
     }
 
     /// Opens a pull request; when one is already open for the branch (a retry after a crash),
@@ -73,7 +73,7 @@ impl GitHubApp {
         body: &str,
         draft: bool,
     ) -> Result<PullRequest, GitHubError> {
-        const OPERATION: &str = "pulls/create";
+        const OPERATION: Operation = Operation::PullsCreate;
         if let Some(existing) = self.open_pull_for(repo, head).await? {
             return Ok(existing);
         }
@@ -84,7 +84,7 @@ impl GitHubApp {
             .client
             .call(
                 OPERATION,
-                As::Installation(repo.installation_id),
+                As::repo(repo),
                 Method::POST,
                 &path,
                 Some(&request),
@@ -97,12 +97,12 @@ impl GitHubApp {
         }
         if answer.status != StatusCode::CREATED {
             return Err(GitHubError::Status {
-                operation: OPERATION,
+                operation: OPERATION.id(),
                 status: answer.status.as_u16(),
                 message: answer.message(),
             });
         }
-        parse(OPERATION, &answer.json::<Value>(OPERATION)?)
+        parse(OPERATION.id(), &answer.json::<Value>(OPERATION.id())?)
     }
 
     /// Sets a pull request's title and body.
@@ -126,7 +126,13 @@ impl GitHubApp {
     ) -> Result<(), GitHubError> {
         let path = format!("/repos/{}/pulls/{number}", repo.full_name);
         let _: Value = self
-            .repo_json(repo, "pulls/update", Method::PATCH, &path, Some(&fields))
+            .repo_json(
+                repo,
+                Operation::PullsUpdate,
+                Method::PATCH,
+                &path,
+                Some(&fields),
+            )
             .await?;
         Ok(())
     }
@@ -149,7 +155,7 @@ impl GitHubApp {
         path: &str,
         reference: &str,
     ) -> Result<Option<String>, GitHubError> {
-        const OPERATION: &str = "repos/get-content";
+        const OPERATION: Operation = Operation::ReposGetContent;
         let uri = format!(
             "/repos/{}/contents/{path}?ref={}",
             repo.full_name,
@@ -157,25 +163,19 @@ impl GitHubApp {
         );
         let answer = self
             .client
-            .call(
-                OPERATION,
-                As::Installation(repo.installation_id),
-                Method::GET,
-                &uri,
-                None,
-            )
+            .call(OPERATION, As::repo(repo), Method::GET, &uri, None)
             .await?;
         if answer.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
         if !answer.status.is_success() {
             return Err(GitHubError::Status {
-                operation: OPERATION,
+                operation: OPERATION.id(),
                 status: answer.status.as_u16(),
                 message: answer.message(),
             });
         }
-        let value: Value = answer.json(OPERATION)?;
+        let value: Value = answer.json(OPERATION.id())?;
         let encoded: String = value
             .get("content")
             .and_then(Value::as_str)
@@ -186,13 +186,13 @@ impl GitHubApp {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(encoded)
             .map_err(|e| GitHubError::Decode {
-                operation: OPERATION,
+                operation: OPERATION.id(),
                 message: format!("{path}: {e}"),
             })?;
         String::from_utf8(bytes)
             .map(Some)
             .map_err(|_| GitHubError::Decode {
-                operation: OPERATION,
+                operation: OPERATION.id(),
                 message: format!("{path} is not text"),
             })
     }
@@ -211,7 +211,7 @@ impl GitHubApp {
         let _: Value = self
             .repo_json(
                 repo,
-                "issues/add-labels",
+                Operation::IssuesAddLabels,
                 Method::POST,
                 &path,
                 Some(&json!({"labels": labels})),
@@ -228,8 +228,8 @@ impl GitHubApp {
     ) -> Result<(), GitHubError> {
         self.client
             .graphql(
-                "graphql/convertPullRequestToDraft",
-                repo.installation_id,
+                Operation::GraphqlConvertPullRequestToDraft,
+                As::repo(repo),
                 "mutation($id: ID!) { convertPullRequestToDraft(input: {pullRequestId: $id}) \
                  { pullRequest { number isDraft } } }",
                 json!({"id": node_id}),
@@ -242,8 +242,8 @@ impl GitHubApp {
     pub async fn mark_ready(&self, repo: &RepoInfo, pull: &PullRequest) -> Result<(), GitHubError> {
         self.client
             .graphql(
-                "graphql/markPullRequestReadyForReview",
-                repo.installation_id,
+                Operation::GraphqlMarkPullRequestReadyForReview,
+                As::repo(repo),
                 "mutation($id: ID!) { markPullRequestReadyForReview(input: {pullRequestId: $id}) \
                  { pullRequest { number isDraft } } }",
                 json!({"id": pull.node_id}),

@@ -10,7 +10,10 @@ use serde_json::{Value, json};
 use super::auth;
 use super::http::{ApiError, Reply, Req, paginate};
 use super::render;
-use super::state::{Grant, Shared, timestamp};
+use super::state::{Access, Grant, Permissions, Shared, app_permissions, timestamp};
+
+const TOKEN_DOCS: &str =
+    "https://docs.github.com/rest/apps/apps#create-an-installation-access-token-for-an-app";
 
 pub(crate) fn get_app(shared: &Shared) -> Result<Reply, ApiError> {
     let state = shared.lock();
@@ -60,8 +63,11 @@ pub(crate) fn repo_installation(
 }
 
 /// `POST /app/installations/{id}/access_tokens` → **201**. The body may narrow the token to
-/// some repositories (`repositories` by name, `repository_ids`); naming one the installation
-/// cannot see is a 422 with GitHub's message.
+/// some repositories (`repositories` by name, `repository_ids`) and to some permissions
+/// (`permissions`, e.g. `{"contents": "read"}`); naming a repository the installation cannot
+/// see, or a permission above what the app was granted, is a 422 with GitHub's message (one
+/// bad entry refuses the whole token). A narrowed token also holds `metadata: read`, as on
+/// GitHub, and the answer's `permissions` are the token's own.
 pub(crate) fn create_token(
     shared: &Shared,
     id: u64,
@@ -85,7 +91,7 @@ pub(crate) fn create_token(
             StatusCode::UNPROCESSABLE_ENTITY,
             "There is at least one repository that does not exist or is not accessible to the parent installation.",
         )
-        .with_docs("https://docs.github.com/rest/apps/apps#create-an-installation-access-token-for-an-app")
+        .with_docs(TOKEN_DOCS)
     };
     let mut scope: Option<BTreeSet<String>> = None;
     if let Some(names) = body.get("repositories").filter(|v| !v.is_null()) {
@@ -121,6 +127,10 @@ pub(crate) fn create_token(
             set.insert(name.clone());
         }
     }
+    let permissions = match body.get("permissions").filter(|v| !v.is_null()) {
+        Some(requested) => Some(requested_permissions(requested)?),
+        None => None,
+    };
     let selection = match &state.installations[&id].selection {
         super::state::Selection::All if scope.is_none() => "all",
         _ => "selected",
@@ -133,17 +143,53 @@ pub(crate) fn create_token(
             .map(|r| render::repo(&shared.cfg, &state, r))
             .collect()
     });
-    let (token, expires_at) = auth::mint_token(&mut state, id, scope, now);
+    let shown = match &permissions {
+        Some(permissions) => render::permissions(permissions),
+        None => render::app_permissions(),
+    };
+    let (token, expires_at) = auth::mint_token(&mut state, id, scope, permissions, now);
     let mut answer = json!({
         "token": token,
         "expires_at": timestamp(expires_at),
-        "permissions": render::app_permissions(),
+        "permissions": shown,
         "repository_selection": selection,
     });
     if let Some(repositories) = repositories {
         answer["repositories"] = Value::Array(repositories);
     }
     Ok(Reply::created(answer))
+}
+
+/// The permissions a token request names, checked against the app's: each must be one the
+/// app has, at a level not above the app's. The token also gets `metadata: read`, which
+/// GitHub adds to every narrowed token.
+fn requested_permissions(requested: &Value) -> Result<Permissions, ApiError> {
+    let requested = requested
+        .as_object()
+        .ok_or_else(|| ApiError::invalid("For 'properties/permissions', it is not an object."))?;
+    let granted = app_permissions();
+    let mut permissions = Permissions::new();
+    for (name, level) in requested {
+        let access = level.as_str().and_then(Access::parse).ok_or_else(|| {
+            ApiError::invalid(&format!(
+                "For 'properties/{name}', {level} is not one of [\"read\", \"write\"]."
+            ))
+        })?;
+        if granted.get(name).is_none_or(|held| *held < access) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "The permissions requested are not granted to this installation.",
+            )
+            .with_docs(TOKEN_DOCS));
+        }
+        permissions.insert(name.clone(), access);
+    }
+    if let Some(metadata) = granted.get("metadata") {
+        permissions
+            .entry("metadata".to_string())
+            .or_insert(*metadata);
+    }
+    Ok(permissions)
 }
 
 /// `GET /installation/repositories`: what the token can see, wrapped GitHub's way

@@ -12,7 +12,7 @@ use rand::distr::Alphanumeric;
 use serde_json::Value;
 
 use super::http::{ApiError, DOCS_URL};
-use super::state::{Grant, Shared, State, Token, epoch};
+use super::state::{Grant, Permissions, Shared, State, Token, epoch};
 
 /// How far in the future GitHub tolerates `iat` (clock drift between app and GitHub).
 const IAT_SKEW: u64 = 60;
@@ -92,11 +92,14 @@ pub(crate) fn verify_jwt(
     Ok(())
 }
 
-/// A new installation token: `ghs_` and 36 alphanumerics, like GitHub's.
+/// A new installation token: `ghs_` and 36 alphanumerics, like GitHub's. `repositories` and
+/// `permissions` narrow it (`None`: every repository of the installation, every permission
+/// of the app).
 pub(crate) fn mint_token(
     state: &mut State,
     installation: u64,
     repositories: Option<BTreeSet<String>>,
+    permissions: Option<Permissions>,
     now: SystemTime,
 ) -> (String, SystemTime) {
     let suffix: String = rand::rng()
@@ -112,6 +115,7 @@ pub(crate) fn mint_token(
             installation,
             expires_at,
             repositories,
+            permissions,
         },
     );
     (token, expires_at)
@@ -127,6 +131,7 @@ pub(crate) fn grant_for(state: &State, token: &str, now: SystemTime) -> Option<G
     Some(Grant {
         installation: t.installation,
         repositories: t.repositories.clone(),
+        permissions: t.permissions.clone(),
     })
 }
 

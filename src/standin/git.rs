@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::process::Command;
 
 use super::auth;
-use super::http::{Req, plain};
+use super::http::{Need, Req, plain};
 use super::state::Shared;
 
 /// Variables that would point git somewhere else than the repository we name.
@@ -459,12 +459,17 @@ fn challenge() -> Response {
 }
 
 /// Serves one smart-HTTP request: checks the installation token (HTTP Basic, any user name,
-/// the token as password), then hands the request to `git http-backend`.
+/// the token as password), that it can see the repository (else GitHub's 404) and holds what
+/// the request needs (`contents: read` to fetch, `contents: write` to push; else GitHub's 403,
+/// which git shows as `remote: Permission to … denied to …`), then hands the request to
+/// `git http-backend`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve(
     shared: &Arc<Shared>,
     owner: &str,
     repo: &str,
     rest: &str,
+    need: Need,
     req: &Req,
     now: SystemTime,
     installation: &mut Option<u64>,
@@ -472,19 +477,31 @@ pub(crate) async fn serve(
     let Some(password) = auth::basic_password(&req.headers) else {
         return challenge();
     };
-    let (grant, sees) = {
+    let (grant, full_name) = {
         let state = shared.lock();
         match auth::grant_for(&state, &password, now) {
             Some(grant) => {
-                let sees = state.grant_sees(&grant, owner, repo);
-                (grant, sees)
+                let full_name = state
+                    .repo(owner, repo)
+                    .filter(|_| state.grant_sees(&grant, owner, repo))
+                    .map(|r| r.full_name());
+                (grant, full_name)
             }
             None => return challenge(),
         }
     };
     *installation = Some(grant.installation);
-    if !sees {
+    let Some(full_name) = full_name else {
         return plain(StatusCode::NOT_FOUND, "Repository not found.\n");
+    };
+    if let Need::Permission(permission, access) = need
+        && !grant.allows(permission, access)
+    {
+        let bot = shared.cfg.bot_login();
+        return plain(
+            StatusCode::FORBIDDEN,
+            &format!("Permission to {full_name}.git denied to {bot}.\n"),
+        );
     }
     let pushing = rest == "git-receive-pack"
         || req.query.get("service").map(String::as_str) == Some("git-receive-pack");

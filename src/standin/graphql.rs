@@ -1,19 +1,21 @@
 //! GitHub's GraphQL endpoint, for the only thing REST cannot do: turning a draft pull request
 //! into one ready for review (`markPullRequestReadyForReview`), and back
-//! (`convertPullRequestToDraft`).
+//! (`convertPullRequestToDraft`), for a token holding `pull_requests: write`.
 //!
 //! A small parser for the GraphQL subset clients send for these mutations: named or anonymous
 //! operations, variable definitions, aliases, arguments (inline literals, objects, lists or
 //! variables), nested selections and `__typename`. Answers follow GitHub's shapes: `{"data"}`
 //! on success; `{"errors"}` alone for documents that do not validate; `{"data": {field:
-//! null}, "errors": [{"type": "NOT_FOUND", …}]}` for an unknown node id — all with HTTP 200.
+//! null}, "errors": [{"type": "NOT_FOUND", …}]}` for an unknown node id, and the same with
+//! `"type": "FORBIDDEN"` and `Resource not accessible by integration` for a token without the
+//! permission — all with HTTP 200.
 
 use std::time::SystemTime;
 
 use serde_json::{Map, Value, json};
 
-use super::http::{ApiError, Reply, Req};
-use super::state::{Grant, Issue, Pull, Shared, State, node_id, timestamp};
+use super::http::{ApiError, NOT_ACCESSIBLE, Reply, Req, graphql_field_need};
+use super::state::{Access, Grant, Issue, Pull, Shared, State, node_id, timestamp};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
@@ -675,8 +677,9 @@ pub(crate) fn serve(
             data.insert(field.key().to_string(), Value::Null);
             continue;
         };
-        match set_draft(&mut state, grant, id, draft, now, &shared.cfg.api_url) {
-            Some(pull) => {
+        let need = graphql_field_need(&field.name);
+        match set_draft(&mut state, grant, need, id, draft, now, &shared.cfg.api_url) {
+            Ok(pull) => {
                 let payload = json!({
                     "__typename": payload_type,
                     "clientMutationId": input.get("clientMutationId").cloned().unwrap_or(Value::Null),
@@ -690,7 +693,16 @@ pub(crate) fn serve(
                 );
                 data.insert(field.key().to_string(), projected);
             }
-            None => {
+            Err(Refused::Forbidden) => {
+                errors.push(json!({
+                    "type": "FORBIDDEN",
+                    "path": [field.key()],
+                    "locations": field.location(),
+                    "message": NOT_ACCESSIBLE,
+                }));
+                data.insert(field.key().to_string(), Value::Null);
+            }
+            Err(Refused::NotFound) => {
                 errors.push(json!({
                     "type": "NOT_FOUND",
                     "path": [field.key()],
@@ -754,16 +766,27 @@ fn sample_payload(api_url: &str, mutation_name: &str) -> Value {
     })
 }
 
-/// Finds the pull request with node id `id` among the repositories the grant can see, sets
-/// its draft flag, and returns its GraphQL object.
+/// Why a mutation did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// No pull request with that id among the repositories the token can see.
+    NotFound,
+    /// The token sees it but lacks the permission the mutation needs.
+    Forbidden,
+}
+
+/// Finds the pull request with node id `id` among the repositories the grant can see and,
+/// when the grant holds what the mutation needs, sets its draft flag and returns its GraphQL
+/// object.
 fn set_draft(
     state: &mut State,
     grant: &Grant,
+    need: Option<(&'static str, Access)>,
     id: &str,
     draft: bool,
     now: SystemTime,
     api_url: &str,
-) -> Option<Value> {
+) -> Result<Value, Refused> {
     let visible: Vec<(String, String)> = state
         .repos
         .values()
@@ -781,16 +804,19 @@ fn set_draft(
             if node_id("PR", pull.id) != id {
                 continue;
             }
+            if need.is_some_and(|(permission, access)| !grant.allows(permission, access)) {
+                return Err(Refused::Forbidden);
+            }
             if pull.draft != draft {
                 pull.draft = draft;
                 issue.updated_at = now;
             }
             let issue = issue.clone();
-            let pull = issue.pull.clone()?;
-            return Some(pull_object(api_url, &owner, &name, &issue, &pull));
+            let pull = issue.pull.clone().ok_or(Refused::NotFound)?;
+            return Ok(pull_object(api_url, &owner, &name, &issue, &pull));
         }
     }
-    None
+    Err(Refused::NotFound)
 }
 
 #[cfg(test)]

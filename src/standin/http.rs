@@ -1,6 +1,7 @@
 //! The HTTP front door: one handler that parses GitHub's paths into [`Route`]s, applies
-//! injected faults, authenticates, dispatches, adds GitHub's response headers and records the
-//! exchange.
+//! injected faults, authenticates, checks the token holds the permission the route needs
+//! ([`Route::need`], the stand-in's one table of them), dispatches, adds GitHub's response
+//! headers and records the exchange.
 //!
 //! A hand-written router (rather than axum's) keeps three GitHub behaviours in one place: an
 //! unknown path or method is a JSON `404 Not Found` (GitHub never answers 405), every request
@@ -17,11 +18,15 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::state::{RecordedRequest, Shared, epoch};
+use super::state::{Access, Grant, RecordedRequest, Shared, State, epoch};
 use super::{apps, auth, contents, git, graphql, issues, pulls};
 
 /// GitHub's generic documentation link in error bodies.
 pub(crate) const DOCS_URL: &str = "https://docs.github.com/rest";
+
+/// GitHub's message (REST 403, GraphQL `FORBIDDEN`) for a token without the permission an
+/// operation needs.
+pub(crate) const NOT_ACCESSIBLE: &str = "Resource not accessible by integration";
 
 /// GitHub's answer (403, plain text) to an API request without a `User-Agent` header.
 const USER_AGENT_REFUSAL: &str = "Request forbidden by administrative rules. Please make sure your request has a User-Agent header (https://docs.github.com/en/rest/overview/resources-in-the-rest-api#user-agent-required). Check https://developer.github.com for other possible causes.\n";
@@ -36,6 +41,8 @@ pub(crate) struct ApiError {
     pub message: String,
     pub documentation_url: String,
     pub errors: Option<Value>,
+    /// `x-accepted-github-permissions` (`issues=write`): what the refused token lacked.
+    pub accepted_permissions: Option<String>,
 }
 
 impl ApiError {
@@ -45,6 +52,7 @@ impl ApiError {
             message: message.into(),
             documentation_url: DOCS_URL.to_string(),
             errors: None,
+            accepted_permissions: None,
         }
     }
 
@@ -59,6 +67,15 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "Not Found")
     }
 
+    /// `403 Resource not accessible by integration`: GitHub's answer to an installation token
+    /// that can see the repository but lacks the permission the route needs. GitHub names the
+    /// permission it wanted in `x-accepted-github-permissions`.
+    pub fn not_accessible(permission: &str, access: Access) -> ApiError {
+        let mut error = ApiError::new(StatusCode::FORBIDDEN, NOT_ACCESSIBLE);
+        error.accepted_permissions = Some(format!("{permission}={}", access.as_str()));
+        error
+    }
+
     /// `422 Validation Failed` with GitHub's `errors` array.
     pub fn validation(errors: Value, docs: &str) -> ApiError {
         ApiError {
@@ -66,6 +83,7 @@ impl ApiError {
             message: "Validation Failed".to_string(),
             documentation_url: docs.to_string(),
             errors: Some(errors),
+            accepted_permissions: None,
         }
     }
 
@@ -90,7 +108,16 @@ impl ApiError {
         if let Some(errors) = self.errors {
             body["errors"] = errors;
         }
-        json_response(self.status, &body)
+        let mut response = json_response(self.status, &body);
+        if let Some(accepted) = self
+            .accepted_permissions
+            .and_then(|a| HeaderValue::from_str(&a).ok())
+        {
+            response
+                .headers_mut()
+                .insert("x-accepted-github-permissions", accepted);
+        }
+        response
     }
 }
 
@@ -288,6 +315,17 @@ enum AuthKind {
     Installation,
     /// Git over HTTP: Basic auth, checked by the git module (its 401 differs).
     Git,
+}
+
+/// What a route asks of the installation token that calls it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Need {
+    /// No installation token: the route takes the app's JWT.
+    Nothing,
+    /// This permission (GitHub's name) at this level or above.
+    Permission(&'static str, Access),
+    /// Each field of the GraphQL document needs its own ([`graphql_field_need`]).
+    PerField,
 }
 
 /// The operations the stand-in serves.
@@ -558,6 +596,121 @@ impl Route {
         }
     }
 
+    /// What the calling token must hold, after GitHub's "Permissions required for GitHub
+    /// Apps" — the one place the stand-in keeps it (GraphQL mutations: [`graphql_field_need`],
+    /// beside it). GitHub's issue endpoints serve issues and pull requests alike but are
+    /// "restricted to issues" for a token with only `issues`, and to pull requests for one with
+    /// only `pull_requests`: on a pull request's thread they need `pull_requests`, on an
+    /// issue's `issues`.
+    pub fn need(&self, state: &State, req: &Req) -> Need {
+        use Access::{Read, Write};
+        let thread = |owner: &str, repo: &str, number: Option<u64>, access| {
+            let pull = state.repo(owner, repo).is_some_and(|r| {
+                number
+                    .and_then(|n| r.issues.get(&n))
+                    .is_some_and(|issue| issue.pull.is_some())
+            });
+            let permission = if pull { "pull_requests" } else { "issues" };
+            Need::Permission(permission, access)
+        };
+        let comment_thread = |owner: &str, repo: &str, id: u64| {
+            state
+                .repo(owner, repo)
+                .and_then(|r| r.comments.get(&id))
+                .map(|c| c.issue)
+        };
+        match self {
+            Route::GetApp
+            | Route::ListInstallations
+            | Route::GetInstallation(_)
+            | Route::CreateToken(_)
+            | Route::RepoInstallation { .. } => Need::Nothing,
+            Route::InstallationRepos
+            | Route::GetUser { .. }
+            | Route::GetRepo { .. }
+            | Route::Permission { .. } => Need::Permission("metadata", Read),
+            Route::GetIssue {
+                owner,
+                repo,
+                number,
+            }
+            | Route::ListComments {
+                owner,
+                repo,
+                number,
+            }
+            | Route::ListLabels {
+                owner,
+                repo,
+                number,
+            } => thread(owner, repo, Some(*number), Read),
+            Route::CreateComment {
+                owner,
+                repo,
+                number,
+            }
+            | Route::AddLabels {
+                owner,
+                repo,
+                number,
+            } => thread(owner, repo, Some(*number), Write),
+            Route::GetComment { owner, repo, id } | Route::ListReactions { owner, repo, id } => {
+                thread(owner, repo, comment_thread(owner, repo, *id), Read)
+            }
+            Route::UpdateComment { owner, repo, id }
+            | Route::CreateReaction { owner, repo, id } => {
+                thread(owner, repo, comment_thread(owner, repo, *id), Write)
+            }
+            Route::ListPulls { .. } | Route::GetPull { .. } => {
+                Need::Permission("pull_requests", Read)
+            }
+            Route::CreatePull { .. } | Route::UpdatePull { .. } => {
+                Need::Permission("pull_requests", Write)
+            }
+            Route::GetContent { .. } => Need::Permission("contents", Read),
+            Route::DeleteRef { .. } => Need::Permission("contents", Write),
+            Route::Graphql => Need::PerField,
+            Route::Git { rest, .. } => {
+                let service = req.query.get("service").map(String::as_str);
+                let pushing = rest == "git-receive-pack"
+                    || (rest == "info/refs" && service == Some("git-receive-pack"));
+                Need::Permission("contents", if pushing { Write } else { Read })
+            }
+        }
+    }
+
+    /// The repository a route is about, if it is about one.
+    fn repository(&self) -> Option<(&str, &str)> {
+        match self {
+            Route::RepoInstallation { owner, repo }
+            | Route::GetRepo { owner, repo }
+            | Route::GetIssue { owner, repo, .. }
+            | Route::ListComments { owner, repo, .. }
+            | Route::CreateComment { owner, repo, .. }
+            | Route::GetComment { owner, repo, .. }
+            | Route::UpdateComment { owner, repo, .. }
+            | Route::ListReactions { owner, repo, .. }
+            | Route::CreateReaction { owner, repo, .. }
+            | Route::ListLabels { owner, repo, .. }
+            | Route::AddLabels { owner, repo, .. }
+            | Route::Permission { owner, repo, .. }
+            | Route::CreatePull { owner, repo }
+            | Route::ListPulls { owner, repo }
+            | Route::GetPull { owner, repo, .. }
+            | Route::UpdatePull { owner, repo, .. }
+            | Route::GetContent { owner, repo, .. }
+            | Route::DeleteRef { owner, repo, .. }
+            | Route::Git { owner, repo, .. } => Some((owner, repo)),
+            Route::GetApp
+            | Route::ListInstallations
+            | Route::GetInstallation(_)
+            | Route::CreateToken(_)
+            | Route::InstallationRepos
+            | Route::GetUser { .. }
+            | Route::Graphql => None,
+        }
+    }
+
     fn auth(&self) -> AuthKind {
         match self {
             Route::GetApp
@@ -568,6 +721,32 @@ impl Route {
             Route::Git { .. } => AuthKind::Git,
             _ => AuthKind::Installation,
         }
+    }
+}
+
+/// What a GraphQL mutation needs of the calling token (the stand-in knows two, both about
+/// pull requests); `None` for a field the stand-in does not serve.
+pub(crate) fn graphql_field_need(field: &str) -> Option<(&'static str, Access)> {
+    match field {
+        "markPullRequestReadyForReview" | "convertPullRequestToDraft" => {
+            Some(("pull_requests", Access::Write))
+        }
+        _ => None,
+    }
+}
+
+/// Refuses a token without the permission the route needs. A repository the token cannot
+/// see is not refused here: the handler answers GitHub's 404, which reveals nothing.
+fn permit(state: &State, grant: &Grant, route: &Route, need: Need) -> Result<(), ApiError> {
+    let Need::Permission(permission, access) = need else {
+        return Ok(());
+    };
+    if grant.allows(permission, access) {
+        return Ok(());
+    }
+    match route.repository() {
+        Some((owner, repo)) if !state.grant_sees(grant, owner, repo) => Ok(()),
+        _ => Err(ApiError::not_accessible(permission, access)),
     }
 }
 
@@ -740,6 +919,7 @@ async fn serve(
     now: SystemTime,
     installation: &mut Option<u64>,
 ) -> Result<Response, ApiError> {
+    let need = route.need(&shared.lock(), req);
     let grant = match route.auth() {
         AuthKind::App => {
             auth::verify_jwt(shared, &req.headers, now)?;
@@ -748,6 +928,7 @@ async fn serve(
         AuthKind::Installation => {
             let grant = auth::installation_grant(shared, &req.headers, now)?;
             *installation = Some(grant.installation);
+            permit(&shared.lock(), &grant, &route, need)?;
             Some(grant)
         }
         AuthKind::Git => None,
@@ -762,7 +943,9 @@ async fn serve(
             apps::repo_installation(shared, &owner, &repo)
         }
         (Route::Git { owner, repo, rest }, _) => {
-            return Ok(git::serve(shared, &owner, &repo, &rest, req, now, installation).await);
+            return Ok(
+                git::serve(shared, &owner, &repo, &rest, need, req, now, installation).await,
+            );
         }
         (Route::Graphql, Some(grant)) => graphql::serve(shared, &grant, req, now),
         (Route::GetRepo { owner, repo }, Some(grant)) => {

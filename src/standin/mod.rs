@@ -423,13 +423,14 @@ impl StandIn {
     }
 
     /// Mints an installation token without going through HTTP (for tests that need one for
-    /// git or curl-style requests).
+    /// git or curl-style requests), for every repository of the installation with every
+    /// permission of the app.
     pub fn create_token(&self, installation: u64) -> anyhow::Result<String> {
         let mut state = self.shared.lock();
         if !state.installations.contains_key(&installation) {
             bail!("no installation {installation}");
         }
-        Ok(auth::mint_token(&mut state, installation, None, SystemTime::now()).0)
+        Ok(auth::mint_token(&mut state, installation, None, None, SystemTime::now()).0)
     }
 
     // ----- repositories and git -----------------------------------------------------------

@@ -9,20 +9,23 @@
 use serde_json::{Value, json};
 
 use super::state::{
-    Comment, Config, Installation, Issue, Label, Reaction, Repo, Selection, State, User, UserKind,
-    node_id, timestamp,
+    Comment, Config, Installation, Issue, Label, Permissions, Reaction, Repo, Selection, State,
+    User, UserKind, node_id, timestamp,
 };
 
-/// Permissions the app declares in `app-manifest.yml` (SPEC §6) and so every installation
-/// grants.
+/// Permissions the app declares (and every installation grants), as GitHub shows them.
 pub(crate) fn app_permissions() -> Value {
-    json!({
-        "checks": "write",
-        "contents": "write",
-        "issues": "write",
-        "metadata": "read",
-        "pull_requests": "write"
-    })
+    permissions(&super::state::app_permissions())
+}
+
+/// A permission map as GitHub shows it: `{"contents": "write", …}`.
+pub(crate) fn permissions(permissions: &Permissions) -> Value {
+    Value::Object(
+        permissions
+            .iter()
+            .map(|(name, access)| (name.clone(), Value::from(access.as_str())))
+            .collect(),
+    )
 }
 
 /// Events the app subscribes to. `installation` and `installation_repositories` are not

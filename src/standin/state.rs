@@ -192,12 +192,62 @@ impl Repo {
     }
 }
 
+/// How much of a permission a token holds, in GitHub's order: `read` < `write` < `admin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Access {
+    Read,
+    Write,
+    Admin,
+}
+
+impl Access {
+    pub fn parse(level: &str) -> Option<Access> {
+        match level {
+            "read" => Some(Access::Read),
+            "write" => Some(Access::Write),
+            "admin" => Some(Access::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+            Access::Admin => "admin",
+        }
+    }
+}
+
+/// Permissions by GitHub's names (`contents`, `pull_requests` …).
+pub(crate) type Permissions = BTreeMap<String, Access>;
+
+/// Permissions the app declares in `app-manifest.yml` (SPEC §6), and so every installation
+/// grants; a token can be narrowed below them, never widened.
+pub(crate) const APP_PERMISSIONS: [(&str, Access); 5] = [
+    ("checks", Access::Write),
+    ("contents", Access::Write),
+    ("issues", Access::Write),
+    ("metadata", Access::Read),
+    ("pull_requests", Access::Write),
+];
+
+/// [`APP_PERMISSIONS`] as a map.
+pub(crate) fn app_permissions() -> Permissions {
+    APP_PERMISSIONS
+        .iter()
+        .map(|(name, access)| (name.to_string(), *access))
+        .collect()
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Token {
     pub installation: u64,
     pub expires_at: SystemTime,
     /// `Some` when the token was scoped to some repositories (lower-case names).
     pub repositories: Option<BTreeSet<String>>,
+    /// `Some` when the token was narrowed to some permissions; `None` holds all of the app's.
+    pub permissions: Option<Permissions>,
 }
 
 /// What a valid installation token grants.
@@ -205,6 +255,22 @@ pub(crate) struct Token {
 pub(crate) struct Grant {
     pub installation: u64,
     pub repositories: Option<BTreeSet<String>>,
+    /// As [`Token::permissions`].
+    pub permissions: Option<Permissions>,
+}
+
+impl Grant {
+    /// Whether the token holds `permission` at `access` or above.
+    pub fn allows(&self, permission: &str, access: Access) -> bool {
+        let held = match &self.permissions {
+            Some(permissions) => permissions.get(permission).copied(),
+            None => APP_PERMISSIONS
+                .iter()
+                .find(|(name, _)| *name == permission)
+                .map(|(_, held)| *held),
+        };
+        held.is_some_and(|held| held >= access)
+    }
 }
 
 /// One request as the stand-in saw and answered it.

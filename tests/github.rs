@@ -170,7 +170,7 @@ async fn installation_tokens_are_reused_renewed_and_replaced_after_a_401() {
 
 /// Runs every GitHub call the app makes, on an issue's thread and a pull request's, as a
 /// runbook would.
-async fn every_call(app: &GitHubApp, github: &StandIn, repo: &RepoInfo, installation: u64) {
+async fn every_call(app: &GitHubApp, github: &StandIn, repo: &RepoInfo) {
     let issue = github
         .add_issue("acme-corp", "backend", "Upgrade React", "", "alice")
         .unwrap();
@@ -219,21 +219,17 @@ async fn every_call(app: &GitHubApp, github: &StandIn, repo: &RepoInfo, installa
     app.mark_ready(repo, &pr).await.unwrap();
     app.convert_to_draft(repo, &pr.node_id).await.unwrap();
     app.git_token(repo).await.unwrap();
-    app.bot(installation).await.unwrap();
+    app.bot(repo).await.unwrap();
 }
 
 #[tokio::test]
 async fn every_token_names_one_repository_and_only_what_its_operation_needs() {
-    let (github, installation) = github_with_repo().await;
+    let (github, _) = github_with_repo().await;
     let app = app(&github);
-    // Every token names a repository: the bot user is looked up with one for the repository
-    // being worked on, which must be known first.
-    let err = app.bot(installation).await.unwrap_err();
-    assert!(matches!(err, GitHubError::NotInstalled(_)), "{err}");
     let repo = app.installed_repo("acme-corp", "backend").await.unwrap();
     // Every call succeeds against a stand-in that refuses a token without the permission its
     // route needs: what the tokens hold is enough.
-    every_call(&app, &github, &repo, installation).await;
+    every_call(&app, &github, &repo).await;
     let pull = &github.pulls("acme-corp", "backend")[0];
     assert!(pull.draft && pull.labels == ["runbook"]);
     assert_eq!(

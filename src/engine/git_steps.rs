@@ -45,11 +45,7 @@ async fn try_execute(engine: &Engine, number: i64, step: &StepRecord) -> Result<
         .await
         .map_err(failed)?;
     let token = engine.github.git_token(&repo).await.map_err(failed)?;
-    let bot = engine
-        .github
-        .bot(repo.installation_id)
-        .await
-        .map_err(failed)?;
+    let bot = engine.github.bot(&repo).await.map_err(failed)?;
     let identity = Identity {
         name: bot.name,
         email: bot.email,

@@ -203,15 +203,10 @@ impl GitHubApp {
     /// `/app` endpoints only), asked once.
     ///
     /// `GET /users/{login}` is about no repository, but every token the app mints names one:
-    /// this one is for the repository of `installation` resolved last (the one being worked
-    /// on: callers resolve it first), with `metadata: read`. An installation none of whose
-    /// repositories is known is [`GitHubError::NotInstalled`].
-    pub async fn bot(&self, installation: u64) -> Result<BotUser, GitHubError> {
+    /// it is asked with a `metadata: read` token for the repository being worked on.
+    pub async fn bot(&self, repo: &RepoInfo) -> Result<BotUser, GitHubError> {
         self.bot
             .get_or_try_init(|| async {
-                let repo = self.last_resolved(installation).ok_or_else(|| {
-                    GitHubError::NotInstalled(format!("installation {installation}"))
-                })?;
                 let slug = self.identity().await?.slug;
                 let login = format!("{slug}[bot]");
                 // `[` and `]` are not allowed raw in a URI path.
@@ -220,7 +215,7 @@ impl GitHubApp {
                     .client
                     .json(
                         Operation::UsersGetByUsername,
-                        As::repo(&repo),
+                        As::repo(repo),
                         Method::GET,
                         &path,
                         None,
@@ -240,17 +235,6 @@ impl GitHubApp {
             })
             .await
             .cloned()
-    }
-
-    /// The repository of `installation` resolved most recently, if any is known.
-    fn last_resolved(&self, installation: u64) -> Option<RepoInfo> {
-        self.repos
-            .lock()
-            .expect("repo cache lock")
-            .values()
-            .filter(|(info, _)| info.installation_id == installation)
-            .max_by_key(|(_, at)| *at)
-            .map(|(info, _)| info.clone())
     }
 
     /// A token for fetching from and pushing to `repo` over git, good for that repository only

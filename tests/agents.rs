@@ -648,3 +648,45 @@ async fn a_jailed_step_sees_and_writes_only_its_working_tree() {
         .unwrap_err();
     assert!(err.to_string().contains("exited with status 4"), "{err}");
 }
+
+/// The jail's limits hold: a step cannot write a file larger than the file-size limit, nor
+/// take more memory than the memory limit; the step fails, and says how its command ended.
+#[tokio::test]
+async fn a_jailed_step_stays_within_its_limits() {
+    setup();
+    let mut jail = (*bwrap_jail()).clone();
+    jail.limits = runbooks::agent::jail::ResourceLimits {
+        processes: None,
+        file_size: Some(1 << 20),
+        memory: Some(64 << 20),
+    };
+    let agent = ScriptAgent::new(Limits {
+        jail: jail.into(),
+        ..limits()
+    });
+    let tree = tempfile::tempdir().unwrap();
+    let err = agent
+        .execute(
+            &task("1", "```sh\nhead -c 4194304 /dev/zero > big.bin\n```"),
+            tree.path(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("failed"), "{err}");
+    let written = std::fs::metadata(tree.path().join("big.bin"))
+        .unwrap()
+        .len();
+    assert!(written <= 1 << 20, "{written} bytes written");
+
+    let err = agent
+        .execute(
+            &task(
+                "2",
+                "```sh\nawk 'BEGIN { s = \"x\"; while (length(s) < 268435456) s = s s; print length(s) }'\n```",
+            ),
+            tree.path(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("allocate"), "{err}");
+}

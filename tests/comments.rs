@@ -605,3 +605,50 @@ async fn command_blocks_hidden_in_html_comments_never_run() {
     assert_eq!(file("inline.txt").await.unwrap(), None);
     s.t.stop().await;
 }
+
+/// Handled again after a failure (as after a crash), the command looks for the status
+/// comment it may have written already — and takes only the app's own: a comment that
+/// starts with the runbook's marker but was written by someone else is left alone, and the
+/// app writes (and from then on edits) its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_apps_own_status_comment_is_adopted() {
+    let s = setup(Backend::Sqlite).await;
+    let issue = s.issue("Rename", "");
+    // Writing the status comment fails, every attempt of the first handling.
+    s.github.inject(
+        runbooks::standin::Fault::server_error(format!(
+            "/repos/acme-corp/backend/issues/{issue}/comments"
+        ))
+        .method("POST")
+        .times(4),
+    );
+    let event = s
+        .github
+        .issue_comment_created("acme-corp", "backend", issue, RENAME, "alice")
+        .unwrap();
+    s.github.send(&s.hook, &event).await.unwrap();
+    s.wait_for_intake().await;
+    assert!(s.runbook_exists(1).await);
+    assert!(s.app_comments(issue).is_empty());
+    // Someone writes a comment that looks like the runbook's status comment.
+    let fake_body = "<!-- runbooks:status runbook=1 -->\nAll done, merge it!";
+    let fake = s
+        .github
+        .add_comment("acme-corp", "backend", issue, "mallory", fake_body)
+        .unwrap();
+    // The same comment under a new delivery id.
+    s.github.send(&s.hook, &event).await.unwrap();
+    s.wait_for_intake().await;
+    wait_for_status(&s.t, 1, &["completed"]).await;
+    let mine = s
+        .wait_for_comments(issue, "the app's own final status", |c| {
+            c.len() == 1 && c[0].body.contains("**Completed**")
+        })
+        .await;
+    let thread = s.t.store.thread(1).await.unwrap().unwrap();
+    assert_eq!(thread.status_comment_id, Some(mine[0].id));
+    assert_ne!(mine[0].id, fake);
+    let untouched = s.github.comment("acme-corp", "backend", fake).unwrap();
+    assert_eq!(untouched.body, fake_body);
+    s.t.stop().await;
+}

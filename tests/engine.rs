@@ -938,3 +938,60 @@ both_backends!(
     a_follow_up_appends_steps_on_the_same_branch,
     cancel_stops_the_running_step,
 );
+
+/// After a crash, a commit at the head of the branch naming the step stands for the step's
+/// own push — but only when the app made it: trailers are plain text that anyone who can
+/// push to the branch could write. A forged one (by mallory, naming runbook 1's step 1) is
+/// not taken for the step: the step runs, and its commit is the app's, on top.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_commit_naming_a_step_is_not_adopted() {
+    let github = github().await;
+    let t = server_for(&github, Backend::Sqlite, |_| {}).await;
+    let mut request = body(RENAME);
+    request["oneshot"] = json!(false);
+    json(t.create(request).await).await;
+    wait_for_status(&t, 1, &["not_started"]).await;
+    let forged = github
+        .push_commit(
+            "acme-corp",
+            "backend",
+            "runbooks/1",
+            &[("README.md", "# forged\n")],
+            "Rename the definition\n\nRunbook: 1\nRunbook-Step: 1.1",
+            "mallory",
+        )
+        .await
+        .unwrap();
+    let (status, _) = json(post(&t, 1, "execute", None).await).await;
+    assert_eq!(status, 202);
+    let doc = wait_for_status(&t, 1, &["completed", "failed"]).await;
+    assert_eq!(doc["status"], "completed", "{doc}");
+    let tree = steps(&t, 1).await;
+    let step = tree["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["number"] == "1.1")
+        .unwrap()
+        .clone();
+    let sha = step["commit_sha"].as_str().unwrap().to_string();
+    assert_ne!(sha, forged, "the forged commit was adopted: {tree}");
+    let server = git2::Repository::open_bare(github.repo_path("acme-corp", "backend")).unwrap();
+    let commit = server
+        .find_commit(git2::Oid::from_str(&sha).unwrap())
+        .unwrap();
+    assert_eq!(
+        commit.author().name().ok(),
+        Some(github.bot_login().as_str())
+    );
+    assert_eq!(commit.parent_id(0).unwrap().to_string(), forged);
+    assert!(
+        github
+            .file("acme-corp", "backend", &sha, "src/lib.rs")
+            .await
+            .unwrap()
+            .unwrap()
+            .contains("pub fn new_name")
+    );
+    t.stop().await;
+}

@@ -13,9 +13,10 @@
 //! and `RUNBOOKS_STEP_TITLE`. Exit status 0 is success, anything else fails the step with the
 //! output's tail; the step is stopped (its whole process group) at the step timeout.
 //!
-//! Credentials for the CLI's own model are not passed through: the sandbox never hands an
-//! agent the engine's environment. Give the command its key explicitly, e.g. from a file it
-//! reads (`aider --env-file /etc/runbooks/aider.env …`).
+//! Credentials for the CLI's own model are not passed through by default: the sandbox never
+//! hands an agent the engine's environment. The operator names the variables the CLI needs
+//! in `RUNBOOKS_AGENT_ENV` (e.g. `ANTHROPIC_API_KEY`), and its model API's host in
+//! `RUNBOOKS_AGENT_ALLOW_HOSTS` (the jail's network goes through the egress proxy).
 //!
 //! Planning: the command agent has no planner of its own; it uses the script agent's parser
 //! (a runbook in the template layout gives its steps, any other prompt is one step), and the

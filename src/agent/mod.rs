@@ -10,8 +10,11 @@
 //!   ([`tools`]) confined to the working tree.
 //!
 //! Every agent process runs through [`sandbox`]: a scrubbed environment (no tokens, keys or
-//! database URL), its own process group killed on timeout or cancellation, and bounded output.
-//! The engine owns git: agents change files, the engine commits them with the app's identity.
+//! database URL), its own process group killed on timeout or cancellation, resource limits
+//! and bounded output; and, in the server, inside the [`jail`] (bubblewrap: only the working
+//! tree, its own processes and network, [`egress`] as the only way out). The engine owns git:
+//! agents change files, the engine commits them with the app's identity, from a git
+//! directory the jail does not show.
 
 pub mod command;
 pub mod egress;

@@ -13,9 +13,8 @@
 //! - Every answer is bounded ([`RESULT_CAP`] and the per-tool limits below), so a huge file, a
 //!   chatty command or a search that matches everything cannot flood the model's context.
 //! - `run_command` runs `sh -c` through [`SandboxCommand`] in the working tree: a scrubbed
-//!   environment, its own process group, a deadline and an output cap. Like the `script`
-//!   agent's blocks, that is hygiene, not a jail: a command can still name files outside the
-//!   tree. The file tools are the confined way to change files.
+//!   environment, its own process group, a deadline and an output cap, in the server's jail
+//!   like the `script` agent's blocks (see [`super::jail`]: only the tree is there to write).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -340,13 +340,14 @@ impl Config {
             .collect();
         let allow_hosts = crate::agent::egress::parse_allow_hosts(&args.agent_allow_hosts)
             .map_err(|e| anyhow::anyhow!("RUNBOOKS_AGENT_ALLOW_HOSTS: {e}"))?;
-        let mut pass_env = Vec::new();
-        for name in args
+        let names: Vec<&str> = args
             .agent_env
             .iter()
             .map(|n| n.trim())
             .filter(|n| !n.is_empty())
-        {
+            .collect();
+        // Every name is checked before any value is read: a refused name is the message.
+        for name in &names {
             crate::agent::jail::check_pass_through(name)?;
             // The openai agent's own key is the server's secret when that agent is in use.
             if args.agent == AgentKind::Openai && name.eq_ignore_ascii_case("OPENAI_API_KEY") {
@@ -355,6 +356,9 @@ impl Config {
                      model's key stays with the server"
                 );
             }
+        }
+        let mut pass_env = Vec::new();
+        for name in names {
             let value = std::env::var_os(name).ok_or_else(|| {
                 anyhow::anyhow!("RUNBOOKS_AGENT_ENV names {name}, which is not set")
             })?;

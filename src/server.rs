@@ -144,8 +144,44 @@ fn jail_site(config: &Config, listening: SocketAddr) -> anyhow::Result<agent::Ja
     if let Some(crate::config::PrivateKeySource::File(key)) = &config.github.private_key {
         hidden.extend(std::path::absolute(key).ok());
     }
-    Ok(agent::JailSite {
-        hidden,
-        deny: vec![config.listen, listening],
-    })
+    let mut deny = vec![config.listen, listening];
+    deny.extend(database_addresses(&config.database_url));
+    Ok(agent::JailSite { hidden, deny })
+}
+
+/// Where a PostgreSQL database URL points, resolved now (a Unix socket has no address; the
+/// jail does not show it anyway): the egress proxy never connects there, even to an address
+/// an allowlist names.
+fn database_addresses(url: &str) -> Vec<SocketAddr> {
+    use std::net::ToSocketAddrs as _;
+    use std::str::FromStr as _;
+    if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+        return Vec::new();
+    }
+    let Ok(options) = sqlx::postgres::PgConnectOptions::from_str(url) else {
+        return Vec::new();
+    };
+    let host = options.get_host();
+    if host.starts_with('/') {
+        return Vec::new();
+    }
+    (host, options.get_port())
+        .to_socket_addrs()
+        .map(Iterator::collect)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::database_addresses;
+
+    #[test]
+    fn the_database_is_denied_to_agents_by_its_address() {
+        let addresses = database_addresses("postgres://runbooks:pw@127.0.0.1:6543/runbooks");
+        assert_eq!(addresses, ["127.0.0.1:6543".parse().unwrap()]);
+        let default_port = database_addresses("postgresql://db@127.0.0.1/runbooks");
+        assert_eq!(default_port, ["127.0.0.1:5432".parse().unwrap()]);
+        assert!(database_addresses("sqlite://runbooks.db").is_empty());
+        assert!(database_addresses("postgres:///runbooks?host=/run/postgresql").is_empty());
+    }
 }

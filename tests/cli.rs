@@ -171,6 +171,26 @@ fn bad_settings_are_refused_with_a_clear_message() {
             ("RUNBOOKS_DATABASE_URL", "mysql://localhost/db"),
             "sqlite:// or postgres://",
         ),
+        // The server's and GitHub's own secrets are never passed to agent commands.
+        (
+            (
+                "RUNBOOKS_AGENT_ENV",
+                "HOME_ASSISTANT_URL,GITHUB_PRIVATE_KEY",
+            ),
+            "RUNBOOKS_AGENT_ENV names GITHUB_PRIVATE_KEY",
+        ),
+        (
+            ("RUNBOOKS_AGENT_ENV", "RUNBOOKS_DATABASE_URL"),
+            "RUNBOOKS_AGENT_ENV names RUNBOOKS_DATABASE_URL",
+        ),
+        (("RUNBOOKS_AGENT_ENV", "NOT_SET_ANYWHERE_X"), "is not set"),
+        (("RUNBOOKS_AGENT_NETWORK", "everywhere"), "agent-network"),
+        (
+            ("RUNBOOKS_AGENT_ALLOW_HOSTS", "exa mple.com/x"),
+            "RUNBOOKS_AGENT_ALLOW_HOSTS",
+        ),
+        (("RUNBOOKS_AGENT_MAX_MEMORY", "lots"), "not a size"),
+        (("RUNBOOKS_AGENT_READ_PATHS", "relative/dir"), "absolute"),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_runbooks"))
             .arg("serve")

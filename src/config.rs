@@ -288,9 +288,11 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// The network policy in effect.
+    /// The network policy in effect: the one set, else `allowlist` when hosts are listed,
+    /// else the agent's default.
     pub fn network(&self) -> NetworkKind {
         self.network.unwrap_or(match self.kind {
+            _ if !self.allow_hosts.is_empty() => NetworkKind::Allowlist,
             AgentKind::Script => NetworkKind::None,
             AgentKind::Openai | AgentKind::Command => NetworkKind::Allowlist,
         })
@@ -340,6 +342,21 @@ impl Config {
             .collect();
         let allow_hosts = crate::agent::egress::parse_allow_hosts(&args.agent_allow_hosts)
             .map_err(|e| anyhow::anyhow!("RUNBOOKS_AGENT_ALLOW_HOSTS: {e}"))?;
+        if let Some(network @ (NetworkKind::None | NetworkKind::Open)) = args.agent_network
+            && !allow_hosts.is_empty()
+        {
+            // A list that would silently do nothing is a mistake worth reporting.
+            let network = if network == NetworkKind::None {
+                "none"
+            } else {
+                "open"
+            };
+            anyhow::bail!(
+                "RUNBOOKS_AGENT_ALLOW_HOSTS is set, but RUNBOOKS_AGENT_NETWORK={network} does \
+                 not use it: set RUNBOOKS_AGENT_NETWORK=allowlist or leave \
+                 RUNBOOKS_AGENT_ALLOW_HOSTS empty"
+            );
+        }
         let names: Vec<&str> = args
             .agent_env
             .iter()

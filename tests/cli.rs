@@ -204,6 +204,22 @@ fn bad_settings_are_refused_with_a_clear_message() {
         let message = stderr(&output);
         assert!(message.contains(expected), "{env:?}: {message}");
     }
+    // Hosts listed for a network policy that does not use them: a mistake, said so.
+    let output = Command::new(env!("CARGO_BIN_EXE_runbooks"))
+        .arg("serve")
+        .env("RUNBOOKS_LISTEN", "127.0.0.1:0")
+        .env("RUNBOOKS_DATABASE_URL", &db)
+        .env("RUNBOOKS_AGENT_NETWORK", "open")
+        .env("RUNBOOKS_AGENT_ALLOW_HOSTS", "pypi.org")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains("RUNBOOKS_AGENT_NETWORK=open does not use it"),
+        "{message}"
+    );
 }
 
 /// The README's first command: the offline demonstration runs a runbook to its commits.

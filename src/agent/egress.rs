@@ -93,27 +93,6 @@ impl NetworkPolicy {
         !matches!(self, NetworkPolicy::None)
     }
 
-    /// The policy from the two settings: `network` is `none`, `allowlist` or `open`
-    /// (case-insensitive); `allow_hosts` is a list for [`parse_allow_hosts`] and must be empty
-    /// unless `network` is `allowlist` (a list that would silently do nothing is a mistake
-    /// worth reporting).
-    pub fn from_settings(network: &str, allow_hosts: &str) -> Result<Self, String> {
-        let hosts = parse_allow_hosts(allow_hosts)?;
-        let network = network.trim().to_ascii_lowercase();
-        match network.as_str() {
-            "allowlist" => Ok(NetworkPolicy::Allowlist(hosts)),
-            "none" | "open" if !hosts.is_empty() => Err(format!(
-                "{ALLOW_HOSTS_SETTING} is set, but RUNBOOKS_AGENT_NETWORK={network} does not use \
-                 it: set RUNBOOKS_AGENT_NETWORK=allowlist or leave {ALLOW_HOSTS_SETTING} empty"
-            )),
-            "none" => Ok(NetworkPolicy::None),
-            "open" => Ok(NetworkPolicy::Open),
-            other => Err(format!(
-                "RUNBOOKS_AGENT_NETWORK must be none, allowlist or open, not `{other}`"
-            )),
-        }
-    }
-
     /// The allowlist rule that lets `host:port` through, if any (always none for `none` and
     /// `open`: `open` lets hosts through without a rule). `host` may be a name or an IP
     /// literal, with or without brackets.
@@ -1034,27 +1013,7 @@ mod tests {
     }
 
     #[test]
-    fn policies_from_settings() {
-        assert_eq!(
-            NetworkPolicy::from_settings("none", "").unwrap(),
-            NetworkPolicy::None
-        );
-        assert_eq!(
-            NetworkPolicy::from_settings(" Open ", "").unwrap(),
-            NetworkPolicy::Open
-        );
-        assert_eq!(
-            NetworkPolicy::from_settings("allowlist", "pypi.org").unwrap(),
-            NetworkPolicy::Allowlist(vec![rule("pypi.org")])
-        );
-        assert_eq!(
-            NetworkPolicy::from_settings("allowlist", "").unwrap(),
-            NetworkPolicy::Allowlist(vec![])
-        );
-        let err = NetworkPolicy::from_settings("open", "pypi.org").unwrap_err();
-        assert!(err.contains("RUNBOOKS_AGENT_NETWORK=allowlist"), "{err}");
-        let err = NetworkPolicy::from_settings("some", "").unwrap_err();
-        assert!(err.contains("none, allowlist or open"), "{err}");
+    fn which_policies_use_the_proxy() {
         assert!(!NetworkPolicy::None.needs_proxy());
         assert!(NetworkPolicy::Open.needs_proxy());
         assert!(NetworkPolicy::Allowlist(vec![]).needs_proxy());

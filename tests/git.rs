@@ -1011,3 +1011,56 @@ async fn a_redirecting_remote_gets_no_credentials() {
     })
     .await
 }
+
+/// Files git reads from the tree itself (`.gitignore`, `.gitattributes`, `.gitmodules`) are
+/// a step's to write too. As FIFOs (a read that never ends) they are removed before git looks;
+/// as links (to `/dev/zero`, or a device of the server's machine) the commit is refused with
+/// a reason instead of following them; preparing the tree again deletes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn special_files_where_git_reads_its_rules_do_not_hang_the_engine() {
+    bounded(async {
+        let fx = Fixture::new(&[("a.txt", "a\n"), ("sub/b.txt", "b\n")]).await;
+        let wt = fx.worktree(42, "runbooks/42", "main").await;
+        let made = std::process::Command::new("mkfifo")
+            .arg(wt.path().join(".gitignore"))
+            .arg(wt.path().join("sub/.gitignore"))
+            .arg(wt.path().join("sub/.gitmodules"))
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+        std::os::unix::fs::symlink("/dev/zero", wt.path().join("sub/.GitAttributes"))
+            .expect("link");
+        write(wt.path(), "c.txt", "c\n");
+        let err = wt
+            .commit_all("C", &bot())
+            .await
+            .expect_err("a linked rule file is refused");
+        assert!(matches!(err, GitError::UnsafeTree { .. }), "{err:?}");
+        assert!(err.to_string().contains("sub/.GitAttributes"), "{err}");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+
+        std::fs::remove_file(wt.path().join("sub/.GitAttributes")).expect("rm");
+        let sha = wt
+            .commit_all("C", &bot())
+            .await
+            .expect("commit")
+            .expect("a change");
+        wt.push(&fx.remote()).await.expect("push");
+        assert_eq!(fx.remote_file(&sha, "c.txt").await.as_deref(), Some("c\n"));
+        assert_eq!(fx.remote_file(&sha, ".gitignore").await, None);
+        assert!(!wt.path().join("sub/.gitignore").exists());
+
+        // Left by a step that failed: preparing the tree again does not follow or wait.
+        std::os::unix::fs::symlink("/dev/zero", wt.path().join(".gitattributes")).expect("link");
+        let made = std::process::Command::new("mkfifo")
+            .arg(wt.path().join(".gitignore"))
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+        let again = fx.worktree(42, "runbooks/42", "main").await;
+        assert!(std::fs::symlink_metadata(again.path().join(".gitattributes")).is_err());
+        assert!(std::fs::symlink_metadata(again.path().join(".gitignore")).is_err());
+        assert_eq!(again.head().await.expect("head"), sha);
+    })
+    .await
+}

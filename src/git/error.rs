@@ -38,6 +38,10 @@ pub enum GitError {
         operation: &'static str,
     },
 
+    /// A step left something in the tree the engine will not let git read.
+    #[error("the working tree cannot be committed: `{}` {reason}", path.display())]
+    UnsafeTree { path: PathBuf, reason: &'static str },
+
     /// Neither the work branch nor its base exists on the remote.
     #[error(
         "branch `{branch}` does not exist in {repo}: it may have been deleted or renamed on \

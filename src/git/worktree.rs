@@ -16,6 +16,14 @@
 //!
 //! Symbolic links in the tree are committed as links (their target text), and every check
 //! and deletion uses `lstat`: the engine never follows a link out of the tree.
+//!
+//! libgit2 itself opens some files of the tree while it stages or checks out: the rules in
+//! `.gitignore`, `.gitattributes` and `.gitmodules`, following links and waiting on FIFOs.
+//! A step could make one of them a FIFO (the engine would wait forever) or a link to a
+//! device of the server's machine. So before libgit2 looks at a tree ([`sanitize`]), special
+//! files (FIFOs, sockets, devices: never committable) are deleted, and such a rule file that
+//! is a link is refused at commit ([`GitError::UnsafeTree`]) and deleted when the tree is
+//! reset anyway.
 
 use std::path::{Path, PathBuf};
 
@@ -83,6 +91,7 @@ pub(crate) fn prepare(
     let recycled = !slot.exists() && take_from_pool(pool, slot)?;
     let repo = open_or_create(slot, &expected)?;
     remove_agent_git(&tree_dir(slot))?;
+    sanitize(&tree_dir(slot), Links::Delete)?;
     let commit = repo
         .find_commit(target)
         .local(|| format!("reading commit {target} for {full_name}"))?;
@@ -180,7 +189,10 @@ pub(crate) fn release(mirror_path: &Path, slot: &Path, pool: &Path) -> Result<()
         .ok()
         .map(|mirror| alternates_line(&mirror));
     let kept = expected.is_some_and(|expected| {
-        if !is_ours(slot, &expected) || remove_agent_git(&tree_dir(slot)).is_err() {
+        if !is_ours(slot, &expected)
+            || remove_agent_git(&tree_dir(slot)).is_err()
+            || sanitize(&tree_dir(slot), Links::Delete).is_err()
+        {
             return false;
         }
         let Ok(repo) = open_slot(slot) else {
@@ -304,6 +316,7 @@ pub(crate) fn commit_all(
     let parent = head
         .peel_to_commit()
         .local(|| format!("reading {refname} in {}", path.display()))?;
+    sanitize(path, Links::Refuse)?;
     let mut index = repo.index().local(|| "reading the index".to_string())?;
     stage_all(&repo, &mut index, path)?;
     // The tree is written before the index: writing the tree fills the index's tree cache,
@@ -413,4 +426,66 @@ fn is_git_path(path: &Path) -> bool {
             .to_str()
             .is_some_and(|c| c.eq_ignore_ascii_case(".git"))
     })
+}
+
+/// Files libgit2 opens from the tree while it stages or checks out (following links, and
+/// waiting on a FIFO until someone writes to it).
+const RULE_FILES: [&str; 3] = [".gitignore", ".gitattributes", ".gitmodules"];
+
+/// What [`sanitize`] does with a rule file that is a symbolic link.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Links {
+    /// Fail: the step's commit would carry it, and every later operation would follow it.
+    Refuse,
+    /// Delete it: the tree is being reset to a commit anyway.
+    Delete,
+}
+
+/// Makes the tree safe for libgit2 to read (see the module header): deletes special files
+/// (FIFOs, sockets, devices) anywhere in it, and refuses or deletes `.gitignore`,
+/// `.gitattributes` and `.gitmodules` that are symbolic links. Walks with `lstat` only.
+fn sanitize(tree: &Path, links: Links) -> Result<(), GitError> {
+    let mut stack = vec![tree.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).io("reading the working tree", &dir),
+        };
+        for entry in entries {
+            let entry = entry.io("reading the working tree", &dir)?;
+            let path = entry.path();
+            let kind = entry.file_type().io("reading the working tree", &path)?;
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_symlink() {
+                let name = entry.file_name();
+                let is_rules = name
+                    .to_str()
+                    .is_some_and(|n| RULE_FILES.iter().any(|r| r.eq_ignore_ascii_case(n)));
+                if !is_rules {
+                    continue;
+                }
+                match links {
+                    Links::Refuse => {
+                        return Err(GitError::UnsafeTree {
+                            path: path.strip_prefix(tree).unwrap_or(&path).to_path_buf(),
+                            reason: "is a symbolic link: git reads its rules from the working \
+                                     tree, and the engine does not follow links out of it; \
+                                     make it a regular file",
+                        });
+                    }
+                    Links::Delete => {
+                        std::fs::remove_file(&path).io("removing a linked rule file", &path)?
+                    }
+                }
+            } else if !kind.is_file() {
+                // A FIFO, a socket or a device: git never commits one, and opening one could
+                // block the engine or act on the machine.
+                tracing::debug!(path = %path.display(), "removing a special file from the tree");
+                std::fs::remove_file(&path).io("removing a special file", &path)?;
+            }
+        }
+    }
+    Ok(())
 }

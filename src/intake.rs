@@ -101,7 +101,11 @@ async fn handle(
             );
         }
         event @ Event::PullRequest { .. } => {
-            crate::engine::pulls::track_pull_request(store, github, &event).await?;
+            if crate::engine::pulls::track_pull_request(store, &event).await?
+                && let Some(engine) = engine
+            {
+                engine.wake();
+            }
         }
         Event::IssueComment(comment) => {
             if let Some(engine) = engine {

@@ -34,6 +34,15 @@ pub enum OpError {
     GitHub(#[from] GitHubError),
 }
 
+impl From<crate::engine::pulls::EffectError> for OpError {
+    fn from(error: crate::engine::pulls::EffectError) -> Self {
+        match error {
+            crate::engine::pulls::EffectError::GitHub(e) => OpError::GitHub(e),
+            crate::engine::pulls::EffectError::Store(e) => OpError::Store(e),
+        }
+    }
+}
+
 fn leaves(steps: &[StepRecord]) -> Vec<Leaf> {
     steps
         .iter()

@@ -2,7 +2,7 @@
 //! commit what changed and push it.
 
 use crate::agent::StepTask;
-use crate::domain::{PrMode, StepState};
+use crate::domain::PrMode;
 use crate::git::{Identity, Remote};
 use crate::store::{StepEnd, StepRecord};
 
@@ -125,42 +125,9 @@ async fn try_execute(engine: &Engine, number: i64, step: &StepRecord) -> Result<
     if commit.is_some() {
         worktree.push(&remote).await.map_err(failed)?;
     }
-    // The commit is pushed: the step is done whatever happens to the PR now (a PR that could
-    // not be opened is logged; the work is on the branch).
-    let opened = match mode {
-        PrMode::SinglePr | PrMode::Manual if commit.is_some() => {
-            engine
-                .pull_after_push(&runbook, &repo, &branch, &base, &step.number)
-                .await
-        }
-        PrMode::StackedPr => {
-            // A top-level step's PR is opened when its last leaf is done, if it made commits.
-            let top = step.number.top_level();
-            let in_top = |s: &&StepRecord| s.is_leaf && s.number.top_level() == top;
-            let last = steps
-                .iter()
-                .filter(in_top)
-                .all(|s| s.number == step.number || s.state == StepState::Completed);
-            let committed =
-                commit.is_some() || steps.iter().filter(in_top).any(|s| s.commit_sha.is_some());
-            if last && committed {
-                let leaves: Vec<_> = steps
-                    .iter()
-                    .filter(in_top)
-                    .map(|s| s.number.clone())
-                    .collect();
-                engine
-                    .pull_for_top_level(&runbook, &repo, &branch, &base, top, &leaves)
-                    .await
-            } else {
-                Ok(())
-            }
-        }
-        _ => Ok(()),
-    };
-    if let Err(e) = opened {
-        tracing::warn!(runbook = number, error = %e, "pull request not opened");
-    }
+    // The commit is pushed: the step is done. Its pull request is the engine's business
+    // once the step is recorded (`Engine::reconcile`), the same for a step that just ran and
+    // one found already pushed after a crash.
     Ok(StepEnd::Completed {
         commit_sha: commit,
         log: outcome.log,

@@ -8,6 +8,16 @@
 //! `in_progress` by a new lease holder was interrupted; it runs again, unless the branch
 //! already ends with its commit (the crash came after the push), so no step's commit
 //! appears twice.
+//!
+//! **What GitHub must show is a debt, paid durably.** A worker records the runbook's debt to
+//! GitHub (`Store::owe`) when it takes the runbook, before it changes anything. After each
+//! step it reconciles the pull requests with the steps ([`pulls::wanted`]); when the runbook
+//! has nothing left to do it reconciles them once more in full (final titles, bodies, ready
+//! for review, the stack list), brings the status comment up to date, and only then pays
+//! the debt (`Store::settle_owed`). A failure keeps the debt, with a backoff; a crash keeps
+//! it too; and a runbook that owes is work (`Store::runbooks_with_work`), so whoever holds
+//! it next finishes the job. A step recovered after a crash takes the same path as one that
+//! just ran: the PR bookkeeping is computed from the steps, never carried by the step.
 
 mod git_steps;
 pub mod project;
@@ -27,6 +37,21 @@ use crate::domain::{PrMode, StepNumber, StepState};
 use crate::git::RepoCache;
 use crate::github::GitHubApp;
 use crate::store::{StepEnd, StepRecord, Store, StoreError, now_ms};
+
+/// The first wait before a failed attempt to bring GitHub up to date is retried; it doubles
+/// with every failure up to [`RETRY_MAX`].
+const RETRY_BASE: Duration = Duration::from_secs(1);
+/// The longest wait between two attempts: GitHub down for a day is retried every 5 minutes.
+const RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// When the attempt after `attempts` failed ones may run.
+fn retry_at(now: i64, attempts: i64) -> i64 {
+    let exp = u32::try_from(attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
+    let wait = RETRY_BASE
+        .saturating_mul(2u32.saturating_pow(exp))
+        .min(RETRY_MAX);
+    now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2)
+}
 
 /// How long a lease lasts without renewal (SPEC §8: work is picked up within one lease).
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -137,10 +162,7 @@ impl Engine {
     /// Does the next thing the runbook needs; `false` when there is nothing to do.
     async fn step_once(&self, number: i64, lost: &AtomicBool) -> Result<bool, StoreError> {
         match self.next(number).await? {
-            Next::Idle => {
-                self.settle(number).await;
-                Ok(false)
-            }
+            Next::Idle => Ok(false),
             Next::Cancel => {
                 let steps = self.store.steps(number).await?;
                 for step in steps.iter().filter(|s| s.state == StepState::InProgress) {
@@ -249,6 +271,15 @@ impl Engine {
                         tracing::warn!(runbook = number, step = %step.number, %error, "step failed")
                     }
                 }
+                if let StepEnd::Completed { commit_sha, .. } = &end {
+                    // PRs opened as work lands, before the step is recorded completed: a
+                    // reader never sees it done without its PR. (A failure here is covered
+                    // by the runbook's debt; a crash, by the step running again.)
+                    let ending = (&step.number, commit_sha.as_deref());
+                    if let Err(error) = self.reconcile(number, false, Some(ending)).await {
+                        tracing::warn!(runbook = number, %error, "pull requests not brought up to date");
+                    }
+                }
                 self.store.finish_step(number, &step.number, &end).await?;
                 Ok(true)
             }
@@ -290,29 +321,44 @@ impl Engine {
             .map_err(|e| e.to_string())
     }
 
-    /// When a runbook has nothing left to do: its pull requests are settled, and its working
-    /// tree is offered to later runbooks of the repository (it is set up again, from its
-    /// branch, if this runbook gets more work).
-    async fn settle(&self, number: i64) {
-        let Ok(Some(runbook)) = self.store.runbook(number).await else {
-            return;
+    /// The runbook's pull requests reconciled with its steps (see [`pulls::wanted`]).
+    async fn reconcile(
+        &self,
+        number: i64,
+        idle: bool,
+        ending: Option<(&StepNumber, Option<&str>)>,
+    ) -> Result<(), pulls::EffectError> {
+        let Some(runbook) = self.store.runbook(number).await? else {
+            return Ok(());
         };
-        let Ok(repo) = self
+        let repo = self
             .github
             .installed_repo(&runbook.org, &runbook.repo)
+            .await?;
+        self.reconcile_pulls(&runbook, &repo, idle, ending).await
+    }
+
+    /// When a runbook has nothing left to do: its working tree is offered to later runbooks
+    /// of the repository (it is set up again, from its branch, if this runbook gets more
+    /// work), its pull requests are reconciled in full and its status comment brought up to
+    /// date. An error means GitHub does not show everything yet.
+    async fn finish(&self, number: i64) -> Result<(), String> {
+        let Some(runbook) = self
+            .store
+            .runbook(number)
             .await
+            .map_err(|e| e.to_string())?
         else {
-            return;
+            return Ok(());
         };
-        if let Err(e) = self.open_missing_pulls(&runbook, &repo).await {
-            tracing::warn!(runbook = number, error = %e, "pull request not opened");
-        }
-        if let Err(e) = self.settle_pulls(&runbook, &repo).await {
-            tracing::warn!(runbook = number, error = %e, "pull requests not brought up to date");
-        }
-        if let Err(e) = self.repos.release(&repo.full_name, number).await {
+        let full_name = format!("{}/{}", runbook.org, runbook.repo);
+        if let Err(e) = self.repos.release(&full_name, number).await {
             tracing::warn!(runbook = number, error = %e, "working tree not released");
         }
+        self.reconcile(number, true, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.try_report(number).await.map(|_| ())
     }
 
     async fn next(&self, number: i64) -> Result<Next, StoreError> {
@@ -446,8 +492,21 @@ impl Worker {
         Ok(None)
     }
 
-    /// Works on a claimed runbook until it has nothing left to do, keeping the lease alive.
+    /// Works on a claimed runbook until it has nothing left to do, keeping the lease alive,
+    /// then pays what the runbook owes GitHub.
     async fn run_claimed(&self, number: i64) {
+        // Owed before anything changes: whatever happens from here, GitHub is brought up to
+        // date by this worker or, after a crash, by the next one.
+        let version = match self.engine.store.owe(number).await {
+            Ok(version) => version,
+            Err(e) => {
+                tracing::warn!(runbook = number, error = %e, "could not record the runbook's debt to GitHub; leaving it");
+                if let Err(e) = self.engine.store.release_lease(number, &self.owner).await {
+                    tracing::warn!(runbook = number, error = %e, "lease not released");
+                }
+                return;
+            }
+        };
         let lost = Arc::new(AtomicBool::new(false));
         // Aborted when dropped: a worker stopped in the middle (shutdown) must not leave the
         // lease renewed forever.
@@ -475,10 +534,14 @@ impl Worker {
             })
         });
         let reporter = report::Reporter::start(&self.engine, number).await;
+        let mut idle = false;
         while !lost.load(Ordering::SeqCst) {
             match self.engine.step_once(number, &lost).await {
                 Ok(true) => reporter.changed(),
-                Ok(false) => break,
+                Ok(false) => {
+                    idle = true;
+                    break;
+                }
                 Err(e) => {
                     tracing::error!(runbook = number, error = %e, "engine error; will retry");
                     break;
@@ -488,9 +551,35 @@ impl Worker {
         if !lost.load(Ordering::SeqCst) {
             reporter.finish().await;
         }
+        if idle && !lost.load(Ordering::SeqCst) {
+            self.pay(number, version).await;
+        }
         drop(keeper);
         if let Err(e) = self.engine.store.release_lease(number, &self.owner).await {
             tracing::warn!(runbook = number, error = %e, "lease not released");
+        }
+    }
+}
+
+impl Worker {
+    /// Brings GitHub up to date with a runbook that has nothing left to do, and pays its
+    /// debt; on failure the debt stays, to be tried again after a backoff.
+    async fn pay(&self, number: i64, version: i64) {
+        let store = &self.engine.store;
+        let outcome = match self.engine.finish(number).await {
+            Ok(()) => store.settle_owed(number, version).await.map(|_| ()),
+            Err(error) => {
+                let attempts = store
+                    .owed_failed(number, &error, &|attempts| retry_at(now_ms(), attempts))
+                    .await;
+                if let Ok(attempts) = attempts {
+                    tracing::warn!(runbook = number, attempts, %error, "GitHub not brought up to date; will retry");
+                }
+                attempts.map(|_| ())
+            }
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(runbook = number, error = %e, "the runbook's debt to GitHub not recorded");
         }
     }
 }

@@ -1,16 +1,26 @@
-//! Pull requests. `single_pr`: opened (as a `[WIP] ` draft) once the branch has its first
-//! commit, made final — title without the prefix, ready for review unless the runbook asked
-//! for drafts — when every step is completed. `stacked_pr`: one PR per top-level step with
-//! commits, opened when that step completes, on the branch of the nearest earlier one; every
-//! body lists the whole stack between HTML comment markers, rewritten once all numbers exist.
-//! Bodies are rewritten once, when the runbook settles, to stay far inside GitHub's limits on
-//! content-creating requests.
+//! Pull requests, reconciled: what a runbook's PRs should be is a function of its steps
+//! ([`wanted`]), and [`Engine::reconcile_pulls`] makes GitHub match it — opening what is
+//! missing, recording which steps each carries, retargeting, and making PRs final. It is
+//! idempotent, so it can be run again after any crash or failure (the runbook's debt to
+//! GitHub, `Store::owe`, says it must be), and a step recovered after a crash is recorded
+//! exactly like one that just ran.
+//!
+//! `single_pr`: one PR, opened (as a `[WIP] ` draft) once the branch has its first commit,
+//! carrying the leaves with commits; made final — title without the prefix, ready for review
+//! unless the runbook asked for drafts — when the runbook has nothing left to do and every
+//! leaf is completed. `manual`: the same PR, opened only once asked for (or linked when a
+//! person opens it). `stacked_pr`: one PR per top-level step with commits, opened when that
+//! step completes, on the branch of the nearest earlier one; every body lists the whole
+//! stack in the order of the top-level steps (whatever order the PRs were opened in) between
+//! HTML comment markers, rewritten once all numbers exist; when a lower PR is merged, the
+//! next is retargeted onto the merged one's base. Bodies are rewritten when the runbook has
+//! nothing left to do, to stay far inside GitHub's limits on content-creating requests.
 
 use crate::domain::runbook::title_from_prompt;
 use crate::domain::{PrMode, StepNumber, StepState};
 use crate::github::pulls::PullRequest;
 use crate::github::{GitHubError, RepoInfo};
-use crate::store::{RunbookRecord, StepRecord};
+use crate::store::{RunbookRecord, StepRecord, StoreError};
 
 use super::Engine;
 
@@ -79,294 +89,261 @@ pub fn body(runbook: &RunbookRecord, steps: &[StepRecord], dashboard: &str) -> S
     body
 }
 
+/// A pull request the runbook should have, as its steps say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub branch: String,
+    /// Where it goes: the target, or the branch of the stack's PR below it.
+    pub base: String,
+    /// Its place among the runbook's PRs: the top-level step it carries (stacks), else 1.
+    pub position: i64,
+    /// Its title, without the `[WIP] ` prefix.
+    pub title: String,
+    /// The leaves it carries.
+    pub leaves: Vec<StepNumber>,
+    /// Every leaf it stands for is completed: it can be made final.
+    pub done: bool,
+    /// It is to be opened when it does not exist yet.
+    pub open: bool,
+}
+
+/// The pull requests a runbook should have, in order (a stack bottom first), from its steps:
+/// see the module header for the rules of each mode. `merged` answers whether the PR of a
+/// branch was merged: a PR above a merged one goes into the merged one's base.
+pub fn wanted(
+    runbook: &RunbookRecord,
+    steps: &[StepRecord],
+    target: &str,
+    merged: impl Fn(&str) -> bool,
+) -> Vec<Wanted> {
+    let number = runbook.number;
+    let mode = runbook.pr_mode.unwrap_or(PrMode::SinglePr);
+    let leaves: Vec<&StepRecord> = steps.iter().filter(|s| s.is_leaf).collect();
+    if mode != PrMode::StackedPr {
+        let carried = committed(steps);
+        return vec![Wanted {
+            branch: super::single_branch(number),
+            base: target.to_string(),
+            position: 1,
+            title: runbook.title.clone(),
+            done: leaves.iter().all(|s| s.state == StepState::Completed),
+            open: !carried.is_empty()
+                && (mode == PrMode::SinglePr || runbook.pull_request_requested),
+            leaves: carried,
+        }];
+    }
+    let with_commits = super::tops_with_commits(steps);
+    let mut tops: Vec<u32> = leaves.iter().map(|s| s.number.top_level()).collect();
+    tops.dedup();
+    let mut wanted: Vec<Wanted> = Vec::new();
+    for top in tops.into_iter().filter(|top| with_commits.contains(top)) {
+        let in_top: Vec<StepNumber> = leaves
+            .iter()
+            .filter(|s| s.number.top_level() == top)
+            .map(|s| s.number.clone())
+            .collect();
+        let done = leaves
+            .iter()
+            .filter(|s| s.number.top_level() == top)
+            .all(|s| s.state == StepState::Completed);
+        let branch = format!("runbooks/{number}/step-{top}");
+        // Onto the PR below; when that one was merged, onto what it went into.
+        let base = match wanted.last() {
+            Some(below) if merged(&below.branch) => below.base.clone(),
+            Some(below) => below.branch.clone(),
+            None => target.to_string(),
+        };
+        wanted.push(Wanted {
+            branch,
+            base,
+            position: i64::from(top),
+            title: stacked_title(runbook, steps, top),
+            leaves: in_top,
+            done,
+            open: done,
+        });
+    }
+    wanted
+}
+
+/// Why the engine could not bring GitHub up to date.
+#[derive(Debug, thiserror::Error)]
+pub enum EffectError {
+    #[error(transparent)]
+    GitHub(#[from] GitHubError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 impl Engine {
     /// The dashboard page of a runbook.
     pub(crate) fn dashboard(&self, number: i64) -> String {
         format!("{}/runbooks/{number}", self.config.public_url)
     }
 
-    /// After a step's commit is pushed to a `single_pr` branch: the PR exists (opened now if
-    /// it did not) and carries the step.
-    pub(super) async fn pull_after_push(
+    /// Makes the runbook's pull requests on GitHub what its steps say they should be
+    /// ([`wanted`]): opens the missing ones (as `[WIP]` drafts, labelled), records the leaves
+    /// each carries, retargets those whose base changed, turns a final PR that has new work
+    /// (a follow-up) back into a draft, and — when `idle`, the runbook having nothing left to
+    /// do — rewrites every unfinished PR's title and body and makes those whose steps are
+    /// all completed final. Safe to run again at any point: every step of it is either
+    /// idempotent on GitHub or guarded by what the store recorded.
+    ///
+    /// `ending`: a step that has just completed but is not recorded yet, taken as completed
+    /// with its commit — so that when its completion is recorded, its PR (and its place on
+    /// it) is already there, and no reader sees one without the other.
+    pub(super) async fn reconcile_pulls(
         &self,
         runbook: &RunbookRecord,
         repo: &RepoInfo,
-        branch: &str,
-        base: &str,
-        step: &StepNumber,
-    ) -> Result<(), GitHubError> {
+        idle: bool,
+        ending: Option<(&StepNumber, Option<&str>)>,
+    ) -> Result<(), EffectError> {
         let number = runbook.number;
-        let known = self
-            .store
-            .pull_request_records(number)
-            .await
-            .map_err(store_error)?
-            .into_iter()
-            .find(|pr| pr.head.as_deref() == Some(branch));
-        let (pr_number, url) = match known {
-            None if runbook.pr_mode == Some(PrMode::Manual) => {
-                // No PR until someone asks for one.
-                return Ok(());
-            }
-            Some(pr) => {
-                if pr.finished {
-                    // New work (a follow-up) on a finished PR: back to a `[WIP]` draft while
-                    // it runs, settled again at the end.
-                    let steps = self.store.steps(number).await.map_err(store_error)?;
-                    let title = format!("{WIP}{}", runbook.title);
-                    let body = body(runbook, &steps, &self.dashboard(number));
-                    self.github
-                        .update_pull(repo, pr.number, &title, &body)
-                        .await?;
-                    if let Some(node_id) = &pr.node_id {
-                        self.github.convert_to_draft(repo, node_id).await?;
-                    }
-                    // A follow-up may have brought labels.
-                    self.github
-                        .add_labels(repo, pr.number, &runbook.labels)
-                        .await?;
-                    self.store
-                        .set_pull_request_finished(number, pr.number, false)
-                        .await
-                        .map_err(store_error)?;
-                }
-                (pr.number, pr.url)
-            }
-            None => self.open_single_pull(runbook, repo, branch, base).await?,
-        };
-        self.store
-            .record_pull_request(number, pr_number, &url, std::slice::from_ref(step))
-            .await
-            .map_err(store_error)
-    }
-
-    /// Opens a pull request of the runbook as a `[WIP]` draft titled `title`, labels it and
-    /// records it with the leaf steps it carries.
-    async fn open_draft_pull(
-        &self,
-        runbook: &RunbookRecord,
-        repo: &RepoInfo,
-        (branch, base): (&str, &str),
-        steps: &[StepRecord],
-        title: &str,
-        carried: &[StepNumber],
-    ) -> Result<PullRequest, GitHubError> {
-        let number = runbook.number;
-        let body = body(runbook, steps, &self.dashboard(number));
-        // Found, not opened twice, when a crash came between the push and here.
-        let pr = self
-            .github
-            .create_pull(repo, branch, base, &format!("{WIP}{title}"), &body, true)
-            .await?;
-        self.github
-            .add_labels(repo, pr.number, &runbook.labels)
-            .await?;
-        self.store
-            .record_pull_request(number, pr.number, &pr.url, carried)
-            .await
-            .map_err(store_error)?;
-        self.store
-            .save_pull_request_details(number, pr.number, &pr.node_id, branch)
-            .await
-            .map_err(store_error)?;
-        tracing::info!(
-            runbook = number,
-            pr = pr.number,
-            branch,
-            "pull request opened"
-        );
-        Ok(pr)
-    }
-
-    /// Opens the one pull request of a runbook's branch, carrying every step committed so
-    /// far; answers its number and URL.
-    async fn open_single_pull(
-        &self,
-        runbook: &RunbookRecord,
-        repo: &RepoInfo,
-        branch: &str,
-        base: &str,
-    ) -> Result<(u64, String), GitHubError> {
-        let steps = self
-            .store
-            .steps(runbook.number)
-            .await
-            .map_err(store_error)?;
-        let carried = committed(&steps);
-        let pr = self
-            .open_draft_pull(
-                runbook,
-                repo,
-                (branch, base),
-                &steps,
-                &runbook.title,
-                &carried,
-            )
-            .await?;
-        Ok((pr.number, pr.url))
-    }
-
-    /// At settle, every pull request the runbook should have is open: opening one may have
-    /// failed after its last step (GitHub down through every retry), and no later step would
-    /// open it. `single_pr`: the branch's PR once it has commits; `stacked_pr`: the PR of
-    /// every top-level step whose leaves are completed with commits.
-    pub(super) async fn open_missing_pulls(
-        &self,
-        runbook: &RunbookRecord,
-        repo: &RepoInfo,
-    ) -> Result<(), GitHubError> {
-        let number = runbook.number;
-        let mode = runbook.pr_mode.unwrap_or(PrMode::SinglePr);
-        if mode == PrMode::Manual {
-            return Ok(());
+        let mut steps = self.store.steps(number).await?;
+        if let Some((ending, commit)) = ending
+            && let Some(step) = steps.iter_mut().find(|s| &s.number == ending)
+        {
+            step.state = StepState::Completed;
+            step.commit_sha = commit.map(String::from);
         }
-        let records = self
-            .store
-            .pull_request_records(number)
-            .await
-            .map_err(store_error)?;
-        let has_pull = |branch: &str| records.iter().any(|r| r.head.as_deref() == Some(branch));
-        let steps = self.store.steps(number).await.map_err(store_error)?;
+        let records = self.store.pull_request_records(number).await?;
         let target = runbook
             .target_branch
             .clone()
             .unwrap_or_else(|| repo.default_branch.clone());
-        if mode == PrMode::SinglePr {
-            let branch = super::single_branch(number);
-            if !has_pull(&branch) && !committed(&steps).is_empty() {
-                self.open_single_pull(runbook, repo, &branch, &target)
-                    .await?;
-            }
-            return Ok(());
-        }
-        let leaves: Vec<&StepRecord> = steps.iter().filter(|s| s.is_leaf).collect();
-        let tops_with_commits = super::tops_with_commits(&steps);
-        let mut tops: Vec<u32> = leaves.iter().map(|s| s.number.top_level()).collect();
-        tops.dedup();
-        for top in tops {
-            let in_top: Vec<&&StepRecord> = leaves
+        let merged = |branch: &str| {
+            records
                 .iter()
-                .filter(|s| s.number.top_level() == top)
-                .collect();
-            let done = in_top.iter().all(|s| s.state == StepState::Completed);
-            if !done || !tops_with_commits.contains(&top) {
-                continue;
+                .any(|r| r.head.as_deref() == Some(branch) && r.state == "merged")
+        };
+        let wanted = wanted(runbook, &steps, &target, merged);
+        // Final PRs that new work (a follow-up's commits) has just landed on.
+        let mut back_at_work = Vec::new();
+        for w in &wanted {
+            match records
+                .iter()
+                .find(|r| r.head.as_deref() == Some(&w.branch))
+            {
+                None if w.open => self.open_draft_pull(runbook, repo, &steps, w).await?,
+                None => {}
+                Some(record) => {
+                    let carried: Vec<StepNumber> = w
+                        .leaves
+                        .iter()
+                        .filter(|leaf| {
+                            steps
+                                .iter()
+                                .any(|s| &s.number == *leaf && s.pr_number != Some(record.number))
+                        })
+                        .cloned()
+                        .collect();
+                    if !carried.is_empty() {
+                        if record.finished {
+                            back_at_work.push(record.number);
+                        }
+                        self.store
+                            .record_pull_request_at(
+                                number,
+                                record.number,
+                                &record.url,
+                                &carried,
+                                None,
+                            )
+                            .await?;
+                    }
+                    if record.state == "open" && record.base.as_deref() != Some(w.base.as_str()) {
+                        if record.base.is_some() || wanted.iter().any(|o| merged(&o.branch)) {
+                            self.github
+                                .retarget_pull(repo, record.number, &w.base)
+                                .await?;
+                            tracing::info!(runbook = number, pr = record.number, base = %w.base, "pull request retargeted");
+                        }
+                        self.store
+                            .set_pull_request_base(number, record.number, &w.base)
+                            .await?;
+                    }
+                }
             }
-            let (branch, base) = super::branches(
-                number,
-                PrMode::StackedPr,
-                &in_top[0].number,
-                &target,
-                &tops_with_commits,
-            );
-            if has_pull(&branch) {
-                continue;
-            }
-            let numbers: Vec<StepNumber> = in_top.iter().map(|s| s.number.clone()).collect();
-            self.pull_for_top_level(runbook, repo, &branch, &base, top, &numbers)
-                .await?;
         }
-        Ok(())
+        self.bring_up_to_date(runbook, repo, &wanted, &back_at_work, idle)
+            .await
     }
 
-    /// Opens the pull request of a `manual` runbook's branch now (or finds the one already
-    /// open); answers its number. `None` when the branch has no commits yet.
-    pub async fn open_manual_pull(
-        &self,
-        runbook: &RunbookRecord,
-    ) -> Result<Option<u64>, GitHubError> {
-        let number = runbook.number;
-        let repo = self
-            .github
-            .installed_repo(&runbook.org, &runbook.repo)
-            .await?;
-        let steps = self.store.steps(number).await.map_err(store_error)?;
-        if committed(&steps).is_empty() {
-            return Ok(None);
-        }
-        let base = runbook
-            .target_branch
-            .clone()
-            .unwrap_or_else(|| repo.default_branch.clone());
-        let (pr, _) = self
-            .open_single_pull(runbook, &repo, &super::single_branch(number), &base)
-            .await?;
-        // Made final right away when the runbook has nothing left to do.
-        self.settle_pulls(runbook, &repo).await?;
-        Ok(Some(pr))
-    }
-
-    /// When a top-level step of a `stacked_pr` runbook completed with commits: its PR, from
-    /// its branch onto `base` (the previous PR's branch, or the target for the first).
-    pub(super) async fn pull_for_top_level(
+    /// Titles, bodies and drafts of the runbook's open PRs (see [`Engine::reconcile_pulls`]).
+    async fn bring_up_to_date(
         &self,
         runbook: &RunbookRecord,
         repo: &RepoInfo,
-        branch: &str,
-        base: &str,
-        top: u32,
-        leaves: &[StepNumber],
-    ) -> Result<(), GitHubError> {
-        let steps = self
-            .store
-            .steps(runbook.number)
-            .await
-            .map_err(store_error)?;
-        let title = stacked_title(runbook, &steps, top);
-        self.open_draft_pull(runbook, repo, (branch, base), &steps, &title, leaves)
-            .await
-            .map(|_| ())
-    }
-
-    /// When a runbook has nothing left to do: a PR whose steps are all completed is made
-    /// final; one with failed or waiting steps stays a `[WIP]` draft with its checklist
-    /// brought up to date.
-    pub(super) async fn settle_pulls(
-        &self,
-        runbook: &RunbookRecord,
-        repo: &RepoInfo,
-    ) -> Result<(), GitHubError> {
+        wanted: &[Wanted],
+        back_at_work: &[u64],
+        idle: bool,
+    ) -> Result<(), EffectError> {
         let number = runbook.number;
-        let records = self
-            .store
-            .pull_request_records(number)
-            .await
-            .map_err(store_error)?;
-        let steps = self.store.steps(number).await.map_err(store_error)?;
+        let steps = self.store.steps(number).await?;
+        let records = self.store.pull_request_records(number).await?;
         let stacked = runbook.pr_mode == Some(PrMode::StackedPr);
-        let stack_list: Vec<(u64, String)> = records
+        // The stack, bottom first: the wanted order, whatever order the PRs were opened in.
+        let stack_list: Vec<(u64, String)> = wanted
             .iter()
-            .map(|r| {
-                let top = steps
+            .filter_map(|w| {
+                let record = records
                     .iter()
-                    .find(|s| s.pr_number == Some(r.number))
-                    .map(|s| s.number.top_level())
-                    .unwrap_or(0);
-                (r.number, stacked_title(runbook, &steps, top))
+                    .find(|r| r.head.as_deref() == Some(&w.branch))?;
+                Some((record.number, w.title.clone()))
             })
             .collect();
-        for record in records.iter().filter(|r| !r.finished) {
-            // A single PR carries the whole runbook; a stacked one its top-level step.
-            let done = steps
+        for w in wanted {
+            let Some(record) = records
                 .iter()
-                .filter(|s| s.is_leaf && (!stacked || s.pr_number == Some(record.number)))
-                .all(|s| s.state == StepState::Completed);
+                .find(|r| r.head.as_deref() == Some(&w.branch))
+            else {
+                continue;
+            };
+            if record.state != "open" {
+                // Merged or closed by a person: no longer the engine's to change.
+                continue;
+            }
+            let reopened = record.finished && (!w.done || back_at_work.contains(&record.number));
+            if !idle && !reopened {
+                continue;
+            }
+            if idle && record.finished && !reopened {
+                continue;
+            }
             let mut body = body(runbook, &steps, &self.dashboard(number));
-            let mut title = runbook.title.clone();
             if stacked {
                 body.push('\n');
                 body.push_str(&stack(&stack_list, record.number));
-                if let Some((_, t)) = stack_list.iter().find(|(n, _)| *n == record.number) {
-                    title = t.clone();
-                }
             }
-            if !done {
-                title = format!("{WIP}{title}");
-            }
+            let final_now = idle && w.done;
+            let title = if final_now {
+                w.title.clone()
+            } else {
+                format!("{WIP}{}", w.title)
+            };
             self.github
                 .update_pull(repo, record.number, &title, &body)
                 .await?;
-            if done {
+            if reopened {
+                // New work (a follow-up) on a final PR: a `[WIP]` draft again while it runs,
+                // with the labels the follow-up may have brought.
+                if let Some(node_id) = &record.node_id {
+                    self.github.convert_to_draft(repo, node_id).await?;
+                }
+                self.github
+                    .add_labels(repo, record.number, &runbook.labels)
+                    .await?;
+                self.store
+                    .set_pull_request_finished(number, record.number, false)
+                    .await?;
+                tracing::info!(
+                    runbook = number,
+                    pr = record.number,
+                    "pull request back at work"
+                );
+            }
+            if final_now {
                 if !runbook.draft.unwrap_or(false) {
                     let pull = PullRequest {
                         number: record.number,
@@ -378,12 +355,87 @@ impl Engine {
                 }
                 self.store
                     .set_pull_request_finished(number, record.number, true)
-                    .await
-                    .map_err(store_error)?;
+                    .await?;
                 tracing::info!(runbook = number, pr = record.number, "pull request final");
             }
         }
         Ok(())
+    }
+
+    /// Opens a wanted pull request as a `[WIP]` draft, labels it and records it with the
+    /// leaves it carries, at its place among the runbook's PRs. A PR already open for the
+    /// branch (opened before a crash) is found, not opened twice.
+    async fn open_draft_pull(
+        &self,
+        runbook: &RunbookRecord,
+        repo: &RepoInfo,
+        steps: &[StepRecord],
+        w: &Wanted,
+    ) -> Result<(), EffectError> {
+        let number = runbook.number;
+        let body = body(runbook, steps, &self.dashboard(number));
+        let pr = self
+            .github
+            .create_pull(
+                repo,
+                &w.branch,
+                &w.base,
+                &format!("{WIP}{}", w.title),
+                &body,
+                true,
+            )
+            .await?;
+        self.github
+            .add_labels(repo, pr.number, &runbook.labels)
+            .await?;
+        self.store
+            .record_pull_request_at(number, pr.number, &pr.url, &w.leaves, Some(w.position))
+            .await?;
+        self.store
+            .save_pull_request_details(number, pr.number, &pr.node_id, &w.branch)
+            .await?;
+        self.store
+            .set_pull_request_base(number, pr.number, &w.base)
+            .await?;
+        tracing::info!(
+            runbook = number,
+            pr = pr.number,
+            branch = %w.branch,
+            "pull request opened"
+        );
+        Ok(())
+    }
+
+    /// Opens the pull request of a `manual` runbook's branch now (or finds the one already
+    /// open): the request is recorded first, so it is kept after a crash. Answers its
+    /// number; `None` when the branch has no commits yet.
+    pub async fn open_manual_pull(
+        &self,
+        runbook: &RunbookRecord,
+    ) -> Result<Option<u64>, EffectError> {
+        let number = runbook.number;
+        self.store.request_pull_request(number).await?;
+        self.store.owe(number).await?;
+        let Some(runbook) = self.store.runbook(number).await? else {
+            return Ok(None);
+        };
+        let repo = self
+            .github
+            .installed_repo(&runbook.org, &runbook.repo)
+            .await?;
+        let steps = self.store.steps(number).await?;
+        let idle = !steps
+            .iter()
+            .any(|s| matches!(s.state, StepState::Queued | StepState::InProgress));
+        self.reconcile_pulls(&runbook, &repo, idle, None).await?;
+        let branch = super::single_branch(number);
+        Ok(self
+            .store
+            .pull_request_records(number)
+            .await?
+            .into_iter()
+            .find(|r| r.head.as_deref() == Some(branch.as_str()))
+            .map(|r| r.number))
     }
 }
 
@@ -408,13 +460,6 @@ fn committed(steps: &[StepRecord]) -> Vec<StepNumber> {
         .collect()
 }
 
-fn store_error(e: crate::store::StoreError) -> GitHubError {
-    GitHubError::Decode {
-        operation: "store",
-        message: e.to_string(),
-    }
-}
-
 /// The runbook number (and top-level step, for a stacked branch) a branch name belongs to:
 /// `runbooks/<n>` or `runbooks/<n>/step-<k>`.
 pub fn runbook_branch(branch: &str) -> Option<(i64, Option<u32>)> {
@@ -427,14 +472,14 @@ pub fn runbook_branch(branch: &str) -> Option<(i64, Option<u32>)> {
 }
 
 /// Acts on a `pull_request` webhook about a runbook's branch: links a PR a person opened from
-/// a `manual` runbook's branch, records merges, closes and reopens, and — when a PR of a
-/// stack is merged — retargets the next PR onto the merged one's base, so the stack stays
-/// mergeable (nothing deletes the old base branch).
+/// a `manual` runbook's branch, and records merges, closes and reopens. A merge makes the
+/// runbook owe GitHub a reconciliation: the next PR of a stack is retargeted onto the merged
+/// one's base ([`wanted`]), so the stack stays mergeable (nothing deletes the old base
+/// branch) — durably, by whichever worker takes the runbook.
 pub async fn track_pull_request(
     store: &dyn crate::store::Store,
-    github: &crate::github::GitHubApp,
     event: &crate::github::webhook::Event,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let crate::github::webhook::Event::PullRequest {
         action,
         repository,
@@ -442,22 +487,21 @@ pub async fn track_pull_request(
         url,
         node_id,
         head: Some(head),
-        base,
         merged,
         ..
     } = event
     else {
-        return Ok(());
+        return Ok(false);
     };
     let Some((number, top)) = runbook_branch(head) else {
-        return Ok(());
+        return Ok(false);
     };
     let e = |e: crate::store::StoreError| e.to_string();
     let Some(runbook) = store.runbook(number).await.map_err(e)? else {
-        return Ok(());
+        return Ok(false);
     };
     if !format!("{}/{}", runbook.org, runbook.repo).eq_ignore_ascii_case(repository) {
-        return Ok(());
+        return Ok(false);
     }
     let records = store.pull_request_records(number).await.map_err(e)?;
     let known = records.iter().position(|r| r.number == *pr_number);
@@ -488,32 +532,20 @@ pub async fn track_pull_request(
         }
         "closed" => {
             let state = if *merged { "merged" } else { "closed" };
+            if *merged && known.is_some() {
+                // Owed before it is recorded: a crash in between leaves a reconciliation
+                // that finds nothing to do, never a merge nobody acts on.
+                store.owe(number).await.map_err(e)?;
+            }
             store
                 .set_pull_request_state(number, *pr_number, state)
                 .await
                 .map_err(e)?;
-            if *merged
-                && let Some(next) = known.and_then(|i| records.get(i + 1))
-                && next.state == "open"
-            {
-                let repo = match github
-                    .resolve(&runbook.org, &runbook.repo)
-                    .await
-                    .map_err(|e| e.to_string())?
-                {
-                    crate::github::Resolution::Found(repo) => repo,
-                    crate::github::Resolution::NotInstalled => return Ok(()),
-                };
-                github
-                    .retarget_pull(&repo, next.number, base)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                tracing::info!(runbook = number, pr = next.number, base = %base, "stacked pull request retargeted");
-            }
+            return Ok(*merged && known.is_some());
         }
         _ => {}
     }
-    Ok(())
+    Ok(false)
 }
 
 #[cfg(test)]

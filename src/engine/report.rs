@@ -64,7 +64,7 @@ impl Engine {
         }
     }
 
-    async fn try_report(&self, number: i64) -> Result<bool, String> {
+    pub(super) async fn try_report(&self, number: i64) -> Result<bool, String> {
         let e = |e: crate::store::StoreError| e.to_string();
         // Cleared before reading, so a request made while this report is written is not lost.
         self.store.take_report_request(number).await.map_err(e)?;

@@ -59,6 +59,21 @@ pub struct RunbookRecord {
     pub created_by_token: Option<i64>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// A `manual` runbook's pull request was asked for.
+    pub pull_request_requested: bool,
+}
+
+/// What a runbook owes GitHub (see [`Store::owe`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owed {
+    /// Bumped by every [`Store::owe`]: settling an older version leaves the debt in place.
+    pub version: i64,
+    /// Failed attempts to pay it since it was first owed.
+    pub attempts: i64,
+    /// Not tried again before this time (Unix milliseconds).
+    pub not_before_ms: i64,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
 }
 
 /// A follow-up instruction waiting for the engine.
@@ -164,6 +179,8 @@ pub struct PullRecord {
     pub finished: bool,
     /// `open`, `closed` or `merged`, as the last `pull_request` webhook said.
     pub state: String,
+    /// The branch it goes into, as the engine last set it (unknown for PRs linked by hand).
+    pub base: Option<String>,
 }
 
 /// How a step ended.
@@ -234,13 +251,24 @@ pub trait Store: Send + Sync + 'static {
         step: &StepNumber,
         state: StepState,
     ) -> StoreResult<bool>;
-    /// Records a pull request of the runbook and the leaf steps it carries.
+    /// Records a pull request of the runbook and the leaf steps it carries, after the
+    /// runbook's other pull requests.
     async fn record_pull_request(
         &self,
         number: i64,
         pr_number: u64,
         url: &str,
         steps: &[StepNumber],
+    ) -> StoreResult<()>;
+    /// [`Store::record_pull_request`] at a given place among the runbook's pull requests
+    /// (a stacked PR's top-level step: the stack's order whatever order they were opened in).
+    async fn record_pull_request_at(
+        &self,
+        number: i64,
+        pr_number: u64,
+        url: &str,
+        steps: &[StepNumber],
+        position: Option<i64>,
     ) -> StoreResult<()>;
 
     // --- the engine ------------------------------------------------------------------
@@ -265,6 +293,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// The runbook's pull requests, in the order they were opened.
     async fn pull_request_records(&self, number: i64) -> StoreResult<Vec<PullRecord>>;
+    /// Remembers the branch a pull request goes into.
+    async fn set_pull_request_base(
+        &self,
+        number: i64,
+        pr_number: u64,
+        base: &str,
+    ) -> StoreResult<()>;
     /// Records a pull request's state on GitHub (`open`, `closed`, `merged`).
     async fn set_pull_request_state(
         &self,
@@ -281,7 +316,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
 
     /// Runbooks with work to do (a plan to make, a follow-up to plan, queued or running
-    /// steps) whose lease is free or expired at `now_ms`, oldest first.
+    /// steps, a status report asked for, or a debt to GitHub due at `now_ms`) whose lease is
+    /// free or expired at `now_ms`, oldest first.
     async fn runbooks_with_work(&self, now_ms: i64, limit: i64) -> StoreResult<Vec<i64>>;
     /// Takes the runbook's lease until `until_ms` when it is free or expired at `now_ms`;
     /// `false` when another owner holds it.
@@ -326,6 +362,25 @@ pub trait Store: Send + Sync + 'static {
     async fn finish_step(&self, number: i64, step: &StepNumber, end: &StepEnd) -> StoreResult<()>;
     /// Removes failed `plan` steps (before planning again).
     async fn remove_plan_failures(&self, number: i64) -> StoreResult<u32>;
+    /// Records that GitHub may not show the runbook's state any more (before the work that
+    /// makes it so): its pull requests and status comment must be brought up to date by
+    /// whoever holds the runbook next. Answers the debt's new version.
+    async fn owe(&self, number: i64) -> StoreResult<i64>;
+    /// The runbook's debt to GitHub, if any.
+    async fn owed(&self, number: i64) -> StoreResult<Option<Owed>>;
+    /// GitHub shows everything owed up to `version`: the debt is paid, unless a newer change
+    /// came since (then `false`, and it stays).
+    async fn settle_owed(&self, number: i64, version: i64) -> StoreResult<bool>;
+    /// An attempt to pay the debt failed: counts it, keeps the error, and puts the next
+    /// attempt off until `not_before_ms(attempts)`. Answers the attempts so far.
+    async fn owed_failed(
+        &self,
+        number: i64,
+        error: &str,
+        not_before_ms: &(dyn Fn(i64) -> i64 + Send + Sync),
+    ) -> StoreResult<i64>;
+    /// Remembers that a `manual` runbook's pull request was asked for.
+    async fn request_pull_request(&self, number: i64) -> StoreResult<()>;
     /// Asks for the runbook to stop (`None` clears the request).
     async fn set_cancel_requested(&self, number: i64, requested: bool) -> StoreResult<()>;
     async fn cancel_requested(&self, number: i64) -> StoreResult<bool>;

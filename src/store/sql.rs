@@ -33,7 +33,8 @@ pub(super) fn labels_json(labels: &[String]) -> String {
 
 /// The columns a [`super::RunbookRecord`] is read from.
 pub(super) const RUNBOOK_COLUMNS: &str = "number, org, repo, title, prompt, oneshot, draft, pr_mode, \
-     target_branch, description, labels, author_email, created_by_token, created_at, updated_at";
+     target_branch, description, labels, author_email, created_by_token, created_at, updated_at, \
+     pull_request_requested_at";
 
 /// The columns a [`super::StepRecord`] is read from.
 pub(super) const STEP_COLUMNS: &str = "number, title, details, is_leaf, state, pr_number, \
@@ -186,6 +187,9 @@ macro_rules! sql_store {
                     created_by_token: row.try_get("created_by_token")?,
                     created_at_ms: row.try_get("created_at")?,
                     updated_at_ms: row.try_get("updated_at")?,
+                    pull_request_requested: row
+                        .try_get::<Option<i64>, _>("pull_request_requested_at")?
+                        .is_some(),
                 })
             }
 
@@ -443,7 +447,7 @@ macro_rules! sql_store {
                     return Ok(map);
                 }
                 let sql = format!(
-                    "SELECT p.runbook_number, p.number, p.url, p.node_id, p.head, p.finished_at, p.state, s.number AS step \
+                    "SELECT p.runbook_number, p.number, p.url, p.node_id, p.head, p.finished_at, p.state, p.base, s.number AS step \
                      FROM pull_requests p LEFT JOIN steps s ON s.runbook_number = p.runbook_number AND s.pr_number = p.number AND s.is_leaf = $1 \
                      WHERE p.runbook_number IN ({}) ORDER BY p.runbook_number, p.position, s.position",
                     placeholders(2, numbers.len())
@@ -466,6 +470,7 @@ macro_rules! sql_store {
                                 head: row.try_get("head")?,
                                 finished: finished.is_some(),
                                 state: row.try_get("state")?,
+                                base: row.try_get("base")?,
                             },
                             step_numbers: Vec::new(),
                         });
@@ -615,16 +620,21 @@ macro_rules! sql_store {
             }
 
             async fn record_pull_request(&self, number: i64, pr_number: u64, url: &str, steps: &[StepNumber]) -> StoreResult<()> {
+                self.record_pull_request_at(number, pr_number, url, steps, None).await
+            }
+
+            async fn record_pull_request_at(&self, number: i64, pr_number: u64, url: &str, steps: &[StepNumber], position: Option<i64>) -> StoreResult<()> {
                 let pr = i64::try_from(pr_number).map_err(|_| StoreError::Invalid(format!("PR number {pr_number} is out of range")))?;
                 let mut tx = self.begin_write().await?;
                 sqlx::query(
                     "INSERT INTO pull_requests (runbook_number, number, url, position) \
-                     VALUES ($1, $2, $3, (SELECT COALESCE(MAX(position), 0) + 1 FROM pull_requests WHERE runbook_number = $1)) \
+                     VALUES ($1, $2, $3, COALESCE($4, (SELECT COALESCE(MAX(position), 0) + 1 FROM pull_requests WHERE runbook_number = $1))) \
                      ON CONFLICT (runbook_number, number) DO UPDATE SET url = excluded.url",
                 )
                 .bind(number)
                 .bind(pr)
                 .bind(url)
+                .bind(position)
                 .execute(&mut *tx)
                 .await?;
                 for step in steps {
@@ -693,7 +703,8 @@ macro_rules! sql_store {
                                   AND s.state IN ('queued', 'in_progress')) \
                        OR (EXISTS (SELECT 1 FROM follow_ups f WHERE f.runbook_number = r.number AND f.processed_at IS NULL) \
                            AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.runbook_number = r.number AND s.state = 'failed' AND s.kind = 'plan')) \
-                       OR EXISTS (SELECT 1 FROM runbook_threads t WHERE t.runbook_number = r.number AND t.needs_report = $3)) \
+                       OR EXISTS (SELECT 1 FROM runbook_threads t WHERE t.runbook_number = r.number AND t.needs_report = $3) \
+                       OR EXISTS (SELECT 1 FROM runbook_owed o WHERE o.runbook_number = r.number AND o.not_before <= $1)) \
                      ORDER BY r.number LIMIT $2",
                 )
                 .bind(now_ms)
@@ -933,7 +944,7 @@ macro_rules! sql_store {
 
             async fn pull_request_records(&self, number: i64) -> StoreResult<Vec<PullRecord>> {
                 let rows = sqlx::query(
-                    "SELECT number, url, node_id, head, finished_at, state FROM pull_requests \
+                    "SELECT number, url, node_id, head, finished_at, state, base FROM pull_requests \
                      WHERE runbook_number = $1 ORDER BY position",
                 )
                 .bind(number)
@@ -950,9 +961,20 @@ macro_rules! sql_store {
                             head: r.try_get("head")?,
                             finished: finished.is_some(),
                             state: r.try_get("state")?,
+                            base: r.try_get("base")?,
                         })
                     })
                     .collect()
+            }
+
+            async fn set_pull_request_base(&self, number: i64, pr_number: u64, base: &str) -> StoreResult<()> {
+                sqlx::query("UPDATE pull_requests SET base = $1 WHERE runbook_number = $2 AND number = $3")
+                    .bind(base)
+                    .bind(number)
+                    .bind(pr_number as i64)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
             }
 
             async fn set_pull_request_state(&self, number: i64, pr_number: u64, state: &str) -> StoreResult<()> {
@@ -970,6 +992,75 @@ macro_rules! sql_store {
                     .bind(finished.then(now_ms))
                     .bind(number)
                     .bind(pr_number as i64)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            // --- what a runbook owes GitHub ----------------------------------------------
+
+            async fn owe(&self, number: i64) -> StoreResult<i64> {
+                let version: i64 = sqlx::query_scalar(
+                    "INSERT INTO runbook_owed (runbook_number, version) VALUES ($1, 1) \
+                     ON CONFLICT (runbook_number) DO UPDATE SET version = runbook_owed.version + 1 \
+                     RETURNING version",
+                )
+                .bind(number)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(version)
+            }
+
+            async fn owed(&self, number: i64) -> StoreResult<Option<super::Owed>> {
+                let row = sqlx::query("SELECT version, attempts, not_before, error FROM runbook_owed WHERE runbook_number = $1")
+                    .bind(number)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|r| {
+                    Ok(super::Owed {
+                        version: r.try_get("version")?,
+                        attempts: r.try_get("attempts")?,
+                        not_before_ms: r.try_get("not_before")?,
+                        error: r.try_get("error")?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn settle_owed(&self, number: i64, version: i64) -> StoreResult<bool> {
+                let result = sqlx::query("DELETE FROM runbook_owed WHERE runbook_number = $1 AND version = $2")
+                    .bind(number)
+                    .bind(version)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(result.rows_affected() == 1)
+            }
+
+            async fn owed_failed(&self, number: i64, error: &str, not_before_ms: &(dyn Fn(i64) -> i64 + Send + Sync)) -> StoreResult<i64> {
+                let mut tx = self.begin_write().await?;
+                let attempts: Option<i64> = sqlx::query_scalar("SELECT attempts FROM runbook_owed WHERE runbook_number = $1")
+                    .bind(number)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let attempts = attempts.unwrap_or(0) + 1;
+                sqlx::query(
+                    "INSERT INTO runbook_owed (runbook_number, version, attempts, not_before, error) VALUES ($1, 1, $2, $3, $4) \
+                     ON CONFLICT (runbook_number) DO UPDATE SET attempts = excluded.attempts, not_before = excluded.not_before, error = excluded.error",
+                )
+                .bind(number)
+                .bind(attempts)
+                .bind(not_before_ms(attempts))
+                .bind(error)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(attempts)
+            }
+
+            async fn request_pull_request(&self, number: i64) -> StoreResult<()> {
+                sqlx::query("UPDATE runbooks SET pull_request_requested_at = COALESCE(pull_request_requested_at, $1) WHERE number = $2")
+                    .bind(now_ms())
+                    .bind(number)
                     .execute(&self.pool)
                     .await?;
                 Ok(())

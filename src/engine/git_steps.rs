@@ -15,20 +15,33 @@ fn failed(error: impl std::fmt::Display) -> StepEnd {
     }
 }
 
+/// How many times the machinery of a step is tried before the step fails.
+const MACHINERY_ATTEMPTS: u32 = 5;
+/// The wait before the second attempt; it doubles for each one after.
+const MACHINERY_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub(super) async fn execute(engine: &Engine, number: i64, step: &StepRecord) -> StepEnd {
     // An agent's failure is the step's; a failure of the machinery around it (GitHub, git,
-    // the working tree) is tried once more from a freshly prepared tree before it fails the
-    // step: such failures are usually passing, and the second attempt starts from the
-    // branch as pushed, so nothing is committed twice.
-    match try_execute(engine, number, step).await {
-        Ok(end) => end,
-        Err(StepEnd::Failed { error, .. }) => {
-            tracing::warn!(runbook = number, step = %step.number, %error, "step machinery failed; trying once more");
-            match try_execute(engine, number, step).await {
-                Ok(end) | Err(end) => end,
+    // the working tree) is tried again, from a freshly prepared tree, with a growing wait
+    // (1, 2, 4, 8 s) before it fails the step: such failures are usually passing (a 502, a
+    // rate limit on git), and each attempt starts from the branch as pushed, so nothing is
+    // committed twice.
+    let mut attempt = 1;
+    loop {
+        match try_execute(engine, number, step).await {
+            Ok(end) => return end,
+            Err(end) if attempt >= MACHINERY_ATTEMPTS => return end,
+            Err(end) => {
+                let error = match &end {
+                    StepEnd::Failed { error, .. } => error.as_str(),
+                    StepEnd::Completed { .. } => "",
+                };
+                let wait = MACHINERY_BACKOFF * 2u32.pow(attempt - 1);
+                tracing::warn!(runbook = number, step = %step.number, attempt, %error, ?wait, "step machinery failed; trying again");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
             }
         }
-        Err(end) => end,
     }
 }
 

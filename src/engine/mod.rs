@@ -44,6 +44,20 @@ const RETRY_BASE: Duration = Duration::from_secs(1);
 /// The longest wait between two attempts: GitHub down for a day is retried every 5 minutes.
 const RETRY_MAX: Duration = Duration::from_secs(300);
 
+/// How many times GitHub is asked for the project configuration before the plan fails.
+const PLAN_ATTEMPTS: u32 = 5;
+
+/// Why the project configuration could not be applied.
+#[derive(Debug, thiserror::Error)]
+enum ConfigError {
+    #[error(transparent)]
+    GitHub(#[from] crate::github::GitHubError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
 /// When the attempt after `attempts` failed ones may run.
 fn retry_at(now: i64, attempts: i64) -> i64 {
     let exp = u32::try_from(attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
@@ -288,37 +302,43 @@ impl Engine {
 
     /// Reads `.github/runbooks.yml` at the runbook's target branch and fills in what the
     /// request left out.
+    /// GitHub failing passingly (a 502, a rate limit) is tried again with a growing wait
+    /// before the plan fails: it is not the runbook's fault.
     async fn apply_project_config(&self, number: i64) -> Result<(), String> {
-        let Some(runbook) = self
-            .store
-            .runbook(number)
-            .await
-            .map_err(|e| e.to_string())?
-        else {
+        let mut attempt = 1;
+        loop {
+            match self.read_project_config(number).await {
+                Err(ConfigError::GitHub(e)) if e.is_transient() && attempt < PLAN_ATTEMPTS => {
+                    let wait = RETRY_BASE * 2u32.pow(attempt - 1);
+                    tracing::warn!(runbook = number, attempt, error = %e, ?wait, "project configuration not read; trying again");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                outcome => return outcome.map_err(|e| e.to_string()),
+            }
+        }
+    }
+
+    async fn read_project_config(&self, number: i64) -> Result<(), ConfigError> {
+        let Some(runbook) = self.store.runbook(number).await? else {
             return Ok(());
         };
         let repo = self
             .github
             .installed_repo(&runbook.org, &runbook.repo)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let target = runbook
             .target_branch
             .clone()
             .unwrap_or_else(|| repo.default_branch.clone());
-        let Some(text) = self
-            .github
-            .file(&repo, project::PATH, &target)
-            .await
-            .map_err(|e| e.to_string())?
-        else {
+        let Some(text) = self.github.file(&repo, project::PATH, &target).await? else {
             return Ok(());
         };
-        let config = project::parse(&text)?;
+        let config = project::parse(&text).map_err(ConfigError::Invalid)?;
         self.store
             .apply_project_config(number, config.pr_mode, config.draft, &config.labels)
-            .await
-            .map_err(|e| e.to_string())
+            .await?;
+        Ok(())
     }
 
     /// The runbook's pull requests reconciled with its steps (see [`pulls::wanted`]).

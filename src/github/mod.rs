@@ -55,6 +55,17 @@ pub enum GitHubError {
     WrongCredentials { operation: &'static str },
 }
 
+impl GitHubError {
+    /// Whether trying again later may succeed: GitHub unreachable, a 5xx, a rate limit.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            GitHubError::Transport { .. } | GitHubError::RateLimited { .. } => true,
+            GitHubError::Status { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+}
+
 /// A repository the app may work on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepoInfo {

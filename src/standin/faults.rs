@@ -2,8 +2,9 @@
 //!
 //! GitHub's failures that a client must survive: 5xx from its front ends (a 502 often with
 //! an HTML body, not JSON), secondary rate limits (403 *or* 429, with `Retry-After`), primary
-//! rate limits (403 with `x-ratelimit-remaining: 0` and `x-ratelimit-reset`), and 401 when a
-//! token is revoked under the client's feet.
+//! rate limits (403 with `x-ratelimit-remaining: 0` and `x-ratelimit-reset`), 401 when a
+//! token is revoked under the client's feet, and lost answers (GitHub did the work, the
+//! connection broke before the client heard so).
 
 use std::time::{Duration, SystemTime};
 
@@ -27,6 +28,10 @@ pub enum FaultKind {
     PrimaryRateLimit { reset_in: Duration },
     /// 401 `Bad credentials`.
     Unauthorized,
+    /// The request is handled as usual, then its answer is lost: the connection breaks
+    /// after the status line, before the body. The client cannot tell whether it took
+    /// effect (it did).
+    LostAnswer,
 }
 
 /// A rule: the next `times` requests whose path starts with `path_prefix` (and whose method
@@ -68,6 +73,10 @@ impl Fault {
 
     pub fn primary_rate_limit(path_prefix: impl Into<String>, reset_in: Duration) -> Fault {
         Fault::new(FaultKind::PrimaryRateLimit { reset_in }, path_prefix)
+    }
+
+    pub fn lost_answer(path_prefix: impl Into<String>) -> Fault {
+        Fault::new(FaultKind::LostAnswer, path_prefix)
     }
 
     pub fn unauthorized(path_prefix: impl Into<String>) -> Fault {
@@ -135,7 +144,18 @@ impl Fault {
                 "Bad credentials",
                 super::http::DOCS_URL,
             ),
+            // Handled by the caller: the request is served, then `lose` breaks the answer.
+            FaultKind::LostAnswer => super::http::error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Server Error",
+                super::http::DOCS_URL,
+            ),
         }
+    }
+
+    /// Whether the request is to be served (and its answer lost) rather than refused.
+    pub(crate) fn serves(&self) -> bool {
+        self.kind == FaultKind::LostAnswer
     }
 }
 
@@ -153,4 +173,15 @@ fn secondary(status: StatusCode, retry_after: Duration, request_id: &str) -> Res
         HeaderValue::from(retry_after.as_secs()),
     );
     response
+}
+
+/// `response` with its body replaced by a stream that fails at once: the client gets the
+/// status line and headers, then a broken connection.
+pub(crate) fn lose(response: Response) -> Response {
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let broken = futures_util::stream::once(async {
+        Err::<bytes::Bytes, std::io::Error>(std::io::Error::other("the answer was lost"))
+    });
+    Response::from_parts(parts, axum::body::Body::from_stream(broken))
 }

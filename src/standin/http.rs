@@ -848,6 +848,9 @@ pub(crate) async fn handle(
     state_cleanup_faults(&shared);
 
     let mut installation = None;
+    // A lost answer: the request is served, and the answer broken afterwards.
+    let lose_answer = fault.as_ref().is_some_and(super::faults::Fault::serves);
+    let fault = fault.filter(|f| !f.serves());
     let mut response = if anonymous_agent {
         plain(StatusCode::FORBIDDEN, USER_AGENT_REFUSAL)
     } else if let Some(fault) = fault {
@@ -905,7 +908,11 @@ pub(crate) async fn handle(
         body: body_json,
     });
     shared.changed.notify_waiters();
-    response
+    if lose_answer {
+        super::faults::lose(response)
+    } else {
+        response
+    }
 }
 
 fn state_cleanup_faults(shared: &Shared) {

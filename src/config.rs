@@ -17,6 +17,27 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// The command line, with the environment's value of every setting hidden from `--help`
+    /// (clap shows `[env: NAME=value]` otherwise): URLs, the agent command and the hosts an
+    /// agent may reach can carry credentials, and a setting added later must not leak either.
+    /// The defaults are still shown; they are no secret.
+    pub fn command_line() -> clap::Command {
+        fn hide(command: clap::Command) -> clap::Command {
+            command
+                .mut_args(|arg| arg.hide_env_values(true))
+                .mut_subcommands(hide)
+        }
+        hide(<Self as clap::CommandFactory>::command())
+    }
+
+    /// Parses the process's arguments; on an error or `--help`, prints and exits as clap does.
+    pub fn from_env_args() -> Self {
+        let matches = Self::command_line().get_matches();
+        <Self as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the REST API (and, in later versions, webhooks and the engine).
@@ -584,6 +605,28 @@ mod tests {
     fn the_command_line_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_setting_shows_its_environment_value_in_help() {
+        fn check(command: &clap::Command, seen: &mut usize) {
+            for arg in command.get_arguments() {
+                if arg.get_env().is_some() {
+                    *seen += 1;
+                    assert!(
+                        arg.is_hide_env_values_set(),
+                        "{} shows its value",
+                        arg.get_id()
+                    );
+                }
+            }
+            for sub in command.get_subcommands() {
+                check(sub, seen);
+            }
+        }
+        let mut seen = 0;
+        check(&Cli::command_line(), &mut seen);
+        assert!(seen > 30, "{seen} settings with a variable");
     }
 
     #[test]

@@ -232,7 +232,35 @@ async fn deliveries_left_unhandled_by_a_crash_are_handled_at_start(backend: Back
     server.shutdown().await.unwrap();
 }
 
+/// A request without a signature is refused before its body is read: the answer comes
+/// while the declared body has not been sent at all.
+async fn an_unsigned_request_is_refused_before_its_body_is_read(backend: Backend) {
+    let t = start(backend, &[SECRET]).await;
+    for signature in [
+        "",
+        "x-hub-signature-256: sha256=not-hex\r\n",
+        "x-hub-signature-256: sha1=00\r\n",
+    ] {
+        let head = format!(
+            "POST /webhooks/github HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             x-github-event: ping\r\nx-github-delivery: unsigned\r\n{signature}\
+             content-length: 1000000\r\n\r\n"
+        );
+        let (status, body) = tokio::time::timeout(
+            Duration::from_secs(20),
+            support::raw_exchange(&t.base, &head, &[]),
+        )
+        .await
+        .expect("the server answered without waiting for the body");
+        assert_eq!(status, 401, "{body}");
+        assert!(body.contains("bad-signature"), "{body}");
+    }
+    assert_eq!(stored_deliveries(&t).await, 0);
+    t.stop().await;
+}
+
 both_backends!(
+    an_unsigned_request_is_refused_before_its_body_is_read,
     signed_deliveries_are_stored_answered_and_handled,
     bad_or_missing_signatures_are_401_and_change_nothing,
     a_redelivery_has_effect_once,

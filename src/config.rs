@@ -245,6 +245,28 @@ pub struct ServeArgs {
     /// Log lines as text or JSON.
     #[arg(long, env = "RUNBOOKS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// How long handled webhook deliveries are remembered (at least 3 days: GitHub lets a
+    /// delivery be redelivered for 3 days, and a redelivery of a forgotten one is handled
+    /// again).
+    #[arg(long, env = "RUNBOOKS_DELIVERY_RETENTION", default_value = "7d",
+          value_parser = parse_retention)]
+    pub delivery_retention: std::time::Duration,
+}
+
+/// The least retention of handled deliveries: GitHub's redelivery window.
+pub const MIN_DELIVERY_RETENTION: std::time::Duration =
+    std::time::Duration::from_secs(3 * 24 * 60 * 60);
+
+fn parse_retention(value: &str) -> Result<std::time::Duration, String> {
+    let retention = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if retention < MIN_DELIVERY_RETENTION {
+        return Err(
+            "deliveries must be kept at least 3d: GitHub lets a delivery be redelivered for 3 \
+             days, and one no longer remembered would be handled again"
+                .to_string(),
+        );
+    }
+    Ok(retention)
 }
 
 /// A size such as `4GiB`, `512MiB`, `1G` or a number of bytes.
@@ -273,6 +295,8 @@ pub struct Config {
     /// Requests per minute and token; 0 is unlimited.
     pub rate_limit_per_minute: u32,
     pub log_format: LogFormat,
+    /// How long handled webhook deliveries are kept.
+    pub delivery_retention: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -457,6 +481,7 @@ impl Config {
             },
             rate_limit_per_minute: args.rate_limit,
             log_format: args.log_format,
+            delivery_retention: args.delivery_retention,
         })
     }
 

@@ -98,9 +98,12 @@ pub async fn start_with_store(
             "no GitHub App configured (GITHUB_APP_ID): runbooks are accepted but not run"
         ),
     }
-    let intake = state
-        .intake
-        .spawn(store.clone(), state.github.clone(), state.engine.clone());
+    let intake = state.intake.spawn(
+        store.clone(),
+        state.github.clone(),
+        state.engine.clone(),
+        config.delivery_retention,
+    );
     let shutting_down = state.shutting_down.clone();
     let app = api::router(state);
     let (tx, rx) = oneshot::channel::<()>();

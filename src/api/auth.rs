@@ -8,6 +8,7 @@
 //! round trip instead of two.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::RwLock;
 
 use axum::extract::FromRequestParts;
@@ -78,6 +79,34 @@ impl Caller {
         state.tokens.forget(&self.token_hash);
         invalid()
     }
+
+    /// Takes `n` more requests from the token's rate limit, for a request that does the work
+    /// of several (a GraphQL request running many top-level fields): 429 when the budget
+    /// left is smaller, 400 when no budget could ever cover it.
+    pub fn take_more(&self, state: &AppState, n: u32) -> Result<(), ApiError> {
+        let (Some(limiter), Some(n)) = (&state.limiter, NonZeroU32::new(n)) else {
+            return Ok(());
+        };
+        match limiter.check_key_n(&self.token.id, n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(rate_limited(not_until)),
+            Err(governor::InsufficientCapacity(capacity)) => Err(ApiError::BadRequest(format!(
+                "this request does the work of {} requests, more than the {capacity} a minute \
+                 this server allows a token (RUNBOOKS_RATE_LIMIT): split it",
+                u64::from(n.get()) + 1
+            ))),
+        }
+    }
+}
+
+fn rate_limited(not_until: governor::NotUntil<governor::clock::QuantaInstant>) -> ApiError {
+    let retry_after = not_until.wait_time_from(governor::clock::Clock::now(
+        &governor::clock::DefaultClock::default(),
+    ));
+    ApiError::RateLimited {
+        retry_after,
+        of: "for this token",
+    }
 }
 
 /// Reads `Authorization: Bearer <token>` (the scheme is case-insensitive, RFC 7235).
@@ -127,10 +156,7 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(limiter) = &state.limiter
             && let Err(not_until) = limiter.check_key(&token.id)
         {
-            let retry_after = not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            ));
-            return Err(ApiError::RateLimited { retry_after });
+            return Err(rate_limited(not_until));
         }
         Ok(Caller {
             token,

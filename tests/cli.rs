@@ -191,6 +191,13 @@ fn bad_settings_are_refused_with_a_clear_message() {
         ),
         (("RUNBOOKS_AGENT_MAX_MEMORY", "lots"), "not a size"),
         (("RUNBOOKS_AGENT_READ_PATHS", "relative/dir"), "absolute"),
+        (("RUNBOOKS_DELIVERY_RETENTION", "1day"), "at least 3d"),
+        (("RUNBOOKS_REQUEST_TIMEOUT", "10ms"), "at least 1s"),
+        (("RUNBOOKS_MAX_CONNECTIONS", "0"), "max-connections"),
+        (
+            ("RUNBOOKS_TRUSTED_PROXIES", "10.0.0.1,proxy.internal"),
+            "RUNBOOKS_TRUSTED_PROXIES: \"proxy.internal\"",
+        ),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_runbooks"))
             .arg("serve")
@@ -255,6 +262,7 @@ fn help_shows_no_value_of_any_setting() {
             MARKER.to_uppercase().replace('-', "_"),
         ),
         ("RUNBOOKS_MODEL", MARKER.to_string()),
+        ("RUNBOOKS_TRUSTED_PROXIES", "10.9.8.7".to_string()),
     ];
     let client_settings = [
         (
@@ -299,6 +307,7 @@ fn help_shows_no_value_of_any_setting() {
         .unwrap();
     let help = stdout(&output);
     assert!(help.contains("[default: 127.0.0.1:8080]"), "{help}");
+    assert!(help.contains("[default: 7d]"), "{help}");
 }
 
 /// The README's first command: the offline demonstration runs a runbook to its commits.

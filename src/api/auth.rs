@@ -6,6 +6,11 @@
 //! write confirms it first ([`Caller::confirm`]). So a token revoked from the command line
 //! (another process) stops working with the very next request, while a status poll costs one
 //! round trip instead of two.
+//!
+//! Presenting a token this process does not know yet (or a malformed one) costs the client
+//! address an attempt of `RUNBOOKS_AUTH_RATE_LIMIT` before the database is asked: guessing
+//! tokens is refused with 429 long before it gets anywhere, while a real client's token is
+//! looked up once and then served from the cache.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -15,6 +20,7 @@ use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 
+use super::client_addr::ClientAddr;
 use super::{ApiError, AppState};
 use crate::store::TokenInfo;
 use crate::tokens;
@@ -137,13 +143,16 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let presented = bearer(parts)?;
+        let client = || ClientAddr::of(parts, &state.trusted_proxies);
         if !tokens::well_formed(presented) {
+            state.check_client(client())?;
             return Err(invalid());
         }
         let token_hash = tokens::hash(presented);
         let (token, cached) = match state.tokens.get(&token_hash) {
             Some(token) => (token, true),
             None => {
+                state.check_client(client())?;
                 let token = state
                     .store
                     .active_token(&token_hash)

@@ -17,6 +17,27 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// The command line, with the environment's value of every setting hidden from `--help`
+    /// (clap shows `[env: NAME=value]` otherwise): URLs, the agent command and the hosts an
+    /// agent may reach can carry credentials, and a setting added later must not leak either.
+    /// The defaults are still shown; they are no secret.
+    pub fn command_line() -> clap::Command {
+        fn hide(command: clap::Command) -> clap::Command {
+            command
+                .mut_args(|arg| arg.hide_env_values(true))
+                .mut_subcommands(hide)
+        }
+        hide(<Self as clap::CommandFactory>::command())
+    }
+
+    /// Parses the process's arguments; on an error or `--help`, prints and exits as clap does.
+    pub fn from_env_args() -> Self {
+        let matches = Self::command_line().get_matches();
+        <Self as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the REST API (and, in later versions, webhooks and the engine).
@@ -224,6 +245,59 @@ pub struct ServeArgs {
     /// Log lines as text or JSON.
     #[arg(long, env = "RUNBOOKS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Longest time a request may take to arrive and be answered (e.g. `60s`); also how long
+    /// an idle connection is kept. The dashboard's live-update streams are not cut by it.
+    #[arg(long, env = "RUNBOOKS_REQUEST_TIMEOUT", default_value = "60s",
+          value_parser = parse_timeout)]
+    pub request_timeout: std::time::Duration,
+    /// Most connections served at once; further ones wait to be accepted.
+    #[arg(long, env = "RUNBOOKS_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+    /// Most live-update streams one dashboard session may keep open at once (in this
+    /// process).
+    #[arg(long, env = "RUNBOOKS_MAX_STREAMS_PER_SESSION", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_streams_per_session: u32,
+    /// Sign-in attempts and requests with API tokens this process does not know yet, per
+    /// client address and minute; 0 turns the limit off.
+    #[arg(long, env = "RUNBOOKS_AUTH_RATE_LIMIT", default_value_t = 30)]
+    pub auth_rate_limit: u32,
+    /// Reverse proxies whose `X-Forwarded-For` names the client, comma-separated addresses
+    /// or CIDR ranges (e.g. `10.0.0.0/8`). Without them, the client is the connection's peer.
+    #[arg(long, env = "RUNBOOKS_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+    /// How long handled webhook deliveries are remembered (at least 3 days: GitHub lets a
+    /// delivery be redelivered for 3 days, and a redelivery of a forgotten one is handled
+    /// again).
+    #[arg(long, env = "RUNBOOKS_DELIVERY_RETENTION", default_value = "7d",
+          value_parser = parse_retention)]
+    pub delivery_retention: std::time::Duration,
+}
+
+/// A request timeout: at least a second.
+fn parse_timeout(value: &str) -> Result<std::time::Duration, String> {
+    let timeout = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if timeout < std::time::Duration::from_secs(1) {
+        return Err("the timeout must be at least 1s".to_string());
+    }
+    Ok(timeout)
+}
+
+/// The least retention of handled deliveries: GitHub's redelivery window.
+pub const MIN_DELIVERY_RETENTION: std::time::Duration =
+    std::time::Duration::from_secs(3 * 24 * 60 * 60);
+
+fn parse_retention(value: &str) -> Result<std::time::Duration, String> {
+    let retention = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if retention < MIN_DELIVERY_RETENTION {
+        return Err(
+            "deliveries must be kept at least 3d: GitHub lets a delivery be redelivered for 3 \
+             days, and one no longer remembered would be handled again"
+                .to_string(),
+        );
+    }
+    Ok(retention)
 }
 
 /// A size such as `4GiB`, `512MiB`, `1G` or a number of bytes.
@@ -252,6 +326,22 @@ pub struct Config {
     /// Requests per minute and token; 0 is unlimited.
     pub rate_limit_per_minute: u32,
     pub log_format: LogFormat,
+    pub limits: ServerLimits,
+    /// How long handled webhook deliveries are kept.
+    pub delivery_retention: std::time::Duration,
+}
+
+/// What the server grants one connection, session and client address.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// Longest time for a request to arrive and be answered; idle connections close after it.
+    pub request_timeout: std::time::Duration,
+    pub max_connections: u32,
+    pub max_streams_per_session: u32,
+    /// Sign-ins and checks of unknown tokens per client address and minute; 0 is unlimited.
+    pub auth_rate_limit_per_minute: u32,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone)]
@@ -392,6 +482,22 @@ impl Config {
                 );
             }
         }
+        let trusted_proxies = args
+            .trusted_proxies
+            .iter()
+            .map(|p| p.trim())
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "RUNBOOKS_TRUSTED_PROXIES: {p:?} is neither an IP address nor a CIDR \
+                             range"
+                        )
+                    })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let limit = |value: u64| (value > 0).then_some(value);
         match args.agent {
             AgentKind::Openai if openai_base_url.is_none() || args.model.is_none() => {
@@ -436,6 +542,14 @@ impl Config {
             },
             rate_limit_per_minute: args.rate_limit,
             log_format: args.log_format,
+            limits: ServerLimits {
+                request_timeout: args.request_timeout,
+                max_connections: args.max_connections,
+                max_streams_per_session: args.max_streams_per_session,
+                auth_rate_limit_per_minute: args.auth_rate_limit,
+                trusted_proxies,
+            },
+            delivery_retention: args.delivery_retention,
         })
     }
 
@@ -584,6 +698,28 @@ mod tests {
     fn the_command_line_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_setting_shows_its_environment_value_in_help() {
+        fn check(command: &clap::Command, seen: &mut usize) {
+            for arg in command.get_arguments() {
+                if arg.get_env().is_some() {
+                    *seen += 1;
+                    assert!(
+                        arg.is_hide_env_values_set(),
+                        "{} shows its value",
+                        arg.get_id()
+                    );
+                }
+            }
+            for sub in command.get_subcommands() {
+                check(sub, seen);
+            }
+        }
+        let mut seen = 0;
+        check(&Cli::command_line(), &mut seen);
+        assert!(seen > 30, "{seen} settings with a variable");
     }
 
     #[test]

@@ -1,15 +1,32 @@
 //! Webhook intake: deliveries are persisted by the HTTP handler and answered at once; this
 //! worker handles them in the background, in the order received. Unfinished deliveries (a
 //! crash between receipt and handling) are picked up again when the worker starts.
+//!
+//! The worker reads unhandled deliveries [`BATCH`] at a time (a backlog of any size costs
+//! bounded memory), and forgets handled ones once they are older than the retention
+//! (`RUNBOOKS_DELIVERY_RETENTION`, at least GitHub's 3-day redelivery window): at start and
+//! every [`PRUNE_EVERY`], [`PRUNE_BATCH`] rows per statement so no write holds the database
+//! long. A redelivery of a forgotten delivery would be handled again; the handlers make that
+//! harmless too (a `/runbook` comment's id is stored with the runbook it started).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use crate::engine::Engine;
 use crate::github::GitHubApp;
 use crate::github::webhook::{self, Event};
-use crate::store::{DeliveryRecord, Store};
+use crate::store::{DeliveryRecord, Store, now_ms};
+
+/// Unhandled deliveries read from the store at a time.
+pub const BATCH: i64 = 100;
+
+/// How often handled deliveries past the retention are deleted.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
+
+/// Deliveries deleted by one statement.
+pub const PRUNE_BATCH: i64 = 1000;
 
 /// Wakes the worker when a delivery has been stored.
 #[derive(Clone, Default)]
@@ -28,36 +45,75 @@ impl Intake {
         store: Arc<dyn Store>,
         github: Option<Arc<GitHubApp>>,
         engine: Option<Arc<Engine>>,
+        retention: Duration,
     ) -> tokio::task::JoinHandle<()> {
         let wake = self.wake.clone();
         tokio::spawn(async move {
+            let mut prune = tokio::time::interval(PRUNE_EVERY);
+            prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                match store.unfinished_deliveries().await {
-                    Ok(deliveries) => {
-                        for delivery in deliveries {
-                            let outcome = handle(
-                                store.as_ref(),
-                                github.as_deref(),
-                                engine.as_deref(),
-                                &delivery,
-                            )
-                            .await;
-                            if let Err(e) = &outcome {
-                                tracing::warn!(delivery = %delivery.delivery_id, event = %delivery.event, error = %e, "webhook not handled");
-                            }
-                            if let Err(e) = store
-                                .finish_delivery(&delivery.delivery_id, outcome.err().as_deref())
-                                .await
-                            {
-                                tracing::error!(error = %e, "could not mark a webhook delivery handled");
-                            }
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "could not read webhook deliveries"),
+                handle_pending(store.as_ref(), github.as_deref(), engine.as_deref()).await;
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = prune.tick() => prune_handled(store.as_ref(), retention).await,
                 }
-                wake.notified().await;
             }
         })
+    }
+}
+
+/// Handles the unhandled deliveries, a batch at a time, until there are none (or the store
+/// fails: then the next wake-up tries again).
+async fn handle_pending(store: &dyn Store, github: Option<&GitHubApp>, engine: Option<&Engine>) {
+    loop {
+        let deliveries = match store.unfinished_deliveries(BATCH).await {
+            Ok(deliveries) => deliveries,
+            Err(e) => {
+                tracing::error!(error = %e, "could not read webhook deliveries");
+                return;
+            }
+        };
+        let full = deliveries.len() as i64 == BATCH;
+        for delivery in deliveries {
+            let outcome = handle(store, github, engine, &delivery).await;
+            if let Err(e) = &outcome {
+                tracing::warn!(delivery = %delivery.delivery_id, event = %delivery.event, error = %e, "webhook not handled");
+            }
+            if let Err(e) = store
+                .finish_delivery(&delivery.delivery_id, outcome.err().as_deref())
+                .await
+            {
+                // Read again, it would come back at once: wait for the next wake-up instead.
+                tracing::error!(error = %e, "could not mark a webhook delivery handled");
+                return;
+            }
+        }
+        if !full {
+            return;
+        }
+    }
+}
+
+/// Deletes the deliveries handled longer than `retention` ago.
+async fn prune_handled(store: &dyn Store, retention: Duration) {
+    let before = now_ms().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+    let mut pruned = 0;
+    loop {
+        match store.prune_deliveries(before, PRUNE_BATCH).await {
+            Ok(n) => {
+                pruned += n;
+                if n < PRUNE_BATCH as u64 {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not delete old webhook deliveries");
+                break;
+            }
+        }
+    }
+    if pruned > 0 {
+        tracing::info!(pruned, "old webhook deliveries forgotten");
     }
 }
 

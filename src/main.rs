@@ -1,7 +1,6 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use runbooks::agent::forward;
@@ -33,7 +32,7 @@ fn main() -> ExitCode {
 
 #[tokio::main]
 async fn cli_main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::from_env_args();
     // The client commands choose their own exit status (see `runbooks::client`).
     let cli = match cli.command {
         Command::Create(args) => return client::create(*args).await,

@@ -191,6 +191,13 @@ fn bad_settings_are_refused_with_a_clear_message() {
         ),
         (("RUNBOOKS_AGENT_MAX_MEMORY", "lots"), "not a size"),
         (("RUNBOOKS_AGENT_READ_PATHS", "relative/dir"), "absolute"),
+        (("RUNBOOKS_DELIVERY_RETENTION", "1day"), "at least 3d"),
+        (("RUNBOOKS_REQUEST_TIMEOUT", "10ms"), "at least 1s"),
+        (("RUNBOOKS_MAX_CONNECTIONS", "0"), "max-connections"),
+        (
+            ("RUNBOOKS_TRUSTED_PROXIES", "10.0.0.1,proxy.internal"),
+            "RUNBOOKS_TRUSTED_PROXIES: \"proxy.internal\"",
+        ),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_runbooks"))
             .arg("serve")
@@ -220,6 +227,87 @@ fn bad_settings_are_refused_with_a_clear_message() {
         message.contains("RUNBOOKS_AGENT_NETWORK=open does not use it"),
         "{message}"
     );
+}
+
+/// `--help` names every variable but shows none of their values: URLs, the agent command and
+/// the hosts an agent may reach can carry credentials. Defaults are still shown.
+#[test]
+fn help_shows_no_value_of_any_setting() {
+    const MARKER: &str = "s3cr3t-marker";
+    let serve_settings = [
+        ("RUNBOOKS_AGENT_COMMAND", format!("agent --key {MARKER}")),
+        (
+            "RUNBOOKS_DATABASE_URL",
+            format!("postgres://u:{MARKER}@db/x"),
+        ),
+        (
+            "OPENAI_BASE_URL",
+            format!("https://u:{MARKER}@llm.example.com"),
+        ),
+        ("OPENAI_API_KEY", MARKER.to_string()),
+        (
+            "GITHUB_API_URL",
+            format!("https://{MARKER}@ghe.example.com/api/v3"),
+        ),
+        ("GITHUB_PRIVATE_KEY", MARKER.to_string()),
+        ("GITHUB_PRIVATE_KEY_PATH", format!("/keys/{MARKER}.pem")),
+        ("GITHUB_WEBHOOK_SECRET", MARKER.to_string()),
+        (
+            "RUNBOOKS_PUBLIC_URL",
+            format!("https://{MARKER}.example.com"),
+        ),
+        ("RUNBOOKS_AGENT_ALLOW_HOSTS", format!("{MARKER}.internal")),
+        (
+            "RUNBOOKS_AGENT_ENV",
+            MARKER.to_uppercase().replace('-', "_"),
+        ),
+        ("RUNBOOKS_MODEL", MARKER.to_string()),
+        ("RUNBOOKS_TRUSTED_PROXIES", "10.9.8.7".to_string()),
+    ];
+    let client_settings = [
+        (
+            "RUNBOOKS_URL",
+            format!("https://u:{MARKER}@runbooks.example.com"),
+        ),
+        ("RUNBOOKS_TOKEN", MARKER.to_string()),
+    ];
+    for (args, settings) in [
+        (&["serve", "--help"][..], &serve_settings[..]),
+        (&["migrate", "--help"][..], &serve_settings[1..2]),
+        (&["token", "list", "--help"][..], &serve_settings[1..2]),
+        (&["create", "--help"][..], &client_settings[..]),
+        (&["watch", "--help"][..], &client_settings[..]),
+    ] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_runbooks"));
+        command.args(args);
+        for (name, value) in settings {
+            command.env(name, value);
+        }
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{args:?}");
+        let help = stdout(&output);
+        for (name, value) in settings {
+            assert!(
+                help.contains(&format!("[env: {name}]")),
+                "{name} in {args:?}:\n{help}"
+            );
+            assert!(
+                !help.contains(value.as_str()),
+                "{name}'s value in {args:?}:\n{help}"
+            );
+        }
+        assert!(
+            !help.contains(MARKER) && !help.contains("10.9.8.7"),
+            "{args:?}:\n{help}"
+        );
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_runbooks"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = stdout(&output);
+    assert!(help.contains("[default: 127.0.0.1:8080]"), "{help}");
+    assert!(help.contains("[default: 7d]"), "{help}");
 }
 
 /// The README's first command: the offline demonstration runs a runbook to its commits.

@@ -113,7 +113,7 @@ impl Setup {
         let store = self.t.store.clone();
         let deadline = Instant::now() + WAIT;
         loop {
-            if store.unfinished_deliveries().await.unwrap().is_empty() {
+            if store.unfinished_deliveries(1).await.unwrap().is_empty() {
                 return;
             }
             assert!(Instant::now() < deadline, "webhooks never handled");

@@ -601,7 +601,7 @@ async fn creation_resolves_the_repository_or_answers_422(backend: Backend) {
 /// Waits until the server has handled every delivery it received.
 async fn until_handled(t: &TestServer) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !t.store.unfinished_deliveries().await.unwrap().is_empty() {
+    while !t.store.unfinished_deliveries(1).await.unwrap().is_empty() {
         assert!(
             Instant::now() < deadline,
             "deliveries were not handled in time"

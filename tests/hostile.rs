@@ -482,7 +482,7 @@ connect() {{
   printf 'CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n' "$1" "$1" >&3
   read -r status <&3
   echo "$1 -> $status"
-  if [ "${{status#* }}" != "${{status#* 200}}" ]; then
+  if [ "${{status#* 200 }}" != "$status" ]; then
     while read -r line <&3 && [ "$line" != $'\r' ]; do :; done
     printf 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3
     tail -n 1 <&3

@@ -1,4 +1,5 @@
-//! `POST /webhooks/github`: signatures, persistence, redelivery, limits — with real payloads.
+//! `POST /webhooks/github`: signatures, persistence, redelivery, limits, retention and the
+//! intake's batches — with real payloads.
 
 mod support;
 
@@ -55,7 +56,7 @@ fn signed(body: &str) -> Option<String> {
 /// Waits until every stored delivery has been handled.
 async fn until_handled(t: &TestServer) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !t.store.unfinished_deliveries().await.unwrap().is_empty() {
+    while !t.store.unfinished_deliveries(1).await.unwrap().is_empty() {
         assert!(
             Instant::now() < deadline,
             "deliveries were not handled in time"
@@ -222,7 +223,7 @@ async fn deliveries_left_unhandled_by_a_crash_are_handled_at_start(backend: Back
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !store.unfinished_deliveries().await.unwrap().is_empty() {
+    while !store.unfinished_deliveries(1).await.unwrap().is_empty() {
         assert!(
             Instant::now() < deadline,
             "the left-over delivery was not handled"
@@ -232,7 +233,202 @@ async fn deliveries_left_unhandled_by_a_crash_are_handled_at_start(backend: Back
     server.shutdown().await.unwrap();
 }
 
+/// Runs one statement on the test's database (to age deliveries).
+async fn execute(url: &str, statement: &str) {
+    if url.starts_with("sqlite") {
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(url)
+            .await
+            .unwrap();
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    } else {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+            .await
+            .unwrap();
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    }
+}
+
+async fn delivery_ids(url: &str) -> Vec<String> {
+    let statement = "SELECT delivery_id FROM webhook_deliveries ORDER BY delivery_id";
+    if url.starts_with("sqlite") {
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(url)
+            .await
+            .unwrap();
+        sqlx::query_scalar(statement)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+    } else {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+            .await
+            .unwrap();
+        sqlx::query_scalar(statement)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+    }
+}
+
+fn ping(id: &str) -> DeliveryRecord {
+    DeliveryRecord {
+        delivery_id: id.into(),
+        event: "ping".into(),
+        action: None,
+        payload: fixture("ping.none"),
+    }
+}
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Handled deliveries are forgotten once older than `RUNBOOKS_DELIVERY_RETENTION` (7 days by
+/// default), at start and every hour; deliveries not yet handled never are, however old. A
+/// redelivery of a forgotten delivery is handled again.
+async fn handled_deliveries_are_forgotten_after_the_retention(backend: Backend) {
+    let db = support::TestDb::new(backend).await;
+    let store = db.store().await;
+    for id in ["old", "recent", "pending"] {
+        assert!(store.record_delivery(&ping(id)).await.unwrap());
+    }
+    store.finish_delivery("old", None).await.unwrap();
+    store.finish_delivery("recent", None).await.unwrap();
+    let now = runbooks_now_ms();
+    execute(
+        &db.url,
+        &format!(
+            "UPDATE webhook_deliveries SET received_at = {}, processed_at = {} WHERE delivery_id = 'old'",
+            now - 9 * DAY_MS,
+            now - 8 * DAY_MS
+        ),
+    )
+    .await;
+    execute(
+        &db.url,
+        &format!(
+            "UPDATE webhook_deliveries SET processed_at = {} WHERE delivery_id = 'recent'",
+            now - 6 * DAY_MS
+        ),
+    )
+    .await;
+    execute(
+        &db.url,
+        &format!(
+            "UPDATE webhook_deliveries SET received_at = {} WHERE delivery_id = 'pending'",
+            now - 30 * DAY_MS
+        ),
+    )
+    .await;
+
+    let mut config = runbooks::config::Config::for_database(&db.url);
+    config.github.webhook_secrets = vec![SecretString::from(SECRET)];
+    assert_eq!(
+        config.delivery_retention,
+        Duration::from_secs(7 * 24 * 60 * 60)
+    );
+    let server = runbooks::server::start_with_store(&config, store.clone())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ids = delivery_ids(&db.url).await;
+        let pending_left = !store.unfinished_deliveries(1).await.unwrap().is_empty();
+        if ids == ["pending", "recent"] && !pending_left {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left: {ids:?}, pending unhandled: {pending_left}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // GitHub's redelivery of the forgotten one is taken as new.
+    let body = fixture("ping.none");
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/webhooks/github", server.addr))
+        .header("content-type", "application/json")
+        .header("x-github-event", "ping")
+        .header("x-github-delivery", "old")
+        .header("x-hub-signature-256", signed(&body).unwrap())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["message"], "pong", "{answer}");
+    assert_eq!(delivery_ids(&db.url).await, ["old", "pending", "recent"]);
+    server.shutdown().await.unwrap();
+}
+
+fn runbooks_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The intake reads unhandled deliveries a batch at a time, oldest first, and goes on until
+/// none is left: a backlog of more than two batches is handled whole.
+async fn a_backlog_is_handled_a_batch_at_a_time(backend: Backend) {
+    let db = support::TestDb::new(backend).await;
+    let store = db.store().await;
+    let backlog = 2 * runbooks::intake::BATCH as usize + 1;
+    for i in 0..backlog {
+        assert!(
+            store
+                .record_delivery(&ping(&format!("b-{i:04}")))
+                .await
+                .unwrap()
+        );
+    }
+    // The store reads at most what it is asked for, oldest first.
+    let first = store.unfinished_deliveries(3).await.unwrap();
+    let ids: Vec<&str> = first.iter().map(|d| d.delivery_id.as_str()).collect();
+    assert_eq!(ids, ["b-0000", "b-0001", "b-0002"]);
+
+    let config = runbooks::config::Config::for_database(&db.url);
+    let server = runbooks::server::start_with_store(&config, store.clone())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !store.unfinished_deliveries(1).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the backlog was not handled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(delivery_ids(&db.url).await.len(), backlog);
+    server.shutdown().await.unwrap();
+}
+
+/// A request without a signature is refused before its body is read: the answer comes
+/// while the declared body has not been sent at all.
+async fn an_unsigned_request_is_refused_before_its_body_is_read(backend: Backend) {
+    let t = start(backend, &[SECRET]).await;
+    for signature in [
+        "",
+        "x-hub-signature-256: sha256=not-hex\r\n",
+        "x-hub-signature-256: sha1=00\r\n",
+    ] {
+        let head = format!(
+            "POST /webhooks/github HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             x-github-event: ping\r\nx-github-delivery: unsigned\r\n{signature}\
+             content-length: 1000000\r\n\r\n"
+        );
+        let (status, body) = tokio::time::timeout(
+            Duration::from_secs(20),
+            support::raw_exchange(&t.base, &head, &[]),
+        )
+        .await
+        .expect("the server answered without waiting for the body");
+        assert_eq!(status, 401, "{body}");
+        assert!(body.contains("bad-signature"), "{body}");
+    }
+    assert_eq!(stored_deliveries(&t).await, 0);
+    t.stop().await;
+}
+
 both_backends!(
+    handled_deliveries_are_forgotten_after_the_retention,
+    a_backlog_is_handled_a_batch_at_a_time,
+    an_unsigned_request_is_refused_before_its_body_is_read,
     signed_deliveries_are_stored_answered_and_handled,
     bad_or_missing_signatures_are_401_and_change_nothing,
     a_redelivery_has_effect_once,

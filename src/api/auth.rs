@@ -6,14 +6,21 @@
 //! write confirms it first ([`Caller::confirm`]). So a token revoked from the command line
 //! (another process) stops working with the very next request, while a status poll costs one
 //! round trip instead of two.
+//!
+//! Presenting a token this process does not know yet (or a malformed one) costs the client
+//! address an attempt of `RUNBOOKS_AUTH_RATE_LIMIT` before the database is asked: guessing
+//! tokens is refused with 429 long before it gets anywhere, while a real client's token is
+//! looked up once and then served from the cache.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::RwLock;
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 
+use super::client_addr::ClientAddr;
 use super::{ApiError, AppState};
 use crate::store::TokenInfo;
 use crate::tokens;
@@ -78,6 +85,34 @@ impl Caller {
         state.tokens.forget(&self.token_hash);
         invalid()
     }
+
+    /// Takes `n` more requests from the token's rate limit, for a request that does the work
+    /// of several (a GraphQL request running many top-level fields): 429 when the budget
+    /// left is smaller, 400 when no budget could ever cover it.
+    pub fn take_more(&self, state: &AppState, n: u32) -> Result<(), ApiError> {
+        let (Some(limiter), Some(n)) = (&state.limiter, NonZeroU32::new(n)) else {
+            return Ok(());
+        };
+        match limiter.check_key_n(&self.token.id, n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(rate_limited(not_until)),
+            Err(governor::InsufficientCapacity(capacity)) => Err(ApiError::BadRequest(format!(
+                "this request does the work of {} requests, more than the {capacity} a minute \
+                 this server allows a token (RUNBOOKS_RATE_LIMIT): split it",
+                u64::from(n.get()) + 1
+            ))),
+        }
+    }
+}
+
+fn rate_limited(not_until: governor::NotUntil<governor::clock::QuantaInstant>) -> ApiError {
+    let retry_after = not_until.wait_time_from(governor::clock::Clock::now(
+        &governor::clock::DefaultClock::default(),
+    ));
+    ApiError::RateLimited {
+        retry_after,
+        of: "for this token",
+    }
 }
 
 /// Reads `Authorization: Bearer <token>` (the scheme is case-insensitive, RFC 7235).
@@ -108,13 +143,16 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let presented = bearer(parts)?;
+        let client = || ClientAddr::of(parts, &state.trusted_proxies);
         if !tokens::well_formed(presented) {
+            state.check_client(client())?;
             return Err(invalid());
         }
         let token_hash = tokens::hash(presented);
         let (token, cached) = match state.tokens.get(&token_hash) {
             Some(token) => (token, true),
             None => {
+                state.check_client(client())?;
                 let token = state
                     .store
                     .active_token(&token_hash)
@@ -127,10 +165,7 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(limiter) = &state.limiter
             && let Err(not_until) = limiter.check_key(&token.id)
         {
-            let retry_after = not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            ));
-            return Err(ApiError::RateLimited { retry_after });
+            return Err(rate_limited(not_until));
         }
         Ok(Caller {
             token,

@@ -41,8 +41,12 @@ pub enum ApiError {
     /// The request does not fit the runbook's state (e.g. nothing to retry).
     #[error("{0}")]
     Conflict(String),
-    #[error("too many requests for this token; retry in {} s", retry_after.as_secs().max(1))]
-    RateLimited { retry_after: Duration },
+    /// Over a rate limit: `of` says whose (`for this token`, `from this address`).
+    #[error("too many requests {of}; retry in {} s", retry_after.as_secs().max(1))]
+    RateLimited {
+        retry_after: Duration,
+        of: &'static str,
+    },
     #[error("{0}")]
     MethodNotAllowed(String),
     /// A webhook whose signature does not match (no bearer challenge: GitHub signs instead).
@@ -158,7 +162,7 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static("Bearer realm=\"runbooks\""),
                 );
             }
-            ApiError::RateLimited { retry_after } => {
+            ApiError::RateLimited { retry_after, .. } => {
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }

@@ -1,19 +1,29 @@
 //! The HTTP API: REST endpoints, health checks and the OpenAPI description.
+//!
+//! The router also holds what every front door shares: each request must be answered within
+//! the request timeout (503 otherwise; a streamed body such as the dashboard's live updates
+//! is not cut, only the wait for its start), and a path whose percent-decoding is not UTF-8
+//! is refused with 400 before any route sees it — JSON everywhere, the dashboard's page on
+//! the dashboard's paths.
 
 pub mod actions;
 pub mod auth;
+pub mod client_addr;
 pub mod error;
 pub mod json;
 pub mod runbooks;
 pub mod webhooks;
 
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
-use axum::response::IntoResponse;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use utoipa::OpenApi;
@@ -47,7 +57,21 @@ pub struct AppState {
     /// Turns `true` when the server begins a graceful shutdown: long-lived responses (the
     /// dashboard's event streams) end then, so the shutdown does not wait for them.
     pub shutting_down: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Sign-ins and checks of tokens not in the cache, per client address (see
+    /// [`client_addr`]); `None` when the limit is off.
+    pub clients: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
+    /// The dashboard's live-update streams open per session.
+    pub streams: Arc<crate::dashboard::live::SessionStreams>,
+    /// How long a request may take to be answered.
+    pub request_timeout: Duration,
 }
+
+/// Defaults of [`AppState::new`]; the server sets its own from the configuration.
+pub const DEFAULT_AUTH_RATE_LIMIT: u32 = 30;
+pub const DEFAULT_STREAMS_PER_SESSION: usize = 8;
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, public_url: &str, rate_limit_per_minute: u32) -> Self {
@@ -62,6 +86,48 @@ impl AppState {
             tokens: Arc::default(),
             engine: None,
             shutting_down: Arc::new(tokio::sync::watch::Sender::new(false)),
+            clients: None,
+            trusted_proxies: Arc::new([]),
+            streams: Arc::new(crate::dashboard::live::SessionStreams::new(
+                DEFAULT_STREAMS_PER_SESSION,
+            )),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+        .with_auth_rate_limit(DEFAULT_AUTH_RATE_LIMIT)
+    }
+
+    /// Sets the budget of sign-ins and unknown-token checks per client address and minute
+    /// (0: no limit).
+    pub fn with_auth_rate_limit(mut self, per_minute: u32) -> Self {
+        self.clients =
+            NonZeroU32::new(per_minute).map(|n| Arc::new(RateLimiter::keyed(Quota::per_minute(n))));
+        self
+    }
+
+    /// Takes one attempt from the client's budget of sign-ins and unknown-token checks.
+    pub fn check_client(&self, client: client_addr::ClientAddr) -> Result<(), ApiError> {
+        let (Some(limiter), Some(key)) = (&self.clients, client.limit_key()) else {
+            return Ok(());
+        };
+        limiter
+            .check_key(&key)
+            .map_err(|not_until| ApiError::RateLimited {
+                retry_after: not_until.wait_time_from(governor::clock::Clock::now(
+                    &governor::clock::DefaultClock::default(),
+                )),
+                of: "from this address",
+            })
+    }
+
+    /// Lets the rate limiters forget keys whose budget is full again (their memory would
+    /// otherwise grow with every address ever seen).
+    pub fn forget_idle_limits(&self) {
+        if let Some(limiter) = &self.clients {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        if let Some(limiter) = &self.limiter {
+            limiter.retain_recent();
         }
     }
 }
@@ -134,6 +200,40 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed("this endpoint does not accept that method".into())
 }
 
+/// Refuses a path that is not UTF-8 once percent-decoded (`/api/v1/runbook/%FF`) before a
+/// route's extractor answers it in plain text: 400 in the error format of the front door
+/// the path belongs to.
+async fn readable_path(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .is_err()
+    {
+        if crate::dashboard::owns(path) {
+            return crate::dashboard::failure_page(
+                &state,
+                axum::http::StatusCode::BAD_REQUEST,
+                "This address is not valid: it is not UTF-8 once decoded.",
+            );
+        }
+        return ApiError::BadRequest("the path is not valid UTF-8 once percent-decoded".into())
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// The answer to a request not answered within the request timeout.
+async fn timed_out(state: AppState, error: tower::BoxError) -> ApiError {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        ApiError::Unavailable(format!(
+            "the request was not answered within {} and was abandoned; try again",
+            humantime::format_duration(state.request_timeout)
+        ))
+    } else {
+        ApiError::Internal(anyhow::anyhow!(error))
+    }
+}
+
 /// The application's routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -173,5 +273,14 @@ pub fn router(state: AppState) -> Router {
         // Bodies are read by `JsonBody` under its own limit; this only stops huge uploads
         // to endpoints that take none.
         .layer(axum::extract::DefaultBodyLimit::max(json::MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), readable_path))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new({
+                    let state = state.clone();
+                    move |error| timed_out(state.clone(), error)
+                }))
+                .layer(tower::timeout::TimeoutLayer::new(state.request_timeout)),
+        )
         .with_state(state)
 }

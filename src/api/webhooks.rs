@@ -14,16 +14,36 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Whether a header could be a signature at all: `sha256=` and 64 hex digits.
+fn signature_shaped(value: &str) -> bool {
+    value
+        .trim()
+        .strip_prefix("sha256=")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// Receives a GitHub webhook delivery.
 ///
-/// The signature is checked over the raw bytes before anything is parsed; a delivery is
-/// stored before it is answered, and a redelivery (same `X-GitHub-Delivery`) changes nothing.
-/// GitHub gives up after 10 s, so the answer never waits for the handling.
+/// A request without a signature (or when no secret is configured, so none can match) is
+/// refused before a byte of its body is read; otherwise the signature is checked over the raw
+/// bytes before anything is parsed. A delivery is stored before it is answered, and a
+/// redelivery (same `X-GitHub-Delivery`) changes nothing. GitHub gives up after 10 s, so the
+/// answer never waits for the handling.
 pub async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let bad_signature = || {
+        ApiError::BadSignature(
+            "the X-Hub-Signature-256 header is missing or does not match the payload".into(),
+        )
+    };
+    if state.webhook_secrets.is_empty()
+        || !header(&headers, "x-hub-signature-256").is_some_and(signature_shaped)
+    {
+        return Err(bad_signature());
+    }
     if header(&headers, "content-length")
         .and_then(|v| v.parse::<u64>().ok())
         .is_some_and(|n| n > MAX_PAYLOAD_BYTES as u64)
@@ -42,9 +62,7 @@ pub async fn receive(
         &bytes,
         header(&headers, "x-hub-signature-256"),
     ) {
-        return Err(ApiError::BadSignature(
-            "the X-Hub-Signature-256 header is missing or does not match the payload".into(),
-        ));
+        return Err(bad_signature());
     }
     let event = header(&headers, "x-github-event")
         .filter(|e| !e.is_empty())

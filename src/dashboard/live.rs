@@ -11,9 +11,15 @@
 //! fingerprint as `Last-Event-ID`, so nothing is sent twice or missed) and when the client
 //! goes away. The page carries the fingerprint it was rendered with (`?since=`), so a change
 //! between the page and the stream is sent at once.
+//!
+//! One session keeps at most `RUNBOOKS_MAX_STREAMS_PER_SESSION` streams open in a process
+//! ([`SessionStreams`]); one more is refused with 429, which a browser's `EventSource` does not
+//! retry (the page then says live updates stopped, and *Refresh* still works).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
@@ -66,6 +72,54 @@ impl Drop for OpenStream {
     }
 }
 
+/// The streams each session has open in this process, bounded per session.
+#[derive(Debug)]
+pub struct SessionStreams {
+    max: usize,
+    open: Mutex<HashMap<String, usize>>,
+}
+
+impl SessionStreams {
+    pub fn new(max_per_session: usize) -> Self {
+        Self {
+            max: max_per_session,
+            open: Mutex::default(),
+        }
+    }
+
+    /// Counts one more stream for the session, unless it has the most it may have.
+    fn open(self: &Arc<Self>, session_hash: &str) -> Option<SessionStream> {
+        let mut open = self.open.lock().expect("session streams lock");
+        let count = open.entry(session_hash.to_string()).or_default();
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(SessionStream {
+            streams: self.clone(),
+            session_hash: session_hash.to_string(),
+        })
+    }
+}
+
+/// One stream of a session, counted until dropped.
+struct SessionStream {
+    streams: Arc<SessionStreams>,
+    session_hash: String,
+}
+
+impl Drop for SessionStream {
+    fn drop(&mut self) {
+        let mut open = self.streams.open.lock().expect("session streams lock");
+        if let Some(count) = open.get_mut(&self.session_hash) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.session_hash);
+            }
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub struct EventsQuery {
     /// The fingerprint of what the page already shows.
@@ -84,6 +138,7 @@ struct Watch {
     /// Turns `true` when the server shuts down.
     shutdown: tokio::sync::watch::Receiver<bool>,
     _open: OpenStream,
+    _session: SessionStream,
 }
 
 /// `GET /runbooks/{n}/events`.
@@ -111,6 +166,12 @@ pub async fn events(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .or_else(|| query.ok().and_then(|q| q.0.since));
+    let Some(session_stream) = state.streams.open(&reader.session_hash) else {
+        return Err(Failure::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "This session follows too many runbooks at once; close a page or refresh this one.",
+        ));
+    };
     let shutdown = state.shutting_down.subscribe();
     let watch = Watch {
         ctx: Ctx::signed_in(&state, &reader),
@@ -122,6 +183,7 @@ pub async fn events(
         ends: Instant::now() + MAX_STREAM,
         shutdown,
         _open: OpenStream::new(),
+        _session: session_stream,
     };
     let events = stream::once(async { Ok(Event::default().retry(RETRY)) })
         .chain(stream::unfold(watch, next_event));

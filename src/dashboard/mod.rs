@@ -13,6 +13,10 @@
 //! | `GET /runbooks/{n}` | a runbook: steps, states, errors, output, commits, PRs, actions |
 //! | `GET /runbooks/{n}/events` | server-sent events: the live part of the page when it changes |
 //! | `POST /runbooks/{n}/execute`, `…/retry`, `…/cancel`, `…/pull_requests` | the actions (CSRF-checked) |
+//!
+//! Pages served elsewhere — `GET /api/graphql`, and the 400 for a dashboard path that is not
+//! UTF-8 — are rendered here and carry the same security headers ([`graphql_page`],
+//! [`failure_page`]).
 
 pub mod live;
 mod pages;
@@ -69,14 +73,41 @@ pub fn router(state: AppState) -> Router<AppState> {
         .layer(DefaultBodyLimit::max(FORM_LIMIT))
 }
 
-/// Renders failures as pages, and puts the security headers on every answer: no framing,
-/// no caching, no referrer to other sites, and a strict content policy when the page did
-/// not set its own (pages allow their inline style and script by nonce).
+/// Whether a path is one of the dashboard's (its failures are pages, not JSON).
+pub fn owns(path: &str) -> bool {
+    matches!(path, "/" | "/login" | "/logout")
+        || path == "/runbooks"
+        || path.starts_with("/runbooks/")
+}
+
+/// The page of a failure found outside the dashboard's routes, with its security headers.
+pub fn failure_page(state: &AppState, status: StatusCode, message: &str) -> Response {
+    secure(pages::failure(&Ctx::anonymous(state), status, message))
+}
+
+/// The page explaining the GraphQL endpoint (`GET /api/graphql`), with the dashboard's
+/// security headers.
+pub fn graphql_page(state: &AppState, sdl: &str) -> Response {
+    secure(pages::graphql(
+        &Ctx::anonymous(state),
+        &state.public_url,
+        sdl,
+    ))
+}
+
+/// Renders failures as pages, and puts the security headers on every answer.
 async fn finish(State(state): State<AppState>, response: Response) -> Response {
-    let mut response = match response.extensions().get::<Failure>() {
+    let response = match response.extensions().get::<Failure>() {
         Some(failure) => pages::failure(&Ctx::anonymous(&state), failure.status, &failure.message),
         None => response,
     };
+    secure(response)
+}
+
+/// The security headers of every dashboard answer: no framing, no caching, no referrer to
+/// other sites, and a strict content policy when the page did not set its own (pages allow
+/// their inline style and script by nonce).
+fn secure(mut response: Response) -> Response {
     let headers = response.headers_mut();
     if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
         headers.insert(

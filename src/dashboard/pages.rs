@@ -195,6 +195,40 @@ pub fn failure(ctx: &Ctx, status: StatusCode, message: &str) -> Response {
     render(status, title, ctx, body, false)
 }
 
+/// `GET /api/graphql`: how to use the GraphQL endpoint, and its schema. GraphiQL is not
+/// served: it would be third-party script on the origin that holds dashboard sessions.
+pub fn graphql(ctx: &Ctx, public_url: &str, sdl: &str) -> Response {
+    let endpoint = format!("{public_url}/api/graphql");
+    let example = format!(
+        "curl -s {endpoint} -H \"Authorization: Bearer $TOKEN\" \\\n  \
+         -H 'Content-Type: application/json' \\\n  \
+         -d '{{\"query\": \"{{ runbooks(first: 10) {{ nodes {{ number title status }} }} }}\"}}'"
+    );
+    let body = html! {
+        h1 { "GraphQL API" }
+        p { "This is the GraphQL endpoint of runbooks. Send queries and mutations as a "
+            code { "POST" } " of a JSON object — " code { "query" } ", and optionally "
+            code { "variables" } " and " code { "operationName" } " — with "
+            code { "Content-Type: application/json" } " and an API token (from "
+            code { "runbooks token create" } ") in " code { "Authorization: Bearer …" } "." }
+        pre { code { (example) } }
+        p { "The server does not serve GraphiQL, so that no third-party script runs where dashboard \
+             sessions live. Any GraphQL client (a desktop or editor GraphQL client, or GraphiQL \
+             run on your own machine) can explore this API: point it at "
+            code { (endpoint) } " with the same header; introspection is on." }
+        p { "Each request may be up to 16 KiB of query text (pass long values such as prompts in "
+            code { "variables" } "), with at most 32 fragments, 100 aliased fields and 1,000 fields \
+             with its fragments expanded; every top-level field counts as one request against the \
+             token's rate limit." }
+        details {
+            summary { "Schema" }
+            pre { code { (sdl) } }
+        }
+        p { a href=(ctx.href("/runbooks")) { "The dashboard" } }
+    };
+    render(StatusCode::OK, "GraphQL API", ctx, body, false)
+}
+
 /// The sign-in form. The token goes in the body of a POST, never in a URL.
 pub fn login(ctx: &Ctx, next: Option<&str>, message: Option<&str>, status: StatusCode) -> Response {
     let body = html! {

@@ -8,6 +8,9 @@
 //!   token's sessions stop working with the next request.
 //! - Every POST sends the session's CSRF secret back in a hidden field, and its `Origin` (or,
 //!   without one, its `Referer`) must be the public URL's when the browser sends it.
+//! - Every sign-in attempt costs the client address one of `RUNBOOKS_AUTH_RATE_LIMIT`'s
+//!   attempts a minute (shared with API requests presenting unknown tokens) before the
+//!   token is looked up: past it, the form answers 429 with `Retry-After`.
 
 use std::time::Duration;
 
@@ -212,6 +215,7 @@ pub async fn login_form(
 /// the list; anything else shows the form again.
 pub async fn login(
     State(state): State<AppState>,
+    client: crate::api::client_addr::ClientAddr,
     headers: HeaderMap,
     form: FormBody<LoginForm>,
 ) -> Response {
@@ -228,6 +232,21 @@ pub async fn login(
         Err(failure) => return failure.into_response(),
     };
     let next = form.next.filter(|n| is_local_path(n));
+    if let Err(crate::api::ApiError::RateLimited { retry_after, .. }) = state.check_client(client) {
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        let mut page = pages::login(
+            &ctx,
+            next.as_deref(),
+            Some(&format!(
+                "Too many sign-in attempts from your address: try again in {} s.",
+                secs.max(1)
+            )),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+        page.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        return page;
+    }
     let presented = form.token.trim();
     let token = if tokens::well_formed(presented) {
         match state.store.active_token(&tokens::hash(presented)).await {

@@ -1,4 +1,6 @@
-//! The GraphQL API: `POST /api/graphql` executes, `GET /api/graphql` serves GraphiQL.
+//! The GraphQL API: `POST /api/graphql` executes, `GET /api/graphql` serves a page saying
+//! how (with the schema), under the dashboard's security headers. GraphiQL is not served: it
+//! would be third-party script on the origin that holds dashboard sessions.
 //!
 //! Same bearer tokens, organisation scoping and rate limit as the REST API (the [`Caller`]
 //! extractor), the same request body rules (the [`JsonBody`] extractor: JSON only, 1 MiB),
@@ -14,17 +16,25 @@
 //! A page of runbooks costs a constant number of SQL statements whatever its size and
 //! selection: the listing, then one batched read each for steps, pull requests and threads
 //! (see [`loaders`]).
+//!
+//! Before async-graphql parses and validates a request, [`limits`] bounds what that may cost
+//! (text size, nesting, fragments, fields and aliases with fragments expanded) in time linear
+//! in the text, and counts the top-level fields the request runs: each one takes a request
+//! from the token's rate limit, so aliased fields and mutations cost what separate requests
+//! would.
 
+pub mod limits;
 mod loaders;
 mod mutation;
 mod query;
 mod types;
 
-use async_graphql::http::GraphiQLSource;
-use async_graphql::{EmptySubscription, ErrorExtensions, Schema};
+use std::sync::OnceLock;
+
+use async_graphql::{EmptySubscription, ErrorExtensions, Schema, ServerError};
 use async_graphql_axum::GraphQLResponse;
 use axum::extract::State;
-use axum::response::Html;
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Router};
 
@@ -72,7 +82,7 @@ pub(crate) struct RequestContext {
 /// The GraphQL routes, to merge into the application's router.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route(PATH, get(graphiql).post(execute))
+        .route(PATH, get(page).post(execute))
         .layer(Extension(schema()))
 }
 
@@ -80,14 +90,27 @@ async fn execute(
     State(state): State<AppState>,
     Extension(schema): Extension<RunbooksSchema>,
     caller: Caller,
-    JsonBody(request): JsonBody<async_graphql::Request>,
+    JsonBody(mut request): JsonBody<async_graphql::Request>,
 ) -> Result<GraphQLResponse, ApiError> {
-    // A cached token is confirmed once per request, before anything is read or written:
-    // a revoked token stops working with the next request, as with REST.
-    caller.confirm(&state).await?;
-    let loaders = loaders::Loaders::new(state.store.clone());
-    let request = request.data(RequestContext { state, caller }).data(loaders);
-    let mut response = schema.execute(request).await;
+    let mut response = match limits::check(&request.query, request.operation_name.as_deref()) {
+        Err(refused) => {
+            async_graphql::Response::from_errors(vec![ServerError::new(refused.to_string(), None)])
+        }
+        Ok(checked) => {
+            // The extractor took one request from the token's budget; the other top-level
+            // fields take theirs before anything runs.
+            caller.take_more(&state, checked.cost.saturating_sub(1))?;
+            if let Some(document) = checked.document {
+                request.set_parsed_query(document);
+            }
+            // A cached token is confirmed once per request, before anything is read or
+            // written: a revoked token stops working with the next request, as with REST.
+            caller.confirm(&state).await?;
+            let loaders = loaders::Loaders::new(state.store.clone());
+            let request = request.data(RequestContext { state, caller }).data(loaders);
+            schema.execute(request).await
+        }
+    };
     // Errors of the GraphQL layer itself (syntax, validation, limits, coercion of
     // arguments) carry no code: they are bad requests.
     for error in &mut response.errors {
@@ -105,13 +128,10 @@ async fn execute(
     Ok(response.into())
 }
 
-async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint(PATH)
-            .title("runbooks GraphQL")
-            .finish(),
-    )
+/// `GET /api/graphql`: how to use the endpoint, and the schema.
+async fn page(State(state): State<AppState>) -> Response {
+    static SDL: OnceLock<String> = OnceLock::new();
+    crate::dashboard::graphql_page(&state, SDL.get_or_init(sdl))
 }
 
 /// An [`ApiError`] as a GraphQL error: its sentence, and its REST code in

@@ -450,8 +450,8 @@ pub trait Store: Send + Sync + 'static {
     async fn record_delivery(&self, delivery: &DeliveryRecord) -> StoreResult<bool>;
     /// Marks a delivery handled, with the error it ended in, if any.
     async fn finish_delivery(&self, delivery_id: &str, error: Option<&str>) -> StoreResult<()>;
-    /// Deliveries received but not yet handled (after a crash), oldest first.
-    async fn unfinished_deliveries(&self) -> StoreResult<Vec<DeliveryRecord>>;
+    /// The oldest deliveries received but not yet handled, at most `limit` of them.
+    async fn unfinished_deliveries(&self, limit: i64) -> StoreResult<Vec<DeliveryRecord>>;
 
     // --- dashboard sessions (sign-ins with an API token; see `crate::dashboard`) --------
 
@@ -466,6 +466,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<DashboardSession>>;
     /// Ends a session; `false` when there was none.
     async fn delete_dashboard_session(&self, session_hash: &str) -> StoreResult<bool>;
+
+    /// Forgets at most `limit` deliveries handled before `handled_before_ms`, oldest first;
+    /// answers how many. Deliveries not yet handled are never forgotten.
+    async fn prune_deliveries(&self, handled_before_ms: i64, limit: i64) -> StoreResult<u64>;
 }
 
 // --- dashboard sessions ---------------------------------------------------------------

@@ -674,11 +674,12 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn unfinished_deliveries(&self) -> StoreResult<Vec<DeliveryRecord>> {
+            async fn unfinished_deliveries(&self, limit: i64) -> StoreResult<Vec<DeliveryRecord>> {
                 let rows = sqlx::query(
                     "SELECT delivery_id, event, action, payload FROM webhook_deliveries \
-                     WHERE processed_at IS NULL ORDER BY received_at, delivery_id",
+                     WHERE processed_at IS NULL ORDER BY received_at, delivery_id LIMIT $1",
                 )
+                .bind(limit)
                 .fetch_all(&self.pool)
                 .await?;
                 rows.iter()
@@ -1124,6 +1125,18 @@ macro_rules! sql_store {
                     .execute(&self.pool)
                     .await?;
                 Ok(result.rows_affected() == 1)
+            }
+
+            async fn prune_deliveries(&self, handled_before_ms: i64, limit: i64) -> StoreResult<u64> {
+                let result = sqlx::query(
+                    "DELETE FROM webhook_deliveries WHERE delivery_id IN (SELECT delivery_id \
+                     FROM webhook_deliveries WHERE processed_at < $1 ORDER BY processed_at LIMIT $2)",
+                )
+                .bind(handled_before_ms)
+                .bind(limit)
+                .execute(&self.pool)
+                .await?;
+                Ok(result.rows_affected())
             }
         }
     };

@@ -911,16 +911,33 @@ async fn a_stacked_pull_request_that_could_not_be_opened_is_opened_at_settle() {
         d["pull_requests"].as_array().is_some_and(|p| p.len() == 2)
     })
     .await;
+    // In the stack's order (its top-level steps'), whatever order they were opened in.
     let steps: Vec<&Value> = doc["pull_requests"]
         .as_array()
         .unwrap()
         .iter()
         .map(|p| &p["step_numbers"])
         .collect();
-    assert!(
-        steps.contains(&&json!(["1"])) && steps.contains(&&json!(["2"])),
-        "{doc}"
+    assert_eq!(steps, [&json!(["1"]), &json!(["2"])], "{doc}");
+    github
+        .wait_until(Duration::from_secs(30), "both final", |g| {
+            g.pulls("acme-corp", "backend").iter().all(|p| !p.draft)
+        })
+        .await
+        .unwrap();
+    let pulls = github.pulls("acme-corp", "backend");
+    let number_of = |head: &str| pulls.iter().find(|p| p.head == head).unwrap().number;
+    let (one, two) = (
+        number_of("runbooks/1/step-1"),
+        number_of("runbooks/1/step-2"),
     );
+    for pr in &pulls {
+        let body = pr.body.clone().unwrap_or_default();
+        let listed: Vec<&str> = body.lines().filter(|l| l.starts_with("1. #")).collect();
+        assert_eq!(listed.len(), 2, "{body}");
+        assert!(listed[0].starts_with(&format!("1. #{one} ")), "{body}");
+        assert!(listed[1].starts_with(&format!("1. #{two} ")), "{body}");
+    }
     t.stop().await;
 }
 
@@ -993,5 +1010,61 @@ async fn a_forged_commit_naming_a_step_is_not_adopted() {
             .unwrap()
             .contains("pub fn new_name")
     );
+    t.stop().await;
+}
+
+/// Making a PR final is owed until GitHub has it: when GitHub fails the final pass (every
+/// retry of the client's), the runbook keeps its debt, with the error and a backoff, and a
+/// worker pays it later — the PR ends final, not a `[WIP]` draft forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_pass_that_github_fails_is_paid_later() {
+    let github = github().await;
+    let t = server_for(&github, Backend::Sqlite, |_| {}).await;
+    // Two whole final passes fail (4 attempts of the client's each).
+    github.inject(
+        runbooks::standin::Fault::bad_gateway("/repos/acme-corp/backend/pulls/")
+            .method("PATCH")
+            .times(8),
+    );
+    let one_step =
+        "## Execution Steps\n### Step 1: Document it\n```sh\necho more >> README.md\n```\n";
+    json(t.create(body(one_step)).await).await;
+    let done = wait_for_status(&t, 1, &["completed", "failed"]).await;
+    assert_eq!(done["status"], "completed");
+    // The debt is recorded with why it is not paid yet.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(owed) = t.store.owed(1).await.unwrap()
+            && owed.attempts >= 1
+        {
+            assert!(
+                owed.error.as_deref().unwrap_or("").contains("502"),
+                "{owed:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failed attempt recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    github
+        .wait_until(Duration::from_secs(60), "the final pull request", |g| {
+            g.pulls("acme-corp", "backend")
+                .iter()
+                .any(|p| !p.title.starts_with("[WIP]") && !p.draft)
+        })
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while t.store.owed(1).await.unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the debt was never paid"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(github.pulls("acme-corp", "backend").len(), 1);
     t.stop().await;
 }

@@ -430,6 +430,133 @@ async fn leases_are_exclusive_until_they_expire(backend: Backend) {
     assert!(store.claim_runbook(a, "w3", 60_002, 90_000).await.unwrap());
 }
 
+/// A runbook's debt to GitHub: owed before work, paid only for the version that was brought
+/// up to date, kept with a backoff when paying fails, and work for a worker while it is due.
+async fn debts_to_github_are_kept_until_paid(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let a = store
+        .create_runbook(&new_runbook("acme", "a"), None)
+        .await
+        .unwrap();
+    store
+        .record_plan(a, &plan(&["1"]), StepState::NotStarted, None)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .runbooks_with_work(1_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.owed(a).await.unwrap(), None);
+
+    let first = store.owe(a).await.unwrap();
+    assert_eq!(
+        store.runbooks_with_work(1_000, 10).await.unwrap(),
+        [a],
+        "a debt is work"
+    );
+    // A newer change while the first was being paid: paying the first leaves the debt.
+    let second = store.owe(a).await.unwrap();
+    assert!(second > first);
+    assert!(!store.settle_owed(a, first).await.unwrap());
+    assert_eq!(store.owed(a).await.unwrap().unwrap().version, second);
+
+    // A failed attempt puts the debt off; it is offered again once due.
+    let attempts = store
+        .owed_failed(a, "GitHub answered 502", &|attempts| {
+            1_000 + attempts * 10_000
+        })
+        .await
+        .unwrap();
+    assert_eq!(attempts, 1);
+    let owed = store.owed(a).await.unwrap().unwrap();
+    assert_eq!((owed.attempts, owed.not_before_ms), (1, 11_000));
+    assert_eq!(owed.error.as_deref(), Some("GitHub answered 502"));
+    assert!(
+        store
+            .runbooks_with_work(5_000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not yet due"
+    );
+    assert_eq!(store.runbooks_with_work(11_000, 10).await.unwrap(), [a]);
+    let attempts = store
+        .owed_failed(a, "again", &|attempts| 1_000 + attempts * 10_000)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 2);
+    // While it is held, a debt is not offered to another worker.
+    assert!(store.claim_runbook(a, "w1", 30_000, 60_000).await.unwrap());
+    assert!(
+        store
+            .runbooks_with_work(30_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.release_lease(a, "w1").await.unwrap();
+
+    assert!(store.settle_owed(a, second).await.unwrap());
+    assert_eq!(store.owed(a).await.unwrap(), None);
+    assert!(
+        store
+            .runbooks_with_work(100_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A manual runbook's PR, once asked for, stays asked for.
+    assert!(
+        !store
+            .runbook(a)
+            .await
+            .unwrap()
+            .unwrap()
+            .pull_request_requested
+    );
+    store.request_pull_request(a).await.unwrap();
+    store.request_pull_request(a).await.unwrap();
+    assert!(
+        store
+            .runbook(a)
+            .await
+            .unwrap()
+            .unwrap()
+            .pull_request_requested
+    );
+
+    // Pull requests placed by position (a stack's top-level step), whatever the order they
+    // are recorded in; a base remembered.
+    store
+        .record_pull_request_at(
+            a,
+            12,
+            "https://github.example/pull/12",
+            &["1".parse().unwrap()],
+            Some(3),
+        )
+        .await
+        .unwrap();
+    store
+        .record_pull_request_at(a, 11, "https://github.example/pull/11", &[], Some(1))
+        .await
+        .unwrap();
+    store
+        .set_pull_request_base(a, 12, "runbooks/1/step-1")
+        .await
+        .unwrap();
+    let records = store.pull_request_records(a).await.unwrap();
+    let order: Vec<u64> = records.iter().map(|r| r.number).collect();
+    assert_eq!(order, [11, 12]);
+    assert_eq!(records[1].base.as_deref(), Some("runbooks/1/step-1"));
+    assert_eq!(records[0].base, None);
+}
+
 async fn plans_failures_and_transitions(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = db.store().await;
@@ -662,6 +789,7 @@ both_backends!(
     follow_ups_update_description_and_merge_labels,
     migrations_run_once_and_data_survives_reopening,
     leases_are_exclusive_until_they_expire,
+    debts_to_github_are_kept_until_paid,
     plans_failures_and_transitions,
     listings_are_scoped_paged_and_batched,
 );

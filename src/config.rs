@@ -398,7 +398,8 @@ fn check_http_url(name: &str, url: &str) -> anyhow::Result<String> {
         Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => {
             Ok(trimmed.to_string())
         }
-        _ => anyhow::bail!("{name} must be an http:// or https:// URL, got {url:?}"),
+        // The value is not echoed: a URL may carry credentials (`https://user:key@…`).
+        _ => anyhow::bail!("{name} must be an http:// or https:// URL"),
     }
 }
 

@@ -552,6 +552,109 @@ pub async fn track_pull_request(
 mod tests {
     use super::*;
 
+    fn runbook(mode: PrMode) -> RunbookRecord {
+        RunbookRecord {
+            number: 7,
+            org: "acme".into(),
+            repo: "app".into(),
+            title: "Tidy".into(),
+            prompt: "Tidy up".into(),
+            oneshot: true,
+            draft: None,
+            pr_mode: Some(mode),
+            target_branch: Some("main".into()),
+            description: None,
+            labels: Vec::new(),
+            author_email: None,
+            created_by_token: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            pull_request_requested: false,
+        }
+    }
+
+    /// Steps from `(number, state, commit?)`; parents (numbers that prefix others) made so.
+    fn steps(list: &[(&str, StepState, bool)]) -> Vec<StepRecord> {
+        list.iter()
+            .map(|(number, state, commit)| {
+                let number: StepNumber = number.parse().unwrap();
+                let is_leaf = !list
+                    .iter()
+                    .any(|(other, _, _)| other.starts_with(&format!("{number}.")));
+                StepRecord {
+                    title: format!("Step {number}"),
+                    number,
+                    details: String::new(),
+                    is_leaf,
+                    state: *state,
+                    pr_number: None,
+                    commit_sha: commit.then(|| "abc".to_string()),
+                    error: None,
+                    kind: "work".into(),
+                    log: None,
+                    started_at_ms: None,
+                    finished_at_ms: None,
+                }
+            })
+            .collect()
+    }
+
+    use StepState::{Completed as Done, NotStarted as Waiting, Queued};
+
+    #[test]
+    fn a_single_pr_is_opened_with_the_first_commit_and_carries_committed_leaves() {
+        let none = steps(&[("1", Queued, false), ("2", Waiting, false)]);
+        let w = wanted(&runbook(PrMode::SinglePr), &none, "main", |_| false);
+        assert_eq!(w.len(), 1);
+        assert!(!w[0].open && !w[0].done && w[0].leaves.is_empty());
+        let some = steps(&[("1", Done, true), ("2", Done, false), ("3", Queued, false)]);
+        let w = wanted(&runbook(PrMode::SinglePr), &some, "main", |_| false);
+        assert_eq!(
+            (w[0].branch.as_str(), w[0].base.as_str()),
+            ("runbooks/7", "main")
+        );
+        assert!(w[0].open && !w[0].done);
+        assert_eq!(w[0].leaves, ["1".parse::<StepNumber>().unwrap()]);
+        // Manual: the same PR, opened only when asked for.
+        let mut manual = runbook(PrMode::Manual);
+        assert!(!wanted(&manual, &some, "main", |_| false)[0].open);
+        manual.pull_request_requested = true;
+        assert!(wanted(&manual, &some, "main", |_| false)[0].open);
+    }
+
+    #[test]
+    fn a_stack_is_in_top_level_order_and_moves_onto_what_a_merged_pr_went_into() {
+        let list = steps(&[
+            ("1", Waiting, false),
+            ("1.1", Done, true),
+            ("1.2", Done, false),
+            ("2", Done, false),
+            ("3", Waiting, false),
+            ("3.1", Done, true),
+            ("4", Queued, false),
+        ]);
+        let w = wanted(&runbook(PrMode::StackedPr), &list, "main", |_| false);
+        let layout: Vec<(&str, &str, i64, bool)> = w
+            .iter()
+            .map(|w| (w.branch.as_str(), w.base.as_str(), w.position, w.open))
+            .collect();
+        // Step 2 changed nothing: no PR; step 4 has no commit yet: no branch either.
+        assert_eq!(
+            layout,
+            [
+                ("runbooks/7/step-1", "main", 1, true),
+                ("runbooks/7/step-3", "runbooks/7/step-1", 3, true),
+            ]
+        );
+        assert_eq!(w[0].leaves.len(), 2, "every leaf of its top-level step");
+        assert!(w[0].title.ends_with("(1. Step 1)"), "{}", w[0].title);
+        // The bottom PR was merged: the next goes into what it went into.
+        let w = wanted(&runbook(PrMode::StackedPr), &list, "main", |b| {
+            b == "runbooks/7/step-1"
+        });
+        assert_eq!(w[1].base, "main");
+    }
+
     #[test]
     fn runbook_branches() {
         assert_eq!(runbook_branch("runbooks/12"), Some((12, None)));

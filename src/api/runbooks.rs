@@ -122,7 +122,7 @@ impl CreateRunbookRequest {
     pub fn validate(self) -> Result<NewRunbook, ApiError> {
         check_org("repository.org", &self.repository.org)?;
         check_repo("repository.name", &self.repository.name)?;
-        check_text("prompt", &self.prompt, limits::PROMPT_BYTES)?;
+        check_text("prompt", &self.prompt, limits::PROMPT_CHARS)?;
         if let Some(title) = &self.title {
             check_title("title", title)?;
         }
@@ -158,7 +158,7 @@ impl CreateRunbookRequest {
 
 impl UpdateRunbookRequest {
     pub fn validate(self) -> Result<FollowUp, ApiError> {
-        check_text("prompt", &self.prompt, limits::PROMPT_BYTES)?;
+        check_text("prompt", &self.prompt, limits::PROMPT_CHARS)?;
         if let Some(description) = &self.description {
             check_description("description", description)?;
         }

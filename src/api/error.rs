@@ -119,6 +119,9 @@ impl From<crate::ops::OpError> for ApiError {
         match e {
             OpError::NotFound(number) => ApiError::runbook_not_found(number),
             OpError::NoGitHub => ApiError::Unavailable(e.to_string()),
+            OpError::Forbidden(_) | OpError::ForbiddenOwner { .. } => {
+                ApiError::Forbidden(e.to_string())
+            }
             OpError::NotInstalled { .. } => ApiError::Unprocessable(e.to_string()),
             OpError::Store(e) => e.into(),
             OpError::GitHub(e) => e.into(),

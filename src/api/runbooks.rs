@@ -179,9 +179,7 @@ impl UpdateRunbookRequest {
 
 /// The answer for creating a runbook in an organisation the token may not act for.
 pub fn forbidden(org: &str) -> ApiError {
-    ApiError::Forbidden(format!(
-        "this API token may not act for organisation `{org}`"
-    ))
+    ops::OpError::Forbidden(org.to_string()).into()
 }
 
 /// The `{runbook_number}` path segment, parsed: a positive whole number of 64 bits, or a 400
@@ -262,14 +260,11 @@ pub async fn create_runbook(
 ) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
     let mut new = request.validate()?;
     caller.confirm(&state).await?;
-    if !caller.may_act_for(&new.org) {
-        return Err(forbidden(&new.org));
-    }
     let number = ops::create_runbook(
         state.store.as_ref(),
         state.github.as_deref(),
         &mut new,
-        Some(caller.token.id),
+        Some(&caller.token),
     )
     .await?;
     if let Some(engine) = &state.engine {

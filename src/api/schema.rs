@@ -282,7 +282,10 @@ impl IntoResponses for BodyErrors {
             ),
             (
                 413,
-                error(&format!("The body is larger than {MAX_BODY_BYTES} bytes")),
+                error(&format!(
+                    "The body is larger than {MAX_BODY_BYTES} bytes (fields within their \
+                     limits can add up to more, e.g. written as \\u escapes)"
+                )),
             ),
             (415, error("The body is not `application/json`")),
         ])

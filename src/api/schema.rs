@@ -8,9 +8,9 @@
 //! Error answers come in groups, one per part of a handler that can fail before the handler's
 //! own work: the bearer token ([`TokenErrors`]), the runbook number in the path
 //! ([`NumberErrors`], with [`RunbookNumber`] as the parameter) and the JSON body
-//! ([`BodyErrors`]). An operation lists
-//! the groups of the extractors it uses, and `tests/openapi.rs` sends every operation in the
-//! document the requests each group is about and checks the answer is listed.
+//! ([`BodyErrors`]). An operation lists the groups of the extractors it uses and the answers
+//! of its own work; `tests/openapi.rs` sends every described operation the requests that make
+//! each answer happen, and fails on an answer not listed or a listed one that never happens.
 
 use std::collections::BTreeMap;
 

@@ -57,6 +57,23 @@ pub enum Command {
         #[arg(long)]
         serve: bool,
     },
+    /// A local GitHub stand-in with the app installed on the repositories named, for trying
+    /// the service or testing it from outside (`.ci/schemathesis`): writes the `GITHUB_*`
+    /// settings that point `runbooks serve` at it, then serves until Ctrl-C or SIGTERM.
+    Standin {
+        /// Where the stand-in listens (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// A repository to create (with a README) and install the app on: `OWNER/NAME`;
+        /// repeat for more.
+        #[arg(long = "repo", required = true)]
+        repos: Vec<String>,
+        /// Where to write the settings, one `NAME=value` a line (`set -a; . FILE` in a shell);
+        /// the app's private key is written beside it, as `FILE.pem`. The file appears once
+        /// the stand-in answers.
+        #[arg(long)]
+        env_file: PathBuf,
+    },
     /// Create a runbook on a running server (POST /api/v1/runbook).
     Create(Box<CreateArgs>),
     /// Show a runbook's status, its step tree, commits, errors and pull requests.

@@ -3,9 +3,13 @@
 //! It starts a local GitHub stand-in holding a small repository with the app installed,
 //! starts the service against it (SQLite, the script agent), creates a runbook through the
 //! REST API like any client would, and shows its steps progressing to the commits they make.
+//!
+//! `runbooks standin` is its first half alone: the stand-in, for a `runbooks serve` started
+//! separately (`.ci/schemathesis` tests the real server that way).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -226,4 +230,80 @@ async fn watch(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+pub struct StandinOptions {
+    /// Where the stand-in listens (port 0: any free port).
+    pub listen: SocketAddr,
+    /// `OWNER/NAME` of each repository to create and install the app on.
+    pub repos: Vec<String>,
+    /// Where to write the `GITHUB_*` settings (and, beside it, the private key).
+    pub env_file: PathBuf,
+}
+
+/// Serves a GitHub stand-in with the app installed on `options.repos` until `stop` ends.
+/// The settings file is written (whole, by a rename) only once everything is in place, so a
+/// script may wait for it to appear.
+pub async fn standin(
+    options: StandinOptions,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut repos = Vec::new();
+    for repo in &options.repos {
+        let (owner, name) = repo
+            .split_once('/')
+            .with_context(|| format!("--repo {repo:?}: expected OWNER/NAME"))?;
+        crate::domain::runbook::check_org("--repo", owner).map_err(|e| anyhow::anyhow!(e))?;
+        crate::domain::runbook::check_repo("--repo", name).map_err(|e| anyhow::anyhow!(e))?;
+        repos.push((owner.to_string(), name.to_string()));
+    }
+    let github = StandIn::start_with(crate::standin::Options {
+        listen: options.listen,
+        ..Default::default()
+    })
+    .await?;
+    let readme = |name: &str| format!("# {name}\n");
+    for (owner, name) in &repos {
+        github
+            .create_repo(owner, name, "main", &[("README.md", &readme(name))])
+            .await?;
+    }
+    let mut owners: Vec<&str> = repos.iter().map(|(owner, _)| owner.as_str()).collect();
+    owners.sort_unstable();
+    owners.dedup();
+    for owner in owners {
+        let names: Vec<&str> = repos
+            .iter()
+            .filter(|(o, _)| o == owner)
+            .map(|(_, name)| name.as_str())
+            .collect();
+        github.install(owner, &names);
+    }
+
+    let key = options.env_file.with_extension("pem");
+    std::fs::write(&key, github.private_key_pem())
+        .with_context(|| format!("writing {}", key.display()))?;
+    // Single-quoted, as a shell reads them (the webhook secret has spaces).
+    let quote = |value: &str| format!("'{}'", value.replace('\'', r"'\''"));
+    let settings: String = [
+        ("GITHUB_API_URL", github.api_url()),
+        ("GITHUB_APP_ID", github.app_id().to_string()),
+        ("GITHUB_PRIVATE_KEY_PATH", key.display().to_string()),
+        ("GITHUB_WEBHOOK_SECRET", github.webhook_secret().to_string()),
+    ]
+    .iter()
+    .map(|(name, value)| format!("{name}={}\n", quote(value)))
+    .collect();
+    let partial = options.env_file.with_extension("partial");
+    std::fs::write(&partial, settings)
+        .and_then(|()| std::fs::rename(&partial, &options.env_file))
+        .with_context(|| format!("writing {}", options.env_file.display()))?;
+    eprintln!(
+        "GitHub stand-in at {} ({}); settings in {}",
+        github.api_url(),
+        options.repos.join(", "),
+        options.env_file.display()
+    );
+    stop.await;
+    Ok(())
 }

@@ -73,6 +73,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await
         }
+        Command::Standin {
+            listen,
+            repos,
+            env_file,
+        } => {
+            init_logging(LogFormat::Text, "warn");
+            let options = runbooks::demo::StandinOptions {
+                listen,
+                repos,
+                env_file,
+            };
+            runbooks::demo::standin(options, shutdown_signal()).await
+        }
         Command::Create(_) | Command::Status(_) | Command::Watch(_) => {
             unreachable!("client commands are dispatched in main")
         }

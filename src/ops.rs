@@ -6,7 +6,7 @@ use crate::domain::lifecycle::{self, Leaf};
 use crate::domain::{FollowUp, NewRunbook, PrMode, StepNumber, StepState};
 use crate::engine::Engine;
 use crate::github::{GitHubApp, GitHubError, Resolution};
-use crate::store::{StepRecord, Store, StoreError};
+use crate::store::{StepRecord, Store, StoreError, TokenInfo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {
@@ -28,6 +28,16 @@ pub enum OpError {
     NotInstalled { org: String, repo: String },
     #[error("no GitHub App is configured on this server")]
     NoGitHub,
+    #[error("this API token may not act for organisation `{0}`")]
+    Forbidden(String),
+    /// GitHub answers the repository asked for as another owner's (it was transferred), and
+    /// the token may not act for that owner. The owner is not named: the token's holder may
+    /// not see that organisation.
+    #[error(
+        "this API token may not act for the organisation that owns {org}/{repo} now: GitHub \
+         answers it as another organisation's repository (it was transferred)"
+    )]
+    ForbiddenOwner { org: String, repo: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -54,20 +64,50 @@ fn leaves(steps: &[StepRecord]) -> Vec<Leaf> {
         .collect()
 }
 
-/// Stores a new runbook (already validated, and the caller allowed to act for its
-/// organisation) and answers its number. With a GitHub App, the repository must be one the
-/// app is installed on, and a missing target branch becomes its default branch now, so a
-/// later change of the default branch does not move the runbook's work. The caller wakes
-/// the engine.
+/// Whether an API token may see and act on repositories of `org` (compared without regard to
+/// case, as GitHub compares logins).
+pub fn may_act_for(token: &TokenInfo, org: &str) -> bool {
+    token.orgs.iter().any(|o| o.eq_ignore_ascii_case(org))
+}
+
+/// Stores a new runbook (already validated) and answers its number. `by`, the API token
+/// asking, must be allowed to act for the repository's organisation. With a GitHub App, the
+/// repository must be one the app is installed on; it is recorded under the name GitHub
+/// gives it, and when that is another owner's (GitHub answers a transferred repository's old
+/// name with the repository itself), the token must be allowed to act for that owner too. A
+/// missing target branch becomes the default branch now, so a later change of the default
+/// branch does not move the runbook's work. The caller wakes the engine.
 pub async fn create_runbook(
     store: &dyn Store,
     github: Option<&GitHubApp>,
     new: &mut NewRunbook,
-    created_by: Option<i64>,
+    by: Option<&TokenInfo>,
 ) -> Result<i64, OpError> {
+    if let Some(token) = by
+        && !may_act_for(token, &new.org)
+    {
+        return Err(OpError::Forbidden(new.org.clone()));
+    }
     if let Some(github) = github {
         match github.resolve(&new.org, &new.repo).await? {
             Resolution::Found(repo) => {
+                if let Some((owner, name)) = repo.full_name.split_once('/') {
+                    if let Some(token) = by
+                        && !may_act_for(token, owner)
+                    {
+                        return Err(OpError::ForbiddenOwner {
+                            org: new.org.clone(),
+                            repo: new.repo.clone(),
+                        });
+                    }
+                    if !owner.eq_ignore_ascii_case(&new.org)
+                        || !name.eq_ignore_ascii_case(&new.repo)
+                    {
+                        tracing::info!(asked = %format_args!("{}/{}", new.org, new.repo), repository = %repo.full_name, "GitHub answers the repository under another name");
+                        new.org = owner.to_string();
+                        new.repo = name.to_string();
+                    }
+                }
                 new.target_branch.get_or_insert(repo.default_branch);
             }
             Resolution::NotInstalled => {
@@ -78,7 +118,7 @@ pub async fn create_runbook(
             }
         }
     }
-    let number = store.create_runbook(new, created_by).await?;
+    let number = store.create_runbook(new, by.map(|token| token.id)).await?;
     tracing::info!(runbook = number, repo = %format_args!("{}/{}", new.org, new.repo), "runbook created");
     Ok(number)
 }

@@ -334,3 +334,96 @@ fn the_demo_runs_a_runbook_to_completion_offline() {
         "the dashboard URL is shown: {out}"
     );
 }
+
+/// Kills a child process when the test ends, however it ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `runbooks standin` serves a GitHub with the repositories asked for, and its settings file
+/// points a separately started `runbooks serve` at it: creating a runbook there asks it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standin_command_points_serve_at_a_local_github() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let env_file = db.dir.path().join("github.env");
+    let env_file_arg = env_file.display().to_string();
+    let mut standin = Child(
+        Command::new(env!("CARGO_BIN_EXE_runbooks"))
+            .args(["standin", "--repo", "acme-corp/backend", "--env-file"])
+            .arg(&env_file_arg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // The file appears whole (renamed into place) once the stand-in answers.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !env_file.exists() {
+        assert!(
+            standin.0.try_wait().unwrap().is_none(),
+            "the stand-in stopped"
+        );
+        assert!(std::time::Instant::now() < deadline, "no settings file");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let settings: Vec<(String, String)> = std::fs::read_to_string(&env_file)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let (name, value) = line.split_once('=').expect("NAME=value");
+            let value = value
+                .strip_prefix('\'')
+                .unwrap()
+                .strip_suffix('\'')
+                .unwrap();
+            (name.to_string(), value.to_string())
+        })
+        .collect();
+    let names: Vec<&str> = settings.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "GITHUB_API_URL",
+            "GITHUB_APP_ID",
+            "GITHUB_PRIVATE_KEY_PATH",
+            "GITHUB_WEBHOOK_SECRET"
+        ]
+    );
+
+    let created = runbooks(&["token", "create", "--org", "acme-corp"], &db.url);
+    let token = stdout(&created).trim().to_string();
+    let env: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    let served = Served::start(&db, &env);
+    let http = reqwest::Client::new();
+    let create = |name: &str| {
+        http.post(format!("http://{}/api/v1/runbook", served.addr))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({
+                "repository": {"org": "acme-corp", "name": name},
+                "prompt": "Upgrade all React dependencies to v19",
+            }))
+            .send()
+    };
+    assert_eq!(create("backend").await.unwrap().status(), 202);
+    assert_eq!(
+        create("frontend").await.unwrap().status(),
+        422,
+        "the stand-in has no acme-corp/frontend"
+    );
+    let stored = db.store().await.runbook(1).await.unwrap().unwrap();
+    assert_eq!(
+        stored.target_branch.as_deref(),
+        Some("main"),
+        "the default branch, from the stand-in"
+    );
+    drop(served);
+}

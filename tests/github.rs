@@ -598,6 +598,83 @@ async fn creation_resolves_the_repository_or_answers_422(backend: Backend) {
     t.stop().await;
 }
 
+/// A repository GitHub answers under another owner (transferred from acme-corp to globex; its
+/// old name redirects) is checked against the token's organisations by its real owner, and
+/// recorded under its real name: a token for acme-corp alone cannot create runbooks on
+/// globex's repository by naming it acme-corp/backend.
+async fn a_transferred_repository_is_checked_by_its_real_owner(backend: Backend) {
+    let (github, _) = github_with_repo().await;
+    github
+        .transfer_repo("acme-corp", "backend", "globex")
+        .await
+        .unwrap();
+    github.install("globex", &["backend"]);
+    let t = server_for(&github, backend).await;
+    let create = |token: String| {
+        let mut body = minimal("Upgrade React");
+        body["oneshot"] = json!(false);
+        t.http
+            .post(t.url("/api/v1/runbook"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+
+    // t.token is for acme-corp only.
+    let (_, message) = expect_error(create(t.token.clone()).await.unwrap(), 403, "forbidden").await;
+    assert!(message.contains("acme-corp/backend"), "{message}");
+    assert!(message.contains("transferred"), "{message}");
+    assert!(
+        !message.contains("globex"),
+        "the new owner is not named to a token that may not see it: {message}"
+    );
+    let redirected = |operation: &str, path: &str| {
+        github
+            .requests_for(operation)
+            .iter()
+            .any(|r| r.status == 301 && r.path == path)
+    };
+    assert!(
+        redirected(
+            "apps/get-repo-installation",
+            "/repos/acme-corp/backend/installation"
+        ) && redirected("repos/get", "/repos/acme-corp/backend"),
+        "GitHub was asked by the old name and redirected"
+    );
+    // A token for globex alone did not name globex.
+    let globex = support::create_token(&t.store, &["globex"]).await;
+    expect_error(create(globex.clone()).await.unwrap(), 403, "forbidden").await;
+    assert!(
+        t.store.runbook(1).await.unwrap().is_none(),
+        "nothing stored"
+    );
+
+    // A token for both creates it, under the name GitHub gives the repository now.
+    let both = support::create_token(&t.store, &["acme-corp", "globex"]).await;
+    let (status, doc) = json(create(both).await.unwrap()).await;
+    assert_eq!(
+        (status, doc["runbook_number"].clone()),
+        (202, json!(1)),
+        "{doc}"
+    );
+    let stored = t.store.runbook(1).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.org.as_str(), stored.repo.as_str()),
+        ("globex", "backend")
+    );
+    assert_eq!(stored.target_branch.as_deref(), Some("trunk"));
+    // So it is globex's runbook: its tokens see it, acme-corp's do not.
+    let read = |token: String| {
+        t.http
+            .get(t.url("/api/v1/runbook/1"))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(read(globex).await.unwrap().status(), 200);
+    expect_error(read(t.token.clone()).await.unwrap(), 404, "not-found").await;
+    t.stop().await;
+}
+
 /// Waits until the server has handled every delivery it received.
 async fn until_handled(t: &TestServer) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -675,6 +752,7 @@ async fn webhooks_signed_by_the_stand_in_are_accepted_and_forgeries_refused(back
 
 both_backends!(
     creation_resolves_the_repository_or_answers_422,
+    a_transferred_repository_is_checked_by_its_real_owner,
     installation_webhooks_change_what_is_allowed,
     webhooks_signed_by_the_stand_in_are_accepted_and_forgeries_refused,
 );

@@ -726,7 +726,7 @@ async fn mutations_check_like_rest_and_change_state() {
     let two = runbook_in(&t.store, "acme-corp", "backend").await;
     with_states(&t.store, two, [StepState::NotStarted; 3]).await;
     for (step, code) in [
-        ("9", "bad-request"),
+        ("9", "conflict"),
         ("x.1", "bad-request"),
         ("0", "bad-request"),
     ] {

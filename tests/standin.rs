@@ -2291,3 +2291,87 @@ async fn git_refuses_a_token_without_contents_permission() {
     })
     .await;
 }
+
+/// A transferred repository answers as its new owner's, and its old name keeps working by
+/// redirects, as on GitHub: `301` to `/repositories/{id}/…` (path tail and query kept) for
+/// reads, `307` for writes; octocrab follows them. A new repository under the old name ends
+/// the redirects.
+#[tokio::test]
+async fn a_transferred_repository_redirects_from_its_old_name() {
+    within(async {
+        let (s, _) = setup().await;
+        s.transfer_repo(OWNER, REPO, "globex")
+            .await
+            .expect("transferred");
+        let globex = s.install("globex", &[REPO]);
+        let token = token(&s, globex).await;
+        let raw = reqwest::Client::builder()
+            .user_agent("runbooks-standin-tests")
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let old = |path: &str| format!("{}/repos/{OWNER}/{REPO}{path}", s.api_url());
+
+        let (status, repo) = get(&s, &token, &format!("/repos/{OWNER}/{REPO}")).await;
+        assert_eq!(status, StatusCode::OK, "{repo}");
+        assert_eq!(repo["full_name"], "globex/widgets");
+        assert_eq!(repo["owner"]["login"], "globex");
+        assert_eq!(
+            repo["clone_url"],
+            format!("{}/git/globex/widgets.git", s.api_url())
+        );
+        let by_id = format!("{}/repositories/{}", s.api_url(), repo["id"]);
+
+        let answer = raw.get(old("")).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(answer.status(), StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(answer.headers()["location"], by_id.as_str());
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["message"], "Moved Permanently");
+        assert_eq!(body["url"], by_id.as_str());
+        let answer = raw
+            .get(old("/pulls?state=all"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(
+            answer.headers()["location"],
+            format!("{by_id}/pulls?state=all").as_str()
+        );
+        let answer = raw
+            .post(old("/pulls"))
+            .bearer_auth(&token)
+            .json(&json!({"title": "t", "head": "x", "base": "main"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(
+            answer.headers()["location"],
+            format!("{by_id}/pulls").as_str()
+        );
+
+        // The app's own client follows, for the installation (as the app) and the repository.
+        let installation = app_client(&s)
+            .apps()
+            .get_repository_installation(OWNER, REPO)
+            .await
+            .expect("the installation, through the redirect");
+        assert_eq!(installation.id.0, globex);
+        let crab = installation_client(&s, globex);
+        let followed = crab.repos(OWNER, REPO).get().await.expect("the repository");
+        assert_eq!(followed.full_name.as_deref(), Some("globex/widgets"));
+
+        s.create_repo(OWNER, REPO, "main", &[("README.md", "# new\n")])
+            .await
+            .expect("a new repository under the old name");
+        let answer = raw.get(old("")).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(
+            answer.status(),
+            StatusCode::NOT_FOUND,
+            "no redirect: acme/widgets is another repository, which globex's token cannot see"
+        );
+    })
+    .await;
+}

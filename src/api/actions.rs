@@ -1,7 +1,7 @@
 //! Extensions beyond the reference: execute, retry, cancel, and the step tree.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -9,7 +9,8 @@ use utoipa::ToSchema;
 use super::auth::Caller;
 use super::error::ErrorBody;
 use super::json::OptionalJsonBody;
-use super::runbooks::{RunbookDocument, runbook_number, visible_summary};
+use super::runbooks::{RunbookDocument, RunbookNumber, visible_summary};
+use super::schema::{self, BodyErrors, NumberErrors, TokenErrors};
 use super::{ApiError, AppState};
 use crate::domain::StepNumber;
 use crate::ops;
@@ -20,7 +21,7 @@ use crate::ops;
 pub struct ExecuteRequest {
     /// Run up to this step (all leaves under it when it is a parent, and every unfinished
     /// step before it); the whole plan when missing.
-    #[schema(example = "2")]
+    #[schema(schema_with = schema::step)]
     pub step: Option<String>,
 }
 
@@ -72,24 +73,22 @@ async fn document(
     post,
     path = "/api/v1/runbook/{runbook_number}/execute",
     tag = "runbooks",
-    params(("runbook_number" = i64, Path, description = "The number identifying the runbook", minimum = 1)),
-    request_body(content = ExecuteRequest, description = "Optional"),
+    params(RunbookNumber),
+    request_body(content = Option<ExecuteRequest>, description = "Optional: no body (or an empty one) runs the whole plan"),
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Steps queued", body = RunbookDocument),
-        (status = 400, description = "Invalid body or step", body = ErrorBody),
-        (status = 401, description = "Missing, unknown or revoked token", body = ErrorBody),
         (status = 404, description = "No such runbook, or not visible to this token", body = ErrorBody),
-        (status = 409, description = "The plan is not ready, or nothing is left to run", body = ErrorBody),
+        (status = 409, description = "The plan is not ready, nothing is left to run, or the plan has no such step", body = ErrorBody),
+        TokenErrors, NumberErrors, BodyErrors,
     )
 )]
 pub async fn execute(
     State(state): State<AppState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    RunbookNumber(number): RunbookNumber,
     OptionalJsonBody(request): OptionalJsonBody<ExecuteRequest>,
 ) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
-    let number = runbook_number(&raw)?;
     let up_to = request
         .step
         .as_deref()
@@ -108,21 +107,20 @@ pub async fn execute(
     post,
     path = "/api/v1/runbook/{runbook_number}/retry",
     tag = "runbooks",
-    params(("runbook_number" = i64, Path, description = "The number identifying the runbook", minimum = 1)),
+    params(RunbookNumber),
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Steps queued again", body = RunbookDocument),
-        (status = 401, description = "Missing, unknown or revoked token", body = ErrorBody),
         (status = 404, description = "No such runbook, or not visible to this token", body = ErrorBody),
         (status = 409, description = "Nothing failed", body = ErrorBody),
+        TokenErrors, NumberErrors,
     )
 )]
 pub async fn retry(
     State(state): State<AppState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    RunbookNumber(number): RunbookNumber,
 ) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
-    let number = runbook_number(&raw)?;
     visible_summary(&state, &caller, number).await?;
     ops::retry(state.store.as_ref(), number).await?;
     document(&state, &caller, number).await
@@ -133,20 +131,19 @@ pub async fn retry(
     post,
     path = "/api/v1/runbook/{runbook_number}/cancel",
     tag = "runbooks",
-    params(("runbook_number" = i64, Path, description = "The number identifying the runbook", minimum = 1)),
+    params(RunbookNumber),
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Cancellation requested", body = RunbookDocument),
-        (status = 401, description = "Missing, unknown or revoked token", body = ErrorBody),
         (status = 404, description = "No such runbook, or not visible to this token", body = ErrorBody),
+        TokenErrors, NumberErrors,
     )
 )]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    RunbookNumber(number): RunbookNumber,
 ) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
-    let number = runbook_number(&raw)?;
     visible_summary(&state, &caller, number).await?;
     ops::cancel(state.store.as_ref(), number).await?;
     document(&state, &caller, number).await
@@ -157,23 +154,22 @@ pub async fn cancel(
     post,
     path = "/api/v1/runbook/{runbook_number}/pull_requests",
     tag = "runbooks",
-    params(("runbook_number" = i64, Path, description = "The number identifying the runbook", minimum = 1)),
+    params(RunbookNumber),
     security(("bearer" = [])),
     responses(
         (status = 202, description = "The pull request is open (listed in `pull_requests`)", body = RunbookDocument),
-        (status = 401, description = "Missing, unknown or revoked token", body = ErrorBody),
         (status = 404, description = "No such runbook, or not visible to this token", body = ErrorBody),
         (status = 409, description = "Not a manual runbook, or its branch has no commits yet", body = ErrorBody),
         (status = 502, description = "GitHub could not be asked", body = ErrorBody),
         (status = 503, description = "No GitHub App is configured", body = ErrorBody),
+        TokenErrors, NumberErrors,
     )
 )]
 pub async fn open_pull_request(
     State(state): State<AppState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    RunbookNumber(number): RunbookNumber,
 ) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
-    let number = runbook_number(&raw)?;
     visible_summary(&state, &caller, number).await?;
     ops::open_pull_request(state.store.as_ref(), state.engine.as_deref(), number).await?;
     document(&state, &caller, number).await
@@ -184,20 +180,19 @@ pub async fn open_pull_request(
     get,
     path = "/api/v1/runbook/{runbook_number}/steps",
     tag = "runbooks",
-    params(("runbook_number" = i64, Path, description = "The number identifying the runbook", minimum = 1)),
+    params(RunbookNumber),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The steps in plan order", body = StepsDocument),
-        (status = 401, description = "Missing, unknown or revoked token", body = ErrorBody),
         (status = 404, description = "No such runbook, or not visible to this token", body = ErrorBody),
+        TokenErrors, NumberErrors,
     )
 )]
 pub async fn steps(
     State(state): State<AppState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    RunbookNumber(number): RunbookNumber,
 ) -> Result<Json<StepsDocument>, ApiError> {
-    let number = runbook_number(&raw)?;
     visible_summary(&state, &caller, number).await?;
     let steps = state.store.steps(number).await?;
     let documents = steps

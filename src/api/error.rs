@@ -121,13 +121,18 @@ impl From<crate::ops::OpError> for ApiError {
     fn from(e: crate::ops::OpError) -> Self {
         use crate::ops::OpError;
         match e {
-            OpError::NoSuchStep { .. } => ApiError::BadRequest(e.to_string()),
             OpError::NotFound(number) => ApiError::runbook_not_found(number),
             OpError::NoGitHub => ApiError::Unavailable(e.to_string()),
+            OpError::Forbidden(_) | OpError::ForbiddenOwner { .. } => {
+                ApiError::Forbidden(e.to_string())
+            }
             OpError::NotInstalled { .. } => ApiError::Unprocessable(e.to_string()),
             OpError::Store(e) => e.into(),
             OpError::GitHub(e) => e.into(),
-            OpError::NoPlan(_)
+            // A step the plan does not have (yet: a follow-up may add it) is about the
+            // runbook's state, like a plan that does not exist yet, not a malformed request.
+            OpError::NoSuchStep { .. }
+            | OpError::NoPlan(_)
             | OpError::NothingToExecute(_)
             | OpError::NothingToRetry(_)
             | OpError::NotManual { .. }

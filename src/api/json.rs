@@ -19,58 +19,63 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let essence = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if essence != "application/json" {
-            return Err(ApiError::UnsupportedMediaType(if content_type.is_empty() {
-                "the request body must be JSON: send `Content-Type: application/json`".into()
-            } else {
-                format!("the request body must be `application/json`, not `{content_type}`")
-            }));
-        }
-        let too_large = ApiError::PayloadTooLarge {
-            limit: MAX_BODY_BYTES,
-        };
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-            return Err(too_large);
-        }
-        let bytes: Bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
-            .await
-            .map_err(|e| {
-                if std::error::Error::source(&e)
-                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-                {
-                    too_large
-                } else {
-                    ApiError::BadRequest(format!("the request body could not be read: {e}"))
-                }
-            })?;
-        parse(&bytes).map(JsonBody)
+        parse(&read(req).await?).map(JsonBody)
     }
 }
 
-/// A JSON body that may also be absent (an empty body reads as `T::default()`); when
-/// present, the same rules as [`JsonBody`] apply.
+/// The body's bytes, once its content type and size are found acceptable.
+async fn read(req: Request) -> Result<Bytes, ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence != "application/json" {
+        return Err(ApiError::UnsupportedMediaType(if content_type.is_empty() {
+            "the request body must be JSON: send `Content-Type: application/json`".into()
+        } else {
+            format!("the request body must be `application/json`, not `{content_type}`")
+        }));
+    }
+    let too_large = ApiError::PayloadTooLarge {
+        limit: MAX_BODY_BYTES,
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large);
+    }
+    axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            {
+                too_large
+            } else {
+                ApiError::BadRequest(format!("the request body could not be read: {e}"))
+            }
+        })
+}
+
+/// A JSON body that may also be absent: no body, an empty one, or JSON's `null` reads as
+/// `T::default()` (the API's description gives the body as optional, and as the object or
+/// `null`). A body that is there follows the same rules as [`JsonBody`].
 pub struct OptionalJsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
         let declared_empty = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -80,9 +85,11 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
         if declared_empty || (!chunked && !req.headers().contains_key(header::CONTENT_LENGTH)) {
             return Ok(OptionalJsonBody(T::default()));
         }
-        JsonBody::from_request(req, state)
-            .await
-            .map(|JsonBody(value)| OptionalJsonBody(value))
+        let bytes = read(req).await?;
+        if bytes.trim_ascii().is_empty() || bytes.trim_ascii() == b"null" {
+            return Ok(OptionalJsonBody(T::default()));
+        }
+        parse(&bytes).map(OptionalJsonBody)
     }
 }
 

@@ -12,6 +12,7 @@ pub mod client_addr;
 pub mod error;
 pub mod json;
 pub mod runbooks;
+pub mod schema;
 pub mod webhooks;
 
 use std::net::IpAddr;
@@ -143,11 +144,50 @@ impl AppState {
           actions::execute, actions::retry, actions::cancel, actions::steps,
           actions::open_pull_request,
           healthz, readyz, openapi_json),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &RunbookLinks),
     tags((name = "runbooks", description = "Create runbooks and follow their progress"),
          (name = "operations", description = "Health and description of the service"))
 )]
 pub struct ApiDoc;
+
+/// Links every operation on `/api/v1/runbook/{runbook_number}…` from the creation's answer
+/// (`runbook_number` from its body), so clients and tools that follow OpenAPI links (a
+/// stateful tester among them) know where a new runbook's number goes.
+struct RunbookLinks;
+
+impl utoipa::Modify for RunbookLinks {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, link::LinkBuilder};
+        let linked: Vec<String> = openapi
+            .paths
+            .paths
+            .iter()
+            .filter(|(path, _)| path.contains("{runbook_number}"))
+            .flat_map(|(_, item)| {
+                [&item.get, &item.put, &item.post, &item.delete, &item.patch]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|operation| operation.operation_id.clone())
+            })
+            .collect();
+        let created = openapi
+            .paths
+            .paths
+            .get_mut("/api/v1/runbook")
+            .and_then(|item| item.post.as_mut())
+            .and_then(|post| post.responses.responses.get_mut("202"));
+        if let Some(RefOr::T(response)) = created {
+            for operation_id in linked {
+                let link = LinkBuilder::new()
+                    .operation_id(&operation_id)
+                    .parameter("runbook_number", "$response.body#/runbook_number")
+                    .description("The runbook just created")
+                    .build();
+                response.links.insert(operation_id, RefOr::T(link));
+            }
+        }
+    }
+}
 
 struct BearerAuth;
 
@@ -189,7 +229,44 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiEr
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations",
     responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json")))]
 pub async fn openapi_json() -> impl IntoResponse {
-    Json(ApiDoc::openapi())
+    Json(document())
+}
+
+/// The OpenAPI description as served.
+///
+/// utoipa 5 writes the fields of a response's links in snake case (`operation_id`), where
+/// OpenAPI spells them `operationId`, `operationRef` and `requestBody`; they are renamed here.
+pub fn document() -> serde_json::Value {
+    let mut document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let operations = document
+        .get_mut("paths")
+        .and_then(|paths| paths.as_object_mut())
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut());
+    for operation in operations {
+        let links = operation
+            .get_mut("responses")
+            .and_then(|responses| responses.as_object_mut())
+            .into_iter()
+            .flat_map(|responses| responses.values_mut())
+            .filter_map(|response| response.get_mut("links")?.as_object_mut())
+            .flat_map(|links| links.values_mut())
+            .filter_map(|link| link.as_object_mut());
+        for link in links {
+            for (from, to) in [
+                ("operation_id", "operationId"),
+                ("operation_ref", "operationRef"),
+                ("request_body", "requestBody"),
+            ] {
+                if let Some(value) = link.remove(from) {
+                    link.insert(to.to_string(), value);
+                }
+            }
+        }
+    }
+    document
 }
 
 async fn not_found() -> ApiError {

@@ -1,14 +1,16 @@
 //! `POST /api/v1/runbook`, `GET /api/v1/runbook/<n>`, `PATCH /api/v1/runbook/<n>`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::error::ErrorBody;
 use super::json::JsonBody;
+use super::schema::{self, BodyErrors, NumberErrors, TokenErrors};
 use super::{ApiError, AppState};
 use crate::domain::runbook::{
     check_branch, check_description, check_email, check_org, check_repo, check_text, check_title,
@@ -22,10 +24,10 @@ use crate::ops;
 #[serde(deny_unknown_fields)]
 pub struct RepositoryRef {
     /// GitHub organisation (or user) name.
-    #[schema(example = "acme-corp")]
+    #[schema(schema_with = schema::org)]
     pub org: String,
     /// Repository name.
-    #[schema(example = "backend")]
+    #[schema(schema_with = schema::repo)]
     pub name: String,
 }
 
@@ -35,10 +37,10 @@ pub struct RepositoryRef {
 pub struct CreateRunbookRequest {
     pub repository: RepositoryRef,
     /// Task description for the runbook.
-    #[schema(example = "Upgrade all React dependencies to v19")]
+    #[schema(schema_with = schema::create_prompt)]
     pub prompt: String,
     /// Title; generated from the prompt when missing.
-    #[schema(example = "React v19 upgrade")]
+    #[schema(schema_with = schema::title)]
     pub title: Option<String>,
     /// Run every step without waiting (default true); false waits for `execute`.
     pub oneshot: Option<bool>,
@@ -47,14 +49,16 @@ pub struct CreateRunbookRequest {
     /// PR creation mode (default: project configuration, else `single_pr`).
     pub pr_mode: Option<PrMode>,
     /// Base branch (default: the repository's default branch).
-    #[schema(example = "develop")]
+    #[schema(schema_with = schema::target_branch)]
     pub target_branch: Option<String>,
     /// Text put first in the body of every PR the runbook opens.
+    #[schema(schema_with = schema::create_description)]
     pub description: Option<String>,
     /// Labels applied to every PR the runbook opens (de-duplicated, order kept).
+    #[schema(schema_with = schema::create_labels)]
     pub labels: Option<Vec<String>>,
     /// Who the runbook is attributed to in PR bodies and commit trailers.
-    #[schema(example = "dev@acme.example")]
+    #[schema(schema_with = schema::author_email)]
     pub author_email: Option<String>,
 }
 
@@ -63,11 +67,13 @@ pub struct CreateRunbookRequest {
 #[serde(deny_unknown_fields)]
 pub struct UpdateRunbookRequest {
     /// The follow-up instruction, run as new steps on the same branch and PRs.
-    #[schema(example = "Also update the lock file")]
+    #[schema(schema_with = schema::follow_up_prompt)]
     pub prompt: String,
     /// Replaces the text put first in PR bodies.
+    #[schema(schema_with = schema::follow_up_description)]
     pub description: Option<String>,
     /// Merged into the runbook's labels (never removes any).
+    #[schema(schema_with = schema::follow_up_labels)]
     pub labels: Option<Vec<String>>,
 }
 
@@ -122,7 +128,7 @@ impl CreateRunbookRequest {
     pub fn validate(self) -> Result<NewRunbook, ApiError> {
         check_org("repository.org", &self.repository.org)?;
         check_repo("repository.name", &self.repository.name)?;
-        check_text("prompt", &self.prompt, limits::PROMPT_BYTES)?;
+        check_text("prompt", &self.prompt, limits::PROMPT_CHARS)?;
         if let Some(title) = &self.title {
             check_title("title", title)?;
         }
@@ -158,7 +164,7 @@ impl CreateRunbookRequest {
 
 impl UpdateRunbookRequest {
     pub fn validate(self) -> Result<FollowUp, ApiError> {
-        check_text("prompt", &self.prompt, limits::PROMPT_BYTES)?;
+        check_text("prompt", &self.prompt, limits::PROMPT_CHARS)?;
         if let Some(description) = &self.description {
             check_description("description", description)?;
         }
@@ -173,9 +179,27 @@ impl UpdateRunbookRequest {
 
 /// The answer for creating a runbook in an organisation the token may not act for.
 pub fn forbidden(org: &str) -> ApiError {
-    ApiError::Forbidden(format!(
-        "this API token may not act for organisation `{org}`"
-    ))
+    ops::OpError::Forbidden(org.to_string()).into()
+}
+
+/// The `{runbook_number}` path segment, parsed: a positive whole number of 64 bits, or a 400
+/// that says so, in the API's JSON like every error (also for a segment that is not UTF-8
+/// once percent-decoded, which axum would answer in plain text). Documented by
+/// [`schema::NumberErrors`].
+pub struct RunbookNumber(pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for RunbookNumber {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(raw)) => runbook_number(&raw).map(RunbookNumber),
+            Err(rejection) => Err(ApiError::BadRequest(format!(
+                "`runbook_number` must be a positive whole number: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
 }
 
 /// Parses the `<runbook_number>` path segment: a positive whole number.
@@ -223,14 +247,10 @@ pub(super) async fn visible_summary(
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Runbook created; it runs asynchronously", body = RunbookDocument),
-        (status = 400, description = "Malformed body or invalid field (the message names it)", body = ErrorBody),
-        (status = 401, description = "Missing, unknown or revoked token", body = ErrorBody),
-        (status = 403, description = "The token may not act for the repository's organisation", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Body is not application/json", body = ErrorBody),
+        (status = 403, description = "The token may not act for the repository's organisation (the one named, or the one GitHub says owns it now)", body = ErrorBody),
         (status = 422, description = "The app is not installed on the repository, or it does not exist", body = ErrorBody),
-        (status = 429, description = "Rate limit exceeded; see Retry-After", body = ErrorBody),
         (status = 502, description = "GitHub could not be asked", body = ErrorBody),
+        TokenErrors, BodyErrors,
     )
 )]
 pub async fn create_runbook(
@@ -240,14 +260,11 @@ pub async fn create_runbook(
 ) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
     let mut new = request.validate()?;
     caller.confirm(&state).await?;
-    if !caller.may_act_for(&new.org) {
-        return Err(forbidden(&new.org));
-    }
     let number = ops::create_runbook(
         state.store.as_ref(),
         state.github.as_deref(),
         &mut new,
-        Some(caller.token.id),
+        Some(&caller.token),
     )
     .await?;
     if let Some(engine) = &state.engine {
@@ -272,22 +289,19 @@ pub async fn create_runbook(
     get,
     path = "/api/v1/runbook/{runbook_number}",
     tag = "runbooks",
-    params(("runbook_number" = i64, Path, description = "The number identifying the runbook", minimum = 1)),
+    params(RunbookNumber),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The runbook document", body = RunbookDocument),
-        (status = 400, description = "The runbook number is not a positive whole number", body = ErrorBody),
-        (status = 401, description = "Missing, unknown or revoked token", body = ErrorBody),
         (status = 404, description = "No such runbook, or not visible to this token", body = ErrorBody),
-        (status = 429, description = "Rate limit exceeded; see Retry-After", body = ErrorBody),
+        TokenErrors, NumberErrors,
     )
 )]
 pub async fn get_runbook(
     State(state): State<AppState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    RunbookNumber(number): RunbookNumber,
 ) -> Result<Json<RunbookDocument>, ApiError> {
-    let number = runbook_number(&raw)?;
     let summary = visible_summary(&state, &caller, number).await?;
     Ok(Json(RunbookDocument::new(&state.public_url, summary)))
 }
@@ -300,26 +314,21 @@ pub async fn get_runbook(
     patch,
     path = "/api/v1/runbook/{runbook_number}",
     tag = "runbooks",
-    params(("runbook_number" = i64, Path, description = "The number identifying the runbook", minimum = 1)),
+    params(RunbookNumber),
     request_body = UpdateRunbookRequest,
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Follow-up accepted", body = RunbookDocument),
-        (status = 400, description = "Malformed body or invalid field (the message names it)", body = ErrorBody),
-        (status = 401, description = "Missing, unknown or revoked token", body = ErrorBody),
         (status = 404, description = "No such runbook, or not visible to this token", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Body is not application/json", body = ErrorBody),
-        (status = 429, description = "Rate limit exceeded; see Retry-After", body = ErrorBody),
+        TokenErrors, NumberErrors, BodyErrors,
     )
 )]
 pub async fn update_runbook(
     State(state): State<AppState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    RunbookNumber(number): RunbookNumber,
     JsonBody(request): JsonBody<UpdateRunbookRequest>,
 ) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
-    let number = runbook_number(&raw)?;
     let follow_up = request.validate()?;
     visible_summary(&state, &caller, number).await?;
     ops::update_runbook(state.store.as_ref(), number, &follow_up).await?;

@@ -177,7 +177,7 @@ async fn start(
     if !from_comment && let Some(refusal) = untrusted_body(engine, repo, event).await? {
         return Ok(Some(refusal));
     }
-    if let Err(error) = check_text("prompt", &prompt, limits::PROMPT_BYTES) {
+    if let Err(error) = check_text("prompt", &prompt, limits::PROMPT_CHARS) {
         return Ok(Some(format!("@{} {error}.", event.author)));
     }
     let kind = if event.is_pull_request {

@@ -1,7 +1,9 @@
 //! A runbook as the API accepts it: validated fields, defaults and follow-ups.
 //!
 //! Every check here is pure and names the field it rejects, so the API can answer a 400 that
-//! tells the caller exactly what to fix.
+//! tells the caller exactly what to fix. The same rules are written out as JSON Schema
+//! patterns in [`patterns`], for the API's description: the checks decide, the patterns say
+//! the same thing to clients, and the tests prove the two agree string for string.
 
 use std::fmt;
 use std::str::FromStr;
@@ -11,15 +13,17 @@ use utoipa::ToSchema;
 
 /// Limits on what a request may carry. GitHub's own limits are the reason for most of them:
 /// a PR title is at most 256 characters, a label name at most 50, a PR body at most 65,536
-/// characters (the description shares the body with the step checklist).
+/// characters (the description shares the body with the step checklist). Lengths are counted
+/// in characters (Unicode scalar values), as JSON Schema's `maxLength` counts them, so the
+/// API's description can state every limit exactly.
 pub mod limits {
-    pub const PROMPT_BYTES: usize = 100 * 1024;
+    pub const PROMPT_CHARS: usize = 100 * 1024;
     pub const TITLE_CHARS: usize = 256;
     pub const DESCRIPTION_CHARS: usize = 16 * 1024;
     pub const LABELS: usize = 100;
     pub const LABEL_CHARS: usize = 50;
     pub const EMAIL_CHARS: usize = 254;
-    pub const BRANCH_BYTES: usize = 255;
+    pub const BRANCH_CHARS: usize = 255;
     pub const ORG_CHARS: usize = 39;
     pub const REPO_CHARS: usize = 100;
     /// Length of a title generated from the prompt.
@@ -110,7 +114,7 @@ pub fn check_org(field: &str, org: &str) -> Checked<()> {
 /// A GitHub repository name: letters, digits, `.`, `-` and `_`, not `.` or `..`.
 pub fn check_repo(field: &str, name: &str) -> Checked<()> {
     let valid = !name.is_empty()
-        && name.len() <= limits::REPO_CHARS
+        && name.chars().count() <= limits::REPO_CHARS
         && name != "."
         && name != ".."
         && name
@@ -133,8 +137,8 @@ pub fn check_repo(field: &str, name: &str) -> Checked<()> {
 pub fn check_branch(field: &str, branch: &str) -> Checked<()> {
     let problem = if branch.is_empty() {
         Some("must not be empty")
-    } else if branch.len() > limits::BRANCH_BYTES {
-        Some("is too long (at most 255 bytes)")
+    } else if branch.chars().count() > limits::BRANCH_CHARS {
+        Some("is too long (at most 255 characters)")
     } else if branch.starts_with('-') {
         Some("must not start with `-`")
     } else if branch == "@" || branch.contains("@{") {
@@ -165,17 +169,12 @@ pub fn check_branch(field: &str, branch: &str) -> Checked<()> {
     }
 }
 
-/// A required text: not blank and within a size limit in bytes.
-pub fn check_text(field: &str, text: &str, max_bytes: usize) -> Checked<()> {
+/// A required text: not blank and at most `max_chars` characters.
+pub fn check_text(field: &str, text: &str, max_chars: usize) -> Checked<()> {
     if text.trim().is_empty() {
         Err(FieldError::new(field, "must not be empty"))
-    } else if text.len() > max_bytes {
-        Err(FieldError::new(
-            field,
-            format!("is too long ({} bytes; at most {max_bytes})", text.len()),
-        ))
     } else {
-        Ok(())
+        check_chars(field, text, max_chars)
     }
 }
 
@@ -209,7 +208,7 @@ pub fn check_description(field: &str, description: &str) -> Checked<()> {
 
 /// A plain e-mail address as it may appear in a commit trailer.
 pub fn check_email(field: &str, email: &str) -> Checked<()> {
-    let valid = email.len() <= limits::EMAIL_CHARS
+    let valid = email.chars().count() <= limits::EMAIL_CHARS
         && match email.split_once('@') {
             Some((local, domain)) => {
                 !local.is_empty()
@@ -311,6 +310,141 @@ fn shorten(text: &str, max_chars: usize) -> String {
         _ => &cut,
     };
     format!("{}…", cut.trim_end_matches([' ', ',', ';', ':', '.']))
+}
+
+/// The checks above as regular expressions, for the `pattern`s of the API's JSON Schemas.
+///
+/// The checks decide what is accepted; these patterns say the same thing to clients and to
+/// tools that generate requests from the API's description, and the tests below prove that
+/// each one matches exactly the strings its check accepts. They keep to what ECMA-262 (JSON
+/// Schema's dialect), Python's `re` and Rust's regex engines all read the same way: explicit
+/// character classes (never `\s`, `\d`, `\w` or `.`, whose meanings differ between them),
+/// `\xHH` and `\uHHHH` escapes, lookaheads, and no flags. Lengths are not in the patterns:
+/// they are `maxLength`, from [`limits`].
+pub mod patterns {
+    use super::limits;
+
+    /// What Rust's `char::is_whitespace` (Unicode's White_Space) takes for space, which
+    /// `str::trim` removes: a field is blank when it holds nothing else.
+    const WHITESPACE: &[(char, char)] = &[
+        ('\t', '\r'),
+        (' ', ' '),
+        ('\u{85}', '\u{85}'),
+        ('\u{a0}', '\u{a0}'),
+        ('\u{1680}', '\u{1680}'),
+        ('\u{2000}', '\u{200a}'),
+        ('\u{2028}', '\u{2029}'),
+        ('\u{202f}', '\u{202f}'),
+        ('\u{205f}', '\u{205f}'),
+        ('\u{3000}', '\u{3000}'),
+    ];
+
+    /// What Rust's `char::is_control` takes for a control character (Unicode's Cc).
+    const CONTROL: &[(char, char)] = &[('\0', '\u{1f}'), ('\u{7f}', '\u{9f}')];
+
+    fn escape(c: char) -> String {
+        match u32::from(c) {
+            n @ 0..=0xff => format!("\\x{n:02x}"),
+            n => format!("\\u{n:04x}"),
+        }
+    }
+
+    /// The inside of a character class holding `ranges`.
+    fn class(ranges: &[(char, char)]) -> String {
+        ranges
+            .iter()
+            .map(|&(from, to)| match from == to {
+                true => escape(from),
+                false => format!("{}-{}", escape(from), escape(to)),
+            })
+            .collect()
+    }
+
+    /// The whitespace class (`true`) or the control class (`false`), for the tests.
+    #[cfg(test)]
+    pub(super) fn class_for_tests(whitespace: bool) -> String {
+        class(if whitespace { WHITESPACE } else { CONTROL })
+    }
+
+    /// `repository.org`: see [`super::check_org`].
+    pub fn org() -> String {
+        "^[A-Za-z0-9][A-Za-z0-9_-]*$".into()
+    }
+
+    /// `repository.name`: see [`super::check_repo`].
+    pub fn repo() -> String {
+        r"^(?!\.\.?$)[A-Za-z0-9._-]+$".into()
+    }
+
+    /// A text that is not blank (`prompt`): it holds one character that is not whitespace.
+    /// See [`super::check_text`].
+    pub fn not_blank() -> String {
+        format!("[^{}]", class(WHITESPACE))
+    }
+
+    /// `title`: one line, not blank. See [`super::check_title`].
+    pub fn title() -> String {
+        format!(r"^[^\x0a\x0d]*[^{}][^\x0a\x0d]*$", class(WHITESPACE))
+    }
+
+    /// A label: without its surrounding whitespace, 1 to [`limits::LABEL_CHARS`] characters,
+    /// none of them a control character. See [`super::normalize_labels`].
+    pub fn label() -> String {
+        let space = format!("[{}]*", class(WHITESPACE));
+        let edge = format!("[^{}{}]", class(WHITESPACE), class(CONTROL));
+        let inner = format!("[^{}]", class(CONTROL));
+        let max_inner = limits::LABEL_CHARS.saturating_sub(2);
+        format!("^{space}(?:{edge}|{edge}{inner}{{0,{max_inner}}}{edge}){space}$")
+    }
+
+    /// `author_email`: see [`super::check_email`].
+    pub fn email() -> String {
+        let refused = format!("{}{}<>,;\"@", class(WHITESPACE), class(CONTROL));
+        let any = format!("[^{refused}]");
+        let edge = format!("[^{refused}.]");
+        format!(r"^{any}+@{edge}{any}*\.{any}*{edge}$")
+    }
+
+    /// `target_branch`: see [`super::check_branch`]. At each character, none of the
+    /// sequences git refuses starts there (`..`, `//`, `@{`, a part starting with `.`, a
+    /// part ending in `.lock`); it does not start with `-`, `/` or `.`, is not `@`, and does
+    /// not end with `/` or `.`.
+    pub fn branch() -> String {
+        let refused = r"\x00-\x20\x7f-\x9f~^:?*\[\\";
+        format!(
+            r"^(?![-/.])(?!@$)(?:(?!\.\.|//|@\{{|/\.|\.lock(?:/|$))[^{refused}])*[^{refused}/.]$"
+        )
+    }
+
+    /// The whole numbers from 1 to `max`, written without leading zeros.
+    pub fn positive_up_to(max: u64) -> String {
+        let digits: Vec<u32> = max
+            .to_string()
+            .chars()
+            .filter_map(|c| c.to_digit(10))
+            .collect();
+        let n = digits.len();
+        let mut branches = Vec::new();
+        if n > 1 {
+            // Every number with fewer digits.
+            branches.push(format!("[1-9][0-9]{{0,{}}}", n - 2));
+        }
+        // As many digits: the same first `i` digits as `max`, then a smaller digit, then any.
+        for i in 0..n {
+            let low = if i == 0 { 1 } else { 0 };
+            if digits[i] > low {
+                let prefix: String = digits[..i].iter().map(|d| d.to_string()).collect();
+                let rest = n - i - 1;
+                let tail = match rest {
+                    0 => String::new(),
+                    rest => format!("[0-9]{{{rest}}}"),
+                };
+                branches.push(format!("{prefix}[{low}-{}]{tail}", digits[i] - 1));
+            }
+        }
+        branches.push(max.to_string());
+        format!("(?:{})", branches.join("|"))
+    }
 }
 
 /// A new runbook, validated.
@@ -452,6 +586,187 @@ mod tests {
         let title = title_from_prompt(&long);
         assert!(title.chars().count() <= limits::GENERATED_TITLE_CHARS);
         assert!(title.ends_with('…'));
+    }
+
+    /// Every string of at most `max_len` pieces of `alphabet`.
+    fn strings(alphabet: &[&str], max_len: usize) -> Vec<String> {
+        let mut all = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..max_len {
+            last = last
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |a| format!("{s}{a}")))
+                .collect();
+            all.extend(last.iter().cloned());
+        }
+        all
+    }
+
+    /// The pattern and `maxLength` the API's description states accept exactly what the
+    /// check accepts, for every sample.
+    fn agree<'a>(
+        pattern: &str,
+        max_chars: usize,
+        check: impl Fn(&str) -> bool,
+        samples: impl IntoIterator<Item = &'a String>,
+    ) {
+        let regex = fancy_regex::Regex::new(pattern).unwrap();
+        let mut count = 0;
+        for sample in samples {
+            let described = regex.is_match(sample).unwrap() && sample.chars().count() <= max_chars;
+            assert_eq!(
+                described,
+                check(sample),
+                "{sample:?}: the pattern {pattern} says {described}"
+            );
+            count += 1;
+        }
+        assert!(count > 0);
+    }
+
+    #[test]
+    fn character_classes_are_rust_s_own() {
+        let whitespace =
+            regex::Regex::new(&format!("^[{}]$", patterns::class_for_tests(true))).unwrap();
+        let control =
+            regex::Regex::new(&format!("^[{}]$", patterns::class_for_tests(false))).unwrap();
+        let mut buf = [0u8; 4];
+        for c in (0..=0x10ffff_u32).filter_map(char::from_u32) {
+            let s = c.encode_utf8(&mut buf);
+            assert_eq!(whitespace.is_match(s), c.is_whitespace(), "{c:?}");
+            assert_eq!(control.is_match(s), c.is_control(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn patterns_say_what_the_checks_accept() {
+        let long = |c: &str, n: usize| vec![c.repeat(n), c.repeat(n + 1)];
+        let mut orgs = strings(&["a", "Z", "0", "-", "_", ".", " ", "é", "/"], 4);
+        orgs.extend(long("a", limits::ORG_CHARS));
+        agree(
+            &patterns::org(),
+            limits::ORG_CHARS,
+            |s| check_org("f", s).is_ok(),
+            &orgs,
+        );
+
+        let mut repos = strings(&["a", ".", "-", "_", "/", " ", "é", "Z9"], 4);
+        repos.extend(long("r", limits::REPO_CHARS));
+        agree(
+            &patterns::repo(),
+            limits::REPO_CHARS,
+            |s| check_repo("f", s).is_ok(),
+            &repos,
+        );
+
+        let spaces = [
+            " ", "\t", "\n", "\r", "a", "\u{a0}", "\u{2028}", "\u{85}", "\u{1c}", "\u{feff}",
+        ];
+        let mut texts = strings(&spaces, 3);
+        texts.extend(long("p", 300));
+        agree(
+            &patterns::not_blank(),
+            300,
+            |s| check_text("f", s, 300).is_ok(),
+            &texts,
+        );
+        texts.extend(long("t", limits::TITLE_CHARS));
+        agree(
+            &patterns::title(),
+            limits::TITLE_CHARS,
+            |s| check_title("f", s).is_ok(),
+            &texts,
+        );
+
+        let mut labels = strings(&[" ", "\t", "\n", "a", "\u{1}", "\u{85}", "\u{a0}", "é"], 4);
+        for n in [
+            limits::LABEL_CHARS - 1,
+            limits::LABEL_CHARS,
+            limits::LABEL_CHARS + 1,
+        ] {
+            labels.push("l".repeat(n));
+            labels.push(format!(" \t{}\n ", "l".repeat(n)));
+            labels.push(format!("l{}l", "\u{a0}".repeat(n.saturating_sub(2))));
+            labels.push(format!("l{}l", "\u{7}".repeat(n.saturating_sub(2))));
+        }
+        agree(
+            &patterns::label(),
+            usize::MAX,
+            |s| normalize_labels("f", &[s.to_string()]).is_ok(),
+            &labels,
+        );
+
+        let mut emails = strings(&["a", "@", ".", " ", "<", "é", "\u{1}"], 6);
+        emails.push(format!(
+            "{}@example.com",
+            "a".repeat(limits::EMAIL_CHARS - 12)
+        ));
+        emails.push(format!(
+            "{}@example.com",
+            "a".repeat(limits::EMAIL_CHARS - 11)
+        ));
+        agree(
+            &patterns::email(),
+            limits::EMAIL_CHARS,
+            |s| check_email("f", s).is_ok(),
+            &emails,
+        );
+
+        let mut branches = strings(
+            &[
+                "a", "-", ".", "/", "@", "{", ".lock", "lock", " ", "~", "é", "\u{2028}", "\u{85}",
+            ],
+            4,
+        );
+        branches.extend(long("b", limits::BRANCH_CHARS));
+        agree(
+            &patterns::branch(),
+            limits::BRANCH_CHARS,
+            |s| check_branch("f", s).is_ok(),
+            &branches,
+        );
+    }
+
+    #[test]
+    fn whole_number_ranges() {
+        for max in [
+            1, 2, 9, 10, 11, 19, 20, 99, 100, 101, 1000, 1203, 9999, 10000, 10001,
+        ] {
+            let pattern = format!("^{}$", patterns::positive_up_to(max));
+            let numbers: Vec<String> = (0..=max + 1000)
+                .map(|n| n.to_string())
+                .chain(["01", "007", "", "+1", "-1", "1.0"].map(String::from))
+                .collect();
+            agree(
+                &pattern,
+                usize::MAX,
+                |s| {
+                    s.parse::<u64>().is_ok_and(|n| (1..=max).contains(&n))
+                        && !s.starts_with(['0', '+'])
+                },
+                &numbers,
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn branch_pattern_agrees_on_longer_names(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(&["a", "-", ".", "/", "@", "{", ".lock", "lock", " ", "é", "~"][..]),
+                0..12,
+            )
+        ) {
+            let branch = pieces.concat();
+            agree(&patterns::branch(), limits::BRANCH_CHARS, |s| check_branch("f", s).is_ok(), [&branch]);
+        }
+
+        #[test]
+        fn label_and_email_patterns_agree_on_any_text(text in "\\PC{0,12}|[ \\ta@.<\u{1}\u{a0}é]{0,12}") {
+            agree(&patterns::label(), usize::MAX, |s| normalize_labels("f", &[s.to_string()]).is_ok(), [&text]);
+            agree(&patterns::email(), limits::EMAIL_CHARS, |s| check_email("f", s).is_ok(), [&text]);
+            agree(&patterns::title(), limits::TITLE_CHARS, |s| check_title("f", s).is_ok(), [&text]);
+        }
     }
 
     #[test]

@@ -67,6 +67,13 @@ impl StepNumber {
         self.0.starts_with(&other.0)
     }
 
+    /// What [`StepNumber::from_str`] accepts, as a regular expression for the API's
+    /// description (see [`super::runbook::patterns`]).
+    pub fn pattern() -> String {
+        let segment = super::runbook::patterns::positive_up_to(u64::from(u32::MAX));
+        format!(r"^{segment}(?:\.{segment}){{0,{}}}$", MAX_STEP_DEPTH - 1)
+    }
+
     /// The number of the `n`-th child of this step.
     pub fn child(&self, n: u32) -> StepNumber {
         assert!(n > 0, "step numbers start at 1");
@@ -306,6 +313,62 @@ fn next_numbers(prev: &StepNumber) -> Vec<StepNumber> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pattern the API's description gives for a step accepts exactly what parses.
+    #[test]
+    fn the_pattern_says_what_parses() {
+        let pattern = fancy_regex::Regex::new(&StepNumber::pattern()).unwrap();
+        let mut samples: Vec<String> = [
+            "",
+            "0",
+            "1",
+            "01",
+            "1.",
+            ".1",
+            "1..2",
+            "1.0",
+            "1.2.3",
+            "+1",
+            "-1",
+            " 1",
+            "1 ",
+            "x.1",
+            "4294967295",
+            "4294967296",
+            "4294967295.4294967295",
+            "99999999999",
+            "١",
+            "1.1.1.1.1.1.1.1",
+            "1.1.1.1.1.1.1.1.1",
+            "2.10",
+            "1e3",
+        ]
+        .map(String::from)
+        .to_vec();
+        for a in ["1", "9", "10", "0", "429496729", "4294967294"] {
+            for b in ["", ".", ".1", ".0", ".42949672950"] {
+                samples.push(format!("{a}{b}"));
+            }
+        }
+        for sample in &samples {
+            assert_eq!(
+                pattern.is_match(sample).unwrap(),
+                sample.parse::<StepNumber>().is_ok(),
+                "{sample:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_pattern_agrees_on_any_dotted_digits(sample in "[0-9.]{0,24}") {
+            let pattern = fancy_regex::Regex::new(&StepNumber::pattern()).unwrap();
+            proptest::prop_assert_eq!(
+                pattern.is_match(&sample).unwrap(),
+                sample.parse::<StepNumber>().is_ok()
+            );
+        }
+    }
 
     fn n(s: &str) -> StepNumber {
         s.parse().unwrap()

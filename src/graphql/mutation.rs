@@ -194,7 +194,7 @@ async fn create(ctx: &Context<'_>, input: CreateRunbookInput) -> Result<Runbook,
         request.state.store.as_ref(),
         request.state.github.as_deref(),
         &mut new,
-        Some(request.caller.token.id),
+        Some(&request.caller.token),
     )
     .await?;
     changed(ctx);

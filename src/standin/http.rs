@@ -783,6 +783,66 @@ fn served_path(cfg: &crate::standin::state::Config, path: &str) -> String {
     }
 }
 
+/// A request about a repository that was transferred: GitHub keeps the old name working by
+/// redirecting it to `/repositories/{id}/…`, a path it serves as the repository's own.
+enum Moved {
+    /// The old `/repos/{owner}/{name}/…`: answered with a redirect to this path.
+    Redirect(String),
+    /// `/repositories/{id}/…`: served as this `/repos/{owner}/{name}/…` path.
+    Serve(String),
+}
+
+fn moved(state: &State, path: &str) -> Option<Moved> {
+    let path = path.trim_start_matches('/');
+    let tail = |tail: Option<&str>| tail.map(|t| format!("/{t}")).unwrap_or_default();
+    if let Some(after) = path.strip_prefix("repositories/") {
+        let mut parts = after.splitn(2, '/');
+        let repo = state.repo_by_id(parts.next()?.parse().ok()?)?;
+        let tail = tail(parts.next());
+        return Some(Moved::Serve(format!(
+            "/repos/{}/{}{tail}",
+            repo.owner, repo.name
+        )));
+    }
+    let mut parts = path.strip_prefix("repos/")?.splitn(3, '/');
+    let (owner, name) = (parts.next()?, parts.next()?);
+    if state.repo(owner, name).is_some() {
+        return None;
+    }
+    let id = state.moved.get(&super::state::repo_key(owner, name))?;
+    Some(Moved::Redirect(format!(
+        "/repositories/{id}{}",
+        tail(parts.next())
+    )))
+}
+
+/// GitHub's answer for a moved repository's old name: `301 Moved Permanently` for reads,
+/// `307 Temporary Redirect` for writes (so that clients repeat the method and its body).
+fn redirect(cfg: &super::state::Config, req: &Req, path: &str) -> Response {
+    let query = req
+        .raw_query
+        .as_ref()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let location = format!("{}{path}{query}", cfg.api_url);
+    let status = if matches!(req.method, Method::GET | Method::HEAD) {
+        StatusCode::MOVED_PERMANENTLY
+    } else {
+        StatusCode::TEMPORARY_REDIRECT
+    };
+    let message = status.canonical_reason().unwrap_or("Moved");
+    let body = json!({
+        "message": message,
+        "url": location,
+        "documentation_url": "https://docs.github.com/rest/guides/best-practices-for-using-the-rest-api#follow-redirects",
+    });
+    let mut response = json_response(status, &body);
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
 /// The axum handler behind every path.
 pub(crate) async fn handle(
     AxumState(shared): AxumState<Arc<Shared>>,
@@ -799,9 +859,10 @@ pub(crate) async fn handle(
     let query = Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
         .map(|q| q.0)
         .unwrap_or_default();
-    let req = Req {
+    let requested = served_path(&shared.cfg, parts.uri.path());
+    let mut req = Req {
         method: parts.method,
-        path: served_path(&shared.cfg, parts.uri.path()),
+        path: requested.clone(),
         raw_query: parts.uri.query().map(str::to_string),
         query,
         headers: parts.headers,
@@ -819,6 +880,15 @@ pub(crate) async fn handle(
             state.request_seq * 7,
             epoch(now) % 0xFFFF_FFFF
         )
+    };
+    let moved = moved(&shared.lock(), &req.path);
+    let redirect_to = match moved {
+        Some(Moved::Redirect(path)) => Some(path),
+        Some(Moved::Serve(path)) => {
+            req.path = path;
+            None
+        }
+        None => None,
     };
     let route = Route::parse(&req.method, &req.path);
     let operation = route.as_ref().map_or("unknown", Route::operation);
@@ -855,6 +925,8 @@ pub(crate) async fn handle(
         plain(StatusCode::FORBIDDEN, USER_AGENT_REFUSAL)
     } else if let Some(fault) = fault {
         fault.response(&request_id, now)
+    } else if let Some(path) = &redirect_to {
+        redirect(&shared.cfg, &req, path)
     } else if let Some(route) = route {
         match serve(&shared, route, &req, now, &mut installation).await {
             Ok(response) => response,
@@ -900,7 +972,7 @@ pub(crate) async fn handle(
     };
     shared.lock().requests.push(RecordedRequest {
         method: req.method.to_string(),
-        path: req.path.clone(),
+        path: requested,
         query: req.raw_query.clone(),
         status: response.status().as_u16(),
         operation: operation.to_string(),

@@ -475,6 +475,8 @@ impl StandIn {
         let mut state = self.shared.lock();
         let id = state.next_id();
         let now = SystemTime::now();
+        // A new repository under a transferred one's old name ends its redirects, as on GitHub.
+        state.moved.remove(&state::repo_key(owner, name));
         state.repos.insert(
             state::repo_key(owner, name),
             Repo {
@@ -491,6 +493,46 @@ impl StandIn {
                 comments: BTreeMap::new(),
             },
         );
+        Ok(())
+    }
+
+    /// Transfers `owner/name` to `new_owner`, as GitHub does: the repository (its id, issues,
+    /// pull requests and git data) now answers as `new_owner/name`, and its old name keeps
+    /// working through redirects (`301` to `/repositories/{id}/…` for reads, `307` for
+    /// writes) until a repository takes that name again. Installations do not follow: the
+    /// app sees it under `new_owner` only if installed there on it.
+    pub async fn transfer_repo(
+        &self,
+        owner: &str,
+        name: &str,
+        new_owner: &str,
+    ) -> anyhow::Result<()> {
+        let from = self.repo_path(owner, name);
+        let to = self.repo_path(new_owner, name);
+        {
+            let state = self.shared.lock();
+            if state.repo(new_owner, name).is_some() {
+                bail!("repository {new_owner}/{name} already exists");
+            }
+            if state.repo(owner, name).is_none() {
+                bail!("no repository {owner}/{name}");
+            }
+        }
+        if let Some(parent) = to.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        tokio::fs::rename(&from, &to)
+            .await
+            .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+        let mut state = self.shared.lock();
+        let account = state.ensure_user(new_owner, UserKind::Organization);
+        let mut repo = state
+            .repos
+            .remove(&state::repo_key(owner, name))
+            .ok_or_else(|| anyhow!("no repository {owner}/{name}"))?;
+        repo.owner = account.login;
+        state.moved.insert(state::repo_key(owner, name), repo.id);
+        state.repos.insert(state::repo_key(new_owner, name), repo);
         Ok(())
     }
 

@@ -352,6 +352,9 @@ pub(crate) struct State {
     pub installations: BTreeMap<u64, Installation>,
     /// Keyed by lower-case `(owner, name)`.
     pub repos: BTreeMap<(String, String), Repo>,
+    /// Names repositories had before a transfer (lower-case `(owner, name)`), and the id of
+    /// the repository each now names: GitHub redirects them.
+    pub moved: BTreeMap<(String, String), u64>,
     pub tokens: HashMap<String, Token>,
     pub token_lifetime: Duration,
     pub faults: Vec<Fault>,
@@ -371,6 +374,7 @@ impl State {
             users: BTreeMap::new(),
             installations: BTreeMap::new(),
             repos: BTreeMap::new(),
+            moved: BTreeMap::new(),
             tokens: HashMap::new(),
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
             faults: Vec::new(),
@@ -432,6 +436,11 @@ impl State {
 
     pub fn repo_mut(&mut self, owner: &str, name: &str) -> Option<&mut Repo> {
         self.repos.get_mut(&repo_key(owner, name))
+    }
+
+    /// A repository by its id.
+    pub fn repo_by_id(&self, id: u64) -> Option<&Repo> {
+        self.repos.values().find(|repo| repo.id == id)
     }
 
     /// Whether the installation can see the repository (account matches and the repository

@@ -452,7 +452,10 @@ async fn github_s_answers(ledger: &mut Ledger) {
         let done = support::wait_for_status(&t, number, &["completed", "failed"]).await;
         assert_eq!(done["status"], "completed", "{done}");
         if fails {
-            github.inject(Fault::server_error("/repos/acme-corp/backend/pulls").times(attempts));
+            // The request is recorded as owed first, so a worker may try to open the PR at
+            // the same time as the request does: enough failures for both.
+            github
+                .inject(Fault::server_error("/repos/acme-corp/backend/pulls").times(attempts * 4));
         }
         let status = ledger.good(&t, &pull, number).await;
         assert_eq!(status, if fails { 502 } else { 202 });

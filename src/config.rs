@@ -572,9 +572,14 @@ impl Config {
     }
 
     /// A configuration for tests and embedding: defaults everywhere, the given database,
-    /// listening on an OS-chosen loopback port.
+    /// listening on an OS-chosen loopback port. The process's environment is not read: a
+    /// developer's own `GITHUB_APP_ID` or `RUNBOOKS_AGENT` must not change what a test runs.
     pub fn for_database(database_url: &str) -> Self {
-        let args = Cli::parse_from(["runbooks", "serve", "--listen", "127.0.0.1:0"]);
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let command = Cli::command()
+            .mut_subcommand("serve", |serve| serve.mut_args(|arg| arg.env(None::<&str>)));
+        let matches = command.get_matches_from(["runbooks", "serve", "--listen", "127.0.0.1:0"]);
+        let args = Cli::from_arg_matches(&matches).expect("the defaults parse");
         let Command::Serve(mut serve) = args.command else {
             unreachable!("parsed a serve command")
         };

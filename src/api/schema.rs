@@ -9,7 +9,7 @@
 //! own work: the bearer token ([`TokenErrors`]), the runbook number in the path
 //! ([`NumberErrors`], with [`RunbookNumber`] as the parameter) and the JSON body
 //! ([`BodyErrors`]). An operation lists the groups of the extractors it uses and the answers
-//! of its own work; `tests/openapi.rs` sends every described operation the requests that make
+//! of its own work; `tests/it/openapi.rs` sends every described operation the requests that make
 //! each answer happen, and fails on an answer not listed or a listed one that never happens.
 
 use std::collections::BTreeMap;

@@ -1,8 +1,8 @@
 //! GitHub's JSON representations of the stand-in's objects.
 //!
 //! Field names, types and nullability follow GitHub's OpenAPI description (checked by
-//! `tests/standin_conformance.rs`) and every field octocrab's models require is present (checked
-//! by `tests/standin.rs`, which deserializes these answers with octocrab). URLs point at the
+//! `tests/it/standin_conformance.rs`) and every field octocrab's models require is present (checked
+//! by `tests/it/standin.rs`, which deserializes these answers with octocrab). URLs point at the
 //! stand-in itself (`api_url`), so nothing refers to github.com; "html" pages live under the
 //! same origin, as on GitHub Enterprise Server.
 

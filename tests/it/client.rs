@@ -2,7 +2,7 @@
 //! against the real server on loopback, configured as the app of the GitHub stand-in, with the
 //! script agent.
 
-mod support;
+use crate::support;
 
 use support::{LIB, RENAME};
 

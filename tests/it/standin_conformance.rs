@@ -14,7 +14,7 @@ use reqwest::Method;
 use runbooks::standin::StandIn;
 use serde_json::{Value, json};
 
-const SUBSET: &str = include_str!("../fixtures/openapi/github-subset.json");
+const SUBSET: &str = include_str!("../../fixtures/openapi/github-subset.json");
 
 /// Checks `value` against a simplified schema; problems are pushed as `path: problem`.
 fn check(value: &Value, schema: &Value, path: &str, problems: &mut Vec<String>) {

@@ -3,9 +3,9 @@
 //! checks, signing out, revoked tokens, and the live-update stream.
 //!
 //! Runbook states are set through the store (no engine runs here), so every check is exact;
-//! `tests/browser.rs` drives real runbooks through a real browser.
+//! `tests/it/browser.rs` drives real runbooks through a real browser.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! `POST /webhooks/github`: signatures, persistence, redelivery, limits, retention and the
 //! intake's batches — with real payloads.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

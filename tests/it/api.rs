@@ -1,6 +1,6 @@
 //! The REST API over real HTTP, against the real server on a loopback port, on both backends.
 
-mod support;
+use crate::support;
 
 use runbooks::domain::{Plan, PlannedStep, StepState};
 use serde_json::{Value, json};

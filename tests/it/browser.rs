@@ -5,7 +5,7 @@
 //! no reload), and retries a failed runbook with its button. Screenshots are saved to
 //! `target/test-artifacts/`.
 
-mod support;
+use crate::support;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! agent, executed step by step in a git working tree, committed and pushed to the GitHub
 //! stand-in — with the state machine's rules observed through the API.
 
-mod support;
+use crate::support;
 
 use support::{LIB, RENAME};
 

@@ -14,7 +14,7 @@
 //!
 //! bubblewrap is needed (`.ci/run` installs it); the tests fail, saying so, without it.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! retries on 5xx, rate limits, repository resolution (422 when not installed), installation
 //! webhooks, and the Enterprise Server URL layout.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

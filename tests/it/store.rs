@@ -1,6 +1,6 @@
 //! One store test suite, run against both backends: SQLite and PostgreSQL.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! mutations against the rate limit), the page served on `GET`, and a runbook run to
 //! completion by the engine against the GitHub stand-in.
 
-mod support;
+use crate::support;
 
 use support::{LIB, RENAME};
 

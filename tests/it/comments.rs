@@ -1,7 +1,7 @@
 //! Runbooks from `/runbook …` comments: real `issue_comment` payloads, signed and delivered
 //! to the running server by the GitHub stand-in, which is also the GitHub the app answers on.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

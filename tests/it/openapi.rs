@@ -9,7 +9,7 @@
 //! operation must have been answered by some request, so the description lists nothing the
 //! server never says.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,6 +1,6 @@
 //! The `runbooks` binary: token commands, migrate, and serve configured by environment.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Output, Stdio};
 

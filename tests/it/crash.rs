@@ -1,7 +1,7 @@
 //! Crash safety: `kill -9` in the middle of a step, then a restart — the runbook finishes,
 //! nothing is lost and no step's commit appears twice.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

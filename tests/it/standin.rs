@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 const OWNER: &str = "acme";
 const REPO: &str = "widgets";
-const FOREIGN_KEY: &str = include_str!("../fixtures/standin/foreign-private-key.pem");
+const FOREIGN_KEY: &str = include_str!("../../fixtures/standin/foreign-private-key.pem");
 
 /// Every test gets a deadline, so a hang fails instead of blocking the suite.
 async fn within<F: Future>(f: F) -> F::Output {

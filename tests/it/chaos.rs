@@ -10,7 +10,7 @@
 //! printed; `RUNBOOKS_CHAOS_SEED=<n>` replays it. The test in the suite is small enough for
 //! CI; `cargo test --test chaos -- --ignored` runs a longer one.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -6,7 +6,7 @@
 //!
 //! (In a binary of its own: the dashboard's tests count the process's open event streams.)
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use runbooks::git::{Identity, Remote, RepoCache};
-use runbooks::standin::StandIn;
+use runbooks_standin::StandIn;
 use secrecy::SecretString;
 use tokio::process::Command;
 

@@ -16,10 +16,10 @@ use anyhow::{Context, bail};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use crate::config::{Config, PrivateKeySource};
-use crate::server;
-use crate::standin::StandIn;
-use crate::tokens;
+use runbooks::config::{Config, PrivateKeySource};
+use runbooks::server;
+use runbooks::tokens;
+use runbooks_standin::StandIn;
 
 const ORG: &str = "acme-corp";
 const REPO: &str = "hello";
@@ -62,11 +62,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     config.github.webhook_secrets = vec![SecretString::from(github.webhook_secret())];
     // The demo runs only its own bundled sample, so without a working jail it may run it
     // unjailed; it says so. (`serve` never does that unless told to.)
-    let jailed = crate::agent::jail(&config.agent, crate::agent::JailSite::default())
+    let jailed = runbooks::agent::jail(&config.agent, runbooks::agent::JailSite::default())
         .await
         .is_ok();
     if !jailed {
-        config.agent.sandbox = crate::config::SandboxKind::None;
+        config.agent.sandbox = runbooks::config::SandboxKind::None;
     }
     let running = server::start(&config).await?;
     let token = tokens::generate();
@@ -253,11 +253,11 @@ pub async fn standin(
         let (owner, name) = repo
             .split_once('/')
             .with_context(|| format!("--repo {repo:?}: expected OWNER/NAME"))?;
-        crate::domain::runbook::check_org("--repo", owner).map_err(|e| anyhow::anyhow!(e))?;
-        crate::domain::runbook::check_repo("--repo", name).map_err(|e| anyhow::anyhow!(e))?;
+        runbooks::domain::runbook::check_org("--repo", owner).map_err(|e| anyhow::anyhow!(e))?;
+        runbooks::domain::runbook::check_repo("--repo", name).map_err(|e| anyhow::anyhow!(e))?;
         repos.push((owner.to_string(), name.to_string()));
     }
-    let github = StandIn::start_with(crate::standin::Options {
+    let github = StandIn::start_with(runbooks_standin::Options {
         listen: options.listen,
         ..Default::default()
     })

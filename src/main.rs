@@ -4,6 +4,9 @@ use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 
 use runbooks::agent::forward;
+
+#[cfg(feature = "demo")]
+mod demo;
 use runbooks::config::{Cli, Command, Config, LogFormat, TokenCommand};
 use runbooks::store::{self, Store};
 use runbooks::{client, domain, server, tokens};
@@ -64,27 +67,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token(command) => token(command).await,
+        #[cfg(not(feature = "demo"))]
+        Command::Demo { .. } | Command::Standin { .. } => anyhow::bail!(
+            "this build has no GitHub stand-in: `demo` and `standin` need the `demo` feature"
+        ),
+        #[cfg(feature = "demo")]
         Command::Demo { listen, serve } => {
             // The demo says itself when its sample runs unjailed.
             init_logging(LogFormat::Text, "warn,runbooks::agent=error");
-            runbooks::demo::run(runbooks::demo::DemoOptions {
+            demo::run(demo::DemoOptions {
                 listen,
                 keep_serving: serve,
             })
             .await
         }
+        #[cfg(feature = "demo")]
         Command::Standin {
             listen,
             repos,
             env_file,
         } => {
             init_logging(LogFormat::Text, "warn");
-            let options = runbooks::demo::StandinOptions {
+            let options = demo::StandinOptions {
                 listen,
                 repos,
                 env_file,
             };
-            runbooks::demo::standin(options, shutdown_signal()).await
+            demo::standin(options, shutdown_signal()).await
         }
         Command::Create(_) | Command::Status(_) | Command::Watch(_) => {
             unreachable!("client commands are dispatched in main")

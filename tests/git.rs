@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use runbooks::git::{GitError, Identity, Remote, RepoCache, Worktree};
-use runbooks::standin::StandIn;
+use runbooks_standin::StandIn;
 use secrecy::SecretString;
 
 const OWNER: &str = "acme";

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use runbooks::standin::{Fault, FaultKind, StandIn};
+use runbooks_standin::{Fault, FaultKind, StandIn};
 use serde_json::{Value, json};
 use support::{Backend, Served, TestDb};
 
@@ -364,7 +364,7 @@ async fn chaos(backend: Backend, size: Size) {
             listed, expected,
             "{context}: the document's pull requests: {doc}"
         );
-        let mine: Vec<&runbooks::standin::PullInfo> = pulls
+        let mine: Vec<&runbooks_standin::PullInfo> = pulls
             .iter()
             .filter(|p| expected.iter().any(|(head, _)| head == &p.head))
             .collect();

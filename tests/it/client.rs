@@ -9,7 +9,7 @@ use support::{LIB, RENAME};
 use std::process::Stdio;
 use std::time::Duration;
 
-use runbooks::standin::StandIn;
+use runbooks_standin::StandIn;
 use serde_json::{Value, json};
 use support::{Backend, TestServer, server_for, wait_for_status};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

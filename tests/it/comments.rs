@@ -5,7 +5,7 @@ use crate::support;
 
 use std::time::{Duration, Instant};
 
-use runbooks::standin::{Delivery, StandIn};
+use runbooks_standin::{Delivery, StandIn};
 use serde_json::Value;
 use support::{Backend, TestServer, json, server_for, wait_for_status};
 
@@ -62,7 +62,7 @@ impl Setup {
     }
 
     /// The app's comments in a thread.
-    fn app_comments(&self, issue: u64) -> Vec<runbooks::standin::CommentInfo> {
+    fn app_comments(&self, issue: u64) -> Vec<runbooks_standin::CommentInfo> {
         let bot = self.github.bot_login();
         self.github
             .comments("acme-corp", "backend", issue)
@@ -76,8 +76,8 @@ impl Setup {
         &self,
         issue: u64,
         what: &str,
-        done: impl Fn(&[runbooks::standin::CommentInfo]) -> bool,
-    ) -> Vec<runbooks::standin::CommentInfo> {
+        done: impl Fn(&[runbooks_standin::CommentInfo]) -> bool,
+    ) -> Vec<runbooks_standin::CommentInfo> {
         let bot = self.github.bot_login();
         let result = self
             .github
@@ -616,7 +616,7 @@ async fn only_the_apps_own_status_comment_is_adopted() {
     let issue = s.issue("Rename", "");
     // Writing the status comment fails, every attempt of the first handling.
     s.github.inject(
-        runbooks::standin::Fault::server_error(format!(
+        runbooks_standin::Fault::server_error(format!(
             "/repos/acme-corp/backend/issues/{issue}/comments"
         ))
         .method("POST")

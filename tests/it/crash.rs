@@ -5,7 +5,7 @@ use crate::support;
 
 use std::time::Duration;
 
-use runbooks::standin::StandIn;
+use runbooks_standin::StandIn;
 use std::sync::Arc;
 
 use runbooks::domain::{StepNumber, StepState};

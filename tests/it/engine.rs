@@ -8,7 +8,7 @@ use support::{LIB, RENAME};
 
 use std::time::Duration;
 
-use runbooks::standin::StandIn;
+use runbooks_standin::StandIn;
 use serde_json::{Value, json};
 use support::{Backend, TestServer, expect_error, json, server_for, wait_for, wait_for_status};
 
@@ -822,7 +822,7 @@ async fn a_pull_request_that_could_not_be_opened_is_opened_later(backend: Backen
     let github = github().await;
     let t = server_for(&github, backend, |_| {}).await;
     github.inject(
-        runbooks::standin::Fault::server_error("/repos/acme-corp/backend/pulls")
+        runbooks_standin::Fault::server_error("/repos/acme-corp/backend/pulls")
             .method("POST")
             .times(4),
     );
@@ -845,7 +845,7 @@ async fn a_pull_request_that_failed_after_the_last_step_is_opened_at_settle() {
     let t = server_for(&github, Backend::Sqlite, |_| {}).await;
     // Every attempt of the client's at the step's PR fails; the next call succeeds.
     github.inject(
-        runbooks::standin::Fault::server_error("/repos/acme-corp/backend/pulls")
+        runbooks_standin::Fault::server_error("/repos/acme-corp/backend/pulls")
             .method("POST")
             .times(4),
     );
@@ -880,7 +880,7 @@ async fn a_stacked_pull_request_that_could_not_be_opened_is_opened_at_settle() {
     let github = github().await;
     let t = server_for(&github, Backend::Sqlite, |_| {}).await;
     github.inject(
-        runbooks::standin::Fault::server_error("/repos/acme-corp/backend/pulls")
+        runbooks_standin::Fault::server_error("/repos/acme-corp/backend/pulls")
             .method("POST")
             .times(4),
     );
@@ -1023,7 +1023,7 @@ async fn a_final_pass_that_github_fails_is_paid_later() {
     let t = server_for(&github, Backend::Sqlite, |_| {}).await;
     // Two whole final passes fail (4 attempts of the client's each).
     github.inject(
-        runbooks::standin::Fault::bad_gateway("/repos/acme-corp/backend/pulls/")
+        runbooks_standin::Fault::bad_gateway("/repos/acme-corp/backend/pulls/")
             .method("PATCH")
             .times(8),
     );

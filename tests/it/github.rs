@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use runbooks::git::{Identity, Remote, RepoCache};
 use runbooks::github::issues::Permission;
 use runbooks::github::{GitHubApp, GitHubError, RepoInfo, Resolution, RetryPolicy};
-use runbooks::standin::{Fault, Options, StandIn};
+use runbooks_standin::{Fault, Options, StandIn};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use support::{Backend, TestServer, expect_error, json, minimal};

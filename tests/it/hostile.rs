@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use runbooks::standin::StandIn;
 use runbooks::store::StepRecord;
+use runbooks_standin::StandIn;
 use serde_json::{Value, json};
 use support::{Backend, Served, TestDb};
 

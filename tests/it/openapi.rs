@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use reqwest::{Method, RequestBuilder, Response};
 use runbooks::domain::{Plan, PlannedStep, StepState};
 use runbooks::github::RetryPolicy;
-use runbooks::standin::Fault;
+use runbooks_standin::Fault;
 use serde_json::{Value, json};
 use support::{Backend, LIB, RENAME, TestServer, create_token, minimal, server_for};
 

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use octocrab::models::{AppId, InstallationId};
 use octocrab::{Octocrab, OctocrabBuilder};
 use reqwest::StatusCode;
-use runbooks::standin::{Fault, StandIn};
+use runbooks_standin::{Fault, StandIn};
 use serde_json::{Value, json};
 
 const OWNER: &str = "acme";
@@ -1533,7 +1533,7 @@ async fn every_request_is_recorded_with_githubs_headers() {
 #[test]
 fn signature_matches_githubs_published_vector() {
     assert_eq!(
-        runbooks::standin::sign(b"It's a Secret to Everybody", b"Hello, World!"),
+        runbooks_standin::sign(b"It's a Secret to Everybody", b"Hello, World!"),
         "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
     );
 }
@@ -1611,7 +1611,7 @@ async fn webhooks_are_signed_and_redelivered_like_github() {
         );
         assert_eq!(
             header("x-hub-signature-256"),
-            runbooks::standin::sign(s.webhook_secret().as_bytes(), &got.body)
+            runbooks_standin::sign(s.webhook_secret().as_bytes(), &got.body)
         );
         let payload: Value = serde_json::from_slice(&got.body).expect("json");
         assert_eq!(payload, event.payload);
@@ -1651,7 +1651,7 @@ const FOREIGN: [&str; 6] = [
     "api.github.com",
 ];
 
-fn assert_no_foreign_strings(event: &runbooks::standin::WebhookEvent) {
+fn assert_no_foreign_strings(event: &runbooks_standin::WebhookEvent) {
     let text = event.payload.to_string();
     for foreign in FOREIGN {
         assert!(

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use reqwest::Method;
-use runbooks::standin::StandIn;
+use runbooks_standin::StandIn;
 use serde_json::{Value, json};
 
 const SUBSET: &str = include_str!("../../fixtures/openapi/github-subset.json");

@@ -223,8 +223,8 @@ echo "Call new_name()." >> README.md
 
 /// A GitHub stand-in holding `acme-corp/backend` (default branch `main`, with `files`), on
 /// which the app is installed.
-pub async fn github_with_backend(files: &[(&str, &str)]) -> runbooks::standin::StandIn {
-    let github = runbooks::standin::StandIn::start()
+pub async fn github_with_backend(files: &[(&str, &str)]) -> runbooks_standin::StandIn {
+    let github = runbooks_standin::StandIn::start()
         .await
         .expect("the GitHub stand-in starts");
     github
@@ -238,7 +238,7 @@ pub async fn github_with_backend(files: &[(&str, &str)]) -> runbooks::standin::S
 /// The server configured as the app of a GitHub stand-in (API URL, app id, key, webhook
 /// secret).
 pub async fn server_for(
-    github: &runbooks::standin::StandIn,
+    github: &runbooks_standin::StandIn,
     backend: Backend,
     configure: impl FnOnce(&mut Config) + Send + 'static,
 ) -> TestServer {

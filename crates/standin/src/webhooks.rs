@@ -66,51 +66,51 @@ pub struct Delivery {
 const TEMPLATES: [(&str, &str); 12] = [
     (
         "installation.created",
-        include_str!("../../fixtures/webhooks/installation.created.json"),
+        include_str!("../../../fixtures/webhooks/installation.created.json"),
     ),
     (
         "installation.deleted",
-        include_str!("../../fixtures/webhooks/installation.deleted.json"),
+        include_str!("../../../fixtures/webhooks/installation.deleted.json"),
     ),
     (
         "installation_repositories.added",
-        include_str!("../../fixtures/webhooks/installation_repositories.added.json"),
+        include_str!("../../../fixtures/webhooks/installation_repositories.added.json"),
     ),
     (
         "installation_repositories.removed",
-        include_str!("../../fixtures/webhooks/installation_repositories.removed.json"),
+        include_str!("../../../fixtures/webhooks/installation_repositories.removed.json"),
     ),
     (
         "issue_comment.created",
-        include_str!("../../fixtures/webhooks/issue_comment.created.json"),
+        include_str!("../../../fixtures/webhooks/issue_comment.created.json"),
     ),
     (
         "issue_comment.edited",
-        include_str!("../../fixtures/webhooks/issue_comment.edited.json"),
+        include_str!("../../../fixtures/webhooks/issue_comment.edited.json"),
     ),
     (
         "issue_comment.deleted",
-        include_str!("../../fixtures/webhooks/issue_comment.deleted.json"),
+        include_str!("../../../fixtures/webhooks/issue_comment.deleted.json"),
     ),
     (
         "pull_request.opened",
-        include_str!("../../fixtures/webhooks/pull_request.opened.json"),
+        include_str!("../../../fixtures/webhooks/pull_request.opened.json"),
     ),
     (
         "pull_request.closed",
-        include_str!("../../fixtures/webhooks/pull_request.closed.json"),
+        include_str!("../../../fixtures/webhooks/pull_request.closed.json"),
     ),
     (
         "ping.none",
-        include_str!("../../fixtures/webhooks/ping.none.json"),
+        include_str!("../../../fixtures/webhooks/ping.none.json"),
     ),
     (
         "bors-issue-comment",
-        include_str!("../../fixtures/webhooks/bors-issue-comment.json"),
+        include_str!("../../../fixtures/webhooks/bors-issue-comment.json"),
     ),
     (
         "bors-pull-request-merged",
-        include_str!("../../fixtures/webhooks/bors-pull-request-merged.json"),
+        include_str!("../../../fixtures/webhooks/bors-pull-request-merged.json"),
     ),
 ];
 

@@ -772,7 +772,7 @@ fn percent_decode(s: &str) -> String {
 
 /// The path as the routes know it. On the Enterprise Server layout the REST API lives under
 /// `/api/v3` and GraphQL at `/api/graphql`; anything else there is not found.
-fn served_path(cfg: &crate::standin::state::Config, path: &str) -> String {
+fn served_path(cfg: &crate::state::Config, path: &str) -> String {
     if !cfg.enterprise || path.starts_with("/git/") {
         return path.to_string();
     }

@@ -2,7 +2,9 @@
 //!
 //! The app's real GitHub client (octocrab with app JWT auth, git over smart HTTP, webhook
 //! verification) talks to it exactly as it would talk to api.github.com: the integration tests
-//! use it, and so does the offline `runbooks demo`. It lives in the library for the latter.
+//! use it, and so does the offline `runbooks demo`. It is a crate of its own: a test double
+//! (with a private key) has no place in the product's library, which does not depend on it;
+//! the `runbooks` binary (for `demo` and `standin`) and the tests do.
 //!
 //! What it serves (paths, status codes and JSON as GitHub's OpenAPI description and real
 //! payloads have them):
@@ -20,7 +22,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! use runbooks::standin::StandIn;
+//! use runbooks_standin::StandIn;
 //!
 //! let github = StandIn::start().await?;
 //! github.create_repo("acme", "widgets", "main", &[("README.md", "# widgets\n")]).await?;
@@ -75,10 +77,10 @@ use state::{Config, Installation, Issue, Repo, Selection, Shared, State, UserKin
 
 /// The app's private key (PKCS#1 RSA PEM, the format GitHub hands out). Generated for this
 /// project, test-only, not a secret: configure the app under test with it.
-pub const APP_PRIVATE_KEY_PEM: &str = include_str!("../../fixtures/standin/app-private-key.pem");
+pub const APP_PRIVATE_KEY_PEM: &str = include_str!("../../../fixtures/standin/app-private-key.pem");
 
 /// The public half, with which the stand-in verifies the app's JWTs.
-pub const APP_PUBLIC_KEY_PEM: &str = include_str!("../../fixtures/standin/app-public-key.pem");
+pub const APP_PUBLIC_KEY_PEM: &str = include_str!("../../../fixtures/standin/app-public-key.pem");
 
 /// How the stand-in presents itself.
 #[derive(Debug, Clone)]

@@ -1064,3 +1064,92 @@ async fn special_files_where_git_reads_its_rules_do_not_hang_the_engine() {
     })
     .await
 }
+
+/// Pushes and fetches while the process is flooded with signals it handles (the server has
+/// handlers: tokio's SIGCHLD for agent processes, SIGTERM): libgit2 waits on its sockets
+/// with timeouts, which a signal interrupts for good (EINTR, "error receiving data from
+/// socket: Interrupted system call") unless the git thread blocks them. Run in a child
+/// process of this test binary, so that the flood reaches no other test.
+#[test]
+fn git_work_survives_a_flood_of_signals() {
+    let output = std::process::Command::new(std::env::current_exe().expect("this test binary"))
+        .args(["--exact", "signal_flood_child", "--ignored", "--nocapture"])
+        .env("RUNBOOKS_TEST_SIGNAL_FLOOD", "1")
+        .output()
+        .expect("the child test runs");
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("1 passed"),
+        "the child test ran"
+    );
+}
+
+/// The child of [`git_work_survives_a_flood_of_signals`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by git_work_survives_a_flood_of_signals, in a process of its own"]
+async fn signal_flood_child() {
+    assert!(
+        std::env::var_os("RUNBOOKS_TEST_SIGNAL_FLOOD").is_some(),
+        "only as the child of git_work_survives_a_flood_of_signals"
+    );
+    // A handled signal, as the server's are.
+    let mut handled = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        .expect("a handler");
+    tokio::spawn(async move { while handled.recv().await.is_some() {} });
+    let fx = Fixture::new(&[("README.md", "hello\n")]).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            // To every thread in turn (a signal sent to the process mostly lands on the idle
+            // main thread; the server's land on whichever thread does not block them).
+            let pid = std::process::id() as libc::pid_t;
+            // SAFETY: gettid(2) has no preconditions.
+            let me = unsafe { libc::gettid() };
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for task in std::fs::read_dir("/proc/self/task").expect("the threads") {
+                    let tid: libc::pid_t = task
+                        .expect("a thread")
+                        .file_name()
+                        .to_string_lossy()
+                        .parse()
+                        .expect("a thread id");
+                    if tid != me {
+                        // SAFETY: tgkill(2) on a thread of this process with a signal that
+                        // has a handler.
+                        unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGUSR1) };
+                        sent += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            sent
+        })
+    };
+    let wt = fx.worktree(1, "runbooks/1-flood", "main").await;
+    for round in 0..15 {
+        // Enough content that the transfer takes several reads.
+        let content: String = (0..20_000).map(|i| format!("{round}:{i}\n")).collect();
+        write(wt.path(), &format!("data/{round}.txt"), &content);
+        wt.commit_all(&format!("Round {round}"), &bot())
+            .await
+            .expect("commit")
+            .expect("a change");
+        wt.push(&fx.remote())
+            .await
+            .unwrap_or_else(|e| panic!("push {round}: {e:?}"));
+        fx.cache
+            .update_mirror(&fx.remote())
+            .await
+            .unwrap_or_else(|e| panic!("fetch {round}: {e:?}"));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = flood.join().expect("the flood thread");
+    println!("{sent} signals sent during the git work");
+}

@@ -388,15 +388,66 @@ pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)
 }
 
-/// Runs blocking libgit2 work off the async runtime.
+/// Runs blocking libgit2 work off the async runtime, with asynchronous signals blocked on
+/// its thread (see [`SignalsBlocked`]).
 async fn blocking<T, F>(f: F) -> Result<T, GitError>
 where
     F: FnOnce() -> Result<T, GitError> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| GitError::Task(e.to_string()))?
+    tokio::task::spawn_blocking(move || {
+        let _blocked = SignalsBlocked::new();
+        f()
+    })
+    .await
+    .map_err(|e| GitError::Task(e.to_string()))?
+}
+
+/// Asynchronous signals blocked on the current thread while it lives; the previous mask is
+/// restored on drop (blocking-pool threads are reused).
+///
+/// libgit2 waits on its sockets with timeouts, and a wait with a timeout is not restarted
+/// after a signal handler runs: it fails with EINTR ("error receiving data from socket:
+/// Interrupted system call"), and so does the push or fetch. The server has handlers
+/// installed (tokio's SIGCHLD, for agent processes; SIGTERM), and a signal sent to the
+/// process goes to any thread that does not block it, so an agent step ending in one runbook
+/// could fail another runbook's push. Blocked here, those signals go to the runtime's
+/// threads. Synchronous faults (SIGSEGV and the like) are left alone.
+struct SignalsBlocked {
+    previous: libc::sigset_t,
+}
+
+impl SignalsBlocked {
+    fn new() -> Self {
+        // SAFETY: sigset_t is plain data initialised by sigfillset/sigdelset before use;
+        // pthread_sigmask only changes this thread's mask.
+        unsafe {
+            let mut block: libc::sigset_t = std::mem::zeroed();
+            let mut previous: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut block);
+            for synchronous in [
+                libc::SIGSEGV,
+                libc::SIGBUS,
+                libc::SIGFPE,
+                libc::SIGILL,
+                libc::SIGTRAP,
+            ] {
+                libc::sigdelset(&mut block, synchronous);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut previous);
+            Self { previous }
+        }
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved by `new` on this same thread (the guard is not
+        // Send: libc::sigset_t is, but it lives in a local of the closure above).
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.previous, std::ptr::null_mut());
+        }
+    }
 }
 
 /// Length of the random part of a new mirror's scratch directory name.

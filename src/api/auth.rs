@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
@@ -29,6 +29,11 @@ use crate::tokens;
 #[derive(Default)]
 pub struct TokenCache {
     entries: RwLock<HashMap<String, TokenInfo>>,
+    /// Lookups under way, by hash: requests that present the same unknown token at once
+    /// wait for the first one's lookup instead of each costing the address an attempt (a
+    /// client firing 40 requests with a token this process has not seen yet is one attempt,
+    /// not 40).
+    lookups: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 const TOKEN_CACHE_CAPACITY: usize = 10_000;
@@ -48,6 +53,23 @@ impl TokenCache {
             entries.clear();
         }
         entries.insert(hash, token);
+    }
+
+    /// The lock of `hash`'s lookup; whoever holds it looks the token up.
+    fn lookup_lock(&self, hash: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.lookups
+            .lock()
+            .expect("token lookups lock")
+            .entry(hash.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn lookup_done(&self, hash: &str) {
+        self.lookups
+            .lock()
+            .expect("token lookups lock")
+            .remove(hash);
     }
 
     /// Drops a token found revoked.
@@ -152,14 +174,26 @@ impl FromRequestParts<AppState> for Caller {
         let (token, cached) = match state.tokens.get(&token_hash) {
             Some(token) => (token, true),
             None => {
-                state.check_client(client())?;
-                let token = state
-                    .store
-                    .active_token(&token_hash)
-                    .await?
-                    .ok_or_else(invalid)?;
-                state.tokens.insert(token_hash.clone(), token.clone());
-                (token, false)
+                let lock = state.tokens.lookup_lock(&token_hash);
+                let _looking = lock.lock().await;
+                // Found by the lookup this request waited for.
+                if let Some(token) = state.tokens.get(&token_hash) {
+                    (token, true)
+                } else {
+                    let found = match state.check_client(client()) {
+                        Ok(()) => state
+                            .store
+                            .active_token(&token_hash)
+                            .await
+                            .map_err(Into::into),
+                        Err(refused) => Err(refused),
+                    };
+                    if let Ok(Some(token)) = &found {
+                        state.tokens.insert(token_hash.clone(), token.clone());
+                    }
+                    state.tokens.lookup_done(&token_hash);
+                    (found?.ok_or_else(invalid)?, false)
+                }
             }
         };
         if let Some(limiter) = &state.limiter

@@ -1043,9 +1043,12 @@ async fn a_failing_endpoint_fails_the_step_with_its_message() {
     assert_eq!(server.seen().len(), 1, "a 404 is not retried");
 
     // An endpoint nobody listens on: the step fails saying why.
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = closed.local_addr().unwrap();
-    drop(closed);
+    // Bound but not listening: refused, and no other test can take the port meanwhile.
+    let closed = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    closed
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = closed.local_addr().unwrap().as_socket().unwrap();
     let err = OpenAiAgent::new(&format!("http://{addr}/v1"), None, "m", limits())
         .unwrap()
         .execute(&task("Fail."), tree.path())

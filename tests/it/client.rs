@@ -529,12 +529,8 @@ async fn a_missing_or_wrong_token_is_a_clear_error_and_never_printed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_server_is_a_clear_error() {
-    // A loopback port nobody listens on.
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let base = format!("http://127.0.0.1:{port}");
+    let (_bound, address) = support::refusing_address();
+    let base = format!("http://{address}");
     let token = runbooks::tokens::generate();
     let unreachable = run_with(&base, Some(&token), &["watch", "1"], None).await;
     assert_eq!(unreachable.code, 2, "{unreachable}");

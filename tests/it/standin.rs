@@ -1631,11 +1631,8 @@ async fn webhooks_are_signed_and_redelivered_like_github() {
         assert_ne!(d.id, delivery.id);
 
         // Nothing listening: an error, as GitHub records a failed delivery.
-        let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let dead_url = format!("http://{}/", closed.local_addr().expect("addr"));
-        drop(closed);
+        let (_bound, closed) = crate::support::refusing_address();
+        let dead_url = format!("http://{closed}/");
         assert!(s.send(&dead_url, &ping).await.is_err());
     })
     .await;

@@ -105,6 +105,23 @@ impl Drop for TestDb {
     }
 }
 
+/// A loopback address where connections are refused: its port stays bound (not listening)
+/// while the returned socket lives, so no other test in the process can take it meanwhile,
+/// as one could a port found free and released.
+pub fn refusing_address() -> (socket2::Socket, std::net::SocketAddr) {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    socket
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("a loopback port");
+    let address = socket
+        .local_addr()
+        .expect("its address")
+        .as_socket()
+        .expect("an IP address");
+    (socket, address)
+}
+
 /// Creates an API token directly in the store; returns the token.
 pub async fn create_token(store: &Arc<dyn Store>, orgs: &[&str]) -> String {
     let token = tokens::generate();

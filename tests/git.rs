@@ -1065,6 +1065,73 @@ async fn special_files_where_git_reads_its_rules_do_not_hang_the_engine() {
     .await
 }
 
+/// A process killed in the middle of a git update leaves lock files: a branch's ref lock and
+/// the index's in the runbook's git directory, a ref's and `packed-refs`' in the mirror.
+/// The next process to take the runbook prepares, commits, pushes and fetches regardless
+/// (the chaos test met a step failed for good on `refs/heads/runbooks/2/step-1.lock`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_files_left_by_a_killed_process_are_cleared() {
+    bounded(async {
+        let fx = Fixture::new(&[("app.txt", "v1\n")]).await;
+        let branch = "runbooks/3/step-1";
+        let wt = fx.worktree(3, branch, "main").await;
+        write(wt.path(), "app.txt", "v2\n");
+        wt.commit_all("Step 1", &bot())
+            .await
+            .expect("commit")
+            .expect("change");
+        wt.push(&fx.remote()).await.expect("push");
+
+        let git = wt.git_dir();
+        let mirror = fx.data.path().join("repos/acme/app.git");
+        let stale = [
+            git.join(format!("refs/heads/{branch}.lock")),
+            git.join("index.lock"),
+            git.join("packed-refs.lock"),
+            mirror.join("refs/heads/main.lock"),
+            mirror.join("packed-refs.lock"),
+        ];
+        let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        for lock in &stale {
+            std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+            let file = std::fs::File::create(lock).expect("a lock file");
+            file.set_modified(hour_ago).expect("its age");
+        }
+        let moved = fx
+            .standin
+            .push_commit(OWNER, NAME, "main", &[("b.txt", "b\n")], "B", "alice")
+            .await
+            .expect("a push on main");
+
+        fx.cache.update_mirror(&fx.remote()).await.expect("fetch");
+        let again = fx.worktree(3, branch, "main").await;
+        write(again.path(), "app.txt", "v3\n");
+        let next = again
+            .commit_all("Step 2", &bot())
+            .await
+            .expect("commit")
+            .expect("change");
+        again.push(&fx.remote()).await.expect("push");
+        assert_eq!(fx.remote_sha(branch).await, Some(next));
+        let mirrored = git2::Repository::open_bare(&mirror)
+            .unwrap()
+            .refname_to_id("refs/heads/main")
+            .unwrap()
+            .to_string();
+        assert_eq!(mirrored, moved);
+        for lock in &stale {
+            assert!(!lock.exists(), "{} is left", lock.display());
+        }
+
+        // A lock in the mirror that is seconds old may be another process's: left alone.
+        let fresh = mirror.join("refs/heads/fresh.lock");
+        std::fs::File::create(&fresh).expect("a lock file");
+        let _ = fx.cache.update_mirror(&fx.remote()).await;
+        assert!(fresh.exists());
+    })
+    .await
+}
+
 /// Pushes and fetches while the process is flooded with signals it handles (the server has
 /// handlers: tokio's SIGCHLD for agent processes, SIGTERM): libgit2 waits on its sockets
 /// with timeouts, which a signal interrupts for good (EINTR, "error receiving data from

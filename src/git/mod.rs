@@ -450,6 +450,51 @@ impl Drop for SignalsBlocked {
     }
 }
 
+/// How old a lock file in a mirror must be to be taken for a dead process's: git holds a
+/// ref's or `packed-refs`' lock for the milliseconds of one update.
+const STALE_MIRROR_LOCK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes the lock files git leaves when a process dies in the middle of an update — at
+/// the top of `git_dir` (`index.lock`, `HEAD.lock`, `packed-refs.lock`, …) and under
+/// `refs/` — that are at least `min_age` old (all of them with `None`). Objects are not
+/// looked at: git writes them to temporary files, never behind locks.
+pub(crate) fn remove_lock_files(
+    git_dir: &Path,
+    min_age: Option<std::time::Duration>,
+) -> Result<(), GitError> {
+    fn walk(dir: &Path, deep: bool, min_age: Option<std::time::Duration>) -> Result<(), GitError> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                if deep || entry.file_name() == "refs" {
+                    walk(&path, true, min_age)?;
+                }
+            } else if path.extension().is_some_and(|e| e == "lock") {
+                let old_enough = min_age.is_none_or(|age| {
+                    entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|at| at.elapsed().ok())
+                        .is_some_and(|elapsed| elapsed >= age)
+                });
+                if old_enough {
+                    tracing::info!(path = %path.display(), "removing a lock file left by a crash");
+                    std::fs::remove_file(&path).io("removing a stale lock file", &path)?;
+                }
+            }
+        }
+        Ok(())
+    }
+    walk(git_dir, false, min_age)
+}
+
 /// Length of the random part of a new mirror's scratch directory name.
 const SCRATCH_RAND_LEN: usize = 8;
 
@@ -461,6 +506,10 @@ fn update_mirror_blocking(path: &Path, endpoint: &Endpoint) -> Result<(), GitErr
     if path.exists() {
         match Repository::open_bare(path) {
             Ok(mirror) => {
+                // A process killed in the middle of a fetch leaves its ref locks behind, and
+                // every later fetch would fail on them. This process holds the mirror's lock;
+                // another one sharing the data directory holds a ref's lock for milliseconds.
+                remove_lock_files(path, Some(STALE_MIRROR_LOCK))?;
                 transport::fetch_mirror(&mirror, endpoint)?;
                 let elapsed = started.elapsed();
                 tracing::debug!(repo = %endpoint.full_name, ?elapsed, "mirror fetched");

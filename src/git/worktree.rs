@@ -262,14 +262,10 @@ fn open_or_create(slot: &Path, expected: &str) -> Result<Repository, GitError> {
     if slot.exists() {
         if is_ours(slot, expected) {
             let repo = open_slot(slot)?;
-            // A crash in the middle of a git operation leaves lock files that would make
-            // every later operation fail; the git directory is ours alone, so they are stale.
-            for lock in ["index.lock", "HEAD.lock"] {
-                let file = repo.path().join(lock);
-                if file.exists() {
-                    std::fs::remove_file(&file).io("removing a stale lock file", &file)?;
-                }
-            }
+            // A crash in the middle of a git operation leaves lock files (the index, HEAD, a
+            // branch's ref) that would make every later operation fail; the git directory
+            // is this runbook's alone, and its lease is ours, so they are all stale.
+            super::remove_lock_files(repo.path(), None)?;
             return Ok(repo);
         }
         tracing::info!(path = %slot.display(), "replacing a working tree that is not ours");

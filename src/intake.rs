@@ -14,9 +14,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::engine::Engine;
-use crate::github::GitHubApp;
 use crate::github::webhook::{self, Event};
+use crate::ops::App;
 use crate::store::{DeliveryRecord, Store, now_ms};
 
 /// Unhandled deliveries read from the store at a time.
@@ -40,22 +39,16 @@ impl Intake {
     }
 
     /// Runs the worker until the task is dropped.
-    pub fn spawn(
-        &self,
-        store: Arc<dyn Store>,
-        github: Option<Arc<GitHubApp>>,
-        engine: Option<Arc<Engine>>,
-        retention: Duration,
-    ) -> tokio::task::JoinHandle<()> {
+    pub fn spawn(&self, app: App, retention: Duration) -> tokio::task::JoinHandle<()> {
         let wake = self.wake.clone();
         tokio::spawn(async move {
             let mut prune = tokio::time::interval(PRUNE_EVERY);
             prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                handle_pending(store.as_ref(), github.as_deref(), engine.as_deref()).await;
+                handle_pending(&app).await;
                 tokio::select! {
                     _ = wake.notified() => {}
-                    _ = prune.tick() => prune_handled(store.as_ref(), retention).await,
+                    _ = prune.tick() => prune_handled(app.store().as_ref(), retention).await,
                 }
             }
         })
@@ -64,7 +57,8 @@ impl Intake {
 
 /// Handles the unhandled deliveries, a batch at a time, until there are none (or the store
 /// fails: then the next wake-up tries again).
-async fn handle_pending(store: &dyn Store, github: Option<&GitHubApp>, engine: Option<&Engine>) {
+async fn handle_pending(app: &App) {
+    let store = app.store().as_ref();
     loop {
         let deliveries = match store.unfinished_deliveries(BATCH).await {
             Ok(deliveries) => deliveries,
@@ -75,7 +69,7 @@ async fn handle_pending(store: &dyn Store, github: Option<&GitHubApp>, engine: O
         };
         let full = deliveries.len() as i64 == BATCH;
         for delivery in deliveries {
-            let outcome = handle(store, github, engine, &delivery).await;
+            let outcome = handle(app, &delivery).await;
             if let Err(e) = &outcome {
                 tracing::warn!(delivery = %delivery.delivery_id, event = %delivery.event, error = %e, "webhook not handled");
             }
@@ -118,17 +112,12 @@ async fn prune_handled(store: &dyn Store, retention: Duration) {
 }
 
 /// Acts on one delivery.
-async fn handle(
-    store: &dyn Store,
-    github: Option<&GitHubApp>,
-    engine: Option<&Engine>,
-    delivery: &DeliveryRecord,
-) -> Result<(), String> {
+async fn handle(app: &App, delivery: &DeliveryRecord) -> Result<(), String> {
     let payload: serde_json::Value =
         serde_json::from_str(&delivery.payload).map_err(|e| format!("payload: {e}"))?;
     let event = webhook::parse(&delivery.event, &payload)?;
     tracing::info!(delivery = %delivery.delivery_id, event = %delivery.event, action = delivery.action.as_deref().unwrap_or(""), "webhook");
-    let Some(github) = github else {
+    let Some(github) = app.github() else {
         return Ok(());
     };
     match event {
@@ -157,15 +146,13 @@ async fn handle(
             );
         }
         event @ Event::PullRequest { .. } => {
-            if crate::engine::pulls::track_pull_request(store, &event).await?
-                && let Some(engine) = engine
-            {
-                engine.wake();
+            if crate::engine::pulls::track_pull_request(app.store().as_ref(), &event).await? {
+                app.wake();
             }
         }
         Event::IssueComment(comment) => {
-            if let Some(engine) = engine {
-                crate::comment::handler::handle(engine, &comment).await?;
+            if let Some(engine) = app.engine() {
+                crate::comment::handler::handle(app, engine, &comment).await?;
             }
         }
         Event::Ping | Event::Other { .. } => {}

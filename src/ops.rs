@@ -1,12 +1,201 @@
-//! What can be done to an existing runbook, whoever asks: the REST API, a `/runbook …`
-//! comment, GraphQL. Each operation checks the runbook's state, changes it, and says why
-//! when it cannot; the caller has already checked who may act.
+//! The application layer: what can be done with runbooks, whoever asks — the REST API,
+//! GraphQL, the dashboard's forms, a `/runbook …` comment. Each front door turns its request
+//! into a call on [`App`] with the [`Actor`] asking; the command checks that the actor may
+//! see the runbook (one rule, [`Actor::may_act_for`]), checks the runbook's state, changes
+//! it, wakes the engine, and says why when it cannot ([`OpError`], with the HTTP status of
+//! each case in one place, [`OpError::status`]).
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
 
 use crate::domain::lifecycle::{self, Leaf};
-use crate::domain::{FollowUp, NewRunbook, PrMode, StepNumber, StepState};
+use crate::domain::{FollowUp, NewRunbook, PrMode, RunbookSummary, StepNumber, StepState};
 use crate::engine::Engine;
 use crate::github::{GitHubApp, GitHubError, Resolution};
-use crate::store::{StepRecord, Store, StoreError, TokenInfo};
+use crate::store::{NewThread, StepRecord, Store, StoreError, TokenInfo};
+
+/// Who asks, and so which runbooks they may see and act on.
+#[derive(Debug, Clone, Copy)]
+pub enum Actor<'a> {
+    /// An API token: its organisations. `confirm`, the token's hash when this process took
+    /// the token from its cache, is checked against the database in the same round trip as
+    /// the runbook's read, so a token revoked elsewhere stops at once (REST, GraphQL); a
+    /// dashboard session's token is confirmed with its session and passes `None`.
+    Token {
+        token: &'a TokenInfo,
+        confirm: Option<&'a str>,
+    },
+    /// Someone GitHub says may write to this repository (`owner/name`): the author of a
+    /// `/runbook` comment, whose permission the comment handler asked GitHub for.
+    Writer { repository: &'a str },
+}
+
+impl Actor<'_> {
+    /// Whether the actor may see and act on runbooks of `org/repo` (organisations compared
+    /// without regard to case, as GitHub compares logins).
+    pub fn may_act_for(&self, org: &str, repo: &str) -> bool {
+        match self {
+            Actor::Token { token, .. } => may_act_for(token, org),
+            Actor::Writer { repository } => repository
+                .split_once('/')
+                .is_some_and(|(o, r)| o.eq_ignore_ascii_case(org) && r.eq_ignore_ascii_case(repo)),
+        }
+    }
+}
+
+/// The application: the store, GitHub (when configured) and the engine (when this process
+/// runs one), and the commands every front door shares.
+#[derive(Clone)]
+pub struct App {
+    store: Arc<dyn Store>,
+    github: Option<Arc<GitHubApp>>,
+    engine: Option<Arc<Engine>>,
+}
+
+/// A runbook just created.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub number: i64,
+    /// Whether this call created it (a comment handled again finds the one it started).
+    pub new: bool,
+    /// What was stored: the repository under the name GitHub gives it, the target branch
+    /// filled in.
+    pub runbook: NewRunbook,
+}
+
+impl App {
+    pub fn new(
+        store: Arc<dyn Store>,
+        github: Option<Arc<GitHubApp>>,
+        engine: Option<Arc<Engine>>,
+    ) -> Self {
+        Self {
+            store,
+            github,
+            engine,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn github(&self) -> Option<&Arc<GitHubApp>> {
+        self.github.as_ref()
+    }
+
+    pub fn engine(&self) -> Option<&Arc<Engine>> {
+        self.engine.as_ref()
+    }
+
+    /// Tells the engine there is work (it also looks on its own, at its poll interval).
+    pub fn wake(&self) {
+        if let Some(engine) = &self.engine {
+            engine.wake();
+        }
+    }
+
+    /// The runbook's summary, when the actor may see it: [`OpError::NotFound`] alike for a
+    /// missing runbook and another organisation's, so an actor never learns that one it may
+    /// not see exists; [`OpError::TokenRevoked`] for a token found revoked.
+    pub async fn visible(&self, number: i64, actor: Actor<'_>) -> Result<RunbookSummary, OpError> {
+        let confirm = match actor {
+            Actor::Token { confirm, .. } => confirm,
+            Actor::Writer { .. } => None,
+        };
+        let read = self.store.read_runbook(number, confirm).await?;
+        if confirm.is_some() && !read.token_active {
+            return Err(OpError::TokenRevoked);
+        }
+        match read.summary {
+            Some(summary) if actor.may_act_for(&summary.org, &summary.repo) => Ok(summary),
+            _ => Err(OpError::NotFound(number)),
+        }
+    }
+
+    /// Creates a runbook (already validated) for a token: see [`create_runbook`].
+    pub async fn create(&self, mut new: NewRunbook, by: &TokenInfo) -> Result<Created, OpError> {
+        let number =
+            create_runbook(self.store.as_ref(), self.github.as_deref(), &mut new, by).await?;
+        self.wake();
+        Ok(Created {
+            number,
+            new: true,
+            runbook: new,
+        })
+    }
+
+    /// Starts a runbook from a `/runbook` comment in `thread` (the commenter's permission
+    /// and the repository checked by the comment handler), or finds the one this comment
+    /// started already (the delivery handled again after a crash).
+    pub async fn start_in_thread(
+        &self,
+        new: NewRunbook,
+        thread: &NewThread,
+    ) -> Result<Created, OpError> {
+        let (number, created) = self.store.create_runbook_in_thread(&new, thread).await?;
+        if created {
+            tracing::info!(runbook = number, repository = %thread.repository, issue = thread.issue_number, by = %thread.requested_by, "runbook started from a comment");
+            self.wake();
+        }
+        Ok(Created {
+            number,
+            new: created,
+            runbook: new,
+        })
+    }
+
+    /// Records a follow-up instruction (validated): see [`update_runbook`].
+    pub async fn follow_up(
+        &self,
+        number: i64,
+        actor: Actor<'_>,
+        follow_up: &FollowUp,
+    ) -> Result<(), OpError> {
+        self.visible(number, actor).await?;
+        update_runbook(self.store.as_ref(), number, follow_up).await?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Queues steps to run: see [`execute`].
+    pub async fn execute(
+        &self,
+        number: i64,
+        actor: Actor<'_>,
+        up_to: Option<&StepNumber>,
+    ) -> Result<(), OpError> {
+        self.visible(number, actor).await?;
+        execute(self.store.as_ref(), number, up_to).await?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Runs what failed again: see [`retry`].
+    pub async fn retry(&self, number: i64, actor: Actor<'_>) -> Result<(), OpError> {
+        self.visible(number, actor).await?;
+        retry(self.store.as_ref(), number).await?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Stops the runbook: see [`cancel`].
+    pub async fn cancel(&self, number: i64, actor: Actor<'_>) -> Result<(), OpError> {
+        self.visible(number, actor).await?;
+        cancel(self.store.as_ref(), number).await?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Opens a `manual` runbook's pull request now: see [`open_pull_request`].
+    pub async fn open_pull_request(&self, number: i64, actor: Actor<'_>) -> Result<u64, OpError> {
+        self.visible(number, actor).await?;
+        let pull = open_pull_request(self.store.as_ref(), self.engine.as_deref(), number).await?;
+        self.wake();
+        Ok(pull)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {
@@ -38,10 +227,41 @@ pub enum OpError {
          answers it as another organisation's repository (it was transferred)"
     )]
     ForbiddenOwner { org: String, repo: String },
+    /// A token taken from this process's cache was found revoked when confirmed.
+    #[error("the API token is not valid: it is unknown or revoked")]
+    TokenRevoked,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     GitHub(#[from] GitHubError),
+}
+
+impl OpError {
+    /// The HTTP status of each case, for every front door that speaks HTTP.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            OpError::NotFound(_) => StatusCode::NOT_FOUND,
+            OpError::TokenRevoked => StatusCode::UNAUTHORIZED,
+            OpError::Forbidden(_) | OpError::ForbiddenOwner { .. } => StatusCode::FORBIDDEN,
+            OpError::NotInstalled { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            OpError::NoGitHub => StatusCode::SERVICE_UNAVAILABLE,
+            OpError::NoPlan(_)
+            | OpError::NoSuchStep { .. }
+            | OpError::NothingToExecute(_)
+            | OpError::NothingToRetry(_)
+            | OpError::NotManual { .. }
+            | OpError::NoCommits(_) => StatusCode::CONFLICT,
+            OpError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            OpError::GitHub(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// Whether the message is for the person who asked (the runbook's state does not allow
+    /// the command, or they may not): shown on the page, replied in the thread. The rest
+    /// (the database, GitHub failing) is the operator's, and logged.
+    pub fn is_for_the_user(&self) -> bool {
+        !matches!(self, OpError::Store(_) | OpError::GitHub(_))
+    }
 }
 
 impl From<crate::engine::pulls::EffectError> for OpError {
@@ -66,7 +286,7 @@ fn leaves(steps: &[StepRecord]) -> Vec<Leaf> {
 
 /// Whether an API token may see and act on repositories of `org` (compared without regard to
 /// case, as GitHub compares logins).
-pub fn may_act_for(token: &TokenInfo, org: &str) -> bool {
+fn may_act_for(token: &TokenInfo, org: &str) -> bool {
     token.orgs.iter().any(|o| o.eq_ignore_ascii_case(org))
 }
 
@@ -76,25 +296,21 @@ pub fn may_act_for(token: &TokenInfo, org: &str) -> bool {
 /// gives it, and when that is another owner's (GitHub answers a transferred repository's old
 /// name with the repository itself), the token must be allowed to act for that owner too. A
 /// missing target branch becomes the default branch now, so a later change of the default
-/// branch does not move the runbook's work. The caller wakes the engine.
-pub async fn create_runbook(
+/// branch does not move the runbook's work.
+async fn create_runbook(
     store: &dyn Store,
     github: Option<&GitHubApp>,
     new: &mut NewRunbook,
-    by: Option<&TokenInfo>,
+    by: &TokenInfo,
 ) -> Result<i64, OpError> {
-    if let Some(token) = by
-        && !may_act_for(token, &new.org)
-    {
+    if !may_act_for(by, &new.org) {
         return Err(OpError::Forbidden(new.org.clone()));
     }
     if let Some(github) = github {
         match github.resolve(&new.org, &new.repo).await? {
             Resolution::Found(repo) => {
                 if let Some((owner, name)) = repo.full_name.split_once('/') {
-                    if let Some(token) = by
-                        && !may_act_for(token, owner)
-                    {
+                    if !may_act_for(by, owner) {
                         return Err(OpError::ForbiddenOwner {
                             org: new.org.clone(),
                             repo: new.repo.clone(),
@@ -118,14 +334,14 @@ pub async fn create_runbook(
             }
         }
     }
-    let number = store.create_runbook(new, by.map(|token| token.id)).await?;
+    let number = store.create_runbook(new, Some(by.id)).await?;
     tracing::info!(runbook = number, repo = %format_args!("{}/{}", new.org, new.repo), "runbook created");
     Ok(number)
 }
 
 /// Records a follow-up instruction (validated): new steps on the same runbook, its
-/// description replaced and its labels merged. The caller wakes the engine.
-pub async fn update_runbook(
+/// description replaced and its labels merged.
+async fn update_runbook(
     store: &dyn Store,
     number: i64,
     follow_up: &FollowUp,
@@ -153,7 +369,7 @@ async fn queue(store: &dyn Store, number: i64, steps: &[StepNumber]) -> Result<(
 
 /// Queues every unfinished step, or, with `up_to`, that step (all leaves under it) and every
 /// unfinished step before it, so order is kept.
-pub async fn execute(
+async fn execute(
     store: &dyn Store,
     number: i64,
     up_to: Option<&StepNumber>,
@@ -179,7 +395,7 @@ pub async fn execute(
 
 /// Runs the failed steps and the not-started ones after them again; a plan that could not
 /// be made is made again (for a follow-up, its prompt is queued again as a follow-up).
-pub async fn retry(store: &dyn Store, number: i64) -> Result<(), OpError> {
+async fn retry(store: &dyn Store, number: i64) -> Result<(), OpError> {
     let steps = store.steps(number).await?;
     store.set_cancel_requested(number, false).await?;
     let plan_failures: Vec<&StepRecord> = steps.iter().filter(|s| s.kind == "plan").collect();
@@ -201,7 +417,7 @@ pub async fn retry(store: &dyn Store, number: i64) -> Result<(), OpError> {
 }
 
 /// Stops the runbook: the running step fails with `cancelled`, queued steps wait.
-pub async fn cancel(store: &dyn Store, number: i64) -> Result<(), OpError> {
+async fn cancel(store: &dyn Store, number: i64) -> Result<(), OpError> {
     store.set_cancel_requested(number, true).await?;
     let steps = store.steps(number).await?;
     let queued = lifecycle::to_unqueue(&leaves(&steps));
@@ -212,7 +428,7 @@ pub async fn cancel(store: &dyn Store, number: i64) -> Result<(), OpError> {
 }
 
 /// Opens the pull request of a `manual` runbook's branch now; answers its number.
-pub async fn open_pull_request(
+async fn open_pull_request(
     store: &dyn Store,
     engine: Option<&Engine>,
     number: i64,
@@ -245,4 +461,62 @@ pub fn shown_state(steps: &[StepRecord], step: &StepRecord) -> &'static str {
         .filter(|s| s.is_leaf && s.number.is_within(&step.number))
         .map(|s| s.state);
     crate::domain::status(&crate::domain::StepCounts::from_states(under)).as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_may_act_for_which_repository() {
+        let token = TokenInfo {
+            id: 1,
+            name: "ci".into(),
+            orgs: vec!["acme-corp".into()],
+            created_at_ms: 0,
+            revoked_at_ms: None,
+        };
+        let by_token = Actor::Token {
+            token: &token,
+            confirm: None,
+        };
+        assert!(by_token.may_act_for("ACME-Corp", "backend"));
+        assert!(by_token.may_act_for("acme-corp", "anything"));
+        assert!(!by_token.may_act_for("other", "backend"));
+        // A writer of one repository: that repository only, not its organisation's others.
+        let writer = Actor::Writer {
+            repository: "acme-corp/backend",
+        };
+        assert!(writer.may_act_for("Acme-Corp", "Backend"));
+        assert!(!writer.may_act_for("acme-corp", "frontend"));
+        assert!(!writer.may_act_for("other", "backend"));
+    }
+
+    #[test]
+    fn every_refusal_has_its_status() {
+        for (error, status) in [
+            (OpError::NotFound(1), 404),
+            (OpError::TokenRevoked, 401),
+            (OpError::Forbidden("o".into()), 403),
+            (
+                OpError::NotInstalled {
+                    org: "o".into(),
+                    repo: "r".into(),
+                },
+                422,
+            ),
+            (OpError::NoGitHub, 503),
+            (OpError::NothingToRetry(1), 409),
+            (
+                OpError::NoSuchStep {
+                    number: 1,
+                    step: "9".parse().unwrap(),
+                },
+                409,
+            ),
+        ] {
+            assert_eq!(error.status().as_u16(), status, "{error}");
+            assert!(error.is_for_the_user(), "{error}");
+        }
+    }
 }

@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::engine::{Engine, EngineConfig};
 use crate::git::RepoCache;
 use crate::github::GitHubApp;
+use crate::ops::App;
 use crate::store::{self, Store};
 
 /// A server running in the background of this process.
@@ -111,19 +112,12 @@ pub async fn start_with_store(
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let mut state = AppState::new(store.clone(), &public_url, config.rate_limit_per_minute)
-        .with_auth_rate_limit(config.limits.auth_rate_limit_per_minute);
-    state.trusted_proxies = config.limits.trusted_proxies.clone().into();
-    state.streams = Arc::new(crate::dashboard::live::SessionStreams::new(
-        config.limits.max_streams_per_session as usize,
-    ));
-    state.request_timeout = config.limits.request_timeout;
-    state.github = GitHubApp::from_config(&config.github)
+    let github = GitHubApp::from_config(&config.github)
         .context("the GitHub App settings are not usable")?
         .map(Arc::new);
-    state.webhook_secrets = config.github.webhook_secrets.clone().into();
     let mut workers = Vec::new();
-    match &state.github {
+    let mut engine = None;
+    match &github {
         Some(github) => {
             let jail = agent::jail(&config.agent, jail_site(config, addr)?).await?;
             let agent = agent::from_config(
@@ -134,7 +128,7 @@ pub async fn start_with_store(
                 },
             )
             .context("the agent settings are not usable")?;
-            let engine = Engine::new(
+            let started = Engine::new(
                 store.clone(),
                 github.clone(),
                 agent,
@@ -147,19 +141,25 @@ pub async fn start_with_store(
                     ..EngineConfig::default()
                 },
             );
-            workers = engine.start();
-            state.engine = Some(engine);
+            workers = started.start();
+            engine = Some(started);
         }
         None => tracing::warn!(
             "no GitHub App configured (GITHUB_APP_ID): runbooks are accepted but not run"
         ),
     }
-    let intake = state.intake.spawn(
-        store.clone(),
-        state.github.clone(),
-        state.engine.clone(),
-        config.delivery_retention,
-    );
+    let app = App::new(store.clone(), github, engine);
+    let mut state = AppState::new(app, &public_url, config.rate_limit_per_minute)
+        .with_auth_rate_limit(config.limits.auth_rate_limit_per_minute);
+    state.trusted_proxies = config.limits.trusted_proxies.clone().into();
+    state.streams = Arc::new(crate::dashboard::live::SessionStreams::new(
+        config.limits.max_streams_per_session as usize,
+    ));
+    state.request_timeout = config.limits.request_timeout;
+    state.webhook_secrets = config.github.webhook_secrets.clone().into();
+    let intake = state
+        .intake
+        .spawn(state.app.clone(), config.delivery_retention);
     let housekeeping = tokio::spawn({
         let state = state.clone();
         async move {

@@ -55,9 +55,6 @@ async fn document(
     caller: &Caller,
     number: i64,
 ) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
-    if let Some(engine) = &state.engine {
-        engine.wake();
-    }
     let summary = visible_summary(state, caller, number).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -97,8 +94,11 @@ pub async fn execute(
                 .map_err(|e| ApiError::BadRequest(format!("`step` is invalid: {e}")))
         })
         .transpose()?;
-    visible_summary(&state, &caller, number).await?;
-    ops::execute(state.store.as_ref(), number, up_to.as_ref()).await?;
+    state
+        .app
+        .execute(number, caller.actor(), up_to.as_ref())
+        .await
+        .map_err(|e| caller.refused(&state, e))?;
     document(&state, &caller, number).await
 }
 
@@ -121,8 +121,11 @@ pub async fn retry(
     caller: Caller,
     RunbookNumber(number): RunbookNumber,
 ) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
-    visible_summary(&state, &caller, number).await?;
-    ops::retry(state.store.as_ref(), number).await?;
+    state
+        .app
+        .retry(number, caller.actor())
+        .await
+        .map_err(|e| caller.refused(&state, e))?;
     document(&state, &caller, number).await
 }
 
@@ -144,8 +147,11 @@ pub async fn cancel(
     caller: Caller,
     RunbookNumber(number): RunbookNumber,
 ) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
-    visible_summary(&state, &caller, number).await?;
-    ops::cancel(state.store.as_ref(), number).await?;
+    state
+        .app
+        .cancel(number, caller.actor())
+        .await
+        .map_err(|e| caller.refused(&state, e))?;
     document(&state, &caller, number).await
 }
 
@@ -170,8 +176,11 @@ pub async fn open_pull_request(
     caller: Caller,
     RunbookNumber(number): RunbookNumber,
 ) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
-    visible_summary(&state, &caller, number).await?;
-    ops::open_pull_request(state.store.as_ref(), state.engine.as_deref(), number).await?;
+    state
+        .app
+        .open_pull_request(number, caller.actor())
+        .await
+        .map_err(|e| caller.refused(&state, e))?;
     document(&state, &caller, number).await
 }
 
@@ -194,7 +203,7 @@ pub async fn steps(
     RunbookNumber(number): RunbookNumber,
 ) -> Result<Json<StepsDocument>, ApiError> {
     visible_summary(&state, &caller, number).await?;
-    let steps = state.store.steps(number).await?;
+    let steps = state.store().steps(number).await?;
     let documents = steps
         .iter()
         .map(|step| {

@@ -22,6 +22,7 @@ use axum::http::request::Parts;
 
 use super::client_addr::ClientAddr;
 use super::{ApiError, AppState};
+use crate::ops::{Actor, OpError};
 use crate::store::TokenInfo;
 use crate::tokens;
 
@@ -89,14 +90,33 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Whether the token may see and act on repositories of this organisation.
-    pub fn may_act_for(&self, org: &str) -> bool {
-        self.token.orgs.iter().any(|o| o.eq_ignore_ascii_case(org))
+    /// The caller as the application layer knows it: the token, confirmed in the same
+    /// round trip as the runbook it reads.
+    pub fn actor(&self) -> Actor<'_> {
+        Actor::Token {
+            token: &self.token,
+            confirm: Some(&self.token_hash),
+        }
+    }
+
+    /// The answer for a command the application refused; a token found revoked also leaves
+    /// the cache.
+    pub fn refused(&self, state: &AppState, error: OpError) -> ApiError {
+        if matches!(error, OpError::TokenRevoked) {
+            state.tokens.forget(&self.token_hash);
+        }
+        error.into()
     }
 
     /// Makes sure the token is still active before a write.
     pub async fn confirm(&self, state: &AppState) -> Result<(), ApiError> {
-        if self.cached && state.store.active_token(&self.token_hash).await?.is_none() {
+        if self.cached
+            && state
+                .store()
+                .active_token(&self.token_hash)
+                .await?
+                .is_none()
+        {
             return Err(self.revoked(state));
         }
         Ok(())
@@ -182,7 +202,7 @@ impl FromRequestParts<AppState> for Caller {
                 } else {
                     let found = match state.check_client(client()) {
                         Ok(()) => state
-                            .store
+                            .store()
                             .active_token(&token_hash)
                             .await
                             .map_err(Into::into),

@@ -117,26 +117,25 @@ impl From<crate::github::GitHubError> for ApiError {
     }
 }
 
+/// The status comes from [`crate::ops::OpError::status`], where every front door's comes from.
 impl From<crate::ops::OpError> for ApiError {
     fn from(e: crate::ops::OpError) -> Self {
         use crate::ops::OpError;
         match e {
-            OpError::NotFound(number) => ApiError::runbook_not_found(number),
-            OpError::NoGitHub => ApiError::Unavailable(e.to_string()),
-            OpError::Forbidden(_) | OpError::ForbiddenOwner { .. } => {
-                ApiError::Forbidden(e.to_string())
-            }
-            OpError::NotInstalled { .. } => ApiError::Unprocessable(e.to_string()),
             OpError::Store(e) => e.into(),
             OpError::GitHub(e) => e.into(),
-            // A step the plan does not have (yet: a follow-up may add it) is about the
-            // runbook's state, like a plan that does not exist yet, not a malformed request.
-            OpError::NoSuchStep { .. }
-            | OpError::NoPlan(_)
-            | OpError::NothingToExecute(_)
-            | OpError::NothingToRetry(_)
-            | OpError::NotManual { .. }
-            | OpError::NoCommits(_) => ApiError::Conflict(e.to_string()),
+            OpError::NotFound(number) => ApiError::runbook_not_found(number),
+            e => {
+                let message = e.to_string();
+                match e.status() {
+                    StatusCode::UNAUTHORIZED => ApiError::Unauthorized(message),
+                    StatusCode::FORBIDDEN => ApiError::Forbidden(message),
+                    StatusCode::UNPROCESSABLE_ENTITY => ApiError::Unprocessable(message),
+                    StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(message),
+                    StatusCode::CONFLICT => ApiError::Conflict(message),
+                    status => ApiError::Internal(anyhow::anyhow!("{message} ({status})")),
+                }
+            }
         }
     }
 }

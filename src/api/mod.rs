@@ -32,29 +32,25 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use secrecy::SecretString;
 
-use crate::engine::Engine;
-use crate::github::GitHubApp;
 use crate::intake::Intake;
+use crate::ops::App;
 use crate::store::Store;
 pub use error::{ApiError, ErrorBody};
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn Store>,
+    /// The application layer every front door acts through (and its store, for reads).
+    pub app: App,
     /// Base of `url` fields, without a trailing slash.
     pub public_url: Arc<str>,
     /// Requests per token; `None` when the limit is off.
     pub limiter: Option<Arc<DefaultKeyedRateLimiter<i64>>>,
-    /// The GitHub App, when configured; without it repositories are not resolved.
-    pub github: Option<Arc<GitHubApp>>,
     /// Secrets webhook signatures are checked against (several during a rotation).
     pub webhook_secrets: Arc<[SecretString]>,
     pub intake: Intake,
     /// Tokens seen recently (always confirmed against the database, see `auth`).
     pub tokens: Arc<auth::TokenCache>,
-    /// The engine, when this process runs one: woken when there is new work.
-    pub engine: Option<Arc<Engine>>,
     /// Turns `true` when the server begins a graceful shutdown: long-lived responses (the
     /// dashboard's event streams) end then, so the shutdown does not wait for them.
     pub shutting_down: Arc<tokio::sync::watch::Sender<bool>>,
@@ -75,17 +71,15 @@ pub const DEFAULT_STREAMS_PER_SESSION: usize = 8;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, public_url: &str, rate_limit_per_minute: u32) -> Self {
+    pub fn new(app: App, public_url: &str, rate_limit_per_minute: u32) -> Self {
         Self {
-            store,
+            app,
             public_url: public_url.trim_end_matches('/').into(),
             limiter: NonZeroU32::new(rate_limit_per_minute)
                 .map(|n| Arc::new(RateLimiter::keyed(Quota::per_minute(n)))),
-            github: None,
             webhook_secrets: Arc::new([]),
             intake: Intake::default(),
             tokens: Arc::default(),
-            engine: None,
             shutting_down: Arc::new(tokio::sync::watch::Sender::new(false)),
             clients: None,
             trusted_proxies: Arc::new([]),
@@ -95,6 +89,10 @@ impl AppState {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
         .with_auth_rate_limit(DEFAULT_AUTH_RATE_LIMIT)
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        self.app.store()
     }
 
     /// Sets the budget of sign-ins and unknown-token checks per client address and minute
@@ -218,7 +216,7 @@ pub async fn healthz() -> &'static str {
     responses((status = 200, description = "Ready to serve", body = String),
               (status = 503, description = "The database does not answer", body = ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
-    state.store.ping().await.map_err(|e| {
+    state.store().ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
         ApiError::Unavailable("the database does not answer".into())
     })?;

@@ -17,7 +17,6 @@ use crate::domain::runbook::{
     limits, normalize_labels, title_from_prompt,
 };
 use crate::domain::{FollowUp, NewRunbook, PrMode, RunbookStatus, RunbookSummary, StepCounts};
-use crate::ops;
 
 /// The repository a runbook runs against.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
@@ -177,11 +176,6 @@ impl UpdateRunbookRequest {
     }
 }
 
-/// The answer for creating a runbook in an organisation the token may not act for.
-pub fn forbidden(org: &str) -> ApiError {
-    ops::OpError::Forbidden(org.to_string()).into()
-}
-
 /// The `{runbook_number}` path segment, parsed: a positive whole number of 64 bits, or a 400
 /// that says so, in the API's JSON like every error (also for a segment that is not UTF-8
 /// once percent-decoded, which axum would answer in plain text). Documented by
@@ -214,25 +208,17 @@ pub(super) fn runbook_number(raw: &str) -> Result<i64, ApiError> {
         })
 }
 
-/// The summary of a runbook the caller may see, read in the same round trip that confirms
-/// the caller's token; 404 alike for missing and out-of-scope runbooks, so a token never
-/// learns that another organisation's runbook exists.
+/// The summary of a runbook the caller may see (see [`crate::ops::App::visible`]).
 pub(super) async fn visible_summary(
     state: &AppState,
     caller: &Caller,
     number: i64,
 ) -> Result<RunbookSummary, ApiError> {
-    let read = state
-        .store
-        .read_runbook(number, Some(&caller.token_hash))
-        .await?;
-    if !read.token_active {
-        return Err(caller.revoked(state));
-    }
-    match read.summary {
-        Some(summary) if caller.may_act_for(&summary.org) => Ok(summary),
-        _ => Err(ApiError::runbook_not_found(number)),
-    }
+    state
+        .app
+        .visible(number, caller.actor())
+        .await
+        .map_err(|e| caller.refused(state, e))
 }
 
 /// Create a runbook.
@@ -258,23 +244,18 @@ pub async fn create_runbook(
     caller: Caller,
     JsonBody(request): JsonBody<CreateRunbookRequest>,
 ) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
-    let mut new = request.validate()?;
+    let new = request.validate()?;
     caller.confirm(&state).await?;
-    let number = ops::create_runbook(
-        state.store.as_ref(),
-        state.github.as_deref(),
-        &mut new,
-        Some(&caller.token),
-    )
-    .await?;
-    if let Some(engine) = &state.engine {
-        engine.wake();
-    }
+    let created = state
+        .app
+        .create(new, &caller.token)
+        .await
+        .map_err(|e| caller.refused(&state, e))?;
     let summary = RunbookSummary {
-        number,
-        org: new.org,
-        repo: new.repo,
-        title: new.title,
+        number: created.number,
+        org: created.runbook.org,
+        repo: created.runbook.repo,
+        title: created.runbook.title,
         counts: StepCounts::default(),
         pull_requests: Vec::new(),
     };
@@ -330,11 +311,11 @@ pub async fn update_runbook(
     JsonBody(request): JsonBody<UpdateRunbookRequest>,
 ) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
     let follow_up = request.validate()?;
-    visible_summary(&state, &caller, number).await?;
-    ops::update_runbook(state.store.as_ref(), number, &follow_up).await?;
-    if let Some(engine) = &state.engine {
-        engine.wake();
-    }
+    state
+        .app
+        .follow_up(number, caller.actor(), &follow_up)
+        .await
+        .map_err(|e| caller.refused(&state, e))?;
     let summary = visible_summary(&state, &caller, number).await?;
     Ok((
         StatusCode::ACCEPTED,

@@ -83,7 +83,7 @@ pub async fn receive(
             .map(String::from),
         payload: String::from_utf8_lossy(&bytes).into_owned(),
     };
-    if !state.store.record_delivery(&delivery).await? {
+    if !state.store().record_delivery(&delivery).await? {
         return Ok((
             StatusCode::OK,
             Json(json!({"message": "delivery already received; ignored"})),

@@ -12,14 +12,14 @@ use crate::engine::Engine;
 use crate::github::issues::Permission;
 use crate::github::webhook::IssueComment;
 use crate::github::{RepoInfo, Resolution};
-use crate::ops::{self, OpError};
+use crate::ops::{Actor, App};
 use crate::store::NewThread;
 
 use super::command::{self, Command, CommandError, StartOptions};
 use super::status::marker;
 
 /// Handles an `issue_comment` delivery.
-pub async fn handle(engine: &Engine, event: &IssueComment) -> Result<(), String> {
+pub async fn handle(app: &App, engine: &Engine, event: &IssueComment) -> Result<(), String> {
     if event.action != "created" {
         // Edited and deleted comments start nothing.
         return Ok(());
@@ -62,7 +62,7 @@ pub async fn handle(engine: &Engine, event: &IssueComment) -> Result<(), String>
         )),
         Permission::Write => match parsed {
             Err(error) => Some(mistake(&event.author, &error)),
-            Ok(command) => act(engine, &repo, event, command).await?,
+            Ok(command) => act(app, engine, &repo, event, command).await?,
         },
     };
     if let Some(reply) = reply {
@@ -85,16 +85,17 @@ fn mistake(author: &str, error: &CommandError) -> String {
 
 /// Carries out a command from someone allowed to; answers the reply to post, if any.
 async fn act(
+    app: &App,
     engine: &Engine,
     repo: &RepoInfo,
     event: &IssueComment,
     command: Command,
 ) -> Result<Option<String>, String> {
-    let store = engine.store().as_ref();
+    let store = app.store().as_ref();
     let e = |e: crate::store::StoreError| e.to_string();
     let command = match command {
         Command::Help => return Ok(Some(command::USAGE.to_string())),
-        Command::Start(options) => return start(engine, repo, event, options).await,
+        Command::Start(options) => return start(app, engine, repo, event, options).await,
         other => other,
     };
     // Every other command acts on the thread's latest runbook.
@@ -109,29 +110,32 @@ async fn act(
             event.author
         )));
     };
+    let writer = Actor::Writer {
+        repository: &repo.full_name,
+    };
     let outcome = match command {
-        Command::Execute { step } => ops::execute(store, number, step.as_ref()).await,
-        Command::Retry => ops::retry(store, number).await,
-        Command::Cancel => ops::cancel(store, number).await,
-        Command::Status => return status_reply(engine, number).await.map(Some),
+        Command::Execute { step } => app.execute(number, writer, step.as_ref()).await,
+        Command::Retry => app.retry(number, writer).await,
+        Command::Cancel => app.cancel(number, writer).await,
+        Command::Status => return status_reply(app, engine, number).await.map(Some),
         Command::Help | Command::Start(_) => unreachable!("answered above"),
     };
     match outcome {
         Ok(()) => {
+            // The status comment shows the change (the engine was woken by the command).
             store.request_report(number).await.map_err(e)?;
-            engine.wake();
+            app.wake();
             Ok(None)
         }
-        Err(OpError::Store(error)) => Err(error.to_string()),
-        Err(OpError::GitHub(error)) => Err(error.to_string()),
         // The runbook's state does not allow it (nothing failed, nothing left…): say why.
-        Err(error) => Ok(Some(format!("@{} {error}.", event.author))),
+        Err(error) if error.is_for_the_user() => Ok(Some(format!("@{} {error}.", event.author))),
+        Err(error) => Err(error.to_string()),
     }
 }
 
 /// A short answer to `/runbook status`, pointing at the status comment.
-async fn status_reply(engine: &Engine, number: i64) -> Result<String, String> {
-    let store = engine.store();
+async fn status_reply(app: &App, engine: &Engine, number: i64) -> Result<String, String> {
+    let store = app.store();
     let e = |e: crate::store::StoreError| e.to_string();
     let summary = store
         .runbook_summary(number)
@@ -141,7 +145,7 @@ async fn status_reply(engine: &Engine, number: i64) -> Result<String, String> {
     let thread = store.thread(number).await.map_err(e)?;
     // The status comment is brought up to date too.
     store.request_report(number).await.map_err(e)?;
-    engine.wake();
+    app.wake();
     let counts = &summary.counts;
     let mut reply = format!(
         "Runbook [#{number}]({}) is **{}**: {} of {} steps completed",
@@ -163,6 +167,7 @@ async fn status_reply(engine: &Engine, number: i64) -> Result<String, String> {
 /// Starts a runbook from a comment (or finds the one this comment already started), and
 /// makes sure it has its status comment.
 async fn start(
+    app: &App,
     engine: &Engine,
     repo: &RepoInfo,
     event: &IssueComment,
@@ -240,16 +245,13 @@ async fn start(
         requested_by: event.author.clone(),
         context: Some(context),
     };
-    let store = engine.store();
+    let store = app.store();
     let e = |e: crate::store::StoreError| e.to_string();
-    let (number, created) = store
-        .create_runbook_in_thread(&new, &thread)
+    let started = app
+        .start_in_thread(new, &thread)
         .await
-        .map_err(e)?;
-    if created {
-        tracing::info!(runbook = number, repository = %repo.full_name, issue = event.issue_number, by = %event.author, "runbook started from a comment");
-        engine.wake();
-    }
+        .map_err(|e| e.to_string())?;
+    let (number, created) = (started.number, started.new);
     let record = store
         .thread(number)
         .await
@@ -282,7 +284,7 @@ async fn start(
         .map_err(e)?;
     // The runbook may have moved on while the comment was written: its lease holder (or the
     // next worker to take it) brings the comment up to date.
-    engine.wake();
+    app.wake();
     Ok(None)
 }
 

@@ -155,7 +155,7 @@ pub async fn events(
         ));
     };
     let number = runbook_number(&raw)?;
-    if RunbookView::visible(state.store.as_ref(), &reader, number)
+    if RunbookView::visible(state.store().as_ref(), &reader, number)
         .await?
         .is_none()
     {
@@ -209,7 +209,7 @@ async fn next_event(mut watch: Watch) -> Option<(Result<Event, Infallible>, Watc
         if Instant::now() >= watch.ends || *watch.shutdown.borrow() {
             return None;
         }
-        let store = watch.state.store.as_ref();
+        let store = watch.state.store().as_ref();
         let reader = match store.dashboard_session(&watch.session_hash, now_ms()).await {
             Ok(Some(session)) => Reader {
                 session,

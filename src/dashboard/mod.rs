@@ -36,7 +36,7 @@ use serde::de::DeserializeOwned;
 use crate::api::AppState;
 use crate::domain::runbook::{check_org, check_repo};
 use crate::domain::{RunbookStatus, StepCounts, StepNumber};
-use crate::ops::{self, OpError};
+use crate::ops::OpError;
 use crate::store::{
     PullWithSteps, RunbookFilter, RunbookRecord, StepRecord, Store, StoreError, ThreadRecord,
 };
@@ -241,7 +241,7 @@ impl RunbookView {
     ) -> Result<Option<Self>, StoreError> {
         Ok(Self::load(store, number)
             .await?
-            .filter(|view| reader.may_see(&view.runbook.org)))
+            .filter(|view| reader.may_see(&view.runbook.org, &view.runbook.repo)))
     }
 
     pub fn counts(&self) -> StepCounts {
@@ -344,13 +344,13 @@ async fn list(
     let mut scanned = 0;
     'scan: loop {
         let batch = state
-            .store
+            .store()
             .list_runbooks(&filter, cursor, batch_size as i64)
             .await?;
         let numbers: Vec<i64> = batch.iter().map(|r| r.number).collect();
         let (mut steps, mut pulls) = tokio::try_join!(
-            state.store.steps_of(&numbers),
-            state.store.pull_requests_of(&numbers),
+            state.store().steps_of(&numbers),
+            state.store().pull_requests_of(&numbers),
         )?;
         for runbook in &batch {
             scanned += 1;
@@ -405,7 +405,7 @@ async fn detail(
     Path(raw): Path<String>,
 ) -> Result<Response, Failure> {
     let number = runbook_number(&raw)?;
-    let view = RunbookView::visible(state.store.as_ref(), &reader, number)
+    let view = RunbookView::visible(state.store().as_ref(), &reader, number)
         .await?
         .ok_or_else(|| Failure::runbook_not_found(number))?;
     let ctx = Ctx::signed_in(&state, &reader);
@@ -454,13 +454,8 @@ async fn act(
     session::check_form(&state, &headers, &reader, csrf)?;
     let form = form?;
     let number = runbook_number(&raw)?;
-    let store = state.store.as_ref();
-    if RunbookView::visible(store, &reader, number)
-        .await?
-        .is_none()
-    {
-        return Err(Failure::runbook_not_found(number));
-    }
+    let store = state.store().as_ref();
+    let (app, actor) = (&state.app, reader.actor());
     let done = match action {
         Action::Execute => {
             let up_to = form
@@ -473,31 +468,19 @@ async fn act(
                 .map_err(|e| {
                     Failure::new(StatusCode::BAD_REQUEST, format!("`step` is invalid: {e}"))
                 })?;
-            ops::execute(store, number, up_to.as_ref()).await
+            app.execute(number, actor, up_to.as_ref()).await
         }
-        Action::Retry => ops::retry(store, number).await,
-        Action::Cancel => ops::cancel(store, number).await,
-        Action::OpenPullRequest => ops::open_pull_request(store, state.engine.as_deref(), number)
-            .await
-            .map(|_| ()),
+        Action::Retry => app.retry(number, actor).await,
+        Action::Cancel => app.cancel(number, actor).await,
+        Action::OpenPullRequest => app.open_pull_request(number, actor).await.map(|_| ()),
     };
     let ctx = Ctx::signed_in(&state, &reader);
     match done {
-        Ok(()) => {
-            if let Some(engine) = &state.engine {
-                engine.wake();
-            }
-            Ok(redirect(&ctx.href(&format!("/runbooks/{number}"))))
-        }
+        Ok(()) => Ok(redirect(&ctx.href(&format!("/runbooks/{number}")))),
         Err(OpError::Store(e)) => Err(e.into()),
         Err(OpError::NotFound(n)) => Err(Failure::runbook_not_found(n)),
+        // Refused, or GitHub failed: the page again, saying why.
         Err(e) => {
-            let status = match &e {
-                OpError::NoSuchStep { .. } => StatusCode::BAD_REQUEST,
-                OpError::NoGitHub => StatusCode::SERVICE_UNAVAILABLE,
-                OpError::GitHub(_) => StatusCode::BAD_GATEWAY,
-                _ => StatusCode::CONFLICT,
-            };
             if let OpError::GitHub(e) = &e {
                 tracing::warn!(error = %e, "GitHub call failed");
             }
@@ -505,7 +488,7 @@ async fn act(
                 .await?
                 .ok_or_else(|| Failure::runbook_not_found(number))?;
             let reason = format!("{}: {e}.", action_name(action));
-            Ok(pages::detail(&ctx, &view, Some(&reason), status))
+            Ok(pages::detail(&ctx, &view, Some(&reason), e.status()))
         }
     }
 }

@@ -24,6 +24,7 @@ use serde::Deserialize;
 use super::pages::{self, Ctx};
 use super::{Failure, FormBody, redirect};
 use crate::api::AppState;
+use crate::ops::Actor;
 use crate::store::{DashboardSession, NewDashboardSession, now_ms};
 use crate::tokens;
 
@@ -42,13 +43,17 @@ pub struct Reader {
 }
 
 impl Reader {
-    /// Whether the session's token may see this organisation's runbooks.
-    pub fn may_see(&self, org: &str) -> bool {
-        self.session
-            .token
-            .orgs
-            .iter()
-            .any(|o| o.eq_ignore_ascii_case(org))
+    /// The session's token as the application layer knows it (confirmed with the session).
+    pub fn actor(&self) -> Actor<'_> {
+        Actor::Token {
+            token: &self.session.token,
+            confirm: None,
+        }
+    }
+
+    /// Whether the session's token may see this repository's runbooks.
+    pub fn may_see(&self, org: &str, repo: &str) -> bool {
+        self.actor().may_act_for(org, repo)
     }
 
     pub fn csrf(&self) -> &str {
@@ -82,7 +87,7 @@ pub async fn current(state: &AppState, headers: &HeaderMap) -> Result<Option<Rea
     };
     let session_hash = tokens::hash(&id);
     let session = state
-        .store
+        .store()
         .dashboard_session(&session_hash, now_ms())
         .await?;
     Ok(session.map(|session| Reader {
@@ -249,7 +254,7 @@ pub async fn login(
     }
     let presented = form.token.trim();
     let token = if tokens::well_formed(presented) {
-        match state.store.active_token(&tokens::hash(presented)).await {
+        match state.store().active_token(&tokens::hash(presented)).await {
             Ok(token) => token,
             Err(e) => return Failure::from(e).into_response(),
         }
@@ -273,7 +278,7 @@ pub async fn login(
         created_at_ms: now,
         expires_at_ms: now + LIFETIME.as_millis() as i64,
     };
-    if let Err(e) = state.store.create_dashboard_session(&session).await {
+    if let Err(e) = state.store().create_dashboard_session(&session).await {
         return Failure::from(e).into_response();
     }
     tracing::info!(token_id = token.id, "dashboard sign-in");
@@ -310,7 +315,7 @@ pub async fn logout(
     let form = form.0?;
     check_form(&state, &headers, &reader, form.csrf.as_deref())?;
     state
-        .store
+        .store()
         .delete_dashboard_session(&reader.session_hash)
         .await?;
     let ctx = Ctx::anonymous(&state);

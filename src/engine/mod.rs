@@ -160,10 +160,6 @@ impl Engine {
             .collect()
     }
 
-    pub(crate) fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
     pub(crate) fn github(&self) -> &Arc<GitHubApp> {
         &self.github
     }

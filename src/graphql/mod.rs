@@ -106,7 +106,7 @@ async fn execute(
             // A cached token is confirmed once per request, before anything is read or
             // written: a revoked token stops working with the next request, as with REST.
             caller.confirm(&state).await?;
-            let loaders = loaders::Loaders::new(state.store.clone());
+            let loaders = loaders::Loaders::new(state.store().clone());
             let request = request.data(RequestContext { state, caller }).data(loaders);
             schema.execute(request).await
         }

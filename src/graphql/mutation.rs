@@ -3,13 +3,12 @@
 use async_graphql::{Context, InputObject, Object};
 
 use super::loaders::Loaders;
-use super::query::visible;
+use super::query::{check_number, visible};
 use super::types::{PrMode, Runbook};
 use super::{OrGraphql, RequestContext};
 use crate::api::ApiError;
-use crate::api::runbooks::{CreateRunbookRequest, RepositoryRef, UpdateRunbookRequest, forbidden};
+use crate::api::runbooks::{CreateRunbookRequest, RepositoryRef, UpdateRunbookRequest};
 use crate::domain::StepNumber;
-use crate::ops;
 
 /// The repository a runbook runs against.
 #[derive(InputObject, Debug, Clone)]
@@ -154,12 +153,8 @@ fn input_field_names(error: ApiError) -> ApiError {
     ApiError::BadRequest(renamed.unwrap_or(message))
 }
 
-/// After a change: the engine has work, and what the request read before is stale.
+/// After a change: what the request read before is stale.
 fn changed(ctx: &Context<'_>) {
-    let request = ctx.data_unchecked::<RequestContext>();
-    if let Some(engine) = &request.state.engine {
-        engine.wake();
-    }
     ctx.data_unchecked::<Loaders>().forget();
 }
 
@@ -186,19 +181,15 @@ async fn create(ctx: &Context<'_>, input: CreateRunbookInput) -> Result<Runbook,
         labels: input.labels,
         author_email: input.author_email,
     };
-    let mut new = rest.validate().map_err(input_field_names)?;
-    if !request.caller.may_act_for(&new.org) {
-        return Err(forbidden(&new.org));
-    }
-    let number = ops::create_runbook(
-        request.state.store.as_ref(),
-        request.state.github.as_deref(),
-        &mut new,
-        Some(&request.caller.token),
-    )
-    .await?;
+    let new = rest.validate().map_err(input_field_names)?;
+    let created = request
+        .state
+        .app
+        .create(new, &request.caller.token)
+        .await
+        .map_err(|e| request.caller.refused(&request.state, e))?;
     changed(ctx);
-    reread(ctx, number).await
+    reread(ctx, created.number).await
 }
 
 async fn update(
@@ -207,6 +198,7 @@ async fn update(
     input: UpdateRunbookInput,
 ) -> Result<Runbook, ApiError> {
     let request = ctx.data_unchecked::<RequestContext>();
+    let number = check_number(number)?;
     let follow_up = UpdateRunbookRequest {
         prompt: input.prompt,
         description: input.description,
@@ -214,15 +206,19 @@ async fn update(
     }
     .validate()
     .map_err(input_field_names)?;
-    reread(ctx, number).await?;
-    ops::update_runbook(request.state.store.as_ref(), number, &follow_up).await?;
+    request
+        .state
+        .app
+        .follow_up(number, request.caller.actor(), &follow_up)
+        .await
+        .map_err(|e| request.caller.refused(&request.state, e))?;
     changed(ctx);
     reread(ctx, number).await
 }
 
 async fn act(ctx: &Context<'_>, number: i64, action: Action) -> Result<Runbook, ApiError> {
     let request = ctx.data_unchecked::<RequestContext>();
-    let store = request.state.store.as_ref();
+    let number = check_number(number)?;
     let up_to = match &action {
         Action::Execute(Some(step)) => Some(
             step.parse::<StepNumber>()
@@ -230,15 +226,14 @@ async fn act(ctx: &Context<'_>, number: i64, action: Action) -> Result<Runbook, 
         ),
         _ => None,
     };
-    reread(ctx, number).await?;
+    let (app, actor) = (&request.state.app, request.caller.actor());
     match action {
-        Action::Execute(_) => ops::execute(store, number, up_to.as_ref()).await?,
-        Action::Retry => ops::retry(store, number).await?,
-        Action::Cancel => ops::cancel(store, number).await?,
-        Action::OpenPullRequest => {
-            ops::open_pull_request(store, request.state.engine.as_deref(), number).await?;
-        }
+        Action::Execute(_) => app.execute(number, actor, up_to.as_ref()).await,
+        Action::Retry => app.retry(number, actor).await,
+        Action::Cancel => app.cancel(number, actor).await,
+        Action::OpenPullRequest => app.open_pull_request(number, actor).await.map(|_| ()),
     }
+    .map_err(|e| request.caller.refused(&request.state, e))?;
     changed(ctx);
     reread(ctx, number).await
 }

@@ -98,10 +98,10 @@ pub(crate) async fn visible(
     let number = check_number(number)?;
     Ok(request
         .state
-        .store
+        .store()
         .runbook(number)
         .await?
-        .filter(|r| request.caller.may_act_for(&r.org))
+        .filter(|r| request.caller.actor().may_act_for(&r.org, &r.repo))
         .map(Runbook::new))
 }
 
@@ -153,7 +153,7 @@ async fn list(
     }
     let first = first as usize;
     let before = after.as_deref().map(decode_cursor).transpose()?;
-    let store = &request.state.store;
+    let store = &request.state.store();
     let scope = RunbookFilter {
         visible_orgs: request.caller.token.orgs.clone(),
         org: filter.org.filter(|o| !o.is_empty()),

@@ -808,7 +808,8 @@ async fn actions_check_csrf_and_origin_then_change_the_runbook() {
         &[],
     )
     .await;
-    assert_eq!(answer.status, 400);
+    // A step the plan does not have is about the runbook's state: 409, as in the API.
+    assert_eq!(answer.status, 409);
     assert!(
         answer.body.contains("is not a step of runbook"),
         "{}",

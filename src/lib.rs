@@ -16,5 +16,6 @@ pub mod graphql;
 pub mod intake;
 pub mod ops;
 pub mod server;
+pub mod status_comment;
 pub mod store;
 pub mod tokens;

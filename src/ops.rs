@@ -450,19 +450,6 @@ async fn open_pull_request(
     }
 }
 
-/// How a step is shown: a leaf's state, or for a parent the status of the leaves under it
-/// (`partially_completed` and so on).
-pub fn shown_state(steps: &[StepRecord], step: &StepRecord) -> &'static str {
-    if step.is_leaf {
-        return step.state.as_str();
-    }
-    let under = steps
-        .iter()
-        .filter(|s| s.is_leaf && s.number.is_within(&step.number))
-        .map(|s| s.state);
-    crate::domain::status(&crate::domain::StepCounts::from_states(under)).as_str()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,6 @@ use super::runbooks::{RunbookDocument, RunbookNumber, visible_summary};
 use super::schema::{self, BodyErrors, NumberErrors, TokenErrors};
 use super::{ApiError, AppState};
 use crate::domain::StepNumber;
-use crate::ops;
 
 /// Body of `POST /api/v1/runbook/<n>/execute` (may be empty).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
@@ -207,7 +206,7 @@ pub async fn steps(
     let documents = steps
         .iter()
         .map(|step| {
-            let state = ops::shown_state(&steps, step).to_string();
+            let state = step.shown_state(&steps).as_str().to_string();
             StepDocument {
                 number: step.number.to_string(),
                 title: step.title.clone(),

@@ -16,7 +16,7 @@ use crate::ops::{Actor, App};
 use crate::store::NewThread;
 
 use super::command::{self, Command, CommandError, StartOptions};
-use super::status::marker;
+use crate::status_comment::marker;
 
 /// Handles an `issue_comment` delivery.
 pub async fn handle(app: &App, engine: &Engine, event: &IssueComment) -> Result<(), String> {

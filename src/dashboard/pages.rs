@@ -11,7 +11,6 @@ use super::RunbookView;
 use super::session::Reader;
 use crate::api::AppState;
 use crate::domain::{PrMode, RunbookStatus, StepCounts};
-use crate::ops;
 use crate::store::{RunbookRecord, StepRecord};
 
 /// What every page needs to know: where the dashboard lives, and who is looking.
@@ -390,7 +389,7 @@ fn step_id(step: &StepRecord) -> String {
 }
 
 fn step_item(view: &RunbookView, step: &StepRecord) -> Markup {
-    let state = ops::shown_state(&view.steps, step);
+    let state = step.shown_state(&view.steps).as_str();
     let depth = step.number.depth().clamp(1, 8);
     let class = format!("step d{depth}{}", if step.is_leaf { "" } else { " parent" });
     let pr_url = step.pr_number.and_then(|n| {
@@ -455,7 +454,7 @@ fn actions(ctx: &Ctx, view: &RunbookView, counts: &StepCounts) -> Markup {
     let unfinished: Vec<&StepRecord> = view
         .steps
         .iter()
-        .filter(|s| ops::shown_state(&view.steps, s) != "completed")
+        .filter(|s| !s.shown_state(&view.steps).is_completed())
         .collect();
     html! {
         div.actions {

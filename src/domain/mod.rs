@@ -6,7 +6,7 @@ pub mod status;
 pub mod step;
 
 pub use runbook::{FieldError, FollowUp, NewRunbook, PrMode};
-pub use status::{RunbookStatus, StepCounts, status};
+pub use status::{RunbookStatus, ShownState, StepCounts, status};
 pub use step::{Plan, PlanError, PlannedStep, StepNumber, StepState};
 
 /// A pull request a runbook opened, with the leaf steps whose commits it carries.

@@ -5,7 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::step::StepState;
+use super::step::{StepNumber, StepState};
 
 /// Counts of leaf steps by state, exactly as the API's `steps` object.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -122,6 +122,49 @@ pub fn status(counts: &StepCounts) -> RunbookStatus {
     }
 }
 
+/// How a step of the plan is shown: a leaf's own state, or for a parent the status of the
+/// leaves under it (`partially_completed` and so on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShownState {
+    Leaf(StepState),
+    Parent(RunbookStatus),
+}
+
+impl ShownState {
+    /// The step numbered `number` (a leaf in `state`, or a parent) among `leaves`, every
+    /// leaf of the plan with its state.
+    pub fn of<'a>(
+        number: &StepNumber,
+        leaf: Option<StepState>,
+        leaves: impl IntoIterator<Item = (&'a StepNumber, StepState)>,
+    ) -> Self {
+        match leaf {
+            Some(state) => ShownState::Leaf(state),
+            None => ShownState::Parent(status(&StepCounts::from_states(
+                leaves
+                    .into_iter()
+                    .filter(|(n, _)| n.is_within(number))
+                    .map(|(_, state)| state),
+            ))),
+        }
+    }
+
+    /// The API's name: a step state's, or a runbook status's.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShownState::Leaf(state) => state.as_str(),
+            ShownState::Parent(status) => status.as_str(),
+        }
+    }
+
+    pub fn is_completed(self) -> bool {
+        matches!(
+            self,
+            ShownState::Leaf(StepState::Completed) | ShownState::Parent(RunbookStatus::Completed)
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,5 +273,35 @@ mod tests {
             prop_assume!(!uniform_done && !uniform_waiting);
             prop_assert_eq!(status_of(&states), RunbookStatus::PartiallyCompleted);
         }
+    }
+}
+
+#[cfg(test)]
+mod shown {
+    use super::*;
+
+    #[test]
+    fn a_leaf_shows_its_state_and_a_parent_the_status_of_its_leaves() {
+        let n = |s: &str| s.parse::<StepNumber>().unwrap();
+        let leaves = [
+            (n("1.1"), StepState::Completed),
+            (n("1.2"), StepState::Queued),
+            (n("2.1"), StepState::Completed),
+            (n("10.1"), StepState::Failed),
+        ];
+        let all = || leaves.iter().map(|(number, state)| (number, *state));
+        let leaf = ShownState::of(&n("1.2"), Some(StepState::Queued), all());
+        assert_eq!(leaf, ShownState::Leaf(StepState::Queued));
+        assert_eq!(leaf.as_str(), "queued");
+        let one = ShownState::of(&n("1"), None, all());
+        assert_eq!(one, ShownState::Parent(RunbookStatus::PartiallyCompleted));
+        assert_eq!(one.as_str(), "partially_completed");
+        // `1` is not within `10`.
+        let two = ShownState::of(&n("2"), None, all());
+        assert!(two.is_completed());
+        assert_eq!(
+            ShownState::of(&n("10"), None, all()),
+            ShownState::Parent(RunbookStatus::Failed)
+        );
     }
 }

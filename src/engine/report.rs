@@ -15,8 +15,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::Engine;
-use crate::comment::status::{StatusView, render};
 use crate::domain::PrMode;
+use crate::status_comment::{StatusView, render};
 use crate::store::ThreadRecord;
 
 impl Engine {

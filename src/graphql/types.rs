@@ -10,7 +10,7 @@ use async_graphql::{
 
 use super::loaders::Loaders;
 use super::{OrGraphql, RequestContext};
-use crate::domain::{self, StepCounts};
+use crate::domain::{self, ShownState, StepCounts, StepState};
 use crate::store::{PullWithSteps, RunbookRecord, StepRecord, ThreadRecord};
 
 /// A point in time, as an RFC 3339 string in UTC with milliseconds
@@ -85,14 +85,22 @@ pub enum StepStatus {
 }
 
 impl StepStatus {
-    fn from_shown(shown: &str) -> Self {
+    fn from_shown(shown: ShownState) -> Self {
         match shown {
-            "queued" => StepStatus::Queued,
-            "in_progress" => StepStatus::InProgress,
-            "partially_completed" => StepStatus::PartiallyCompleted,
-            "completed" => StepStatus::Completed,
-            "failed" => StepStatus::Failed,
-            _ => StepStatus::NotStarted,
+            ShownState::Leaf(StepState::NotStarted)
+            | ShownState::Parent(domain::RunbookStatus::NotStarted) => StepStatus::NotStarted,
+            ShownState::Leaf(StepState::Queued) => StepStatus::Queued,
+            ShownState::Leaf(StepState::InProgress)
+            | ShownState::Parent(domain::RunbookStatus::InProgress) => StepStatus::InProgress,
+            ShownState::Parent(domain::RunbookStatus::PartiallyCompleted) => {
+                StepStatus::PartiallyCompleted
+            }
+            ShownState::Leaf(StepState::Completed)
+            | ShownState::Parent(domain::RunbookStatus::Completed) => StepStatus::Completed,
+            ShownState::Leaf(StepState::Failed)
+            | ShownState::Parent(domain::RunbookStatus::Failed) => StepStatus::Failed,
+            // A parent step has leaves under it: their status is never "no steps yet".
+            ShownState::Parent(domain::RunbookStatus::GeneratingSteps) => StepStatus::NotStarted,
         }
     }
 }
@@ -328,7 +336,7 @@ impl Runbook {
         Ok(steps
             .iter()
             .map(|step| Step {
-                status: StepStatus::from_shown(crate::ops::shown_state(&steps, step)),
+                status: StepStatus::from_shown(step.shown_state(&steps)),
                 record: step.clone(),
             })
             .collect())

@@ -11,7 +11,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use crate::domain::{FollowUp, NewRunbook, Plan, PrMode, RunbookSummary, StepNumber, StepState};
+use crate::domain::{
+    FollowUp, NewRunbook, Plan, PrMode, RunbookSummary, ShownState, StepNumber, StepState,
+};
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -167,6 +169,20 @@ pub struct StepRecord {
     /// When the step last started and ended (Unix milliseconds).
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
+}
+
+impl StepRecord {
+    /// How this step is shown among `steps`, the runbook's whole plan.
+    pub fn shown_state(&self, steps: &[StepRecord]) -> ShownState {
+        ShownState::of(
+            &self.number,
+            self.is_leaf.then_some(self.state),
+            steps
+                .iter()
+                .filter(|s| s.is_leaf)
+                .map(|s| (&s.number, s.state)),
+        )
+    }
 }
 
 /// A pull request the engine opened, as stored.

@@ -2,7 +2,6 @@
 //! edits as the runbook progresses. Rendering is pure; the engine decides when to edit.
 
 use crate::domain::{PullRequestRef, RunbookStatus, StepCounts, StepState, status};
-use crate::ops::shown_state;
 use crate::store::StepRecord;
 
 /// Every status comment starts with this marker (invisible on GitHub), so the app can find
@@ -114,7 +113,7 @@ pub fn render(view: &StatusView<'_>) -> String {
             ));
             break;
         }
-        let state = shown_state(view.steps, step);
+        let state = step.shown_state(view.steps).as_str();
         let indent = "  ".repeat(step.number.depth().saturating_sub(1));
         let commit = step
             .commit_sha

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
+// The agent's settings live with the agent (which reads them); they are parsed here.
+pub use crate::agent::settings::{AgentConfig, AgentKind, NetworkKind, SandboxKind};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "runbooks",
@@ -119,34 +122,6 @@ pub struct DatabaseArgs {
         hide_env_values = true
     )]
     pub database_url: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AgentKind {
-    /// Runs the shell blocks of a runbook written in the template layout; no network.
-    Script,
-    /// Any OpenAI-compatible chat-completions endpoint.
-    Openai,
-    /// An external coding-agent command run per step.
-    Command,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SandboxKind {
-    Auto,
-    Bwrap,
-    None,
-}
-
-/// Where jailed agent commands may connect (`RUNBOOKS_AGENT_NETWORK`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum NetworkKind {
-    /// Nothing: the jail's own loopback only.
-    None,
-    /// Only the hosts of RUNBOOKS_AGENT_ALLOW_HOSTS, through the server's egress proxy.
-    Allowlist,
-    /// Any public address, through the server's egress proxy.
-    Open,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -373,37 +348,6 @@ pub struct GithubConfig {
 pub enum PrivateKeySource {
     Inline(SecretString),
     File(PathBuf),
-}
-
-#[derive(Debug, Clone)]
-pub struct AgentConfig {
-    pub kind: AgentKind,
-    pub openai_base_url: Option<String>,
-    pub openai_api_key: Option<SecretString>,
-    pub model: Option<String>,
-    pub command: Option<String>,
-    pub sandbox: SandboxKind,
-    /// `None`: the agent's default (`none` for the script agent, `allowlist` otherwise).
-    pub network: Option<NetworkKind>,
-    pub allow_hosts: Vec<crate::agent::egress::HostRule>,
-    /// Variables passed through to agent commands, checked, with their values.
-    pub pass_env: Vec<crate::agent::jail::PassedVar>,
-    pub read_paths: Vec<PathBuf>,
-    pub limits: crate::agent::jail::ResourceLimits,
-    /// The `runbooks` binary, run in the jail as the egress forwarder (this executable).
-    pub helper: Option<PathBuf>,
-}
-
-impl AgentConfig {
-    /// The network policy in effect: the one set, else `allowlist` when hosts are listed,
-    /// else the agent's default.
-    pub fn network(&self) -> NetworkKind {
-        self.network.unwrap_or(match self.kind {
-            _ if !self.allow_hosts.is_empty() => NetworkKind::Allowlist,
-            AgentKind::Script => NetworkKind::None,
-            AgentKind::Openai | AgentKind::Command => NetworkKind::Allowlist,
-        })
-    }
 }
 
 fn check_http_url(name: &str, url: &str) -> anyhow::Result<String> {

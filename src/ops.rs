@@ -44,6 +44,19 @@ impl Actor<'_> {
     }
 }
 
+/// A command on an existing runbook's steps, whichever front door it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Queue every unfinished step, or with `up_to` that step and the unfinished ones before.
+    Execute { up_to: Option<StepNumber> },
+    /// Run the failed steps and the not-started ones after them again.
+    Retry,
+    /// Stop: the running step fails with `cancelled`, queued steps wait.
+    Cancel,
+    /// Open a `manual` runbook's pull request now.
+    OpenPullRequest,
+}
+
 /// The application: the store, GitHub (when configured) and the engine (when this process
 /// runs one), and the commands every front door shares.
 #[derive(Clone)]
@@ -159,41 +172,21 @@ impl App {
         Ok(())
     }
 
-    /// Queues steps to run: see [`execute`].
-    pub async fn execute(
-        &self,
-        number: i64,
-        actor: Actor<'_>,
-        up_to: Option<&StepNumber>,
-    ) -> Result<(), OpError> {
+    /// Carries out `action` on the runbook (see [`execute`], [`retry`], [`cancel`],
+    /// [`open_pull_request`]).
+    pub async fn act(&self, number: i64, actor: Actor<'_>, action: &Action) -> Result<(), OpError> {
         self.visible(number, actor).await?;
-        execute(self.store.as_ref(), number, up_to).await?;
+        let store = self.store.as_ref();
+        match action {
+            Action::Execute { up_to } => execute(store, number, up_to.as_ref()).await?,
+            Action::Retry => retry(store, number).await?,
+            Action::Cancel => cancel(store, number).await?,
+            Action::OpenPullRequest => {
+                open_pull_request(store, self.engine.as_deref(), number).await?;
+            }
+        }
         self.wake();
         Ok(())
-    }
-
-    /// Runs what failed again: see [`retry`].
-    pub async fn retry(&self, number: i64, actor: Actor<'_>) -> Result<(), OpError> {
-        self.visible(number, actor).await?;
-        retry(self.store.as_ref(), number).await?;
-        self.wake();
-        Ok(())
-    }
-
-    /// Stops the runbook: see [`cancel`].
-    pub async fn cancel(&self, number: i64, actor: Actor<'_>) -> Result<(), OpError> {
-        self.visible(number, actor).await?;
-        cancel(self.store.as_ref(), number).await?;
-        self.wake();
-        Ok(())
-    }
-
-    /// Opens a `manual` runbook's pull request now: see [`open_pull_request`].
-    pub async fn open_pull_request(&self, number: i64, actor: Actor<'_>) -> Result<u64, OpError> {
-        self.visible(number, actor).await?;
-        let pull = open_pull_request(self.store.as_ref(), self.engine.as_deref(), number).await?;
-        self.wake();
-        Ok(pull)
     }
 }
 

@@ -6,7 +6,7 @@
 //! and a connection must send a request's head within `RUNBOOKS_REQUEST_TIMEOUT` (hyper's
 //! header-read timeout, which also closes idle keep-alive connections), so slow or silent
 //! clients cannot hold the bound forever. The request timeout itself lives in the router
-//! ([`crate::api::router`]). Every request carries its peer address
+//! ([`crate::routes::router`]). Every request carries its peer address
 //! ([`axum::extract::ConnectInfo`]) for the per-address limits.
 //!
 //! A graceful shutdown stops accepting, asks every connection to finish the request it is
@@ -27,11 +27,11 @@ use tokio::task::JoinHandle;
 use tower::ServiceExt as _;
 
 use crate::agent;
-use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::engine::{Engine, EngineConfig};
 use crate::git::RepoCache;
 use crate::github::GitHubApp;
+use crate::http::AppState;
 use crate::ops::App;
 use crate::store::{self, Store};
 
@@ -152,7 +152,7 @@ pub async fn start_with_store(
     let mut state = AppState::new(app, &public_url, config.rate_limit_per_minute)
         .with_auth_rate_limit(config.limits.auth_rate_limit_per_minute);
     state.trusted_proxies = config.limits.trusted_proxies.clone().into();
-    state.streams = Arc::new(crate::dashboard::live::SessionStreams::new(
+    state.streams = Arc::new(crate::http::SessionStreams::new(
         config.limits.max_streams_per_session as usize,
     ));
     state.request_timeout = config.limits.request_timeout;
@@ -171,7 +171,7 @@ pub async fn start_with_store(
         }
     });
     let shutting_down = state.shutting_down.clone();
-    let app = api::router(state);
+    let app = crate::routes::router(state);
     let (tx, rx) = oneshot::channel::<()>();
     let connections = Arc::new(Connections::default());
     let bounds = Bounds {

@@ -23,6 +23,7 @@ pub mod jail;
 pub mod openai;
 pub mod sandbox;
 pub mod script;
+pub mod settings;
 pub mod template;
 pub mod tools;
 
@@ -30,8 +31,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{AgentConfig, AgentKind};
 use crate::domain::{Plan, StepNumber};
+pub use settings::{AgentConfig, AgentKind, NetworkKind, SandboxKind};
 
 /// Plans runbooks and executes their leaf steps.
 ///
@@ -186,7 +187,6 @@ pub struct JailSite {
 /// or `bwrap` and no working bubblewrap, the server must not start (unless the operator
 /// opts out with `RUNBOOKS_SANDBOX=none`).
 pub async fn jail(config: &AgentConfig, site: JailSite) -> anyhow::Result<jail::Jail> {
-    use crate::config::{NetworkKind, SandboxKind};
     let network = match config.network() {
         NetworkKind::None => egress::NetworkPolicy::None,
         NetworkKind::Allowlist => egress::NetworkPolicy::Allowlist(config.allow_hosts.clone()),
@@ -289,7 +289,7 @@ mod tests {
             openai_api_key: None,
             model: None,
             command: command.map(str::to_string),
-            sandbox: crate::config::SandboxKind::None,
+            sandbox: SandboxKind::None,
             network: None,
             allow_hosts: Vec::new(),
             pass_env: Vec::new(),

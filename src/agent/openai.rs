@@ -73,11 +73,11 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::AgentConfig;
 use super::script::check_worktree;
 use super::template;
 use super::tools::{self, COMMAND_TIMEOUT, ToolCall, ToolError};
 use super::{Agent, AgentError, Limits, PlanRequest, StepOutcome, StepTask, keep_tail, short_tail};
-use crate::config::AgentConfig;
 use crate::domain::{Plan, PlanError, PlannedStep, StepNumber};
 
 /// Model replies one step may take. Forty is generous for one commit's worth of work (read a

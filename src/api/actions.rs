@@ -6,13 +6,14 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::Caller;
-use super::error::ErrorBody;
-use super::json::OptionalJsonBody;
 use super::runbooks::{RunbookDocument, RunbookNumber, visible_summary};
 use super::schema::{self, BodyErrors, NumberErrors, TokenErrors};
-use super::{ApiError, AppState};
 use crate::domain::StepNumber;
+use crate::http::auth::Caller;
+use crate::http::error::ErrorBody;
+use crate::http::json::OptionalJsonBody;
+use crate::http::{ApiError, AppState};
+use crate::ops::Action;
 
 /// Body of `POST /api/v1/runbook/<n>/execute` (may be empty).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
@@ -49,11 +50,18 @@ pub struct StepsDocument {
     pub steps: Vec<StepDocument>,
 }
 
-async fn document(
+/// Carries out `action`, then answers the runbook as it is now.
+async fn act(
     state: &AppState,
     caller: &Caller,
     number: i64,
+    action: Action,
 ) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
+    state
+        .app
+        .act(number, caller.actor(), &action)
+        .await
+        .map_err(|e| caller.refused(state, e))?;
     let summary = visible_summary(state, caller, number).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -93,12 +101,7 @@ pub async fn execute(
                 .map_err(|e| ApiError::BadRequest(format!("`step` is invalid: {e}")))
         })
         .transpose()?;
-    state
-        .app
-        .execute(number, caller.actor(), up_to.as_ref())
-        .await
-        .map_err(|e| caller.refused(&state, e))?;
-    document(&state, &caller, number).await
+    act(&state, &caller, number, Action::Execute { up_to }).await
 }
 
 /// Retry a failed runbook: its failed steps and the not-started ones after them run again.
@@ -120,12 +123,7 @@ pub async fn retry(
     caller: Caller,
     RunbookNumber(number): RunbookNumber,
 ) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
-    state
-        .app
-        .retry(number, caller.actor())
-        .await
-        .map_err(|e| caller.refused(&state, e))?;
-    document(&state, &caller, number).await
+    act(&state, &caller, number, Action::Retry).await
 }
 
 /// Cancel a runbook: the running step fails with reason "cancelled", queued steps wait.
@@ -146,12 +144,7 @@ pub async fn cancel(
     caller: Caller,
     RunbookNumber(number): RunbookNumber,
 ) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
-    state
-        .app
-        .cancel(number, caller.actor())
-        .await
-        .map_err(|e| caller.refused(&state, e))?;
-    document(&state, &caller, number).await
+    act(&state, &caller, number, Action::Cancel).await
 }
 
 /// Open the pull request of a `manual` runbook's branch now.
@@ -175,12 +168,7 @@ pub async fn open_pull_request(
     caller: Caller,
     RunbookNumber(number): RunbookNumber,
 ) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
-    state
-        .app
-        .open_pull_request(number, caller.actor())
-        .await
-        .map_err(|e| caller.refused(&state, e))?;
-    document(&state, &caller, number).await
+    act(&state, &caller, number, Action::OpenPullRequest).await
 }
 
 /// The step tree: titles, states, commits, errors.

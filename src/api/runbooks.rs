@@ -7,16 +7,16 @@ use axum::http::request::Parts;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::Caller;
-use super::error::ErrorBody;
-use super::json::JsonBody;
 use super::schema::{self, BodyErrors, NumberErrors, TokenErrors};
-use super::{ApiError, AppState};
 use crate::domain::runbook::{
     check_branch, check_description, check_email, check_org, check_repo, check_text, check_title,
     limits, normalize_labels, title_from_prompt,
 };
 use crate::domain::{FollowUp, NewRunbook, PrMode, RunbookStatus, RunbookSummary, StepCounts};
+use crate::http::auth::Caller;
+use crate::http::error::ErrorBody;
+use crate::http::json::JsonBody;
+use crate::http::{ApiError, AppState};
 
 /// The repository a runbook runs against.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]

@@ -23,11 +23,11 @@ use utoipa::openapi::{
 };
 use utoipa::{IntoParams, IntoResponses, ToSchema};
 
-use super::error::ErrorBody;
-use super::json::MAX_BODY_BYTES;
 use super::runbooks::RunbookNumber;
 use crate::domain::StepNumber;
 use crate::domain::runbook::{limits, patterns};
+use crate::http::error::ErrorBody;
+use crate::http::json::MAX_BODY_BYTES;
 
 /// A string field: `null` allowed when the field is optional.
 fn string(optional: bool, description: &str) -> ObjectBuilder {

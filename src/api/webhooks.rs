@@ -6,8 +6,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::json;
 
-use super::{ApiError, AppState};
 use crate::github::webhook::{MAX_PAYLOAD_BYTES, signature_is_valid};
+use crate::http::{ApiError, AppState};
 use crate::store::DeliveryRecord;
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -12,7 +12,7 @@ use crate::engine::Engine;
 use crate::github::issues::Permission;
 use crate::github::webhook::IssueComment;
 use crate::github::{RepoInfo, Resolution};
-use crate::ops::{Actor, App};
+use crate::ops::{Action, Actor, App};
 use crate::store::NewThread;
 
 use super::command::{self, Command, CommandError, StartOptions};
@@ -110,17 +110,17 @@ async fn act(
             event.author
         )));
     };
-    let writer = Actor::Writer {
-        repository: &repo.full_name,
-    };
-    let outcome = match command {
-        Command::Execute { step } => app.execute(number, writer, step.as_ref()).await,
-        Command::Retry => app.retry(number, writer).await,
-        Command::Cancel => app.cancel(number, writer).await,
+    let action = match command {
+        Command::Execute { step } => Action::Execute { up_to: step },
+        Command::Retry => Action::Retry,
+        Command::Cancel => Action::Cancel,
         Command::Status => return status_reply(app, engine, number).await.map(Some),
         Command::Help | Command::Start(_) => unreachable!("answered above"),
     };
-    match outcome {
+    let writer = Actor::Writer {
+        repository: &repo.full_name,
+    };
+    match app.act(number, writer, &action).await {
         Ok(()) => {
             // The status comment shows the change (the engine was woken by the command).
             store.request_report(number).await.map_err(e)?;

@@ -13,13 +13,11 @@
 //! between the page and the stream is sent at once.
 //!
 //! One session keeps at most `RUNBOOKS_MAX_STREAMS_PER_SESSION` streams open in a process
-//! ([`SessionStreams`]); one more is refused with 429, which a browser's `EventSource` does not
+//! ([`crate::http::SessionStreams`]); one more is refused with 429, which a browser's `EventSource` does not
 //! retry (the page then says live updates stopped, and *Refresh* still works).
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
@@ -35,7 +33,7 @@ use tokio::time::Instant;
 use super::pages::{self, Ctx};
 use super::session::{self, Reader};
 use super::{Failure, RunbookView, runbook_number};
-use crate::api::AppState;
+use crate::http::{AppState, SessionStream};
 use crate::store::now_ms;
 
 /// How often a connection looks at the store.
@@ -69,54 +67,6 @@ impl OpenStream {
 impl Drop for OpenStream {
     fn drop(&mut self) {
         OPEN.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// The streams each session has open in this process, bounded per session.
-#[derive(Debug)]
-pub struct SessionStreams {
-    max: usize,
-    open: Mutex<HashMap<String, usize>>,
-}
-
-impl SessionStreams {
-    pub fn new(max_per_session: usize) -> Self {
-        Self {
-            max: max_per_session,
-            open: Mutex::default(),
-        }
-    }
-
-    /// Counts one more stream for the session, unless it has the most it may have.
-    fn open(self: &Arc<Self>, session_hash: &str) -> Option<SessionStream> {
-        let mut open = self.open.lock().expect("session streams lock");
-        let count = open.entry(session_hash.to_string()).or_default();
-        if *count >= self.max {
-            return None;
-        }
-        *count += 1;
-        Some(SessionStream {
-            streams: self.clone(),
-            session_hash: session_hash.to_string(),
-        })
-    }
-}
-
-/// One stream of a session, counted until dropped.
-struct SessionStream {
-    streams: Arc<SessionStreams>,
-    session_hash: String,
-}
-
-impl Drop for SessionStream {
-    fn drop(&mut self) {
-        let mut open = self.streams.open.lock().expect("session streams lock");
-        if let Some(count) = open.get_mut(&self.session_hash) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                open.remove(&self.session_hash);
-            }
-        }
     }
 }
 

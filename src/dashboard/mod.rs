@@ -33,10 +33,10 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::AppState;
 use crate::domain::runbook::{check_org, check_repo};
 use crate::domain::{RunbookStatus, StepCounts, StepNumber};
-use crate::ops::OpError;
+use crate::http::AppState;
+use crate::ops::{Action, OpError};
 use crate::store::{
     PullWithSteps, RunbookFilter, RunbookRecord, StepRecord, Store, StoreError, ThreadRecord,
 };
@@ -62,7 +62,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/runbooks", get(list))
         .route("/runbooks/{number}", get(detail))
         .route("/runbooks/{number}/events", get(live::events))
-        .route("/runbooks/{number}/execute", action(Action::Execute))
+        .route(
+            "/runbooks/{number}/execute",
+            action(Action::Execute { up_to: None }),
+        )
         .route("/runbooks/{number}/retry", action(Action::Retry))
         .route("/runbooks/{number}/cancel", action(Action::Cancel))
         .route(
@@ -419,14 +422,6 @@ pub struct ActionForm {
     step: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Action {
-    Execute,
-    Retry,
-    Cancel,
-    OpenPullRequest,
-}
-
 /// The route of one of the page's actions: a POST handled by [`act`].
 fn action(action: Action) -> MethodRouter<AppState> {
     post(
@@ -434,7 +429,9 @@ fn action(action: Action) -> MethodRouter<AppState> {
               reader: Reader,
               headers: HeaderMap,
               raw: Path<String>,
-              form: FormBody<ActionForm>| act(state, reader, headers, raw, form, action),
+              form: FormBody<ActionForm>| {
+            act(state, reader, headers, raw, form, action.clone())
+        },
     )
 }
 
@@ -455,10 +452,10 @@ async fn act(
     let form = form?;
     let number = runbook_number(&raw)?;
     let store = state.store().as_ref();
-    let (app, actor) = (&state.app, reader.actor());
-    let done = match action {
-        Action::Execute => {
-            let up_to = form
+    let action = match action {
+        // The step comes from the form (all of them when empty).
+        Action::Execute { .. } => Action::Execute {
+            up_to: form
                 .step
                 .as_deref()
                 .map(str::trim)
@@ -467,13 +464,11 @@ async fn act(
                 .transpose()
                 .map_err(|e| {
                     Failure::new(StatusCode::BAD_REQUEST, format!("`step` is invalid: {e}"))
-                })?;
-            app.execute(number, actor, up_to.as_ref()).await
-        }
-        Action::Retry => app.retry(number, actor).await,
-        Action::Cancel => app.cancel(number, actor).await,
-        Action::OpenPullRequest => app.open_pull_request(number, actor).await.map(|_| ()),
+                })?,
+        },
+        other => other,
     };
+    let done = state.app.act(number, reader.actor(), &action).await;
     let ctx = Ctx::signed_in(&state, &reader);
     match done {
         Ok(()) => Ok(redirect(&ctx.href(&format!("/runbooks/{number}")))),
@@ -487,15 +482,15 @@ async fn act(
             let view = RunbookView::visible(store, &reader, number)
                 .await?
                 .ok_or_else(|| Failure::runbook_not_found(number))?;
-            let reason = format!("{}: {e}.", action_name(action));
+            let reason = format!("{}: {e}.", action_name(&action));
             Ok(pages::detail(&ctx, &view, Some(&reason), e.status()))
         }
     }
 }
 
-fn action_name(action: Action) -> &'static str {
+fn action_name(action: &Action) -> &'static str {
     match action {
-        Action::Execute => "Could not execute",
+        Action::Execute { .. } => "Could not execute",
         Action::Retry => "Could not retry",
         Action::Cancel => "Could not cancel",
         Action::OpenPullRequest => "Could not open the pull request",

@@ -9,8 +9,8 @@ use sha2::{Digest, Sha256};
 
 use super::RunbookView;
 use super::session::Reader;
-use crate::api::AppState;
 use crate::domain::{PrMode, RunbookStatus, StepCounts};
+use crate::http::AppState;
 use crate::store::{RunbookRecord, StepRecord};
 
 /// What every page needs to know: where the dashboard lives, and who is looking.

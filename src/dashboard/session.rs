@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 use super::pages::{self, Ctx};
 use super::{Failure, FormBody, redirect};
-use crate::api::AppState;
+use crate::http::AppState;
 use crate::ops::Actor;
 use crate::store::{DashboardSession, NewDashboardSession, now_ms};
 use crate::tokens;
@@ -220,7 +220,7 @@ pub async fn login_form(
 /// the list; anything else shows the form again.
 pub async fn login(
     State(state): State<AppState>,
-    client: crate::api::client_addr::ClientAddr,
+    client: crate::http::client_addr::ClientAddr,
     headers: HeaderMap,
     form: FormBody<LoginForm>,
 ) -> Response {
@@ -237,7 +237,8 @@ pub async fn login(
         Err(failure) => return failure.into_response(),
     };
     let next = form.next.filter(|n| is_local_path(n));
-    if let Err(crate::api::ApiError::RateLimited { retry_after, .. }) = state.check_client(client) {
+    if let Err(crate::http::ApiError::RateLimited { retry_after, .. }) = state.check_client(client)
+    {
         let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
         let mut page = pages::login(
             &ctx,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 
-use crate::api::ApiError;
+use crate::http::ApiError;
 use crate::store::{PullWithSteps, StepRecord, Store, StoreError, ThreadRecord};
 
 /// The steps of a runbook, in plan order.

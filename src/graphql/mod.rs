@@ -38,9 +38,9 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Router};
 
-use crate::api::auth::Caller;
-use crate::api::json::JsonBody;
-use crate::api::{ApiError, AppState};
+use crate::http::auth::Caller;
+use crate::http::json::JsonBody;
+use crate::http::{ApiError, AppState};
 
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;

@@ -6,9 +6,10 @@ use super::loaders::Loaders;
 use super::query::{check_number, visible};
 use super::types::{PrMode, Runbook};
 use super::{OrGraphql, RequestContext};
-use crate::api::ApiError;
 use crate::api::runbooks::{CreateRunbookRequest, RepositoryRef, UpdateRunbookRequest};
 use crate::domain::StepNumber;
+use crate::http::ApiError;
+use crate::ops::Action;
 
 /// The repository a runbook runs against.
 #[derive(InputObject, Debug, Clone)]
@@ -88,7 +89,18 @@ impl MutationRoot {
         number: i64,
         step: Option<String>,
     ) -> async_graphql::Result<Runbook> {
-        act(ctx, number, Action::Execute(step)).await.or_graphql()
+        let up_to = check_number(number).and_then(|_| {
+            step.map(|step| {
+                step.parse::<StepNumber>()
+                    .map_err(|e| ApiError::BadRequest(format!("`step` is invalid: {e}")))
+            })
+            .transpose()
+        });
+        match up_to {
+            Ok(up_to) => act(ctx, number, Action::Execute { up_to }).await,
+            Err(error) => Err(error),
+        }
+        .or_graphql()
     }
 
     /// Runs the failed steps, and the not-started ones after them, again.
@@ -117,13 +129,6 @@ impl MutationRoot {
     ) -> async_graphql::Result<Runbook> {
         act(ctx, number, Action::OpenPullRequest).await.or_graphql()
     }
-}
-
-enum Action {
-    Execute(Option<String>),
-    Retry,
-    Cancel,
-    OpenPullRequest,
 }
 
 /// REST names its fields in snake case (`target_branch`); here they are the input's
@@ -219,21 +224,12 @@ async fn update(
 async fn act(ctx: &Context<'_>, number: i64, action: Action) -> Result<Runbook, ApiError> {
     let request = ctx.data_unchecked::<RequestContext>();
     let number = check_number(number)?;
-    let up_to = match &action {
-        Action::Execute(Some(step)) => Some(
-            step.parse::<StepNumber>()
-                .map_err(|e| ApiError::BadRequest(format!("`step` is invalid: {e}")))?,
-        ),
-        _ => None,
-    };
-    let (app, actor) = (&request.state.app, request.caller.actor());
-    match action {
-        Action::Execute(_) => app.execute(number, actor, up_to.as_ref()).await,
-        Action::Retry => app.retry(number, actor).await,
-        Action::Cancel => app.cancel(number, actor).await,
-        Action::OpenPullRequest => app.open_pull_request(number, actor).await.map(|_| ()),
-    }
-    .map_err(|e| request.caller.refused(&request.state, e))?;
+    request
+        .state
+        .app
+        .act(number, request.caller.actor(), &action)
+        .await
+        .map_err(|e| request.caller.refused(&request.state, e))?;
     changed(ctx);
     reread(ctx, number).await
 }

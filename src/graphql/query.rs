@@ -7,8 +7,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use super::loaders::{Loaders, Needs};
 use super::types::{PageInfo, Runbook, RunbookConnection, RunbookEdge, RunbookStatus, status_of};
 use super::{OrGraphql, RequestContext};
-use crate::api::ApiError;
 use crate::domain;
+use crate::http::ApiError;
 use crate::store::{RunbookFilter, RunbookRecord};
 
 /// Largest page of `runbooks`.

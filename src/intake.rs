@@ -74,7 +74,10 @@ async fn handle_pending(app: &App) {
                 tracing::warn!(delivery = %delivery.delivery_id, event = %delivery.event, error = %e, "webhook not handled");
             }
             if let Err(e) = store
-                .finish_delivery(&delivery.delivery_id, outcome.err().as_deref())
+                .finish_delivery(
+                    &delivery.delivery_id,
+                    outcome.err().map(|e| e.to_string()).as_deref(),
+                )
                 .await
             {
                 // Read again, it would come back at once: wait for the next wake-up instead.
@@ -111,11 +114,24 @@ async fn prune_handled(store: &dyn Store, retention: Duration) {
     }
 }
 
+/// Why a delivery was not handled; recorded with the delivery.
+#[derive(Debug, thiserror::Error)]
+enum IntakeError {
+    #[error("payload: {0}")]
+    Payload(#[from] serde_json::Error),
+    /// The payload does not have the event's shape (the parser says where).
+    #[error("{0}")]
+    Event(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Comment(#[from] crate::comment::handler::CommentError),
+}
+
 /// Acts on one delivery.
-async fn handle(app: &App, delivery: &DeliveryRecord) -> Result<(), String> {
-    let payload: serde_json::Value =
-        serde_json::from_str(&delivery.payload).map_err(|e| format!("payload: {e}"))?;
-    let event = webhook::parse(&delivery.event, &payload)?;
+async fn handle(app: &App, delivery: &DeliveryRecord) -> Result<(), IntakeError> {
+    let payload: serde_json::Value = serde_json::from_str(&delivery.payload)?;
+    let event = webhook::parse(&delivery.event, &payload).map_err(IntakeError::Event)?;
     tracing::info!(delivery = %delivery.delivery_id, event = %delivery.event, action = delivery.action.as_deref().unwrap_or(""), "webhook");
     let Some(github) = app.github() else {
         return Ok(());

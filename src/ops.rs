@@ -257,11 +257,16 @@ impl OpError {
     }
 }
 
-impl From<crate::engine::pulls::EffectError> for OpError {
-    fn from(error: crate::engine::pulls::EffectError) -> Self {
+/// The engine's errors are the store's, GitHub's, or a record that makes no sense (the
+/// operator's, as a store error would be).
+impl From<crate::engine::EngineError> for OpError {
+    fn from(error: crate::engine::EngineError) -> Self {
         match error {
-            crate::engine::pulls::EffectError::GitHub(e) => OpError::GitHub(e),
-            crate::engine::pulls::EffectError::Store(e) => OpError::Store(e),
+            crate::engine::EngineError::GitHub(e) => OpError::GitHub(e),
+            crate::engine::EngineError::Store(e) => OpError::Store(e),
+            crate::engine::EngineError::BadThread(repository) => {
+                OpError::Store(StoreError::Corrupt(format!("a thread in `{repository}`")))
+            }
         }
     }
 }

@@ -9,17 +9,38 @@
 use crate::domain::runbook::{check_text, limits, title_from_prompt};
 use crate::domain::{NewRunbook, status};
 use crate::engine::Engine;
+use crate::engine::EngineError;
+use crate::github::GitHubError;
 use crate::github::issues::Permission;
 use crate::github::webhook::IssueComment;
 use crate::github::{RepoInfo, Resolution};
-use crate::ops::{Action, Actor, App};
+use crate::ops::{Action, Actor, App, OpError};
 use crate::store::NewThread;
+use crate::store::StoreError;
 
 use super::command::{self, Command, CommandError, StartOptions};
 use crate::status_comment::marker;
 
+/// Why a command could not be carried out: the operator's to read (the database or GitHub
+/// failing), never a reply — what the commenter must know is answered in the thread.
+#[derive(Debug, thiserror::Error)]
+pub enum CommentError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    GitHub(#[from] GitHubError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    App(#[from] OpError),
+    #[error("a comment in `{0}`, which is not `owner/name`")]
+    BadRepository(String),
+    #[error("runbook {0} vanished while its comment was handled")]
+    Vanished(i64),
+}
+
 /// Handles an `issue_comment` delivery.
-pub async fn handle(app: &App, engine: &Engine, event: &IssueComment) -> Result<(), String> {
+pub async fn handle(app: &App, engine: &Engine, event: &IssueComment) -> Result<(), CommentError> {
     if event.action != "created" {
         // Edited and deleted comments start nothing.
         return Ok(());
@@ -32,14 +53,9 @@ pub async fn handle(app: &App, engine: &Engine, event: &IssueComment) -> Result<
         return Ok(());
     };
     let Some((org, name)) = event.repository.split_once('/') else {
-        return Err(format!("a comment in `{}`", event.repository));
+        return Err(CommentError::BadRepository(event.repository.clone()));
     };
-    let repo = match engine
-        .github()
-        .resolve(org, name)
-        .await
-        .map_err(|e| e.to_string())?
-    {
+    let repo = match engine.github().resolve(org, name).await? {
         Resolution::Found(repo) => repo,
         Resolution::NotInstalled => {
             tracing::warn!(repository = %event.repository, "a /runbook comment where the app is not installed");
@@ -50,10 +66,7 @@ pub async fn handle(app: &App, engine: &Engine, event: &IssueComment) -> Result<
     if let Err(e) = github.react(&repo, event.comment_id, "eyes").await {
         tracing::warn!(comment = event.comment_id, error = %e, "no reaction to a command");
     }
-    let permission = github
-        .permission(&repo, &event.author)
-        .await
-        .map_err(|e| e.to_string())?;
+    let permission = github.permission(&repo, &event.author).await?;
     let reply = match permission {
         Permission::ReadOnly => Some(format!(
             "Sorry @{}, only people with write access to {} can run runbooks here, so \
@@ -66,10 +79,7 @@ pub async fn handle(app: &App, engine: &Engine, event: &IssueComment) -> Result<
         },
     };
     if let Some(reply) = reply {
-        github
-            .comment(&repo, event.issue_number, &reply)
-            .await
-            .map_err(|e| e.to_string())?;
+        github.comment(&repo, event.issue_number, &reply).await?;
     }
     Ok(())
 }
@@ -90,9 +100,8 @@ async fn act(
     repo: &RepoInfo,
     event: &IssueComment,
     command: Command,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, CommentError> {
     let store = app.store().as_ref();
-    let e = |e: crate::store::StoreError| e.to_string();
     let command = match command {
         Command::Help => return Ok(Some(command::USAGE.to_string())),
         Command::Start(options) => return start(app, engine, repo, event, options).await,
@@ -101,8 +110,7 @@ async fn act(
     // Every other command acts on the thread's latest runbook.
     let Some(number) = store
         .latest_runbook_in_thread(&repo.full_name, event.issue_number)
-        .await
-        .map_err(e)?
+        .await?
     else {
         return Ok(Some(format!(
             "@{} no runbook has been started in this thread yet. Start one with \
@@ -123,28 +131,26 @@ async fn act(
     match app.act(number, writer, &action).await {
         Ok(()) => {
             // The status comment shows the change (the engine was woken by the command).
-            store.request_report(number).await.map_err(e)?;
+            store.request_report(number).await?;
             app.wake();
             Ok(None)
         }
         // The runbook's state does not allow it (nothing failed, nothing left…): say why.
         Err(error) if error.is_for_the_user() => Ok(Some(format!("@{} {error}.", event.author))),
-        Err(error) => Err(error.to_string()),
+        Err(error) => Err(error.into()),
     }
 }
 
 /// A short answer to `/runbook status`, pointing at the status comment.
-async fn status_reply(app: &App, engine: &Engine, number: i64) -> Result<String, String> {
+async fn status_reply(app: &App, engine: &Engine, number: i64) -> Result<String, CommentError> {
     let store = app.store();
-    let e = |e: crate::store::StoreError| e.to_string();
     let summary = store
         .runbook_summary(number)
-        .await
-        .map_err(e)?
-        .ok_or_else(|| format!("runbook {number} vanished"))?;
-    let thread = store.thread(number).await.map_err(e)?;
+        .await?
+        .ok_or(CommentError::Vanished(number))?;
+    let thread = store.thread(number).await?;
     // The status comment is brought up to date too.
-    store.request_report(number).await.map_err(e)?;
+    store.request_report(number).await?;
     app.wake();
     let counts = &summary.counts;
     let mut reply = format!(
@@ -172,7 +178,7 @@ async fn start(
     repo: &RepoInfo,
     event: &IssueComment,
     options: StartOptions,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, CommentError> {
     let issue_body = event.issue_body.as_deref().filter(|b| !b.trim().is_empty());
     let prompt = match options.prompt_or(issue_body) {
         Ok(prompt) => prompt,
@@ -246,24 +252,19 @@ async fn start(
         context: Some(context),
     };
     let store = app.store();
-    let e = |e: crate::store::StoreError| e.to_string();
-    let started = app
-        .start_in_thread(new, &thread)
-        .await
-        .map_err(|e| e.to_string())?;
+    let started = app.start_in_thread(new, &thread).await?;
     let (number, created) = (started.number, started.new);
     let record = store
         .thread(number)
-        .await
-        .map_err(e)?
-        .ok_or_else(|| format!("runbook {number} has no thread"))?;
+        .await?
+        .ok_or(CommentError::Vanished(number))?;
     if record.status_comment_id.is_some() {
         return Ok(None);
     }
     let body = engine
         .status_body(&record)
         .await?
-        .ok_or_else(|| format!("runbook {number} vanished"))?;
+        .ok_or(CommentError::Vanished(number))?;
     // Handled again after a crash: the status comment may have been written already.
     let existing = if created {
         None
@@ -272,16 +273,16 @@ async fn start(
     };
     let comment = match existing {
         Some(comment) => comment,
-        None => engine
-            .github()
-            .comment(repo, event.issue_number, &body)
-            .await
-            .map_err(|e| e.to_string())?,
+        None => {
+            engine
+                .github()
+                .comment(repo, event.issue_number, &body)
+                .await?
+        }
     };
     store
         .set_status_comment(number, comment.id, &comment.url, &body)
-        .await
-        .map_err(e)?;
+        .await?;
     // The runbook may have moved on while the comment was written: its lease holder (or the
     // next worker to take it) brings the comment up to date.
     app.wake();
@@ -297,7 +298,7 @@ async fn untrusted_body(
     engine: &Engine,
     repo: &RepoInfo,
     event: &IssueComment,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, CommentError> {
     let kind = if event.is_pull_request {
         "pull request"
     } else {
@@ -318,11 +319,7 @@ async fn untrusted_body(
         // The commenter's own permission was checked already.
         return Ok(None);
     }
-    let permission = engine
-        .github()
-        .permission(repo, writer)
-        .await
-        .map_err(|e| e.to_string())?;
+    let permission = engine.github().permission(repo, writer).await?;
     Ok(match permission {
         Permission::Write => None,
         Permission::ReadOnly => Some(refusal(&format!("@{writer}"))),
@@ -337,17 +334,11 @@ async fn find_status_comment(
     repo: &RepoInfo,
     issue: u64,
     number: i64,
-) -> Result<Option<crate::github::issues::Comment>, String> {
+) -> Result<Option<crate::github::issues::Comment>, CommentError> {
     let marker = marker(number);
     let github = engine.github();
-    let bot = format!(
-        "{}[bot]",
-        github.identity().await.map_err(|e| e.to_string())?.slug
-    );
-    let comments = github
-        .comments(repo, issue)
-        .await
-        .map_err(|e| e.to_string())?;
+    let bot = format!("{}[bot]", github.identity().await?.slug);
+    let comments = github.comments(repo, issue).await?;
     Ok(comments
         .into_iter()
         .find(|(_, body, author)| body.starts_with(&marker) && author.eq_ignore_ascii_case(&bot))

@@ -47,6 +47,18 @@ const RETRY_MAX: Duration = Duration::from_secs(300);
 /// How many times GitHub is asked for the project configuration before the plan fails.
 const PLAN_ATTEMPTS: u32 = 5;
 
+/// Why the engine could not bring GitHub up to date (or read what it needed for it).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    GitHub(#[from] crate::github::GitHubError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A thread recorded under a name that is not `owner/name`.
+    #[error("a thread in `{0}`")]
+    BadThread(String),
+}
+
 /// Why the project configuration could not be applied.
 #[derive(Debug, thiserror::Error)]
 enum ConfigError {
@@ -219,7 +231,7 @@ impl Engine {
                 {
                     tracing::warn!(runbook = number, %error, "project configuration not applied");
                     self.store
-                        .record_plan_failure(number, after, &prompt, &error, follow_up)
+                        .record_plan_failure(number, after, &prompt, &error.to_string(), follow_up)
                         .await?;
                     return Ok(true);
                 }
@@ -300,7 +312,7 @@ impl Engine {
     /// request left out.
     /// GitHub failing passingly (a 502, a rate limit) is tried again with a growing wait
     /// before the plan fails: it is not the runbook's fault.
-    async fn apply_project_config(&self, number: i64) -> Result<(), String> {
+    async fn apply_project_config(&self, number: i64) -> Result<(), ConfigError> {
         let mut attempt = 1;
         loop {
             match self.read_project_config(number).await {
@@ -310,7 +322,7 @@ impl Engine {
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
-                outcome => return outcome.map_err(|e| e.to_string()),
+                outcome => return outcome,
             }
         }
     }
@@ -343,7 +355,7 @@ impl Engine {
         number: i64,
         idle: bool,
         ending: Option<(&StepNumber, Option<&str>)>,
-    ) -> Result<(), pulls::EffectError> {
+    ) -> Result<(), EngineError> {
         let Some(runbook) = self.store.runbook(number).await? else {
             return Ok(());
         };
@@ -358,22 +370,15 @@ impl Engine {
     /// of the repository (it is set up again, from its branch, if this runbook gets more
     /// work), its pull requests are reconciled in full and its status comment brought up to
     /// date. An error means GitHub does not show everything yet.
-    async fn finish(&self, number: i64) -> Result<(), String> {
-        let Some(runbook) = self
-            .store
-            .runbook(number)
-            .await
-            .map_err(|e| e.to_string())?
-        else {
+    async fn finish(&self, number: i64) -> Result<(), EngineError> {
+        let Some(runbook) = self.store.runbook(number).await? else {
             return Ok(());
         };
         let full_name = format!("{}/{}", runbook.org, runbook.repo);
         if let Err(e) = self.repos.release(&full_name, number).await {
             tracing::warn!(runbook = number, error = %e, "working tree not released");
         }
-        self.reconcile(number, true, None)
-            .await
-            .map_err(|e| e.to_string())?;
+        self.reconcile(number, true, None).await?;
         self.try_report(number).await.map(|_| ())
     }
 
@@ -586,7 +591,9 @@ impl Worker {
             Ok(()) => store.settle_owed(number, version).await.map(|_| ()),
             Err(error) => {
                 let attempts = store
-                    .owed_failed(number, &error, &|attempts| retry_at(now_ms(), attempts))
+                    .owed_failed(number, &error.to_string(), &|attempts| {
+                        retry_at(now_ms(), attempts)
+                    })
                     .await;
                 if let Ok(attempts) = attempts {
                     tracing::warn!(runbook = number, attempts, %error, "GitHub not brought up to date; will retry");

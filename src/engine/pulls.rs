@@ -18,11 +18,11 @@
 
 use crate::domain::runbook::title_from_prompt;
 use crate::domain::{PrMode, StepNumber, StepState};
+use crate::github::RepoInfo;
 use crate::github::pulls::PullRequest;
-use crate::github::{GitHubError, RepoInfo};
 use crate::store::{RunbookRecord, StepRecord, StoreError};
 
-use super::Engine;
+use super::{Engine, EngineError};
 
 const WIP: &str = "[WIP] ";
 
@@ -166,15 +166,6 @@ pub fn wanted(
     wanted
 }
 
-/// Why the engine could not bring GitHub up to date.
-#[derive(Debug, thiserror::Error)]
-pub enum EffectError {
-    #[error(transparent)]
-    GitHub(#[from] GitHubError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
 impl Engine {
     /// The dashboard page of a runbook.
     pub(crate) fn dashboard(&self, number: i64) -> String {
@@ -198,7 +189,7 @@ impl Engine {
         repo: &RepoInfo,
         idle: bool,
         ending: Option<(&StepNumber, Option<&str>)>,
-    ) -> Result<(), EffectError> {
+    ) -> Result<(), EngineError> {
         let number = runbook.number;
         let mut steps = self.store.steps(number).await?;
         if let Some((ending, commit)) = ending
@@ -278,7 +269,7 @@ impl Engine {
         wanted: &[Wanted],
         back_at_work: &[u64],
         idle: bool,
-    ) -> Result<(), EffectError> {
+    ) -> Result<(), EngineError> {
         let number = runbook.number;
         let steps = self.store.steps(number).await?;
         let records = self.store.pull_request_records(number).await?;
@@ -371,7 +362,7 @@ impl Engine {
         repo: &RepoInfo,
         steps: &[StepRecord],
         w: &Wanted,
-    ) -> Result<(), EffectError> {
+    ) -> Result<(), EngineError> {
         let number = runbook.number;
         let body = body(runbook, steps, &self.dashboard(number));
         let pr = self
@@ -412,7 +403,7 @@ impl Engine {
     pub async fn open_manual_pull(
         &self,
         runbook: &RunbookRecord,
-    ) -> Result<Option<u64>, EffectError> {
+    ) -> Result<Option<u64>, EngineError> {
         let number = runbook.number;
         self.store.request_pull_request(number).await?;
         self.store.owe(number).await?;
@@ -479,7 +470,7 @@ pub fn runbook_branch(branch: &str) -> Option<(i64, Option<u32>)> {
 pub async fn track_pull_request(
     store: &dyn crate::store::Store,
     event: &crate::github::webhook::Event,
-) -> Result<bool, String> {
+) -> Result<bool, StoreError> {
     let crate::github::webhook::Event::PullRequest {
         action,
         repository,
@@ -496,20 +487,19 @@ pub async fn track_pull_request(
     let Some((number, top)) = runbook_branch(head) else {
         return Ok(false);
     };
-    let e = |e: crate::store::StoreError| e.to_string();
-    let Some(runbook) = store.runbook(number).await.map_err(e)? else {
+    let Some(runbook) = store.runbook(number).await? else {
         return Ok(false);
     };
     if !format!("{}/{}", runbook.org, runbook.repo).eq_ignore_ascii_case(repository) {
         return Ok(false);
     }
-    let records = store.pull_request_records(number).await.map_err(e)?;
+    let records = store.pull_request_records(number).await?;
     let known = records.iter().position(|r| r.number == *pr_number);
     match action.as_str() {
         "opened" | "reopened" => {
             if known.is_none() && top.is_none() {
                 // A person opened the PR of this runbook's branch: it is the runbook's PR.
-                let steps = store.steps(number).await.map_err(e)?;
+                let steps = store.steps(number).await?;
                 let committed: Vec<StepNumber> = steps
                     .iter()
                     .filter(|s| s.is_leaf && s.commit_sha.is_some())
@@ -517,30 +507,26 @@ pub async fn track_pull_request(
                     .collect();
                 store
                     .record_pull_request(number, *pr_number, url, &committed)
-                    .await
-                    .map_err(e)?;
+                    .await?;
                 store
                     .save_pull_request_details(number, *pr_number, node_id, head)
-                    .await
-                    .map_err(e)?;
+                    .await?;
                 tracing::info!(runbook = number, pr = pr_number, "pull request linked");
             }
             store
                 .set_pull_request_state(number, *pr_number, "open")
-                .await
-                .map_err(e)?;
+                .await?;
         }
         "closed" => {
             let state = if *merged { "merged" } else { "closed" };
             if *merged && known.is_some() {
                 // Owed before it is recorded: a crash in between leaves a reconciliation
                 // that finds nothing to do, never a merge nobody acts on.
-                store.owe(number).await.map_err(e)?;
+                store.owe(number).await?;
             }
             store
                 .set_pull_request_state(number, *pr_number, state)
-                .await
-                .map_err(e)?;
+                .await?;
             return Ok(*merged && known.is_some());
         }
         _ => {}

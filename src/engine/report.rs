@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::Engine;
+use super::{Engine, EngineError};
 use crate::domain::PrMode;
 use crate::status_comment::{StatusView, render};
 use crate::store::ThreadRecord;
@@ -25,18 +25,16 @@ impl Engine {
     pub(crate) async fn status_body(
         &self,
         thread: &ThreadRecord,
-    ) -> Result<Option<String>, String> {
-        let e = |e: crate::store::StoreError| e.to_string();
+    ) -> Result<Option<String>, EngineError> {
         let number = thread.runbook_number;
-        let Some(runbook) = self.store.runbook(number).await.map_err(e)? else {
+        let Some(runbook) = self.store.runbook(number).await? else {
             return Ok(None);
         };
-        let steps = self.store.steps(number).await.map_err(e)?;
+        let steps = self.store.steps(number).await?;
         let pull_requests = self
             .store
             .runbook_summary(number)
-            .await
-            .map_err(e)?
+            .await?
             .map(|s| s.pull_requests)
             .unwrap_or_default();
         let url = self.dashboard(number);
@@ -64,11 +62,10 @@ impl Engine {
         }
     }
 
-    pub(super) async fn try_report(&self, number: i64) -> Result<bool, String> {
-        let e = |e: crate::store::StoreError| e.to_string();
+    pub(super) async fn try_report(&self, number: i64) -> Result<bool, EngineError> {
         // Cleared before reading, so a request made while this report is written is not lost.
-        self.store.take_report_request(number).await.map_err(e)?;
-        let Some(thread) = self.store.thread(number).await.map_err(e)? else {
+        self.store.take_report_request(number).await?;
+        let Some(thread) = self.store.thread(number).await? else {
             return Ok(false);
         };
         let Some(comment_id) = thread.status_comment_id else {
@@ -82,21 +79,11 @@ impl Engine {
             return Ok(false);
         }
         let Some((org, name)) = thread.thread.repository.split_once('/') else {
-            return Err(format!("a thread in `{}`", thread.thread.repository));
+            return Err(EngineError::BadThread(thread.thread.repository.clone()));
         };
-        let repo = self
-            .github
-            .installed_repo(org, name)
-            .await
-            .map_err(|e| e.to_string())?;
-        self.github
-            .edit_comment(&repo, comment_id, &body)
-            .await
-            .map_err(|e| e.to_string())?;
-        self.store
-            .record_status_body(number, &body)
-            .await
-            .map_err(e)?;
+        let repo = self.github.installed_repo(org, name).await?;
+        self.github.edit_comment(&repo, comment_id, &body).await?;
+        self.store.record_status_body(number, &body).await?;
         Ok(true)
     }
 }

@@ -12,7 +12,9 @@ use crate::domain::runbook::{
     check_branch, check_description, check_email, check_org, check_repo, check_text, check_title,
     limits, normalize_labels, title_from_prompt,
 };
-use crate::domain::{FollowUp, NewRunbook, PrMode, RunbookStatus, RunbookSummary, StepCounts};
+use crate::domain::{
+    FieldError, FollowUp, NewRunbook, PrMode, RunbookStatus, RunbookSummary, StepCounts,
+};
 use crate::http::auth::Caller;
 use crate::http::error::ErrorBody;
 use crate::http::json::JsonBody;
@@ -124,7 +126,7 @@ impl RunbookDocument {
 
 impl CreateRunbookRequest {
     /// Checks every field; the first problem found is returned, naming its field.
-    pub fn validate(self) -> Result<NewRunbook, ApiError> {
+    pub fn validate(self) -> Result<NewRunbook, FieldError> {
         check_org("repository.org", &self.repository.org)?;
         check_repo("repository.name", &self.repository.name)?;
         check_text("prompt", &self.prompt, limits::PROMPT_CHARS)?;
@@ -162,7 +164,8 @@ impl CreateRunbookRequest {
 }
 
 impl UpdateRunbookRequest {
-    pub fn validate(self) -> Result<FollowUp, ApiError> {
+    /// Checks every field; the first problem found is returned, naming its field.
+    pub fn validate(self) -> Result<FollowUp, FieldError> {
         check_text("prompt", &self.prompt, limits::PROMPT_CHARS)?;
         if let Some(description) = &self.description {
             check_description("description", description)?;

@@ -7,7 +7,7 @@ use super::query::{check_number, visible};
 use super::types::{PrMode, Runbook};
 use super::{OrGraphql, RequestContext};
 use crate::api::runbooks::{CreateRunbookRequest, RepositoryRef, UpdateRunbookRequest};
-use crate::domain::StepNumber;
+use crate::domain::{FieldError, StepNumber};
 use crate::http::ApiError;
 use crate::ops::Action;
 
@@ -131,31 +131,26 @@ impl MutationRoot {
     }
 }
 
-/// REST names its fields in snake case (`target_branch`); here they are the input's
-/// (`input.targetBranch`). Validation messages start with the field's name in backquotes.
-fn input_field_names(error: ApiError) -> ApiError {
-    let ApiError::BadRequest(message) = error else {
-        return error;
-    };
-    let renamed = message
-        .strip_prefix('`')
-        .and_then(|rest| rest.split_once('`'))
-        .map(|(field, tail)| {
-            let mut camel = String::with_capacity(field.len());
-            let mut upper = false;
-            for c in field.chars() {
-                match c {
-                    '_' => upper = true,
-                    c if upper => {
-                        camel.extend(c.to_uppercase());
-                        upper = false;
-                    }
-                    c => camel.push(c),
+/// A rejected field named as the input names it: REST's path in snake case
+/// (`repository.org`, `target_branch`) becomes `input.repository.org`, `input.targetBranch`.
+fn input_field_names(error: FieldError) -> ApiError {
+    let camel = |segment: &str| {
+        let mut out = String::with_capacity(segment.len());
+        let mut upper = false;
+        for c in segment.chars() {
+            match c {
+                '_' => upper = true,
+                c if upper => {
+                    out.extend(c.to_uppercase());
+                    upper = false;
                 }
+                c => out.push(c),
             }
-            format!("`input.{camel}`{tail}")
-        });
-    ApiError::BadRequest(renamed.unwrap_or(message))
+        }
+        out
+    };
+    let path: Vec<String> = error.field.split('.').map(camel).collect();
+    FieldError::new(format!("input.{}", path.join(".")), error.problem).into()
 }
 
 /// After a change: what the request read before is stale.
@@ -240,22 +235,26 @@ mod tests {
 
     #[test]
     fn validation_messages_name_the_input_fields() {
-        let renamed = |m: &str| match input_field_names(ApiError::BadRequest(m.into())) {
-            ApiError::BadRequest(m) => m,
-            other => panic!("{other:?}"),
-        };
+        let renamed =
+            |field: &str, problem: &str| match input_field_names(FieldError::new(field, problem)) {
+                ApiError::BadRequest(m) => m,
+                other => panic!("{other:?}"),
+            };
         assert_eq!(
-            renamed("`target_branch` is not a valid branch name"),
+            renamed("target_branch", "is not a valid branch name"),
             "`input.targetBranch` is not a valid branch name"
         );
         assert_eq!(
-            renamed("`repository.org` must not be empty"),
+            renamed("repository.org", "must not be empty"),
             "`input.repository.org` must not be empty"
         );
         assert_eq!(
-            renamed("`labels[2]` is empty"),
+            renamed("labels[2]", "is empty"),
             "`input.labels[2]` is empty"
         );
-        assert_eq!(renamed("no field here"), "no field here");
+        assert_eq!(
+            renamed("author_email", "is not an e-mail address"),
+            "`input.authorEmail` is not an e-mail address"
+        );
     }
 }

@@ -18,10 +18,10 @@ use crate::store::{NewThread, StepRecord, Store, StoreError, TokenInfo};
 /// Who asks, and so which runbooks they may see and act on.
 #[derive(Debug, Clone, Copy)]
 pub enum Actor<'a> {
-    /// An API token: its organisations. `confirm`, the token's hash when this process took
-    /// the token from its cache, is checked against the database in the same round trip as
-    /// the runbook's read, so a token revoked elsewhere stops at once (REST, GraphQL); a
-    /// dashboard session's token is confirmed with its session and passes `None`.
+    /// An API token: its organisations. `confirm`, the token's hash, is checked against the
+    /// database in the same round trip as the runbook's read, so a token this process has
+    /// cached but another revoked stops at once (REST and GraphQL pass it); a dashboard
+    /// session's token is confirmed with its session and passes `None`.
     Token {
         token: &'a TokenInfo,
         confirm: Option<&'a str>,

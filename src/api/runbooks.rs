@@ -201,10 +201,9 @@ impl<S: Send + Sync> FromRequestParts<S> for RunbookNumber {
 
 /// Parses the `<runbook_number>` path segment: a positive whole number.
 pub(super) fn runbook_number(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|n| *n > 0 && raw.bytes().all(|b| b.is_ascii_digit()))
-        .ok_or_else(|| {
+    raw.parse::<crate::domain::RunbookNumber>()
+        .map(|n| n.get())
+        .map_err(|_| {
             ApiError::BadRequest(format!(
                 "`runbook_number` must be a positive whole number, not `{raw}`"
             ))

@@ -254,10 +254,9 @@ impl RunbookView {
 
 /// A runbook number from the path: a positive whole number.
 fn runbook_number(raw: &str) -> Result<i64, Failure> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|n| *n > 0 && raw.bytes().all(|b| b.is_ascii_digit()))
-        .ok_or_else(|| Failure::runbook_not_found(raw))
+    raw.parse::<crate::domain::RunbookNumber>()
+        .map(|n| n.get())
+        .map_err(|_| Failure::runbook_not_found(raw))
 }
 
 async fn home(State(state): State<AppState>) -> Response {

@@ -5,7 +5,7 @@ pub mod runbook;
 pub mod status;
 pub mod step;
 
-pub use runbook::{FieldError, FollowUp, NewRunbook, PrMode};
+pub use runbook::{FieldError, FollowUp, NewRunbook, NotARunbookNumber, PrMode, RunbookNumber};
 pub use status::{RunbookStatus, ShownState, StepCounts, status};
 pub use step::{Plan, PlanError, PlannedStep, StepNumber, StepState};
 

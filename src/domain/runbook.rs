@@ -69,6 +69,54 @@ impl FromStr for PrMode {
     }
 }
 
+/// A runbook's number: a positive whole number of 64 bits, written in decimal digits only
+/// (no sign, no spaces). Parsed here once for every front door, which says what is wrong in
+/// its own words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RunbookNumber(i64);
+
+/// Not a runbook number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a runbook number is a positive whole number")]
+pub struct NotARunbookNumber;
+
+impl RunbookNumber {
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl std::str::FromStr for RunbookNumber {
+    type Err = NotARunbookNumber;
+
+    fn from_str(raw: &str) -> Result<Self, NotARunbookNumber> {
+        if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(NotARunbookNumber);
+        }
+        raw.parse::<i64>()
+            .map_err(|_| NotARunbookNumber)
+            .and_then(Self::try_from)
+    }
+}
+
+impl TryFrom<i64> for RunbookNumber {
+    type Error = NotARunbookNumber;
+
+    fn try_from(number: i64) -> Result<Self, NotARunbookNumber> {
+        if number > 0 {
+            Ok(Self(number))
+        } else {
+            Err(NotARunbookNumber)
+        }
+    }
+}
+
+impl std::fmt::Display for RunbookNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// A request field that was rejected, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{field}` {problem}")]
@@ -479,6 +527,47 @@ pub struct FollowUp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runbook_numbers() {
+        assert_eq!(
+            "12".parse::<RunbookNumber>().map(RunbookNumber::get),
+            Ok(12)
+        );
+        assert_eq!(
+            "9223372036854775807"
+                .parse::<RunbookNumber>()
+                .map(RunbookNumber::get),
+            Ok(i64::MAX)
+        );
+        for bad in [
+            "0",
+            "-1",
+            "+1",
+            " 1",
+            "abc",
+            "1.5",
+            "99999999999999999999",
+            "",
+        ] {
+            assert_eq!(
+                bad.parse::<RunbookNumber>(),
+                Err(NotARunbookNumber),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            RunbookNumber::try_from(7).map(|n| n.to_string()),
+            Ok("7".into())
+        );
+        for bad in [0, -1, i64::MIN] {
+            assert_eq!(
+                RunbookNumber::try_from(bad),
+                Err(NotARunbookNumber),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn org_names() {

@@ -81,13 +81,13 @@ impl QueryRoot {
 
 /// Checks a runbook number argument: a positive whole number, as in REST paths.
 pub(crate) fn check_number(number: i64) -> Result<i64, ApiError> {
-    if number > 0 {
-        Ok(number)
-    } else {
-        Err(ApiError::BadRequest(format!(
-            "`number` must be a positive whole number, not `{number}`"
-        )))
-    }
+    crate::domain::RunbookNumber::try_from(number)
+        .map(|n| n.get())
+        .map_err(|_| {
+            ApiError::BadRequest(format!(
+                "`number` must be a positive whole number, not `{number}`"
+            ))
+        })
 }
 
 /// The runbook, when it exists and the caller may see it.

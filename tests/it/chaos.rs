@@ -8,7 +8,7 @@
 //!
 //! Seeded and reproducible in what it decides (prompts, kill times, faults): the seed is
 //! printed; `RUNBOOKS_CHAOS_SEED=<n>` replays it. The test in the suite is small enough for
-//! CI; `cargo test --test chaos -- --ignored` runs a longer one.
+//! CI; `cargo test --test it chaos_long -- --ignored` runs a longer one.
 
 use crate::support;
 
@@ -458,7 +458,7 @@ async fn every_runbook_reaches_its_final_state_through_kills_and_faults_on_postg
     .await;
 }
 
-/// The longer run, for local use: `cargo test --release --test chaos -- --ignored`.
+/// The longer run, for local use: `cargo test --release --test it chaos_long -- --ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn chaos_long() {

@@ -1102,7 +1102,7 @@ async fn a_fragment_bomb_is_refused_before_validation() {
 }
 
 /// What the endpoint did with the bomb before: async-graphql's own parse and validation,
-/// timed. Run by hand: `cargo test --test graphql -- --ignored --nocapture`.
+/// timed. Run by hand: `cargo test --test it graphql -- --ignored --nocapture`.
 #[tokio::test]
 #[ignore = "a measurement: seconds of CPU"]
 async fn the_fragment_bomb_as_async_graphql_alone_sees_it() {

@@ -264,8 +264,8 @@ impl From<crate::engine::EngineError> for OpError {
         match error {
             crate::engine::EngineError::GitHub(e) => OpError::GitHub(e),
             crate::engine::EngineError::Store(e) => OpError::Store(e),
-            crate::engine::EngineError::BadThread(repository) => {
-                OpError::Store(StoreError::Corrupt(format!("a thread in `{repository}`")))
+            bad @ crate::engine::EngineError::BadThread(_) => {
+                OpError::Store(StoreError::Corrupt(bad.to_string()))
             }
         }
     }

@@ -8,18 +8,15 @@
 
 use crate::domain::runbook::{check_text, limits, title_from_prompt};
 use crate::domain::{NewRunbook, status};
-use crate::engine::Engine;
-use crate::engine::EngineError;
-use crate::github::GitHubError;
+use crate::engine::{Engine, EngineError};
 use crate::github::issues::Permission;
 use crate::github::webhook::IssueComment;
-use crate::github::{RepoInfo, Resolution};
+use crate::github::{GitHubError, RepoInfo, Resolution};
 use crate::ops::{Action, Actor, App, OpError};
-use crate::store::NewThread;
-use crate::store::StoreError;
+use crate::status_comment::marker;
+use crate::store::{NewThread, StoreError};
 
 use super::command::{self, Command, CommandError, StartOptions};
-use crate::status_comment::marker;
 
 /// Why a command could not be carried out: the operator's to read (the database or GitHub
 /// failing), never a reply — what the commenter must know is answered in the thread.
@@ -130,7 +127,8 @@ async fn act(
     };
     match app.act(number, writer, &action).await {
         Ok(()) => {
-            // The status comment shows the change (the engine was woken by the command).
+            // The status comment shows the change: a report asked for after the command
+            // woke the engine, so woken again for it.
             store.request_report(number).await?;
             app.wake();
             Ok(None)

@@ -442,8 +442,8 @@ impl SignalsBlocked {
 
 impl Drop for SignalsBlocked {
     fn drop(&mut self) {
-        // SAFETY: restores the mask saved by `new` on this same thread (the guard is not
-        // Send: libc::sigset_t is, but it lives in a local of the closure above).
+        // SAFETY: restores the mask `new` saved, on the thread that blocked the signals:
+        // the guard is a local of the closure `blocking` runs, dropped where it was made.
         unsafe {
             libc::pthread_sigmask(libc::SIG_SETMASK, &self.previous, std::ptr::null_mut());
         }

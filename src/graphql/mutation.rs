@@ -89,18 +89,15 @@ impl MutationRoot {
         number: i64,
         step: Option<String>,
     ) -> async_graphql::Result<Runbook> {
-        let up_to = check_number(number).and_then(|_| {
-            step.map(|step| {
+        let up_to = step
+            .map(|step| {
                 step.parse::<StepNumber>()
                     .map_err(|e| ApiError::BadRequest(format!("`step` is invalid: {e}")))
             })
-            .transpose()
-        });
-        match up_to {
-            Ok(up_to) => act(ctx, number, Action::Execute { up_to }).await,
-            Err(error) => Err(error),
-        }
-        .or_graphql()
+            .transpose();
+        act(ctx, number, up_to.map(|up_to| Action::Execute { up_to }))
+            .await
+            .or_graphql()
     }
 
     /// Runs the failed steps, and the not-started ones after them, again.
@@ -109,7 +106,7 @@ impl MutationRoot {
         ctx: &Context<'_>,
         number: i64,
     ) -> async_graphql::Result<Runbook> {
-        act(ctx, number, Action::Retry).await.or_graphql()
+        act(ctx, number, Ok(Action::Retry)).await.or_graphql()
     }
 
     /// Stops the runbook: the running step fails with `cancelled`, queued steps wait.
@@ -118,7 +115,7 @@ impl MutationRoot {
         ctx: &Context<'_>,
         number: i64,
     ) -> async_graphql::Result<Runbook> {
-        act(ctx, number, Action::Cancel).await.or_graphql()
+        act(ctx, number, Ok(Action::Cancel)).await.or_graphql()
     }
 
     /// Opens the pull request of a `MANUAL` runbook's branch now.
@@ -127,7 +124,9 @@ impl MutationRoot {
         ctx: &Context<'_>,
         number: i64,
     ) -> async_graphql::Result<Runbook> {
-        act(ctx, number, Action::OpenPullRequest).await.or_graphql()
+        act(ctx, number, Ok(Action::OpenPullRequest))
+            .await
+            .or_graphql()
     }
 }
 
@@ -216,9 +215,16 @@ async fn update(
     reread(ctx, number).await
 }
 
-async fn act(ctx: &Context<'_>, number: i64, action: Action) -> Result<Runbook, ApiError> {
+/// Carries out `action` (already read from the arguments, or why it could not be; the
+/// number is checked first), then answers the runbook as it is now.
+async fn act(
+    ctx: &Context<'_>,
+    number: i64,
+    action: Result<Action, ApiError>,
+) -> Result<Runbook, ApiError> {
     let request = ctx.data_unchecked::<RequestContext>();
     let number = check_number(number)?;
+    let action = action?;
     request
         .state
         .app

@@ -73,6 +73,30 @@ impl TokenCache {
             .remove(hash);
     }
 
+    /// The token of `hash` and whether it came from the cache. On a miss `look_up` answers
+    /// it; requests presenting the same hash at once run it only once: the others wait for
+    /// that lookup and take its answer from the cache.
+    async fn get_or_look_up(
+        &self,
+        hash: &str,
+        look_up: impl Future<Output = Result<Option<TokenInfo>, ApiError>>,
+    ) -> Result<(TokenInfo, bool), ApiError> {
+        if let Some(token) = self.get(hash) {
+            return Ok((token, true));
+        }
+        let lock = self.lookup_lock(hash);
+        let _looking = lock.lock().await;
+        if let Some(token) = self.get(hash) {
+            return Ok((token, true));
+        }
+        let found = look_up.await;
+        if let Ok(Some(token)) = &found {
+            self.insert(hash.to_string(), token.clone());
+        }
+        self.lookup_done(hash);
+        Ok((found?.ok_or_else(invalid)?, false))
+    }
+
     /// Drops a token found revoked.
     pub fn forget(&self, hash: &str) {
         self.entries.write().expect("token cache lock").remove(hash);
@@ -102,10 +126,10 @@ impl Caller {
     /// The answer for a command the application refused; a token found revoked also leaves
     /// the cache.
     pub fn refused(&self, state: &AppState, error: OpError) -> ApiError {
-        if matches!(error, OpError::TokenRevoked) {
-            state.tokens.forget(&self.token_hash);
+        match error {
+            OpError::TokenRevoked => self.revoked(state),
+            error => error.into(),
         }
-        error.into()
     }
 
     /// Makes sure the token is still active before a write.
@@ -191,31 +215,13 @@ impl FromRequestParts<AppState> for Caller {
             return Err(invalid());
         }
         let token_hash = tokens::hash(presented);
-        let (token, cached) = match state.tokens.get(&token_hash) {
-            Some(token) => (token, true),
-            None => {
-                let lock = state.tokens.lookup_lock(&token_hash);
-                let _looking = lock.lock().await;
-                // Found by the lookup this request waited for.
-                if let Some(token) = state.tokens.get(&token_hash) {
-                    (token, true)
-                } else {
-                    let found = match state.check_client(client()) {
-                        Ok(()) => state
-                            .store()
-                            .active_token(&token_hash)
-                            .await
-                            .map_err(Into::into),
-                        Err(refused) => Err(refused),
-                    };
-                    if let Ok(Some(token)) = &found {
-                        state.tokens.insert(token_hash.clone(), token.clone());
-                    }
-                    state.tokens.lookup_done(&token_hash);
-                    (found?.ok_or_else(invalid)?, false)
-                }
-            }
-        };
+        let (token, cached) = state
+            .tokens
+            .get_or_look_up(&token_hash, async {
+                state.check_client(client())?;
+                Ok(state.store().active_token(&token_hash).await?)
+            })
+            .await?;
         if let Some(limiter) = &state.limiter
             && let Err(not_until) = limiter.check_key(&token.id)
         {

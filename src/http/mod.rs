@@ -1,7 +1,8 @@
 //! What the HTTP front doors (the REST API, GraphQL, the dashboard) share: the state every
 //! handler gets, bearer-token authentication and its cache, client addresses and their
 //! limits, the JSON body extractor, and the error answer. Below `api/`, `graphql/` and
-//! `dashboard/`, which use it and not each other's; `routes.rs` puts them together.
+//! `dashboard/`, which take their state from here rather than from one another;
+//! `routes.rs` puts them together.
 
 pub mod auth;
 pub mod client_addr;

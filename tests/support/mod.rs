@@ -338,6 +338,20 @@ pub async fn expect_error(
     (headers, message)
 }
 
+/// Sends only the head of a JSON request whose declared body is 2 MiB, over the limit, as
+/// the server's token, from a raw client: the server answers before reading the body, and
+/// the test reads that answer instead of racing it with an upload (reqwest may end in a
+/// reset). Its status and body.
+pub async fn declared_too_large(t: &TestServer, method: &str, path: &str) -> (u16, String) {
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        t.token,
+        2 * 1024 * 1024
+    );
+    raw_exchange(&t.base, &head, &[]).await
+}
+
 /// Writes a request head and body chunks over a plain TCP connection, then reads the
 /// answer: its status and body.
 pub async fn raw_exchange(base: &str, head: &str, chunks: &[String]) -> (u16, String) {

@@ -10,7 +10,10 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 
 use crate::domain::lifecycle::{self, Leaf};
-use crate::domain::{FollowUp, NewRunbook, PrMode, RunbookSummary, StepNumber, StepState};
+use crate::domain::{
+    FieldError, FollowUpRequest, NewRunbook, PrMode, RunbookRequest, RunbookSummary, StepNumber,
+    StepState,
+};
 use crate::engine::Engine;
 use crate::github::{GitHubApp, GitHubError, Resolution};
 use crate::store::{NewThread, StepRecord, Store, StoreError, TokenInfo};
@@ -127,8 +130,9 @@ impl App {
         }
     }
 
-    /// Creates a runbook (already validated) for a token: see [`create_runbook`].
-    pub async fn create(&self, mut new: NewRunbook, by: &TokenInfo) -> Result<Created, OpError> {
+    /// Checks the request and creates the runbook for a token: see [`create_runbook`].
+    pub async fn create(&self, request: RunbookRequest, by: &TokenInfo) -> Result<Created, OpError> {
+        let mut new = request.validate()?;
         let number =
             create_runbook(self.store.as_ref(), self.github.as_deref(), &mut new, by).await?;
         self.wake();
@@ -139,14 +143,15 @@ impl App {
         })
     }
 
-    /// Starts a runbook from a `/runbook` comment in `thread` (the commenter's permission
-    /// and the repository checked by the comment handler), or finds the one this comment
-    /// started already (the delivery handled again after a crash).
+    /// Checks the request and starts the runbook from a `/runbook` comment in `thread` (the
+    /// commenter's permission and the repository checked by the comment handler), or finds
+    /// the one this comment started already (the delivery handled again after a crash).
     pub async fn start_in_thread(
         &self,
-        new: NewRunbook,
+        request: RunbookRequest,
         thread: &NewThread,
     ) -> Result<Created, OpError> {
+        let new = request.validate()?;
         let (number, created) = self.store.create_runbook_in_thread(&new, thread).await?;
         if created {
             tracing::info!(runbook = number, repository = %thread.repository, issue = thread.issue_number, by = %thread.requested_by, "runbook started from a comment");
@@ -159,15 +164,18 @@ impl App {
         })
     }
 
-    /// Records a follow-up instruction (validated): see [`update_runbook`].
+    /// Checks the follow-up instruction and records it: see [`update_runbook`]. The
+    /// request is checked before the runbook is looked up, as a malformed request is wrong
+    /// whichever runbook it names.
     pub async fn follow_up(
         &self,
         number: i64,
         actor: Actor<'_>,
-        follow_up: &FollowUp,
+        request: FollowUpRequest,
     ) -> Result<(), OpError> {
+        let follow_up = request.validate()?;
         self.visible(number, actor).await?;
-        update_runbook(self.store.as_ref(), number, follow_up).await?;
+        update_runbook(self.store.as_ref(), number, &follow_up).await?;
         self.wake();
         Ok(())
     }
@@ -192,6 +200,10 @@ impl App {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {
+    /// A field of the request is not acceptable; each front door names the field its own
+    /// way ([`FieldError::field`]).
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
     #[error("runbook {0} has no plan yet; execute it once its steps exist")]
     NoPlan(i64),
     #[error("`step` {step} is not a step of runbook {number}")]
@@ -233,6 +245,7 @@ impl OpError {
     /// The HTTP status of each case, for every front door that speaks HTTP.
     pub fn status(&self) -> StatusCode {
         match self {
+            OpError::Invalid(_) => StatusCode::BAD_REQUEST,
             OpError::NotFound(_) => StatusCode::NOT_FOUND,
             OpError::TokenRevoked => StatusCode::UNAUTHORIZED,
             OpError::Forbidden(_) | OpError::ForbiddenOwner { .. } => StatusCode::FORBIDDEN,
@@ -342,7 +355,7 @@ async fn create_runbook(
 async fn update_runbook(
     store: &dyn Store,
     number: i64,
-    follow_up: &FollowUp,
+    follow_up: &crate::domain::FollowUp,
 ) -> Result<(), OpError> {
     if !store.add_follow_up(number, follow_up).await? {
         return Err(OpError::NotFound(number));

@@ -8,12 +8,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::schema::{self, BodyErrors, NumberErrors, TokenErrors};
-use crate::domain::runbook::{
-    check_branch, check_description, check_email, check_org, check_repo, check_text, check_title,
-    limits, normalize_labels, title_from_prompt,
-};
 use crate::domain::{
-    FieldError, FollowUp, NewRunbook, PrMode, RunbookStatus, RunbookSummary, StepCounts,
+    FollowUpRequest, PrMode, RunbookRequest, RunbookStatus, RunbookSummary, StepCounts,
 };
 use crate::http::auth::Caller;
 use crate::http::error::ErrorBody;
@@ -124,58 +120,32 @@ impl RunbookDocument {
     }
 }
 
-impl CreateRunbookRequest {
-    /// Checks every field; the first problem found is returned, naming its field.
-    pub fn validate(self) -> Result<NewRunbook, FieldError> {
-        check_org("repository.org", &self.repository.org)?;
-        check_repo("repository.name", &self.repository.name)?;
-        check_text("prompt", &self.prompt, limits::PROMPT_CHARS)?;
-        if let Some(title) = &self.title {
-            check_title("title", title)?;
+/// The body as the application layer takes it, to check and carry out.
+impl From<CreateRunbookRequest> for RunbookRequest {
+    fn from(request: CreateRunbookRequest) -> Self {
+        RunbookRequest {
+            org: request.repository.org,
+            repo: request.repository.name,
+            prompt: request.prompt,
+            title: request.title,
+            oneshot: request.oneshot,
+            draft: request.draft,
+            pr_mode: request.pr_mode,
+            target_branch: request.target_branch,
+            description: request.description,
+            labels: request.labels,
+            author_email: request.author_email,
         }
-        if let Some(branch) = &self.target_branch {
-            check_branch("target_branch", branch)?;
-        }
-        if let Some(description) = &self.description {
-            check_description("description", description)?;
-        }
-        let labels = normalize_labels("labels", self.labels.as_deref().unwrap_or_default())?;
-        if let Some(email) = &self.author_email {
-            check_email("author_email", email)?;
-        }
-        let title = match self.title {
-            Some(title) => title.trim().to_string(),
-            None => title_from_prompt(&self.prompt),
-        };
-        Ok(NewRunbook {
-            org: self.repository.org,
-            repo: self.repository.name,
-            title,
-            prompt: self.prompt,
-            oneshot: self.oneshot.unwrap_or(true),
-            draft: self.draft,
-            pr_mode: self.pr_mode,
-            target_branch: self.target_branch,
-            description: self.description.filter(|d| !d.is_empty()),
-            labels,
-            author_email: self.author_email,
-        })
     }
 }
 
-impl UpdateRunbookRequest {
-    /// Checks every field; the first problem found is returned, naming its field.
-    pub fn validate(self) -> Result<FollowUp, FieldError> {
-        check_text("prompt", &self.prompt, limits::PROMPT_CHARS)?;
-        if let Some(description) = &self.description {
-            check_description("description", description)?;
+impl From<UpdateRunbookRequest> for FollowUpRequest {
+    fn from(request: UpdateRunbookRequest) -> Self {
+        FollowUpRequest {
+            prompt: request.prompt,
+            description: request.description,
+            labels: request.labels,
         }
-        let labels = normalize_labels("labels", self.labels.as_deref().unwrap_or_default())?;
-        Ok(FollowUp {
-            prompt: self.prompt,
-            description: self.description,
-            labels,
-        })
     }
 }
 
@@ -246,11 +216,10 @@ pub async fn create_runbook(
     caller: Caller,
     JsonBody(request): JsonBody<CreateRunbookRequest>,
 ) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
-    let new = request.validate()?;
     caller.confirm(&state).await?;
     let created = state
         .app
-        .create(new, &caller.token)
+        .create(request.into(), &caller.token)
         .await
         .map_err(|e| caller.refused(&state, e))?;
     let summary = RunbookSummary {
@@ -312,10 +281,9 @@ pub async fn update_runbook(
     RunbookNumber(number): RunbookNumber,
     JsonBody(request): JsonBody<UpdateRunbookRequest>,
 ) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
-    let follow_up = request.validate()?;
     state
         .app
-        .follow_up(number, caller.actor(), &follow_up)
+        .follow_up(number, caller.actor(), request.into())
         .await
         .map_err(|e| caller.refused(&state, e))?;
     let summary = visible_summary(&state, &caller, number).await?;

@@ -6,8 +6,8 @@
 //! know (a refusal, a mistake, a state that does not allow the command); progress goes to
 //! the one status comment per runbook, which the engine keeps up to date.
 
-use crate::domain::runbook::{check_text, limits, title_from_prompt};
-use crate::domain::{NewRunbook, status};
+use crate::domain::runbook::title_from_prompt;
+use crate::domain::{RunbookRequest, status};
 use crate::engine::{Engine, EngineError};
 use crate::github::issues::Permission;
 use crate::github::webhook::IssueComment;
@@ -186,9 +186,6 @@ async fn start(
     if !from_comment && let Some(refusal) = untrusted_body(engine, repo, event).await? {
         return Ok(Some(refusal));
     }
-    if let Err(error) = check_text("prompt", &prompt, limits::PROMPT_CHARS) {
-        return Ok(Some(format!("@{} {error}.", event.author)));
-    }
     let kind = if event.is_pull_request {
         "Pull request"
     } else {
@@ -203,27 +200,17 @@ async fn start(
         ),
         _ => format!("{kind} #{}: {}", event.issue_number, event.issue_title),
     };
-    let title = if from_comment {
-        title_from_prompt(&prompt)
-    } else {
-        title_from_prompt(&event.issue_title)
-    };
-    let new = NewRunbook {
-        org: repo
-            .full_name
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_string(),
-        repo: repo
-            .full_name
-            .split('/')
-            .nth(1)
-            .unwrap_or_default()
-            .to_string(),
-        title,
+    let (org, name) = repo
+        .full_name
+        .split_once('/')
+        .ok_or_else(|| CommentError::BadRepository(repo.full_name.clone()))?;
+    let request = RunbookRequest {
+        org: org.to_string(),
+        repo: name.to_string(),
+        // From the prompt when it is the comment's; else the thread names the task.
+        title: (!from_comment).then(|| title_from_prompt(&event.issue_title)),
         prompt,
-        oneshot: !options.plan_only,
+        oneshot: Some(!options.plan_only),
         draft: options.draft,
         pr_mode: options.pr_mode,
         target_branch: Some(
@@ -237,7 +224,7 @@ async fn start(
             "From #{}, requested by @{}.",
             event.issue_number, event.author
         )),
-        labels: Vec::new(),
+        labels: None,
         author_email: None,
     };
     let thread = NewThread {
@@ -250,7 +237,12 @@ async fn start(
         context: Some(context),
     };
     let store = app.store();
-    let started = app.start_in_thread(new, &thread).await?;
+    let started = match app.start_in_thread(request, &thread).await {
+        Ok(started) => started,
+        // A prompt too long, say: the commenter is told, the field named as the API names it.
+        Err(OpError::Invalid(error)) => return Ok(Some(format!("@{} {error}.", event.author))),
+        Err(e) => return Err(e.into()),
+    };
     let (number, created) = (started.number, started.new);
     let record = store
         .thread(number)

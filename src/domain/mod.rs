@@ -5,7 +5,10 @@ pub mod runbook;
 pub mod status;
 pub mod step;
 
-pub use runbook::{FieldError, FollowUp, NewRunbook, NotARunbookNumber, PrMode, RunbookNumber};
+pub use runbook::{
+    FieldError, FieldPath, FollowUp, FollowUpRequest, NewRunbook, NotARunbookNumber, PrMode,
+    RunbookNumber, RunbookRequest,
+};
 pub use status::{RunbookStatus, ShownState, StepCounts, status};
 pub use step::{Plan, PlanError, PlannedStep, StepNumber, StepState};
 

@@ -117,21 +117,105 @@ impl std::fmt::Display for RunbookNumber {
     }
 }
 
+/// Where a rejected value sits in a request: a path of field names and list positions, in
+/// the domain's own names (snake case, the REST API's). Each front door renders it in its own
+/// style: REST as written (`repository.org`, `labels[2]`), GraphQL under its argument in
+/// camel case (`input.targetBranch`), a comment or the CLI by a single name (`--target`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldPath(Vec<Segment>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Name(String),
+    Index(usize),
+}
+
+impl FieldPath {
+    /// The path of a list's item.
+    pub fn index(mut self, i: usize) -> Self {
+        self.0.push(Segment::Index(i));
+        self
+    }
+
+    /// The path in camel case (`target_branch` → `targetBranch`), under `root` when given:
+    /// GraphQL's style.
+    pub fn camel_case(&self, root: Option<&str>) -> String {
+        let camel = |name: &str| {
+            let mut out = String::with_capacity(name.len());
+            let mut upper = false;
+            for c in name.chars() {
+                match c {
+                    '_' => upper = true,
+                    c if upper => {
+                        out.extend(c.to_uppercase());
+                        upper = false;
+                    }
+                    c => out.push(c),
+                }
+            }
+            out
+        };
+        let mut out = root.map(str::to_string).unwrap_or_default();
+        for segment in &self.0 {
+            match segment {
+                Segment::Name(name) => {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(&camel(name));
+                }
+                Segment::Index(i) => out.push_str(&format!("[{i}]")),
+            }
+        }
+        out
+    }
+}
+
+/// `repository.org`: names joined with dots.
+impl From<&str> for FieldPath {
+    fn from(path: &str) -> Self {
+        Self(
+            path.split('.')
+                .map(|name| Segment::Name(name.to_string()))
+                .collect(),
+        )
+    }
+}
+
+/// The domain's (and REST's) spelling: `repository.org`, `labels[2]`.
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, segment) in self.0.iter().enumerate() {
+            match segment {
+                Segment::Name(name) if i == 0 => f.write_str(name)?,
+                Segment::Name(name) => write!(f, ".{name}")?,
+                Segment::Index(index) => write!(f, "[{index}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A request field that was rejected, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{field}` {problem}")]
 pub struct FieldError {
-    /// The field's path in the request body, like `repository.org`.
-    pub field: String,
+    /// Where the field is in the request.
+    pub field: FieldPath,
     pub problem: String,
 }
 
 impl FieldError {
-    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+    pub fn new(field: impl Into<FieldPath>, problem: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             problem: problem.into(),
         }
+    }
+
+    /// The message with the field named in GraphQL's style, under the argument `root`.
+    pub fn camel_case(&self, root: &str) -> String {
+        format!("`{}` {}", self.field.camel_case(Some(root)), self.problem)
     }
 }
 
@@ -226,7 +310,7 @@ pub fn check_text(field: &str, text: &str, max_chars: usize) -> Checked<()> {
     }
 }
 
-fn check_chars(field: &str, text: &str, max_chars: usize) -> Checked<()> {
+fn check_chars(field: impl Into<FieldPath>, text: &str, max_chars: usize) -> Checked<()> {
     let chars = text.chars().count();
     if chars > max_chars {
         Err(FieldError::new(
@@ -292,7 +376,7 @@ pub fn normalize_labels(field: &str, labels: &[String]) -> Checked<Vec<String>> 
     }
     let mut out: Vec<String> = Vec::with_capacity(labels.len());
     for (i, label) in labels.iter().enumerate() {
-        let item = format!("{field}[{i}]");
+        let item = FieldPath::from(field).index(i);
         let label = label.trim();
         if label.is_empty() {
             return Err(FieldError::new(item, "must not be empty"));
@@ -300,7 +384,7 @@ pub fn normalize_labels(field: &str, labels: &[String]) -> Checked<Vec<String>> 
         if label.chars().any(char::is_control) {
             return Err(FieldError::new(item, "must not contain control characters"));
         }
-        check_chars(&item, label, limits::LABEL_CHARS)?;
+        check_chars(item, label, limits::LABEL_CHARS)?;
         if !out.iter().any(|seen| seen.eq_ignore_ascii_case(label)) {
             out.push(label.to_string());
         }
@@ -495,6 +579,91 @@ pub mod patterns {
     }
 }
 
+/// A request to create a runbook as a front door received it, not yet checked: the REST
+/// body, GraphQL's input and a `/runbook` comment all become one of these, and
+/// [`RunbookRequest::validate`] is the one place their fields are checked. Rejected fields are
+/// named by their REST paths (`repository.org`), which each front door renders its own way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunbookRequest {
+    pub org: String,
+    pub repo: String,
+    pub prompt: String,
+    /// `None`: generated from the prompt.
+    pub title: Option<String>,
+    /// `None`: true.
+    pub oneshot: Option<bool>,
+    pub draft: Option<bool>,
+    pub pr_mode: Option<PrMode>,
+    pub target_branch: Option<String>,
+    pub description: Option<String>,
+    pub labels: Option<Vec<String>>,
+    pub author_email: Option<String>,
+}
+
+impl RunbookRequest {
+    /// Checks every field; the first problem found is returned, naming its field.
+    pub fn validate(self) -> Result<NewRunbook, FieldError> {
+        check_org("repository.org", &self.org)?;
+        check_repo("repository.name", &self.repo)?;
+        check_text("prompt", &self.prompt, limits::PROMPT_CHARS)?;
+        if let Some(title) = &self.title {
+            check_title("title", title)?;
+        }
+        if let Some(branch) = &self.target_branch {
+            check_branch("target_branch", branch)?;
+        }
+        if let Some(description) = &self.description {
+            check_description("description", description)?;
+        }
+        let labels = normalize_labels("labels", self.labels.as_deref().unwrap_or_default())?;
+        if let Some(email) = &self.author_email {
+            check_email("author_email", email)?;
+        }
+        let title = match self.title {
+            Some(title) => title.trim().to_string(),
+            None => title_from_prompt(&self.prompt),
+        };
+        Ok(NewRunbook {
+            org: self.org,
+            repo: self.repo,
+            title,
+            prompt: self.prompt,
+            oneshot: self.oneshot.unwrap_or(true),
+            draft: self.draft,
+            pr_mode: self.pr_mode,
+            target_branch: self.target_branch,
+            description: self.description.filter(|d| !d.is_empty()),
+            labels,
+            author_email: self.author_email,
+        })
+    }
+}
+
+/// A follow-up instruction as a front door received it, checked by
+/// [`FollowUpRequest::validate`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FollowUpRequest {
+    pub prompt: String,
+    pub description: Option<String>,
+    pub labels: Option<Vec<String>>,
+}
+
+impl FollowUpRequest {
+    /// Checks every field; the first problem found is returned, naming its field.
+    pub fn validate(self) -> Result<FollowUp, FieldError> {
+        check_text("prompt", &self.prompt, limits::PROMPT_CHARS)?;
+        if let Some(description) = &self.description {
+            check_description("description", description)?;
+        }
+        let labels = normalize_labels("labels", self.labels.as_deref().unwrap_or_default())?;
+        Ok(FollowUp {
+            prompt: self.prompt,
+            description: self.description,
+            labels,
+        })
+    }
+}
+
 /// A new runbook, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRunbook {
@@ -527,6 +696,55 @@ pub struct FollowUp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn field_paths_in_each_front_doors_style() {
+        let labels = FieldPath::from("labels").index(2);
+        assert_eq!(labels.to_string(), "labels[2]");
+        assert_eq!(labels.camel_case(Some("input")), "input.labels[2]");
+        let org = FieldPath::from("repository.org");
+        assert_eq!(org.to_string(), "repository.org");
+        assert_eq!(org.camel_case(Some("input")), "input.repository.org");
+        let error = FieldError::new("target_branch", "is not a valid branch name");
+        assert_eq!(error.to_string(), "`target_branch` is not a valid branch name");
+        assert_eq!(
+            error.camel_case("input"),
+            "`input.targetBranch` is not a valid branch name"
+        );
+        assert_eq!(
+            FieldError::new("author_email", "is bad").camel_case("input"),
+            "`input.authorEmail` is bad"
+        );
+    }
+
+    #[test]
+    fn a_request_is_checked_field_by_field() {
+        let request = RunbookRequest {
+            org: "acme".into(),
+            repo: "widgets".into(),
+            prompt: "Rename the helper".into(),
+            ..RunbookRequest::default()
+        };
+        let new = request.clone().validate().expect("valid");
+        assert_eq!(new.title, "Rename the helper");
+        assert!(new.oneshot);
+        let bad = RunbookRequest {
+            labels: Some(vec!["ok".into(), " ".into()]),
+            ..request.clone()
+        };
+        assert_eq!(
+            bad.validate().unwrap_err().to_string(),
+            "`labels[1]` must not be empty"
+        );
+        let bad = RunbookRequest {
+            org: "-acme".into(),
+            ..request
+        };
+        assert_eq!(
+            bad.validate().unwrap_err().field,
+            FieldPath::from("repository.org")
+        );
+    }
 
     #[test]
     fn runbook_numbers() {
@@ -591,7 +809,7 @@ mod tests {
             "é",
         ] {
             let err = check_org("repository.org", bad).unwrap_err();
-            assert_eq!(err.field, "repository.org");
+            assert_eq!(err.field.to_string(), "repository.org");
         }
     }
 
@@ -643,7 +861,7 @@ mod tests {
             ["b", "a", "c"]
         );
         let err = normalize_labels("labels", &["ok".into(), " ".into()]).unwrap_err();
-        assert_eq!(err.field, "labels[1]");
+        assert_eq!(err.field.to_string(), "labels[1]");
         let merged = merge_labels(&["a".into(), "b".into()], &["B".into(), "c".into()]);
         assert_eq!(merged, ["a", "b", "c"]);
     }

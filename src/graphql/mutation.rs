@@ -6,10 +6,9 @@ use super::loaders::Loaders;
 use super::query::{check_number, visible};
 use super::types::{PrMode, Runbook};
 use super::{OrGraphql, RequestContext};
-use crate::api::runbooks::{CreateRunbookRequest, RepositoryRef, UpdateRunbookRequest};
-use crate::domain::{FieldError, StepNumber};
+use crate::domain::{FollowUpRequest, RunbookRequest, StepNumber};
 use crate::http::ApiError;
-use crate::ops::Action;
+use crate::ops::{Action, OpError};
 
 /// The repository a runbook runs against.
 #[derive(InputObject, Debug, Clone)]
@@ -130,26 +129,13 @@ impl MutationRoot {
     }
 }
 
-/// A rejected field named as the input names it: REST's path in snake case
-/// (`repository.org`, `target_branch`) becomes `input.repository.org`, `input.targetBranch`.
-fn input_field_names(error: FieldError) -> ApiError {
-    let camel = |segment: &str| {
-        let mut out = String::with_capacity(segment.len());
-        let mut upper = false;
-        for c in segment.chars() {
-            match c {
-                '_' => upper = true,
-                c if upper => {
-                    out.extend(c.to_uppercase());
-                    upper = false;
-                }
-                c => out.push(c),
-            }
-        }
-        out
-    };
-    let path: Vec<String> = error.field.split('.').map(camel).collect();
-    FieldError::new(format!("input.{}", path.join(".")), error.problem).into()
+/// A command refused: a rejected field named as the input names it (REST's
+/// `target_branch` is `input.targetBranch` here), anything else as every front door says it.
+fn refused(request: &RequestContext, error: OpError) -> ApiError {
+    match error {
+        OpError::Invalid(field) => ApiError::BadRequest(field.camel_case("input")),
+        error => request.caller.refused(&request.state, error),
+    }
 }
 
 /// After a change: what the request read before is stale.
@@ -165,11 +151,9 @@ async fn reread(ctx: &Context<'_>, number: i64) -> Result<Runbook, ApiError> {
 
 async fn create(ctx: &Context<'_>, input: CreateRunbookInput) -> Result<Runbook, ApiError> {
     let request = ctx.data_unchecked::<RequestContext>();
-    let rest = CreateRunbookRequest {
-        repository: RepositoryRef {
-            org: input.repository.org,
-            name: input.repository.name,
-        },
+    let runbook = RunbookRequest {
+        org: input.repository.org,
+        repo: input.repository.name,
         prompt: input.prompt,
         title: input.title,
         oneshot: input.oneshot,
@@ -180,13 +164,12 @@ async fn create(ctx: &Context<'_>, input: CreateRunbookInput) -> Result<Runbook,
         labels: input.labels,
         author_email: input.author_email,
     };
-    let new = rest.validate().map_err(input_field_names)?;
     let created = request
         .state
         .app
-        .create(new, &request.caller.token)
+        .create(runbook, &request.caller.token)
         .await
-        .map_err(|e| request.caller.refused(&request.state, e))?;
+        .map_err(|e| refused(request, e))?;
     changed(ctx);
     reread(ctx, created.number).await
 }
@@ -198,19 +181,17 @@ async fn update(
 ) -> Result<Runbook, ApiError> {
     let request = ctx.data_unchecked::<RequestContext>();
     let number = check_number(number)?;
-    let follow_up = UpdateRunbookRequest {
+    let follow_up = FollowUpRequest {
         prompt: input.prompt,
         description: input.description,
         labels: input.labels,
-    }
-    .validate()
-    .map_err(input_field_names)?;
+    };
     request
         .state
         .app
-        .follow_up(number, request.caller.actor(), &follow_up)
+        .follow_up(number, request.caller.actor(), follow_up)
         .await
-        .map_err(|e| request.caller.refused(&request.state, e))?;
+        .map_err(|e| refused(request, e))?;
     changed(ctx);
     reread(ctx, number).await
 }
@@ -230,37 +211,7 @@ async fn act(
         .app
         .act(number, request.caller.actor(), &action)
         .await
-        .map_err(|e| request.caller.refused(&request.state, e))?;
+        .map_err(|e| refused(request, e))?;
     changed(ctx);
     reread(ctx, number).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn validation_messages_name_the_input_fields() {
-        let renamed =
-            |field: &str, problem: &str| match input_field_names(FieldError::new(field, problem)) {
-                ApiError::BadRequest(m) => m,
-                other => panic!("{other:?}"),
-            };
-        assert_eq!(
-            renamed("target_branch", "is not a valid branch name"),
-            "`input.targetBranch` is not a valid branch name"
-        );
-        assert_eq!(
-            renamed("repository.org", "must not be empty"),
-            "`input.repository.org` must not be empty"
-        );
-        assert_eq!(
-            renamed("labels[2]", "is empty"),
-            "`input.labels[2]` is empty"
-        );
-        assert_eq!(
-            renamed("author_email", "is not an e-mail address"),
-            "`input.authorEmail` is not an e-mail address"
-        );
-    }
 }

@@ -125,6 +125,7 @@ impl From<crate::ops::OpError> for ApiError {
             OpError::Store(e) => e.into(),
             OpError::GitHub(e) => e.into(),
             OpError::NotFound(number) => ApiError::runbook_not_found(number),
+            OpError::Invalid(e) => e.into(),
             e => {
                 let message = e.to_string();
                 match e.status() {

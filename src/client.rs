@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use crate::api::actions::{StepDocument, StepsDocument};
 use crate::api::runbooks::{RepositoryRef, RunbookDocument};
 use crate::config::{CreateArgs, ServerArgs, StatusArgs, WatchArgs};
-use crate::domain::{PrMode, RunbookStatus};
+use crate::domain::{PrMode, RepoName, RunbookStatus};
 
 /// `watch`: the runbook failed.
 pub const EXIT_FAILED: u8 = 1;
@@ -176,14 +176,12 @@ fn repository(args: &CreateArgs) -> Result<RepositoryRef, ClientError> {
         });
     }
     let given = args.repository.as_deref().unwrap_or("");
-    match given.split_once('/') {
-        Some((org, name)) if !org.is_empty() && !name.is_empty() && !name.contains('/') => {
-            Ok(RepositoryRef {
-                org: org.to_string(),
-                name: name.to_string(),
-            })
-        }
-        _ => Err(ClientError::Usage(format!(
+    match given.parse::<RepoName>() {
+        Ok(full_name) => Ok(RepositoryRef {
+            org: full_name.owner().to_string(),
+            name: full_name.name().to_string(),
+        }),
+        Err(_) => Err(ClientError::Usage(format!(
             "--repository must be ORG/NAME, got {given:?}"
         ))),
     }

@@ -250,9 +250,10 @@ pub async fn standin(
 ) -> anyhow::Result<()> {
     let mut repos = Vec::new();
     for repo in &options.repos {
-        let (owner, name) = repo
-            .split_once('/')
+        let full_name: runbooks::domain::RepoName = repo
+            .parse()
             .with_context(|| format!("--repo {repo:?}: expected OWNER/NAME"))?;
+        let (owner, name) = (full_name.owner(), full_name.name());
         runbooks::domain::runbook::check_org("--repo", owner).map_err(|e| anyhow::anyhow!(e))?;
         runbooks::domain::runbook::check_repo("--repo", name).map_err(|e| anyhow::anyhow!(e))?;
         repos.push((owner.to_string(), name.to_string()));

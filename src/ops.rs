@@ -11,8 +11,8 @@ use axum::http::StatusCode;
 
 use crate::domain::lifecycle::{self, Leaf};
 use crate::domain::{
-    FieldError, FollowUpRequest, NewRunbook, PrMode, RunbookRequest, RunbookSummary, StepNumber,
-    StepState,
+    FieldError, FollowUpRequest, NewRunbook, PrMode, RepoName, RunbookRequest, RunbookSummary,
+    StepNumber, StepState,
 };
 use crate::engine::Engine;
 use crate::github::{GitHubApp, GitHubError, Resolution};
@@ -31,7 +31,7 @@ pub enum Actor<'a> {
     },
     /// Someone GitHub says may write to this repository (`owner/name`): the author of a
     /// `/runbook` comment, whose permission the comment handler asked GitHub for.
-    Writer { repository: &'a str },
+    Writer { repository: &'a RepoName },
 }
 
 impl Actor<'_> {
@@ -40,9 +40,7 @@ impl Actor<'_> {
     pub fn may_act_for(&self, org: &str, repo: &str) -> bool {
         match self {
             Actor::Token { token, .. } => may_act_for(token, org),
-            Actor::Writer { repository } => repository
-                .split_once('/')
-                .is_some_and(|(o, r)| o.eq_ignore_ascii_case(org) && r.eq_ignore_ascii_case(repo)),
+            Actor::Writer { repository } => repository.is(org, repo),
         }
     }
 }
@@ -131,7 +129,11 @@ impl App {
     }
 
     /// Checks the request and creates the runbook for a token: see [`create_runbook`].
-    pub async fn create(&self, request: RunbookRequest, by: &TokenInfo) -> Result<Created, OpError> {
+    pub async fn create(
+        &self,
+        request: RunbookRequest,
+        by: &TokenInfo,
+    ) -> Result<Created, OpError> {
         let mut new = request.validate()?;
         let number =
             create_runbook(self.store.as_ref(), self.github.as_deref(), &mut new, by).await?;
@@ -320,20 +322,17 @@ async fn create_runbook(
     if let Some(github) = github {
         match github.resolve(&new.org, &new.repo).await? {
             Resolution::Found(repo) => {
-                if let Some((owner, name)) = repo.full_name.split_once('/') {
-                    if !may_act_for(by, owner) {
-                        return Err(OpError::ForbiddenOwner {
-                            org: new.org.clone(),
-                            repo: new.repo.clone(),
-                        });
-                    }
-                    if !owner.eq_ignore_ascii_case(&new.org)
-                        || !name.eq_ignore_ascii_case(&new.repo)
-                    {
-                        tracing::info!(asked = %format_args!("{}/{}", new.org, new.repo), repository = %repo.full_name, "GitHub answers the repository under another name");
-                        new.org = owner.to_string();
-                        new.repo = name.to_string();
-                    }
+                let answered = &repo.full_name;
+                if !may_act_for(by, answered.owner()) {
+                    return Err(OpError::ForbiddenOwner {
+                        org: new.org.clone(),
+                        repo: new.repo.clone(),
+                    });
+                }
+                if !answered.is(&new.org, &new.repo) {
+                    tracing::info!(asked = %format_args!("{}/{}", new.org, new.repo), repository = %answered, "GitHub answers the repository under another name");
+                    new.org = answered.owner().to_string();
+                    new.repo = answered.name().to_string();
                 }
                 new.target_branch.get_or_insert(repo.default_branch);
             }
@@ -482,8 +481,9 @@ mod tests {
         assert!(by_token.may_act_for("acme-corp", "anything"));
         assert!(!by_token.may_act_for("other", "backend"));
         // A writer of one repository: that repository only, not its organisation's others.
+        let repository = RepoName::new("acme-corp", "backend");
         let writer = Actor::Writer {
-            repository: "acme-corp/backend",
+            repository: &repository,
         };
         assert!(writer.may_act_for("Acme-Corp", "Backend"));
         assert!(!writer.may_act_for("acme-corp", "frontend"));
@@ -493,6 +493,10 @@ mod tests {
     #[test]
     fn every_refusal_has_its_status() {
         for (error, status) in [
+            (
+                OpError::Invalid(FieldError::new("prompt", "must not be empty")),
+                400,
+            ),
             (OpError::NotFound(1), 404),
             (OpError::TokenRevoked, 401),
             (OpError::Forbidden("o".into()), 403),

@@ -30,8 +30,6 @@ pub enum CommentError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     App(#[from] OpError),
-    #[error("a comment in `{0}`, which is not `owner/name`")]
-    BadRepository(String),
     #[error("runbook {0} vanished while its comment was handled")]
     Vanished(i64),
 }
@@ -49,10 +47,8 @@ pub async fn handle(app: &App, engine: &Engine, event: &IssueComment) -> Result<
     let Some(parsed) = command::parse(&event.body) else {
         return Ok(());
     };
-    let Some((org, name)) = event.repository.split_once('/') else {
-        return Err(CommentError::BadRepository(event.repository.clone()));
-    };
-    let repo = match engine.github().resolve(org, name).await? {
+    let asked = &event.repository;
+    let repo = match engine.github().resolve(asked.owner(), asked.name()).await? {
         Resolution::Found(repo) => repo,
         Resolution::NotInstalled => {
             tracing::warn!(repository = %event.repository, "a /runbook comment where the app is not installed");
@@ -106,7 +102,7 @@ async fn act(
     };
     // Every other command acts on the thread's latest runbook.
     let Some(number) = store
-        .latest_runbook_in_thread(&repo.full_name, event.issue_number)
+        .latest_runbook_in_thread(repo.full_name.as_str(), event.issue_number)
         .await?
     else {
         return Ok(Some(format!(
@@ -200,13 +196,9 @@ async fn start(
         ),
         _ => format!("{kind} #{}: {}", event.issue_number, event.issue_title),
     };
-    let (org, name) = repo
-        .full_name
-        .split_once('/')
-        .ok_or_else(|| CommentError::BadRepository(repo.full_name.clone()))?;
     let request = RunbookRequest {
-        org: org.to_string(),
-        repo: name.to_string(),
+        org: repo.full_name.owner().to_string(),
+        repo: repo.full_name.name().to_string(),
         // From the prompt when it is the comment's; else the thread names the task.
         title: (!from_comment).then(|| title_from_prompt(&event.issue_title)),
         prompt,
@@ -228,7 +220,7 @@ async fn start(
         author_email: None,
     };
     let thread = NewThread {
-        repository: repo.full_name.clone(),
+        repository: repo.full_name.to_string(),
         issue_number: event.issue_number,
         is_pull_request: event.is_pull_request,
         url: event.issue_url.clone(),

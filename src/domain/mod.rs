@@ -1,10 +1,12 @@
 //! The product's pure core: runbooks, the step tree and the status function. No I/O here.
 
 pub mod lifecycle;
+pub mod repository;
 pub mod runbook;
 pub mod status;
 pub mod step;
 
+pub use repository::{NotARepoName, RepoName};
 pub use runbook::{
     FieldError, FieldPath, FollowUp, FollowUpRequest, NewRunbook, NotARunbookNumber, PrMode,
     RunbookNumber, RunbookRequest,

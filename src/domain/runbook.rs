@@ -706,7 +706,10 @@ mod tests {
         assert_eq!(org.to_string(), "repository.org");
         assert_eq!(org.camel_case(Some("input")), "input.repository.org");
         let error = FieldError::new("target_branch", "is not a valid branch name");
-        assert_eq!(error.to_string(), "`target_branch` is not a valid branch name");
+        assert_eq!(
+            error.to_string(),
+            "`target_branch` is not a valid branch name"
+        );
         assert_eq!(
             error.camel_case("input"),
             "`input.targetBranch` is not a valid branch name"

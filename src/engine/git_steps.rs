@@ -64,7 +64,7 @@ async fn try_execute(engine: &Engine, number: i64, step: &StepRecord) -> Result<
         email: bot.email,
     };
     let remote = Remote {
-        full_name: &repo.full_name,
+        full_name: repo.full_name.as_str(),
         clone_url: &repo.clone_url,
         token: &token,
     };

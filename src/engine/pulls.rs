@@ -490,7 +490,7 @@ pub async fn track_pull_request(
     let Some(runbook) = store.runbook(number).await? else {
         return Ok(false);
     };
-    if !format!("{}/{}", runbook.org, runbook.repo).eq_ignore_ascii_case(repository) {
+    if !repository.is(&runbook.org, &runbook.repo) {
         return Ok(false);
     }
     let records = store.pull_request_records(number).await?;

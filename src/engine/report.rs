@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{Engine, EngineError};
-use crate::domain::PrMode;
+use crate::domain::{PrMode, RepoName};
 use crate::status_comment::{StatusView, render};
 use crate::store::ThreadRecord;
 
@@ -78,10 +78,13 @@ impl Engine {
         if thread.status_body.as_deref() == Some(body.as_str()) {
             return Ok(false);
         }
-        let Some((org, name)) = thread.thread.repository.split_once('/') else {
+        let Ok(repository) = thread.thread.repository.parse::<RepoName>() else {
             return Err(EngineError::BadThread(thread.thread.repository.clone()));
         };
-        let repo = self.github.installed_repo(org, name).await?;
+        let repo = self
+            .github
+            .installed_repo(repository.owner(), repository.name())
+            .await?;
         self.github.edit_comment(&repo, comment_id, &body).await?;
         self.store.record_status_body(number, &body).await?;
         Ok(true)

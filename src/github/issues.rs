@@ -34,7 +34,7 @@ impl GitHubApp {
         login: &str,
     ) -> Result<Permission, GitHubError> {
         const OPERATION: Operation = Operation::ReposGetCollaboratorPermissionLevel;
-        let key = (repo.full_name.to_lowercase(), login.to_lowercase());
+        let key = (repo.full_name.as_str().to_lowercase(), login.to_lowercase());
         if let Some((permission, at)) = self.permissions.lock().expect("permission cache").get(&key)
             && at.elapsed() < PERMISSION_TTL
         {

@@ -17,6 +17,7 @@ use http::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{GithubConfig, PrivateKeySource};
+use crate::domain::{NotARepoName, RepoName};
 pub use client::{As, Client, RetryPolicy};
 pub use operation::Operation;
 
@@ -72,7 +73,7 @@ pub struct RepoInfo {
     pub installation_id: u64,
     pub id: u64,
     /// `owner/name` as GitHub spells it.
-    pub full_name: String,
+    pub full_name: RepoName,
     pub default_branch: String,
     /// Where to fetch and push, from GitHub's answer (never built from a host name).
     pub clone_url: String,
@@ -81,9 +82,7 @@ pub struct RepoInfo {
 impl RepoInfo {
     /// The repository's name without the owner, as token requests name it.
     pub fn name(&self) -> &str {
-        self.full_name
-            .split_once('/')
-            .map_or(self.full_name.as_str(), |(_, name)| name)
+        self.full_name.name()
     }
 }
 
@@ -326,7 +325,14 @@ impl GitHubApp {
         let info = RepoInfo {
             installation_id,
             id: repo.id.0,
-            full_name: repo.full_name.ok_or_else(|| missing("full_name"))?,
+            full_name: repo
+                .full_name
+                .ok_or_else(|| missing("full_name"))?
+                .parse()
+                .map_err(|e: NotARepoName| GitHubError::Decode {
+                    operation: Operation::ReposGet.id(),
+                    message: e.to_string(),
+                })?,
             default_branch: repo
                 .default_branch
                 .ok_or_else(|| missing("default_branch"))?,
@@ -374,12 +380,10 @@ impl GitHubApp {
     }
 
     /// Forgets repositories removed from an installation (`owner/name`).
-    pub fn forget_repos(&self, full_names: &[String]) {
+    pub fn forget_repos(&self, full_names: &[RepoName]) {
         let mut repos = self.repos.lock().expect("repo cache lock");
         for full_name in full_names {
-            if let Some((org, name)) = full_name.split_once('/') {
-                repos.remove(&repo_key(org, name));
-            }
+            repos.remove(&repo_key(full_name.owner(), full_name.name()));
         }
     }
 }

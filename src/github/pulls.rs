@@ -49,7 +49,7 @@ impl GitHubApp {
         head: &str,
     ) -> Result<Option<PullRequest>, GitHubError> {
         const OPERATION: Operation = Operation::PullsList;
-        let owner = repo.full_name.split('/').next().unwrap_or_default();
+        let owner = repo.full_name.owner();
         // `head` must be `owner:branch`, or GitHub ignores the filter and lists every PR.
         let path = format!(
             "/repos/{}/pulls?state=open&head={owner}:{}",

@@ -5,6 +5,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use sha2::Sha256;
 
+use crate::domain::RepoName;
+
 /// GitHub's limit on a delivery's body; larger ones are refused.
 pub const MAX_PAYLOAD_BYTES: usize = 25 * 1024 * 1024;
 
@@ -41,20 +43,20 @@ pub enum Event {
         action: String,
         installation_id: u64,
         /// `owner/name` of the repositories in the payload (when it lists them).
-        repositories: Vec<String>,
+        repositories: Vec<RepoName>,
     },
     /// `installation_repositories` added or removed.
     InstallationRepositories {
         installation_id: u64,
-        added: Vec<String>,
-        removed: Vec<String>,
+        added: Vec<RepoName>,
+        removed: Vec<RepoName>,
     },
     /// A pull request opened, closed (merged or not) or reopened.
     PullRequest {
         action: String,
         installation_id: u64,
         /// `owner/name` of the repository.
-        repository: String,
+        repository: RepoName,
         number: u64,
         url: String,
         node_id: String,
@@ -77,7 +79,7 @@ pub struct IssueComment {
     pub action: String,
     pub installation_id: u64,
     /// `owner/name` of the repository.
-    pub repository: String,
+    pub repository: RepoName,
     pub issue_number: u64,
     /// Whether the thread is a pull request's.
     pub is_pull_request: bool,
@@ -94,13 +96,13 @@ pub struct IssueComment {
     pub by_bot: bool,
 }
 
-fn full_names(list: Option<&Value>) -> Vec<String> {
+fn full_names(list: Option<&Value>) -> Vec<RepoName> {
     list.and_then(Value::as_array)
         .map(|repos| {
             repos
                 .iter()
                 .filter_map(|r| r.get("full_name").and_then(Value::as_str))
-                .map(String::from)
+                .filter_map(|full_name| full_name.parse().ok())
                 .collect()
         })
         .unwrap_or_default()
@@ -123,6 +125,11 @@ pub fn parse(event: &str, payload: &Value) -> Result<Event, String> {
             .ok_or_else(|| missing(pointer))
     };
     let installation_id = || number("/installation/id");
+    let repository = || {
+        text("/repository/full_name")?
+            .parse::<RepoName>()
+            .map_err(|e| format!("a `{event}` payload whose /repository/full_name: {e}"))
+    };
     let action = payload
         .get("action")
         .and_then(Value::as_str)
@@ -141,7 +148,7 @@ pub fn parse(event: &str, payload: &Value) -> Result<Event, String> {
             removed: full_names(payload.get("repositories_removed")),
         },
         "pull_request" => {
-            let repository = text("/repository/full_name")?;
+            let repository = repository()?;
             let same_repo = payload
                 .pointer("/pull_request/head/repo/full_name")
                 .and_then(Value::as_str)
@@ -178,7 +185,7 @@ pub fn parse(event: &str, payload: &Value) -> Result<Event, String> {
             Event::IssueComment(Box::new(IssueComment {
                 action,
                 installation_id: installation_id()?,
-                repository: text("/repository/full_name")?,
+                repository: repository()?,
                 issue_number: number("/issue/number")?,
                 is_pull_request: payload
                     .pointer("/issue/pull_request")
@@ -277,7 +284,7 @@ mod tests {
             Event::InstallationRepositories {
                 installation_id: 7,
                 added: vec![],
-                removed: vec!["acme/backend".into()]
+                removed: vec![RepoName::new("acme", "backend")]
             }
         );
         assert_eq!(parse("ping", &serde_json::json!({})).unwrap(), Event::Ping);

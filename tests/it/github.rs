@@ -85,7 +85,7 @@ async fn repositories_resolve_through_the_installation() {
         panic!("backend is installed");
     };
     assert_eq!(repo.installation_id, installation);
-    assert_eq!(repo.full_name, "acme-corp/backend");
+    assert_eq!(repo.full_name.as_str(), "acme-corp/backend");
     assert_eq!(repo.default_branch, "trunk");
     assert_eq!(repo.clone_url, github.clone_url("acme-corp", "backend"));
     // Names compare without case, and the answer is cached.
@@ -268,7 +268,7 @@ async fn every_token_names_one_repository_and_only_what_its_operation_needs() {
 /// Where git fetches and pushes `repo`, with `token`.
 fn remote<'a>(repo: &'a RepoInfo, token: &'a SecretString) -> Remote<'a> {
     Remote {
-        full_name: &repo.full_name,
+        full_name: repo.full_name.as_str(),
         clone_url: &repo.clone_url,
         token,
     }

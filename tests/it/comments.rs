@@ -652,3 +652,23 @@ async fn only_the_apps_own_status_comment_is_adopted() {
     assert_eq!(untouched.body, fake_body);
     s.t.stop().await;
 }
+
+/// A comment's request is checked by the same rules as the API's: a prompt over the limit
+/// (here a bare `/runbook` under a very long description) is replied to, naming the field,
+/// and nothing starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_api_would_refuse_is_refused_in_the_thread() {
+    let s = setup(Backend::Sqlite).await;
+    let body = "Rename the helper. ".repeat(6_000);
+    assert!(body.chars().count() > runbooks::domain::runbook::limits::PROMPT_CHARS);
+    let issue = s.issue("Rename the helper", &body);
+    s.comment(issue, "/runbook", "alice").await;
+    let comments = s
+        .wait_for_comments(issue, "the refusal", |c| c.len() == 1)
+        .await;
+    let reply = &comments[0].body;
+    assert!(reply.starts_with("@alice `prompt` is too long"), "{reply}");
+    assert!(!status_of(reply), "{reply}");
+    assert!(!s.runbook_exists(1).await);
+    s.t.stop().await;
+}

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 
 use crate::domain::lifecycle::{self, Leaf};
-use crate::domain::{FollowUp, NewRunbook, PrMode, RunbookSummary, StepNumber, StepState};
+use crate::domain::{
+    FollowUp, NewRunbook, PrMode, RunbookSummary, StepKind, StepNumber, StepState,
+};
 use crate::engine::Engine;
 use crate::github::{GitHubApp, GitHubError, Resolution};
 use crate::store::{NewThread, StepRecord, Store, StoreError, TokenInfo};
@@ -396,7 +398,8 @@ async fn execute(
 async fn retry(store: &dyn Store, number: i64) -> Result<(), OpError> {
     let steps = store.steps(number).await?;
     store.set_cancel_requested(number, false).await?;
-    let plan_failures: Vec<&StepRecord> = steps.iter().filter(|s| s.kind == "plan").collect();
+    let plan_failures: Vec<&StepRecord> =
+        steps.iter().filter(|s| s.kind == StepKind::Plan).collect();
     if !plan_failures.is_empty() {
         let others = steps.len() > plan_failures.len();
         store.remove_plan_failures(number).await?;

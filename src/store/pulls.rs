@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 
 use super::StoreResult;
-use crate::domain::StepNumber;
+use crate::domain::{PullState, StepNumber};
 
 /// A pull request the engine opened, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,8 +15,8 @@ pub struct PullRecord {
     pub node_id: Option<String>,
     pub head: Option<String>,
     pub finished: bool,
-    /// `open`, `closed` or `merged`, as the last `pull_request` webhook said.
-    pub state: String,
+    /// As the last `pull_request` webhook said.
+    pub state: PullState,
     /// The branch it goes into, as the engine last set it (unknown for PRs linked by hand).
     pub base: Option<String>,
 }
@@ -79,12 +79,12 @@ pub trait PullStore: Send + Sync {
         base: &str,
     ) -> StoreResult<()>;
 
-    /// Records a pull request's state on GitHub (`open`, `closed`, `merged`).
+    /// Records a pull request's state on GitHub.
     async fn set_pull_request_state(
         &self,
         number: i64,
         pr_number: u64,
-        state: &str,
+        state: PullState,
     ) -> StoreResult<()>;
 
     /// Marks a pull request made final (`true`) or back at work (`false`).
@@ -104,8 +104,8 @@ macro_rules! pull_sql {
             use std::collections::HashMap;
 
             use sqlx::Row as _;
-            use $crate::domain::{PullRequestRef, StepNumber};
-            use $crate::store::sql::placeholders;
+            use $crate::domain::{PullRequestRef, PullState, StepNumber};
+            use $crate::store::sql::{parse_pull_state, placeholders};
             use $crate::store::{PullRecord, PullWithSteps, StoreError, StoreResult, now_ms};
 
             impl $store {
@@ -191,13 +191,14 @@ macro_rules! pull_sql {
                         .map(|r| {
                             let pr: i64 = r.try_get("number")?;
                             let finished: Option<i64> = r.try_get("finished_at")?;
+                            let state: String = r.try_get("state")?;
                             Ok(PullRecord {
                                 number: pr as u64,
                                 url: r.try_get("url")?,
                                 node_id: r.try_get("node_id")?,
                                 head: r.try_get("head")?,
                                 finished: finished.is_some(),
-                                state: r.try_get("state")?,
+                                state: parse_pull_state(&state)?,
                                 base: r.try_get("base")?,
                             })
                         })
@@ -225,6 +226,7 @@ macro_rules! pull_sql {
                         let list = map.entry(runbook).or_default();
                         if list.last().is_none_or(|last| last.record.number != pr) {
                             let finished: Option<i64> = row.try_get("finished_at")?;
+                            let state: String = row.try_get("state")?;
                             list.push(PullWithSteps {
                                 record: PullRecord {
                                     number: pr,
@@ -232,7 +234,7 @@ macro_rules! pull_sql {
                                     node_id: row.try_get("node_id")?,
                                     head: row.try_get("head")?,
                                     finished: finished.is_some(),
-                                    state: row.try_get("state")?,
+                                    state: parse_pull_state(&state)?,
                                     base: row.try_get("base")?,
                                 },
                                 step_numbers: Vec::new(),
@@ -255,9 +257,9 @@ macro_rules! pull_sql {
                     Ok(())
                 }
 
-                async fn set_pull_request_state(&self, number: i64, pr_number: u64, state: &str) -> StoreResult<()> {
+                async fn set_pull_request_state(&self, number: i64, pr_number: u64, state: PullState) -> StoreResult<()> {
                     sqlx::query("UPDATE pull_requests SET state = $1 WHERE runbook_number = $2 AND number = $3")
-                        .bind(state)
+                        .bind(state.as_str())
                         .bind(number)
                         .bind(pr_number as i64)
                         .execute(&self.pool)

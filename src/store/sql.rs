@@ -14,7 +14,7 @@
 //! macro wraps what it expands to in `const _: () = { … };`, so that its `use` lines are its
 //! own: a backend's file invokes `sql_store!` and imports nothing for it.
 
-use crate::domain::{PrMode, StepNumber, StepState};
+use crate::domain::{PrMode, PullState, StepKind, StepNumber, StepState};
 
 use super::{StoreError, StoreResult};
 
@@ -24,6 +24,14 @@ pub(super) fn parse_step_number(s: &str) -> StoreResult<StepNumber> {
 }
 
 pub(super) fn parse_state(s: &str) -> StoreResult<StepState> {
+    s.parse().map_err(StoreError::Corrupt)
+}
+
+pub(super) fn parse_kind(s: &str) -> StoreResult<StepKind> {
+    s.parse().map_err(StoreError::Corrupt)
+}
+
+pub(super) fn parse_pull_state(s: &str) -> StoreResult<PullState> {
     s.parse().map_err(StoreError::Corrupt)
 }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 
 use super::StoreResult;
-use crate::domain::{Plan, ShownState, StepNumber, StepState};
+use crate::domain::{Plan, ShownState, StepKind, StepNumber, StepState};
 
 /// A step of a stored plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,8 +18,8 @@ pub struct StepRecord {
     pub pr_number: Option<u64>,
     pub commit_sha: Option<String>,
     pub error: Option<String>,
-    /// `work`, or `plan` for the step that stands for a plan that could not be generated.
-    pub kind: String,
+    /// Work, or the step that stands for a plan that could not be generated.
+    pub kind: StepKind,
     /// The agent's output tail or transcript.
     pub log: Option<String>,
     /// When the step last started and ended (Unix milliseconds).
@@ -127,13 +127,14 @@ macro_rules! step_sql {
             use sqlx::Row as _;
             use $crate::domain::{Plan, StepNumber, StepState};
             use $crate::store::steps::STEP_COLUMNS;
-            use $crate::store::sql::{parse_state, parse_step_number, placeholders};
+            use $crate::store::sql::{parse_kind, parse_state, parse_step_number, placeholders};
             use $crate::store::{StepEnd, StepRecord, StoreResult, now_ms};
 
             impl $store {
                 fn step_from_row(r: &<$db as sqlx::Database>::Row) -> StoreResult<StepRecord> {
                     let number: String = r.try_get("number")?;
                     let state: String = r.try_get("state")?;
+                    let kind: String = r.try_get("kind")?;
                     let pr_number: Option<i64> = r.try_get("pr_number")?;
                     Ok(StepRecord {
                         number: parse_step_number(&number)?,
@@ -144,7 +145,7 @@ macro_rules! step_sql {
                         pr_number: pr_number.map(|n| n as u64),
                         commit_sha: r.try_get("commit_sha")?,
                         error: r.try_get("error")?,
-                        kind: r.try_get("kind")?,
+                        kind: parse_kind(&kind)?,
                         log: r.try_get("log")?,
                         started_at_ms: r.try_get("started_at")?,
                         finished_at_ms: r.try_get("finished_at")?,

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use crate::domain::lifecycle::{self, Leaf};
 use crate::domain::{
     FieldError, FollowUpRequest, NewRunbook, PrMode, RepoName, RunbookRequest, RunbookSummary,
-    StepNumber, StepState,
+    StepKind, StepNumber, StepState,
 };
 use crate::engine::Engine;
 use crate::github::{GitHubApp, GitHubError, Resolution};
@@ -408,7 +408,8 @@ async fn execute(
 async fn retry(store: &dyn Store, number: i64) -> Result<(), OpError> {
     let steps = store.steps(number).await?;
     store.set_cancel_requested(number, false).await?;
-    let plan_failures: Vec<&StepRecord> = steps.iter().filter(|s| s.kind == "plan").collect();
+    let plan_failures: Vec<&StepRecord> =
+        steps.iter().filter(|s| s.kind == StepKind::Plan).collect();
     if !plan_failures.is_empty() {
         let others = steps.len() > plan_failures.len();
         store.remove_plan_failures(number).await?;

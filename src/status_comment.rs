@@ -192,7 +192,7 @@ mod tests {
             pr_number: None,
             commit_sha: None,
             error: None,
-            kind: "work".into(),
+            kind: crate::domain::StepKind::Work,
             log: None,
             started_at_ms: None,
             finished_at_ms: None,

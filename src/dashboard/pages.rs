@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::RunbookView;
 use super::session::Reader;
-use crate::domain::{PrMode, RunbookStatus, StepCounts};
+use crate::domain::{PrMode, PullState, RunbookStatus, StepCounts, StepKind};
 use crate::http::AppState;
 use crate::store::{RunbookRecord, StepRecord};
 
@@ -432,7 +432,7 @@ fn step_item(view: &RunbookView, step: &StepRecord) -> Markup {
             }
             @if let Some(log) = step.log.as_deref().filter(|l| !l.trim().is_empty()) {
                 details id={ "log-" (id) } {
-                    summary { @if step.kind == "plan" { "Planner output" } @else { "Output / agent transcript" } }
+                    summary { @if step.kind == StepKind::Plan { "Planner output" } @else { "Output / agent transcript" } }
                     pre.log { (log) }
                 }
             }
@@ -450,7 +450,7 @@ fn actions(ctx: &Ctx, view: &RunbookView, counts: &StepCounts) -> Markup {
     let can_retry = counts.failed > 0 && counts.in_progress == 0;
     let can_cancel = counts.queued > 0 || counts.in_progress > 0;
     let can_open = view.runbook.pr_mode == Some(PrMode::Manual)
-        && !view.pulls.iter().any(|p| p.record.state == "open");
+        && !view.pulls.iter().any(|p| p.record.state == PullState::Open);
     let unfinished: Vec<&StepRecord> = view
         .steps
         .iter()
@@ -527,7 +527,7 @@ pub fn live(ctx: &Ctx, view: &RunbookView) -> Markup {
                 @for pull in &view.pulls {
                     li.pull data-number=(pull.record.number) {
                         (link_or_text(&pull.record.url, &format!("#{}", pull.record.number)))
-                        " " (badge(&pull.record.state)) " "
+                        " " (badge(pull.record.state.as_str())) " "
                         span.muted {
                             @if pull.step_numbers.is_empty() { "no steps yet" }
                             @else { "steps " (pull.step_numbers.join(", ")) }

@@ -1,18 +1,20 @@
 //! The product's pure core: runbooks, the step tree and the status function. No I/O here.
 
 pub mod lifecycle;
+pub mod pull;
 pub mod repository;
 pub mod runbook;
 pub mod status;
 pub mod step;
 
+pub use pull::PullState;
 pub use repository::{NotARepoName, RepoName};
 pub use runbook::{
     FieldError, FieldPath, FollowUp, FollowUpRequest, NewRunbook, NotARunbookNumber, PrMode,
     RunbookNumber, RunbookRequest,
 };
 pub use status::{RunbookStatus, ShownState, StepCounts, status};
-pub use step::{Plan, PlanError, PlannedStep, StepNumber, StepState};
+pub use step::{Plan, PlanError, PlannedStep, StepKind, StepNumber, StepState};
 
 /// A pull request a runbook opened, with the leaf steps whose commits it carries.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -188,6 +188,44 @@ impl FromStr for StepState {
     }
 }
 
+/// What a stored step stands for: work for the agent, or a plan that could not be generated
+/// (a failed step that keeps the prompt in its details, for a retry). The store's SQL names
+/// `plan` in the queries that look for such steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StepKind {
+    Work,
+    Plan,
+}
+
+impl StepKind {
+    pub const ALL: [StepKind; 2] = [StepKind::Work, StepKind::Plan];
+
+    /// The name used in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Work => "work",
+            StepKind::Plan => "plan",
+        }
+    }
+}
+
+impl fmt::Display for StepKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for StepKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        StepKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+            .ok_or_else(|| format!("unknown step kind `{s}`"))
+    }
+}
+
 /// One step of a plan as a planner produces it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlannedStep {
@@ -465,5 +503,16 @@ mod tests {
         }];
         assert!(Plan::continuing(steps.clone(), 3).is_ok());
         assert!(Plan::continuing(steps, 2).is_err());
+    }
+
+    #[test]
+    fn kinds_read_back_what_they_write() {
+        for kind in StepKind::ALL {
+            assert_eq!(kind.as_str().parse::<StepKind>(), Ok(kind));
+        }
+        assert_eq!(
+            "Plan".parse::<StepKind>(),
+            Err("unknown step kind `Plan`".to_string())
+        );
     }
 }

@@ -33,7 +33,7 @@ use tokio::task::JoinHandle;
 
 use crate::agent::{Agent, PlanRequest};
 use crate::domain::lifecycle::{self, Leaf};
-use crate::domain::{PrMode, StepNumber, StepState};
+use crate::domain::{PrMode, StepKind, StepNumber, StepState};
 use crate::git::RepoCache;
 use crate::github::GitHubApp;
 use crate::store::{StepEnd, StepRecord, Store, StoreError, now_ms};
@@ -425,7 +425,7 @@ impl Engine {
         let waiting = steps
             .iter()
             .any(|s| matches!(s.state, StepState::Queued | StepState::InProgress));
-        let plan_failed = steps.iter().any(|s| s.kind == "plan");
+        let plan_failed = steps.iter().any(|s| s.kind == StepKind::Plan);
         if !waiting
             && !plan_failed
             && let Some(follow_up) = self.store.pending_follow_ups(number).await?.first()

@@ -17,7 +17,7 @@
 //! nothing left to do, to stay far inside GitHub's limits on content-creating requests.
 
 use crate::domain::runbook::title_from_prompt;
-use crate::domain::{PrMode, StepNumber, StepState};
+use crate::domain::{PrMode, PullState, StepNumber, StepState};
 use crate::github::RepoInfo;
 use crate::github::pulls::PullRequest;
 use crate::store::{RunbookRecord, StepRecord, StoreError};
@@ -206,7 +206,7 @@ impl Engine {
         let merged = |branch: &str| {
             records
                 .iter()
-                .any(|r| r.head.as_deref() == Some(branch) && r.state == "merged")
+                .any(|r| r.head.as_deref() == Some(branch) && r.state == PullState::Merged)
         };
         let wanted = wanted(runbook, &steps, &target, merged);
         // Final PRs that new work (a follow-up's commits) has just landed on.
@@ -243,7 +243,9 @@ impl Engine {
                             )
                             .await?;
                     }
-                    if record.state == "open" && record.base.as_deref() != Some(w.base.as_str()) {
+                    if record.state == PullState::Open
+                        && record.base.as_deref() != Some(w.base.as_str())
+                    {
                         if record.base.is_some() || wanted.iter().any(|o| merged(&o.branch)) {
                             self.github
                                 .retarget_pull(repo, record.number, &w.base)
@@ -291,7 +293,7 @@ impl Engine {
             else {
                 continue;
             };
-            if record.state != "open" {
+            if record.state != PullState::Open {
                 // Merged or closed by a person: no longer the engine's to change.
                 continue;
             }
@@ -514,11 +516,15 @@ pub async fn track_pull_request(
                 tracing::info!(runbook = number, pr = pr_number, "pull request linked");
             }
             store
-                .set_pull_request_state(number, *pr_number, "open")
+                .set_pull_request_state(number, *pr_number, PullState::Open)
                 .await?;
         }
         "closed" => {
-            let state = if *merged { "merged" } else { "closed" };
+            let state = if *merged {
+                PullState::Merged
+            } else {
+                PullState::Closed
+            };
             if *merged && known.is_some() {
                 // Owed before it is recorded: a crash in between leaves a reconciliation
                 // that finds nothing to do, never a merge nobody acts on.
@@ -576,7 +582,7 @@ mod tests {
                     pr_number: None,
                     commit_sha: commit.then(|| "abc".to_string()),
                     error: None,
-                    kind: "work".into(),
+                    kind: crate::domain::StepKind::Work,
                     log: None,
                     started_at_ms: None,
                     finished_at_ms: None,

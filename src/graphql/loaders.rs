@@ -27,9 +27,9 @@ pub struct PullsOf(pub i64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ThreadOf(pub i64);
 
-/// Reads for many runbooks at once, over [`Store::steps_of`], [`Store::pull_requests_of`]
-/// and [`Store::threads_of`]. Every key asked for gets a value (an empty list, or no
-/// thread), so that it is cached too.
+/// Reads for many runbooks at once, over [`crate::store::StepStore::steps_of`],
+/// [`crate::store::PullStore::pull_requests_of`] and [`crate::store::ThreadStore::threads_of`].
+/// Every key asked for gets a value (an empty list, or no thread), so that it is cached too.
 pub struct Batch {
     store: Arc<dyn Store>,
 }

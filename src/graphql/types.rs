@@ -222,10 +222,10 @@ impl PullRequest {
         Self {
             number: pull.record.number,
             url: pull.record.url.clone(),
-            state: match pull.record.state.as_str() {
-                "closed" => PullRequestState::Closed,
-                "merged" => PullRequestState::Merged,
-                _ => PullRequestState::Open,
+            state: match pull.record.state {
+                domain::PullState::Open => PullRequestState::Open,
+                domain::PullState::Closed => PullRequestState::Closed,
+                domain::PullState::Merged => PullRequestState::Merged,
             },
             draft: runbook_draft || !pull.record.finished,
             step_numbers: pull.step_numbers.clone(),

@@ -2,10 +2,10 @@
 //!
 //! Tokens are looked up by their SHA-256. A token found once is kept in a small in-memory
 //! cache, but a cached token is never trusted on its own: every read confirms it in the same
-//! database round trip that reads the data ([`crate::store::Store::read_runbook`]), and every
-//! write confirms it first ([`Caller::confirm`]). So a token revoked from the command line
-//! (another process) stops working with the very next request, while a status poll costs one
-//! round trip instead of two.
+//! database round trip that reads the data ([`crate::store::RunbookStore::read_runbook`]),
+//! and every write confirms it first ([`Caller::confirm`]). So a token revoked from the
+//! command line (another process) stops working with the very next request, while a status
+//! poll costs one round trip instead of two.
 //!
 //! Presenting a token this process does not know yet (or a malformed one) costs the client
 //! address an attempt of `RUNBOOKS_AUTH_RATE_LIMIT` before the database is asked: guessing

@@ -3,25 +3,13 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::sql::{
-    RUNBOOK_COLUMNS, STEP_COLUMNS, labels_json, parse_labels, parse_pr_mode, parse_state,
-    parse_step_number, placeholders, sql_store,
-};
-use super::{
-    DashboardSession, DeliveryRecord, FollowUpRecord, NewDashboardSession, NewThread, PullRecord,
-    PullWithSteps, RunbookFilter, RunbookRead, RunbookRecord, StepEnd, StepRecord, Store,
-    StoreError, StoreResult, ThreadRecord, TokenInfo, now_ms,
-};
-use crate::domain::{
-    FollowUp, NewRunbook, Plan, PrMode, PullRequestRef, RunbookSummary, StepCounts, StepNumber,
-    StepState,
-};
+use super::sql::sql_store;
+use super::{StoreError, StoreResult};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 

@@ -7,7 +7,7 @@ use crate::support;
 
 use support::{LIB, RENAME};
 
-use runbooks::domain::{NewRunbook, Plan, PlannedStep, StepNumber, StepState};
+use runbooks::domain::{NewRunbook, Plan, PlannedStep, PullState, StepNumber, StepState};
 use runbooks::store::{NewThread, StepEnd, Store};
 use serde_json::{Value, json};
 use support::{Backend, TestServer, create_token, expect_error, server_for};
@@ -315,7 +315,7 @@ async fn every_field_of_a_runbook(backend: Backend) {
         .await
         .unwrap();
     t.store
-        .set_pull_request_state(two, 8, "merged")
+        .set_pull_request_state(two, 8, PullState::Merged)
         .await
         .unwrap();
     t.store

@@ -6,9 +6,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use runbooks::domain::{
-    FollowUp, NewRunbook, Plan, PlannedStep, PrMode, RunbookStatus, StepNumber, StepState,
+    FollowUp, NewRunbook, Plan, PlannedStep, PrMode, PullState, RunbookStatus, StepKind,
+    StepNumber, StepState,
 };
-use runbooks::store::{RunbookFilter, StepEnd, Store};
+use runbooks::store::{RunbookFilter, StepEnd, Store, StoreError};
 use support::{Backend, TestDb};
 
 fn new_runbook(org: &str, prompt: &str) -> NewRunbook {
@@ -780,6 +781,82 @@ async fn listings_are_scoped_paged_and_batched(backend: Backend) {
     assert!(store.steps_of(&[]).await.unwrap().is_empty());
 }
 
+/// Runs one statement on the test database, behind the store's back.
+async fn execute(db: &TestDb, sql: &str) {
+    if db.url.starts_with("sqlite") {
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db.url)
+            .await
+            .unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    } else {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+            .await
+            .unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+}
+
+async fn kinds_and_pull_states_are_stored_by_name(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let number = store
+        .create_runbook(&new_runbook("acme", "p"), None)
+        .await
+        .unwrap();
+    store.append_steps(number, &plan(&["1"])).await.unwrap();
+    store
+        .record_plan_failure(number, 1, "more", "no steps", None)
+        .await
+        .unwrap();
+    let kinds: Vec<StepKind> = store
+        .steps(number)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.kind)
+        .collect();
+    assert_eq!(kinds, [StepKind::Work, StepKind::Plan]);
+    store
+        .record_pull_request(number, 5, "https://example.test/pull/5", &[n("1")])
+        .await
+        .unwrap();
+    let state = |records: Vec<runbooks::store::PullRecord>| records[0].state;
+    assert_eq!(
+        state(store.pull_request_records(number).await.unwrap()),
+        PullState::Open
+    );
+    store
+        .set_pull_request_state(number, 5, PullState::Merged)
+        .await
+        .unwrap();
+    assert_eq!(
+        state(store.pull_request_records(number).await.unwrap()),
+        PullState::Merged
+    );
+    let pulls = store.pull_requests_of(&[number]).await.unwrap();
+    assert_eq!(pulls[&number][0].record.state, PullState::Merged);
+
+    // What this version cannot read is reported, not guessed.
+    execute(&db, "UPDATE pull_requests SET state = 'draft'").await;
+    for err in [
+        store.pull_request_records(number).await.err(),
+        store.pull_requests_of(&[number]).await.err(),
+    ]
+    .map(Option::unwrap)
+    {
+        assert!(
+            matches!(&err, StoreError::Corrupt(m) if m.contains("`draft`")),
+            "{err}"
+        );
+    }
+    execute(&db, "UPDATE steps SET kind = 'review'").await;
+    let err = store.steps(number).await.err().unwrap();
+    assert!(
+        matches!(&err, StoreError::Corrupt(m) if m.contains("`review`")),
+        "{err}"
+    );
+}
+
 both_backends!(
     tokens_are_hashed_scoped_and_revocable,
     runbooks_round_trip,
@@ -792,6 +869,7 @@ both_backends!(
     debts_to_github_are_kept_until_paid,
     plans_failures_and_transitions,
     listings_are_scoped_paged_and_batched,
+    kinds_and_pull_states_are_stored_by_name,
 );
 
 #[tokio::test]

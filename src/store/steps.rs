@@ -1,0 +1,331 @@
+//! A runbook's plan: its steps in plan order, their states, and how they end.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+
+use super::StoreResult;
+use crate::domain::{Plan, ShownState, StepKind, StepNumber, StepState};
+
+/// A step of a stored plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRecord {
+    pub number: StepNumber,
+    pub title: String,
+    pub details: String,
+    pub is_leaf: bool,
+    pub state: StepState,
+    pub pr_number: Option<u64>,
+    pub commit_sha: Option<String>,
+    pub error: Option<String>,
+    /// Work, or the step that stands for a plan that could not be generated.
+    pub kind: StepKind,
+    /// The agent's output tail or transcript.
+    pub log: Option<String>,
+    /// When the step last started and ended (Unix milliseconds).
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+}
+
+impl StepRecord {
+    /// How this step is shown among `steps`, the runbook's whole plan.
+    pub fn shown_state(&self, steps: &[StepRecord]) -> ShownState {
+        ShownState::of(
+            &self.number,
+            self.is_leaf.then_some(self.state),
+            steps
+                .iter()
+                .filter(|s| s.is_leaf)
+                .map(|s| (&s.number, s.state)),
+        )
+    }
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepEnd {
+    Completed {
+        commit_sha: Option<String>,
+        log: String,
+    },
+    Failed {
+        error: String,
+        log: String,
+    },
+}
+
+/// The columns a [`StepRecord`] is read from.
+pub(super) const STEP_COLUMNS: &str = "number, title, details, is_leaf, state, pr_number, \
+     commit_sha, error, kind, log, started_at, finished_at";
+
+/// The steps of runbooks' plans.
+#[async_trait]
+pub trait StepStore: Send + Sync {
+    /// Appends the steps of a plan after the runbook's existing steps, all `not_started`.
+    async fn append_steps(&self, number: i64, plan: &Plan) -> StoreResult<()> {
+        self.record_plan(number, plan, StepState::NotStarted, None)
+            .await
+    }
+
+    async fn steps(&self, number: i64) -> StoreResult<Vec<StepRecord>>;
+
+    /// The steps of several runbooks, in plan order, in one query.
+    async fn steps_of(&self, numbers: &[i64]) -> StoreResult<HashMap<i64, Vec<StepRecord>>>;
+
+    /// Sets a leaf step's state; `false` when there is no such leaf step.
+    async fn set_step_state(
+        &self,
+        number: i64,
+        step: &StepNumber,
+        state: StepState,
+    ) -> StoreResult<bool>;
+
+    /// Appends a generated plan with its leaves in `state`, and marks the follow-up it
+    /// answers (if any) processed — in one transaction.
+    async fn record_plan(
+        &self,
+        number: i64,
+        plan: &Plan,
+        state: StepState,
+        follow_up: Option<i64>,
+    ) -> StoreResult<()>;
+
+    /// Records a plan that could not be generated: one failed step of kind `plan` numbered
+    /// `after + 1`, carrying the error (its details keep the prompt, for a retry).
+    async fn record_plan_failure(
+        &self,
+        number: i64,
+        after: u32,
+        prompt: &str,
+        error: &str,
+        follow_up: Option<i64>,
+    ) -> StoreResult<()>;
+
+    /// Moves the given leaves from any of `from` to `to`; answers how many moved.
+    async fn transition_steps(
+        &self,
+        number: i64,
+        steps: &[StepNumber],
+        from: &[StepState],
+        to: StepState,
+    ) -> StoreResult<u32>;
+
+    /// Ends a running step; a failure also returns the queued steps to `not_started`.
+    async fn finish_step(&self, number: i64, step: &StepNumber, end: &StepEnd) -> StoreResult<()>;
+
+    /// Removes failed `plan` steps (before planning again).
+    async fn remove_plan_failures(&self, number: i64) -> StoreResult<u32>;
+}
+
+/// The SQL of [`StepStore`], written once for both databases and compiled for
+/// each backend by `sql_store!` (`sql.rs`).
+macro_rules! step_sql {
+    ($store:ty, $db:ty) => {
+        const _: () = {
+            use std::collections::HashMap;
+
+            use sqlx::Row as _;
+            use $crate::domain::{Plan, StepNumber, StepState};
+            use $crate::store::steps::STEP_COLUMNS;
+            use $crate::store::sql::{parse_kind, parse_state, parse_step_number, placeholders};
+            use $crate::store::{StepEnd, StepRecord, StoreResult, now_ms};
+
+            impl $store {
+                fn step_from_row(r: &<$db as sqlx::Database>::Row) -> StoreResult<StepRecord> {
+                    let number: String = r.try_get("number")?;
+                    let state: String = r.try_get("state")?;
+                    let kind: String = r.try_get("kind")?;
+                    let pr_number: Option<i64> = r.try_get("pr_number")?;
+                    Ok(StepRecord {
+                        number: parse_step_number(&number)?,
+                        title: r.try_get("title")?,
+                        details: r.try_get("details")?,
+                        is_leaf: r.try_get("is_leaf")?,
+                        state: parse_state(&state)?,
+                        pr_number: pr_number.map(|n| n as u64),
+                        commit_sha: r.try_get("commit_sha")?,
+                        error: r.try_get("error")?,
+                        kind: parse_kind(&kind)?,
+                        log: r.try_get("log")?,
+                        started_at_ms: r.try_get("started_at")?,
+                        finished_at_ms: r.try_get("finished_at")?,
+                    })
+                }
+            }
+
+            #[async_trait::async_trait]
+            impl $crate::store::StepStore for $store {
+                async fn steps(&self, number: i64) -> StoreResult<Vec<StepRecord>> {
+                    let rows = sqlx::query(&format!("SELECT {STEP_COLUMNS} FROM steps WHERE runbook_number = $1 ORDER BY position"))
+                        .bind(number)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    rows.iter().map(|r| Self::step_from_row(r)).collect()
+                }
+
+                async fn steps_of(&self, numbers: &[i64]) -> StoreResult<HashMap<i64, Vec<StepRecord>>> {
+                    let mut map: HashMap<i64, Vec<StepRecord>> = HashMap::new();
+                    if numbers.is_empty() {
+                        return Ok(map);
+                    }
+                    let sql = format!(
+                        "SELECT runbook_number, {STEP_COLUMNS} FROM steps WHERE runbook_number IN ({}) ORDER BY runbook_number, position",
+                        placeholders(1, numbers.len())
+                    );
+                    let mut query = sqlx::query(&sql);
+                    for n in numbers {
+                        query = query.bind(*n);
+                    }
+                    for row in query.fetch_all(&self.pool).await? {
+                        let number: i64 = row.try_get("runbook_number")?;
+                        map.entry(number).or_default().push(Self::step_from_row(&row)?);
+                    }
+                    Ok(map)
+                }
+
+                async fn set_step_state(&self, number: i64, step: &StepNumber, state: StepState) -> StoreResult<bool> {
+                    let result = sqlx::query(
+                        "UPDATE steps SET state = $1 WHERE runbook_number = $2 AND number = $3 AND is_leaf = $4",
+                    )
+                    .bind(state.as_str())
+                    .bind(number)
+                    .bind(step.to_string())
+                    .bind(true)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(result.rows_affected() == 1)
+                }
+
+                async fn record_plan(&self, number: i64, plan: &Plan, state: StepState, follow_up: Option<i64>) -> StoreResult<()> {
+                    let mut tx = self.begin_write().await?;
+                    let next: i64 = sqlx::query_scalar(
+                        "SELECT COALESCE(MAX(position), 0) + 1 FROM steps WHERE runbook_number = $1",
+                    )
+                    .bind(number)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    for (i, (step, leaf)) in plan.iter().enumerate() {
+                        sqlx::query(
+                            "INSERT INTO steps (runbook_number, number, position, title, details, is_leaf, state) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        )
+                        .bind(number)
+                        .bind(step.number.to_string())
+                        .bind(next + i as i64)
+                        .bind(&step.title)
+                        .bind(&step.details)
+                        .bind(leaf)
+                        .bind(if leaf { state.as_str() } else { StepState::NotStarted.as_str() })
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    if let Some(id) = follow_up {
+                        sqlx::query("UPDATE follow_ups SET processed_at = $1 WHERE id = $2")
+                            .bind(now_ms())
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn record_plan_failure(&self, number: i64, after: u32, prompt: &str, error: &str, follow_up: Option<i64>) -> StoreResult<()> {
+                    let now = now_ms();
+                    let mut tx = self.begin_write().await?;
+                    sqlx::query(
+                        "INSERT INTO steps (runbook_number, number, position, title, details, is_leaf, state, kind, error, finished_at) \
+                         VALUES ($1, $2, (SELECT COALESCE(MAX(position), 0) + 1 FROM steps WHERE runbook_number = $1), \
+                         'Plan the runbook', $3, $4, 'failed', 'plan', $5, $6)",
+                    )
+                    .bind(number)
+                    .bind((after + 1).to_string())
+                    .bind(prompt)
+                    .bind(true)
+                    .bind(error)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    if let Some(id) = follow_up {
+                        sqlx::query("UPDATE follow_ups SET processed_at = $1 WHERE id = $2")
+                            .bind(now)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn transition_steps(&self, number: i64, steps: &[StepNumber], from: &[StepState], to: StepState) -> StoreResult<u32> {
+                    let mut tx = self.begin_write().await?;
+                    let mut moved = 0;
+                    for step in steps {
+                        for state in from {
+                            let result = sqlx::query(
+                                "UPDATE steps SET state = $1 WHERE runbook_number = $2 AND number = $3 AND state = $4 AND is_leaf = $5",
+                            )
+                            .bind(to.as_str())
+                            .bind(number)
+                            .bind(step.to_string())
+                            .bind(state.as_str())
+                            .bind(true)
+                            .execute(&mut *tx)
+                            .await?;
+                            moved += result.rows_affected() as u32;
+                        }
+                    }
+                    if to == StepState::InProgress {
+                        sqlx::query("UPDATE steps SET started_at = $1, error = NULL WHERE runbook_number = $2 AND state = 'in_progress'")
+                            .bind(now_ms())
+                            .bind(number)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(moved)
+                }
+
+                async fn finish_step(&self, number: i64, step: &StepNumber, end: &StepEnd) -> StoreResult<()> {
+                    let mut tx = self.begin_write().await?;
+                    let (state, commit_sha, error, log) = match end {
+                        StepEnd::Completed { commit_sha, log } => (StepState::Completed, commit_sha.as_deref(), None, log),
+                        StepEnd::Failed { error, log } => (StepState::Failed, None, Some(error.as_str()), log),
+                    };
+                    sqlx::query(
+                        "UPDATE steps SET state = $1, commit_sha = $2, error = $3, log = $4, finished_at = $5 \
+                         WHERE runbook_number = $6 AND number = $7",
+                    )
+                    .bind(state.as_str())
+                    .bind(commit_sha)
+                    .bind(error)
+                    .bind(log)
+                    .bind(now_ms())
+                    .bind(number)
+                    .bind(step.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                    if state == StepState::Failed {
+                        // The runbook stops: what was queued after the failure waits for a retry.
+                        sqlx::query("UPDATE steps SET state = 'not_started' WHERE runbook_number = $1 AND state = 'queued'")
+                            .bind(number)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn remove_plan_failures(&self, number: i64) -> StoreResult<u32> {
+                    let result = sqlx::query("DELETE FROM steps WHERE runbook_number = $1 AND kind = 'plan' AND state = 'failed'")
+                        .bind(number)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(result.rows_affected() as u32)
+                }
+            }
+        };
+    };
+}
+
+pub(super) use step_sql;

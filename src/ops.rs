@@ -11,12 +11,14 @@ use axum::http::StatusCode;
 
 use crate::domain::lifecycle::{self, Leaf};
 use crate::domain::{
-    FieldError, FollowUpRequest, NewRunbook, PrMode, RepoName, RunbookRequest, RunbookSummary,
-    StepKind, StepNumber, StepState,
+    FieldError, FollowUpRequest, NewRunbook, PrMode, RepoName, RunbookRequest, RunbookStatus,
+    RunbookSummary, StepCounts, StepKind, StepNumber, StepState,
 };
 use crate::engine::Engine;
 use crate::github::{GitHubApp, GitHubError, Resolution};
-use crate::store::{NewThread, StepRecord, Store, StoreError, TokenInfo};
+use crate::store::{
+    NewThread, RunbookFilter, RunbookRecord, StepRecord, Store, StoreError, TokenInfo,
+};
 
 /// Who asks, and so which runbooks they may see and act on.
 #[derive(Debug, Clone, Copy)]
@@ -182,6 +184,77 @@ impl App {
         Ok(())
     }
 
+    /// The runbooks the actor may see that `query` asks for, newest first, a page at a time:
+    /// the one listing behind GraphQL's `runbooks` and the dashboard's list. With a status
+    /// wanted (computed from the steps), batches are looked through until the page is full,
+    /// the runbooks run out, or [`MAX_SCANNED`] were seen; the page then says where to go on.
+    pub async fn list(
+        &self,
+        actor: Actor<'_>,
+        query: &RunbookQuery,
+    ) -> Result<RunbookPage, OpError> {
+        let mut filter = RunbookFilter {
+            org: query.org.clone(),
+            repository: query.repository.clone(),
+            ..RunbookFilter::default()
+        };
+        match actor {
+            Actor::Token { token, .. } => filter.visible_orgs = token.orgs.clone(),
+            Actor::Writer { repository } => {
+                filter.visible_orgs = vec![repository.owner().to_lowercase()];
+                filter.org = Some(repository.owner().to_string());
+                filter.repository = Some(repository.name().to_string());
+            }
+        }
+        let first = query.first.max(1);
+        let batch = match query.status {
+            None => first + 1,
+            Some(_) => (first + 1).max(LIST_BATCH),
+        };
+        let mut page = RunbookPage::default();
+        let mut cursor = query.before;
+        let mut scanned = 0;
+        'scan: loop {
+            let records = self
+                .store
+                .list_runbooks(&filter, cursor, batch as i64)
+                .await?;
+            let numbers: Vec<i64> = records.iter().map(|r| r.number).collect();
+            let mut steps = self.store.steps_of(&numbers).await?;
+            let exhausted = records.len() < batch;
+            for record in records {
+                scanned += 1;
+                cursor = Some(record.number);
+                let steps = steps.remove(&record.number).unwrap_or_default();
+                let counts =
+                    StepCounts::from_states(steps.iter().filter(|s| s.is_leaf).map(|s| s.state));
+                let status = crate::domain::status(&counts);
+                if query.status.is_some_and(|wanted| wanted != status) {
+                    continue;
+                }
+                if page.runbooks.len() == first {
+                    // One more matches: the page is full, and the next starts after its last.
+                    page.next_before = page.runbooks.last().map(|r| r.record.number);
+                    break 'scan;
+                }
+                page.runbooks.push(Listed {
+                    record,
+                    steps,
+                    counts,
+                    status,
+                });
+            }
+            if exhausted {
+                break;
+            }
+            if scanned >= MAX_SCANNED {
+                page.next_before = cursor;
+                break;
+            }
+        }
+        Ok(page)
+    }
+
     /// Carries out `action` on the runbook (see [`execute`], [`retry`], [`cancel`],
     /// [`open_pull_request`]).
     pub async fn act(&self, number: i64, actor: Actor<'_>, action: &Action) -> Result<(), OpError> {
@@ -198,6 +271,45 @@ impl App {
         self.wake();
         Ok(())
     }
+}
+
+/// The most runbooks one listing looks through for a status before it answers what it has
+/// found, with where to go on: a rare status among many runbooks costs pages, not one
+/// unbounded scan.
+pub const MAX_SCANNED: usize = 1000;
+
+/// Runbooks read at once while looking for a status.
+const LIST_BATCH: usize = 50;
+
+/// A page of runbooks asked for: newest first, those numbered below `before`.
+#[derive(Debug, Clone, Default)]
+pub struct RunbookQuery {
+    /// An organisation (compared without regard to case).
+    pub org: Option<String>,
+    /// A repository name, within `org` or any organisation the actor may see.
+    pub repository: Option<String>,
+    /// Only runbooks with this status.
+    pub status: Option<RunbookStatus>,
+    pub before: Option<i64>,
+    /// At most this many (at least one).
+    pub first: usize,
+}
+
+/// A runbook as listed: its record, its steps, and what they add up to.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub record: RunbookRecord,
+    pub steps: Vec<StepRecord>,
+    pub counts: StepCounts,
+    pub status: RunbookStatus,
+}
+
+/// What a listing found.
+#[derive(Debug, Clone, Default)]
+pub struct RunbookPage {
+    pub runbooks: Vec<Listed>,
+    /// Where the next page starts (its `before`), when there may be more.
+    pub next_before: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]

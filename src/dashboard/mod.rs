@@ -36,10 +36,8 @@ use serde::de::DeserializeOwned;
 use crate::domain::runbook::{check_org, check_repo};
 use crate::domain::{RunbookStatus, StepCounts, StepNumber};
 use crate::http::AppState;
-use crate::ops::{Action, OpError};
-use crate::store::{
-    PullWithSteps, RunbookFilter, RunbookRecord, StepRecord, Store, StoreError, ThreadRecord,
-};
+use crate::ops::{Action, OpError, RunbookQuery};
+use crate::store::{PullWithSteps, RunbookRecord, StepRecord, Store, StoreError, ThreadRecord};
 use pages::Ctx;
 pub use session::Reader;
 
@@ -48,10 +46,6 @@ const FORM_LIMIT: usize = 16 * 1024;
 
 /// Runbooks on one page of the list.
 const PAGE_SIZE: usize = 25;
-
-/// With a status filter, how many runbooks one request looks through at most (the status is
-/// computed from the steps, not stored); past that, the page links on to older ones.
-const MAX_SCAN: usize = 1000;
 
 /// The dashboard's routes (merged into [`crate::api::router`], which gives them the state).
 pub fn router(state: AppState) -> Router<AppState> {
@@ -153,6 +147,23 @@ impl Failure {
             StatusCode::NOT_FOUND,
             format!("Runbook {number} was not found."),
         )
+    }
+}
+
+/// A command or listing the application refused, as a page: the database's failures are the
+/// operator's (logged, not shown), the rest say why with their status.
+impl From<OpError> for Failure {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::Store(e) => e.into(),
+            OpError::NotFound(number) => Failure::runbook_not_found(number),
+            e => {
+                if let OpError::GitHub(e) = &e {
+                    tracing::warn!(error = %e, "GitHub call failed");
+                }
+                Failure::new(e.status(), e.to_string())
+            }
+        }
     }
 }
 
@@ -277,9 +288,9 @@ async fn list(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, Failure> {
     let ctx = Ctx::signed_in(&state, &reader);
-    let query = query.map(|q| q.0).unwrap_or_default();
-    let repository = query.repository.unwrap_or_default().trim().to_string();
-    let status_text = query.status.unwrap_or_default().trim().to_string();
+    let asked = query.map(|q| q.0).unwrap_or_default();
+    let repository = asked.repository.unwrap_or_default().trim().to_string();
+    let status_text = asked.status.unwrap_or_default().trim().to_string();
     let shown = pages::ListQueryShown {
         repository: repository.clone(),
         status: status_text.clone(),
@@ -295,9 +306,9 @@ async fn list(
         )
     };
 
-    let mut filter = RunbookFilter {
-        visible_orgs: reader.session.token.orgs.clone(),
-        ..RunbookFilter::default()
+    let mut query = RunbookQuery {
+        first: PAGE_SIZE,
+        ..RunbookQuery::default()
     };
     if !repository.is_empty() {
         let (org, name) = match repository.split_once('/') {
@@ -312,21 +323,19 @@ async fn list(
         if let Err(e) = check_repo("repository", name) {
             return Ok(bad(format!("{e} (use org/name or name)")));
         }
-        filter.org = org.map(str::to_string);
-        filter.repository = Some(name.to_string());
+        query.org = org.map(str::to_string);
+        query.repository = Some(name.to_string());
     }
-    let wanted = if status_text.is_empty() {
-        None
-    } else {
+    if !status_text.is_empty() {
         match RunbookStatus::ALL
             .into_iter()
             .find(|s| s.as_str() == status_text)
         {
-            Some(s) => Some(s),
+            Some(s) => query.status = Some(s),
             None => return Ok(bad(format!("There is no status `{status_text}`."))),
         }
     };
-    let mut cursor = match query.before.as_deref().map(str::trim) {
+    query.before = match asked.before.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(raw) => match raw.parse::<i64>() {
             Ok(n) if n > 0 => Some(n),
@@ -338,55 +347,25 @@ async fn list(
         },
     };
 
-    // Newest first, a batch at a time; with a status filter, batches are looked through
-    // until the page is full (the status is computed from the steps).
-    let batch_size = if wanted.is_some() { 100 } else { PAGE_SIZE + 1 };
-    let mut rows: Vec<pages::ListRow> = Vec::new();
-    let mut next_before: Option<i64> = None;
-    let mut scanned = 0;
-    'scan: loop {
-        let batch = state
-            .store()
-            .list_runbooks(&filter, cursor, batch_size as i64)
-            .await?;
-        let numbers: Vec<i64> = batch.iter().map(|r| r.number).collect();
-        let (mut steps, mut pulls) = tokio::try_join!(
-            state.store().steps_of(&numbers),
-            state.store().pull_requests_of(&numbers),
-        )?;
-        for runbook in &batch {
-            scanned += 1;
-            let steps = steps.remove(&runbook.number).unwrap_or_default();
-            let counts =
-                StepCounts::from_states(steps.iter().filter(|s| s.is_leaf).map(|s| s.state));
-            let status = crate::domain::status(&counts);
-            if wanted.is_none_or(|w| w == status) {
-                if rows.len() == PAGE_SIZE {
-                    next_before = rows.last().map(|r| r.runbook.number);
-                    break 'scan;
-                }
-                rows.push(pages::ListRow {
-                    runbook: runbook.clone(),
-                    status,
-                    counts,
-                    pulls: pulls
-                        .remove(&runbook.number)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|p| (p.record.number, p.record.url))
-                        .collect(),
-                });
-            }
-            cursor = Some(runbook.number);
-        }
-        if batch.len() < batch_size {
-            break;
-        }
-        if scanned >= MAX_SCAN {
-            next_before = cursor;
-            break;
-        }
-    }
+    let page = state.app.list(reader.actor(), &query).await?;
+    let numbers: Vec<i64> = page.runbooks.iter().map(|r| r.record.number).collect();
+    let mut pulls = state.store().pull_requests_of(&numbers).await?;
+    let rows: Vec<pages::ListRow> = page
+        .runbooks
+        .into_iter()
+        .map(|listed| pages::ListRow {
+            pulls: pulls
+                .remove(&listed.record.number)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| (p.record.number, p.record.url))
+                .collect(),
+            runbook: listed.record,
+            status: listed.status,
+            counts: listed.counts,
+        })
+        .collect();
+    let next_before = page.next_before;
     let next = next_before.map(|before| {
         let mut href = format!("/runbooks?before={before}");
         if !repository.is_empty() {

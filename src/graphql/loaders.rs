@@ -146,6 +146,14 @@ impl Loaders {
         Ok(found.into_iter().map(|(k, v)| (k.0, v)).collect())
     }
 
+    /// Remembers runbooks' steps read already (by a listing), so fields asking for them do
+    /// not read them again.
+    pub async fn feed_steps(&self, steps: impl IntoIterator<Item = (i64, Vec<StepRecord>)>) {
+        self.loader
+            .feed_many(steps.into_iter().map(|(n, s)| (StepsOf(n), Arc::new(s))))
+            .await;
+    }
+
     /// Loads what a page of runbooks will be asked for, one read per kind, concurrently.
     pub async fn prime(&self, numbers: &[i64], needs: Needs) -> Result<(), ApiError> {
         let steps = async {

@@ -5,18 +5,14 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::loaders::{Loaders, Needs};
-use super::types::{PageInfo, Runbook, RunbookConnection, RunbookEdge, RunbookStatus, status_of};
+use super::types::{PageInfo, Runbook, RunbookConnection, RunbookEdge, RunbookStatus};
 use super::{OrGraphql, RequestContext};
 use crate::domain;
 use crate::http::ApiError;
-use crate::store::{RunbookFilter, RunbookRecord};
+use crate::ops::RunbookQuery;
 
 /// Largest page of `runbooks`.
 pub const MAX_FIRST: i32 = 100;
-
-/// With a status filter, the runbooks looked through for one page at most: a page may then
-/// hold fewer runbooks than asked for while `hasNextPage` is true.
-pub const MAX_SCANNED: usize = 1000;
 
 /// Which runbooks to list. Every field narrows the listing; the token's organisations
 /// always apply.
@@ -153,61 +149,27 @@ async fn list(
     }
     let first = first as usize;
     let before = after.as_deref().map(decode_cursor).transpose()?;
-    let store = &request.state.store();
-    let scope = RunbookFilter {
-        visible_orgs: request.caller.token.orgs.clone(),
+    let query = RunbookQuery {
         org: filter.org.filter(|o| !o.is_empty()),
         repository: filter.repository.filter(|r| !r.is_empty()),
+        status: filter.status.map(domain::RunbookStatus::from),
+        before,
+        first,
     };
-    let (mut rows, mut has_next_page, mut resume_at): (Vec<RunbookRecord>, bool, Option<i64>) =
-        (Vec::new(), false, None);
-    match filter.status {
-        None => {
-            rows = store
-                .list_runbooks(&scope, before, first as i64 + 1)
-                .await?;
-            if rows.len() > first {
-                rows.truncate(first);
-                has_next_page = true;
-            }
-        }
-        Some(wanted) => {
-            // The status is computed from the steps: read a batch, keep the matching ones,
-            // and go on until the page is full, the runbooks run out, or enough were seen.
-            let wanted = domain::RunbookStatus::from(wanted);
-            let batch = (first + 1).max(50);
-            let mut cursor = before;
-            let mut scanned = 0;
-            'scan: loop {
-                let page = store.list_runbooks(&scope, cursor, batch as i64).await?;
-                let numbers: Vec<i64> = page.iter().map(|r| r.number).collect();
-                let steps = loaders.steps_of(&numbers).await?;
-                let exhausted = page.len() < batch;
-                for record in page {
-                    scanned += 1;
-                    cursor = Some(record.number);
-                    let status = steps
-                        .get(&record.number)
-                        .map_or(domain::RunbookStatus::GeneratingSteps, |s| status_of(s));
-                    if status == wanted {
-                        if rows.len() == first {
-                            has_next_page = true;
-                            break 'scan;
-                        }
-                        rows.push(record);
-                    }
-                }
-                if exhausted {
-                    break;
-                }
-                if scanned >= MAX_SCANNED {
-                    has_next_page = true;
-                    resume_at = cursor;
-                    break;
-                }
-            }
-        }
+    let page = request
+        .state
+        .app
+        .list(request.caller.actor(), &query)
+        .await?;
+    let has_next_page = page.next_before.is_some();
+    let mut rows = Vec::with_capacity(page.runbooks.len());
+    let mut read = Vec::with_capacity(page.runbooks.len());
+    for listed in page.runbooks {
+        read.push((listed.record.number, listed.steps));
+        rows.push(listed.record);
     }
+    // The steps were read to compute the statuses: the fields asking for them use those.
+    loaders.feed_steps(read).await;
     let numbers: Vec<i64> = rows.iter().map(|r| r.number).collect();
     loaders.prime(&numbers, needs).await?;
     let edges: Vec<RunbookEdge> = rows
@@ -217,7 +179,8 @@ async fn list(
             node: Runbook::new(record),
         })
         .collect();
-    let end_cursor = resume_at
+    let end_cursor = page
+        .next_before
         .map(encode_cursor)
         .or_else(|| edges.last().map(|e| e.cursor.clone()));
     Ok(RunbookConnection {

@@ -84,6 +84,7 @@ impl Engine {
         let repo = self.github.installed_repo(org, name).await?;
         self.github.edit_comment(&repo, comment_id, &body).await?;
         self.store.record_status_body(number, &body).await?;
+        self.announce(number, super::Progress::Reported);
         Ok(true)
     }
 }

@@ -675,7 +675,8 @@ async fn a_transferred_repository_is_checked_by_its_real_owner(backend: Backend)
     t.stop().await;
 }
 
-/// Waits until the server has handled every delivery it received.
+/// Waits until the server has handled every delivery it received (polled: the intake, unlike
+/// the engine, announces nothing).
 async fn until_handled(t: &TestServer) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !t.store.unfinished_deliveries(1).await.unwrap().is_empty() {

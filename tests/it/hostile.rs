@@ -147,6 +147,7 @@ impl Hostile {
 
     async fn wait_for_end(&self, number: i64) -> Value {
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        // `runbooks serve` is another process: its engine's events do not reach this one.
         loop {
             let doc: Value = self
                 .http

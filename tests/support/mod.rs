@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use runbooks::config::Config;
+use runbooks::engine::{Engine, EngineEvent};
 use runbooks::server::{self, RunningServer};
 use runbooks::store::{self, Store};
 use runbooks::tokens;
+use tokio::sync::broadcast;
 
 /// Which database a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +141,9 @@ pub struct TestServer {
     pub server: Option<RunningServer>,
     pub base: String,
     pub store: Arc<dyn Store>,
+    /// The server's engine (when a GitHub App is configured), kept past a stop: tests wait
+    /// on its progress ([`TestServer::watch`]).
+    pub engine: Option<Arc<Engine>>,
     /// A token for the organisation `acme-corp`.
     pub token: String,
     pub http: reqwest::Client,
@@ -158,15 +163,27 @@ impl TestServer {
         configure(&mut config);
         let server = server::start(&config).await.expect("starting the server");
         let store = server.store.clone();
+        let engine = server.engine.clone();
         let token = create_token(&store, &["acme-corp"]).await;
         Self {
             base: format!("http://{}", server.addr),
             server: Some(server),
             db,
             store,
+            engine,
             token,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// The engine's progress on runbook `number` from now on, for at most `timeout`: made
+    /// before the first look at what a test waits for, so nothing the engine records after
+    /// that look goes unannounced.
+    pub fn watch(&self, number: i64, timeout: std::time::Duration) -> Watch {
+        let engine = self.engine.as_ref().expect(
+            "this server runs no engine (no GitHub App configured): nothing will happen to wait for",
+        );
+        Watch::new(&[engine], number, tokio::time::Instant::now() + timeout)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -275,14 +292,54 @@ pub async fn server_for(
     .await
 }
 
-/// Polls the runbook document until `done` holds, or fails after a deadline.
+/// The engine's progress on one runbook, followed until a deadline (see
+/// [`TestServer::watch`]): a test looks at what it waits for, and when that is not there yet,
+/// waits for the engine's next event on the runbook and looks again.
+pub struct Watch {
+    events: Vec<broadcast::Receiver<EngineEvent>>,
+    number: i64,
+    deadline: tokio::time::Instant,
+}
+
+impl Watch {
+    /// The progress of every one of `engines` (replicas on one database) on runbook `number`,
+    /// until `deadline`.
+    pub fn new(engines: &[&Arc<Engine>], number: i64, deadline: tokio::time::Instant) -> Self {
+        Self {
+            events: engines.iter().map(|engine| engine.subscribe()).collect(),
+            number,
+            deadline,
+        }
+    }
+
+    /// Waits until an engine has done something more to the runbook; `false` once the
+    /// deadline has passed.
+    pub async fn next(&mut self) -> bool {
+        use broadcast::error::RecvError;
+        loop {
+            let any = futures_util::future::select_all(
+                self.events.iter_mut().map(|events| Box::pin(events.recv())),
+            );
+            match tokio::time::timeout_at(self.deadline, any).await {
+                Err(_) => return false,
+                Ok((Ok(event), ..)) if event.runbook != self.number => {}
+                // Fallen behind: what was missed is in the store, looked at next.
+                Ok((Ok(_) | Err(RecvError::Lagged(_)), ..)) => return true,
+                Ok((Err(RecvError::Closed), ..)) => panic!("the engine is gone"),
+            }
+        }
+    }
+}
+
+/// Reads the runbook document until `done` holds, looking again after each of the engine's
+/// steps on it, or fails after a deadline.
 pub async fn wait_for(
     t: &TestServer,
     number: i64,
     what: &str,
     done: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut progress = t.watch(number, std::time::Duration::from_secs(60));
     loop {
         let response = t.get(number).await;
         let (_, doc) = json(response).await;
@@ -290,10 +347,9 @@ pub async fn wait_for(
             return doc;
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            progress.next().await,
             "runbook {number} never reached {what}; last: {doc}"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 

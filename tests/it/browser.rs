@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use runbooks::domain::RunbookStatus;
 use serde_json::{Value, json};
 use support::{Backend, TestServer, json, server_for, wait_for};
 
@@ -179,7 +180,7 @@ async fn the_dashboard_in_a_real_browser() {
     )
     .await;
     wait_for(&t, running, "step 2 to run", |d| {
-        d["steps"]["completed"] == 1 && d["steps"]["in_progress"] == 1
+        d.steps.completed == 1 && d.steps.in_progress == 1
     })
     .await;
 
@@ -264,7 +265,7 @@ async fn the_dashboard_in_a_real_browser() {
         ),
     )
     .await;
-    support::wait_for_status(&t, flaky, &["failed"]).await;
+    support::wait_for_status(&t, flaky, &[RunbookStatus::Failed]).await;
     browser
         .goto(&t.url(&format!("/runbooks/{flaky}")))
         .await

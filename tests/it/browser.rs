@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use runbooks::domain::RunbookStatus;
 use serde_json::{Value, json};
-use support::{Backend, TestServer, json, server_for, wait_for};
+use support::{Backend, TestServer, server_for, wait_for};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -147,13 +147,11 @@ async fn wait_for_shown(browser: &Client, step: &str, states: &[&str]) -> String
 }
 
 async fn create(t: &TestServer, prompt: String) -> i64 {
-    let (status, doc) = json(
-        t.create(json!({"repository": {"org": "acme-corp", "name": "backend"}, "prompt": prompt}))
-            .await,
-    )
-    .await;
-    assert_eq!(status, 202, "{doc}");
-    doc["runbook_number"].as_i64().unwrap()
+    t.api()
+        .create(&json!({"repository": {"org": "acme-corp", "name": "backend"}, "prompt": prompt}))
+        .await
+        .expect("created")
+        .runbook_number
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use runbooks::domain::RunbookStatus;
 use runbooks_standin::{Delivery, StandIn};
 use serde_json::Value;
-use support::{Backend, TestServer, json, server_for, wait_for_status};
+use support::{Backend, TestServer, server_for, wait_for_status};
 
 const LIB: &str = "pub fn old_name() -> u32 {\n    1\n}\n";
 
@@ -125,7 +125,7 @@ impl Setup {
     }
 
     async fn runbook_exists(&self, number: i64) -> bool {
-        json(self.t.get(number).await).await.0 == 200
+        self.t.api().runbook(number).await.is_ok()
     }
 }
 

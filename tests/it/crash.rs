@@ -8,7 +8,8 @@ use std::time::Duration;
 use runbooks_standin::StandIn;
 use std::sync::Arc;
 
-use runbooks::domain::{StepNumber, StepState};
+use runbooks::api::runbooks::RunbookDocument;
+use runbooks::domain::{RunbookStatus, StepNumber, StepState};
 use runbooks::store::Store;
 use serde_json::json;
 use support::{Backend, Served, TestDb};
@@ -38,7 +39,7 @@ fn serve(db: &TestDb, github: &StandIn) -> Served {
     )
 }
 
-async fn get(http: &reqwest::Client, url: String, token: &str) -> serde_json::Value {
+async fn get(http: &reqwest::Client, url: String, token: &str) -> RunbookDocument {
     http.get(url)
         .bearer_auth(token)
         .send()
@@ -54,8 +55,8 @@ async fn wait_until(
     base: &str,
     token: &str,
     what: &str,
-    done: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
+    done: impl Fn(&RunbookDocument) -> bool,
+) -> RunbookDocument {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     // `runbooks serve` is another process: its engine's events do not reach this one.
     loop {
@@ -65,7 +66,7 @@ async fn wait_until(
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "never reached {what}: {doc}"
+            "never reached {what}: {doc:?}"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -105,7 +106,7 @@ async fn kill_9_during_a_step_then_restart(backend: Backend) {
         .unwrap();
     assert_eq!(response.status(), 202);
     wait_until(&http, &first_base, &token, "step 2 running", |d| {
-        d["steps"]["completed"] == 1 && d["steps"]["in_progress"] == 1
+        d.steps.completed == 1 && d.steps.in_progress == 1
     })
     .await;
     // Kill only once the step's command is really blocked (it has made its mark: a file, polled).
@@ -123,11 +124,11 @@ async fn kill_9_during_a_step_then_restart(backend: Backend) {
     let second = serve(&db, &github);
     let second_base = format!("http://{}", second.addr);
     let done = wait_until(&http, &second_base, &token, "completion", |d| {
-        d["status"] == "completed" || d["status"] == "failed"
+        matches!(d.status, RunbookStatus::Completed | RunbookStatus::Failed)
     })
     .await;
-    assert_eq!(done["status"], "completed", "{done}");
-    assert_eq!(done["steps"]["completed"], 3);
+    assert_eq!(done.status, RunbookStatus::Completed, "{done:?}");
+    assert_eq!(done.steps.completed, 3);
     let messages = github
         .commit_messages("acme-corp", "backend", "runbooks/1")
         .await

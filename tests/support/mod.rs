@@ -191,7 +191,12 @@ impl TestServer {
 
     /// The REST API as the default token, typed: see [`Api`].
     pub fn api(&self) -> Api<'_> {
-        Api { t: self }
+        self.api_as(&self.token)
+    }
+
+    /// The REST API as `token`, typed.
+    pub fn api_as<'a>(&'a self, token: &'a str) -> Api<'a> {
+        Api { t: self, token }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -337,13 +342,14 @@ impl<T: std::fmt::Debug> Refused for Answer<T> {
     }
 }
 
-/// A typed client of the test server's REST API, as its default token, for tests whose
+/// A typed client of the test server's REST API, as one token, for tests whose
 /// subject is behaviour: each call answers the API's own types (those `runbooks::client`
 /// reads) or a [`Refusal`]. The wire format has tests of its own (`api.rs`, `openapi.rs`),
 /// yet nothing is taken on trust here either: an accepted call must answer the status the API
 /// documents for it, and a refused one exactly `{error, message}` with a message.
 pub struct Api<'a> {
     t: &'a TestServer,
+    token: &'a str,
 }
 
 impl Api<'_> {
@@ -402,7 +408,7 @@ impl Api<'_> {
         accepted: u16,
     ) -> Answer<T> {
         let response = request
-            .bearer_auth(&self.t.token)
+            .bearer_auth(self.token)
             .send()
             .await
             .expect("sending the request");

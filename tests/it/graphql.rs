@@ -273,10 +273,10 @@ async fn every_field_of_a_runbook(backend: Backend) {
     assert_eq!(runbook["description"], "Part of the Q3 upgrade.");
 
     // The REST document agrees.
-    let (_, document) = support::json(t.get(1).await).await;
-    assert_eq!(document["status"], "failed");
-    assert_eq!(document["steps"]["completed"], 1);
-    assert_eq!(document["pull_requests"][0]["step_numbers"], json!(["1.1"]));
+    let document = t.api().runbook(1).await.expect("the runbook");
+    assert_eq!(document.status, runbooks::domain::RunbookStatus::Failed);
+    assert_eq!(document.steps.completed, 1);
+    assert_eq!(document.pull_requests[0].step_numbers, ["1.1"]);
 
     // A merged pull request of a runbook that is not a draft, and a thread.
     let mut new = new_runbook("acme-corp", "backend", "From a comment");

@@ -162,7 +162,9 @@ async fn handle(app: &App, delivery: &DeliveryRecord) -> Result<(), IntakeError>
             );
         }
         event @ Event::PullRequest { .. } => {
-            if crate::engine::pulls::track_pull_request(app.store().as_ref(), &event).await? {
+            if let Some(engine) = app.engine()
+                && crate::engine::pulls::track_pull_request(engine, &event).await?
+            {
                 app.wake();
             }
         }

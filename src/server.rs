@@ -41,6 +41,9 @@ pub struct RunningServer {
     /// The base of `url` fields and links.
     pub public_url: String,
     pub store: Arc<dyn Store>,
+    /// The engine, when a GitHub App is configured: its progress can be followed
+    /// ([`Engine::subscribe`]).
+    pub engine: Option<Arc<Engine>>,
     connections: Arc<Connections>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
@@ -148,7 +151,7 @@ pub async fn start_with_store(
             "no GitHub App configured (GITHUB_APP_ID): runbooks are accepted but not run"
         ),
     }
-    let app = App::new(store.clone(), github, engine);
+    let app = App::new(store.clone(), github, engine.clone());
     let mut state = AppState::new(app, &public_url, config.rate_limit_per_minute)
         .with_auth_rate_limit(config.limits.auth_rate_limit_per_minute);
     state.trusted_proxies = config.limits.trusted_proxies.clone().into();
@@ -198,6 +201,7 @@ pub async fn start_with_store(
         addr,
         public_url,
         store,
+        engine,
         connections,
         shutdown: Some(tx),
         task,

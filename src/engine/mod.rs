@@ -19,6 +19,7 @@
 //! it next finishes the job. A step recovered after a crash takes the same path as one that
 //! just ran: the PR bookkeeping is computed from the steps, never carried by the step.
 
+mod events;
 mod git_steps;
 pub mod project;
 pub mod pulls;
@@ -37,6 +38,8 @@ use crate::domain::{PrMode, StepKind, StepNumber, StepState};
 use crate::git::RepoCache;
 use crate::github::GitHubApp;
 use crate::store::{StepEnd, StepRecord, Store, StoreError, now_ms};
+
+pub use events::{EngineEvent, Progress};
 
 /// The first wait before a failed attempt to bring GitHub up to date is retried; it doubles
 /// with every failure up to [`RETRY_MAX`].
@@ -117,6 +120,7 @@ pub struct Engine {
     /// This process's name; each worker holds leases as `<owner>/<worker>`.
     owner: String,
     wake: Notify,
+    events: events::Events,
 }
 
 /// What a runbook needs next.
@@ -156,6 +160,7 @@ impl Engine {
             config,
             owner,
             wake: Notify::new(),
+            events: events::Events::new(),
         })
     }
 
@@ -181,6 +186,16 @@ impl Engine {
         self.wake.notify_waiters();
     }
 
+    /// The engine's progress from now on, each event sent once the store has it (see
+    /// [`events`]): subscribe, then read the store, then wait for the next event.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<EngineEvent> {
+        self.events.subscribe()
+    }
+
+    fn announce(&self, number: i64, progress: Progress) {
+        self.events.send(number, progress);
+    }
+
     /// Does the next thing the runbook needs; `false` when there is nothing to do.
     async fn step_once(&self, number: i64, lost: &AtomicBool) -> Result<bool, StoreError> {
         match self.next(number).await? {
@@ -201,6 +216,7 @@ impl Engine {
                     .transition_steps(number, &queued, &[StepState::Queued], StepState::NotStarted)
                     .await?;
                 self.store.set_cancel_requested(number, false).await?;
+                self.announce(number, Progress::Cancelled);
                 Ok(true)
             }
             Next::Recover(numbers) => {
@@ -217,6 +233,7 @@ impl Engine {
                         StepState::Queued,
                     )
                     .await?;
+                self.announce(number, Progress::Resumed);
                 Ok(true)
             }
             Next::Plan {
@@ -233,6 +250,7 @@ impl Engine {
                     self.store
                         .record_plan_failure(number, after, &prompt, &error.to_string(), follow_up)
                         .await?;
+                    self.announce(number, Progress::PlanFailed);
                     return Ok(true);
                 }
                 // A runbook started from a comment plans with its thread as context.
@@ -257,12 +275,14 @@ impl Engine {
                         self.store
                             .record_plan(number, &plan, state, follow_up)
                             .await?;
+                        self.announce(number, Progress::Planned);
                     }
                     Err(e) => {
                         tracing::warn!(runbook = number, error = %e, "the plan could not be made");
                         self.store
                             .record_plan_failure(number, after, &prompt, &e.to_string(), follow_up)
                             .await?;
+                        self.announce(number, Progress::PlanFailed);
                     }
                 }
                 Ok(true)
@@ -280,6 +300,7 @@ impl Engine {
                 if moved == 0 {
                     return Ok(true);
                 }
+                self.announce(number, Progress::StepStarted);
                 let end = self.run_step(number, &step, lost).await;
                 if lost.load(Ordering::SeqCst) {
                     // Another worker owns the runbook now and will run the step again.
@@ -303,6 +324,7 @@ impl Engine {
                     }
                 }
                 self.store.finish_step(number, &step.number, &end).await?;
+                self.announce(number, Progress::StepFinished);
                 Ok(true)
             }
         }
@@ -363,7 +385,9 @@ impl Engine {
             .github
             .installed_repo(&runbook.org, &runbook.repo)
             .await?;
-        self.reconcile_pulls(&runbook, &repo, idle, ending).await
+        let reconciled = self.reconcile_pulls(&runbook, &repo, idle, ending).await;
+        self.announce(number, Progress::PullRequests);
+        reconciled
     }
 
     /// When a runbook has nothing left to do: its working tree is offered to later runbooks
@@ -579,6 +603,7 @@ impl Worker {
         if let Err(e) = self.engine.store.release_lease(number, &self.owner).await {
             tracing::warn!(runbook = number, error = %e, "lease not released");
         }
+        self.engine.announce(number, Progress::Released);
     }
 }
 
@@ -588,7 +613,13 @@ impl Worker {
     async fn pay(&self, number: i64, version: i64) {
         let store = &self.engine.store;
         let outcome = match self.engine.finish(number).await {
-            Ok(()) => store.settle_owed(number, version).await.map(|_| ()),
+            Ok(()) => {
+                let settled = store.settle_owed(number, version).await.map(|_| ());
+                if settled.is_ok() {
+                    self.engine.announce(number, Progress::Settled);
+                }
+                settled
+            }
             Err(error) => {
                 let attempts = store
                     .owed_failed(number, &error.to_string(), &|attempts| {
@@ -597,6 +628,7 @@ impl Worker {
                     .await;
                 if let Ok(attempts) = attempts {
                     tracing::warn!(runbook = number, attempts, %error, "GitHub not brought up to date; will retry");
+                    self.engine.announce(number, Progress::Owed);
                 }
                 attempts.map(|_| ())
             }

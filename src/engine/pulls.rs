@@ -420,7 +420,9 @@ impl Engine {
         let idle = !steps
             .iter()
             .any(|s| matches!(s.state, StepState::Queued | StepState::InProgress));
-        self.reconcile_pulls(&runbook, &repo, idle, None).await?;
+        let reconciled = self.reconcile_pulls(&runbook, &repo, idle, None).await;
+        self.announce(number, super::Progress::PullRequests);
+        reconciled?;
         let branch = super::single_branch(number);
         Ok(self
             .store
@@ -468,11 +470,13 @@ pub fn runbook_branch(branch: &str) -> Option<(i64, Option<u32>)> {
 /// a `manual` runbook's branch, and records merges, closes and reopens. A merge makes the
 /// runbook owe GitHub a reconciliation: the next PR of a stack is retargeted onto the merged
 /// one's base ([`wanted`]), so the stack stays mergeable (nothing deletes the old base
-/// branch) — durably, by whichever worker takes the runbook.
+/// branch) — durably, by whichever worker takes the runbook. Answers whether the runbook
+/// owes GitHub now (the engine is to be woken).
 pub async fn track_pull_request(
-    store: &dyn crate::store::Store,
+    engine: &Engine,
     event: &crate::github::webhook::Event,
 ) -> Result<bool, StoreError> {
+    let store = engine.store.as_ref();
     let crate::github::webhook::Event::PullRequest {
         action,
         repository,
@@ -518,6 +522,7 @@ pub async fn track_pull_request(
             store
                 .set_pull_request_state(number, *pr_number, PullState::Open)
                 .await?;
+            engine.announce(number, super::Progress::PullRequests);
         }
         "closed" => {
             let state = if *merged {
@@ -533,6 +538,7 @@ pub async fn track_pull_request(
             store
                 .set_pull_request_state(number, *pr_number, state)
                 .await?;
+            engine.announce(number, super::Progress::PullRequests);
             return Ok(*merged && known.is_some());
         }
         _ => {}

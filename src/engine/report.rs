@@ -87,6 +87,7 @@ impl Engine {
             .await?;
         self.github.edit_comment(&repo, comment_id, &body).await?;
         self.store.record_status_body(number, &body).await?;
+        self.announce(number, super::Progress::Reported);
         Ok(true)
     }
 }

@@ -13,8 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use runbooks::domain::RunbookStatus;
 use serde_json::{Value, json};
-use support::{Backend, TestServer, json, server_for, wait_for};
+use support::{Backend, TestServer, server_for, wait_for};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -146,13 +147,11 @@ async fn wait_for_shown(browser: &Client, step: &str, states: &[&str]) -> String
 }
 
 async fn create(t: &TestServer, prompt: String) -> i64 {
-    let (status, doc) = json(
-        t.create(json!({"repository": {"org": "acme-corp", "name": "backend"}, "prompt": prompt}))
-            .await,
-    )
-    .await;
-    assert_eq!(status, 202, "{doc}");
-    doc["runbook_number"].as_i64().unwrap()
+    t.api()
+        .create(&json!({"repository": {"org": "acme-corp", "name": "backend"}, "prompt": prompt}))
+        .await
+        .expect("created")
+        .runbook_number
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,7 +178,7 @@ async fn the_dashboard_in_a_real_browser() {
     )
     .await;
     wait_for(&t, running, "step 2 to run", |d| {
-        d["steps"]["completed"] == 1 && d["steps"]["in_progress"] == 1
+        d.steps.completed == 1 && d.steps.in_progress == 1
     })
     .await;
 
@@ -264,7 +263,7 @@ async fn the_dashboard_in_a_real_browser() {
         ),
     )
     .await;
-    support::wait_for_status(&t, flaky, &["failed"]).await;
+    support::wait_for_status(&t, flaky, &[RunbookStatus::Failed]).await;
     browser
         .goto(&t.url(&format!("/runbooks/{flaky}")))
         .await

@@ -207,6 +207,7 @@ async fn chaos(backend: Backend, size: Size) {
         .filter(|n| planned[(*n - 1) as usize].mode == "manual")
         .collect();
     let mut requested: Vec<i64> = Vec::new();
+    // `runbooks serve` is another process: its engine's events do not reach this one.
     loop {
         let mut all_done = true;
         for number in &numbers {

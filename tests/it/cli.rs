@@ -362,7 +362,8 @@ async fn the_standin_command_points_serve_at_a_local_github() {
             .spawn()
             .unwrap(),
     );
-    // The file appears whole (renamed into place) once the stand-in answers.
+    // The file appears whole (renamed into place) once the stand-in answers (another process:
+    // polled).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !env_file.exists() {
         assert!(

@@ -9,6 +9,7 @@ use support::{LIB, RENAME};
 use std::process::Stdio;
 use std::time::Duration;
 
+use runbooks::domain::RunbookStatus;
 use runbooks_standin::StandIn;
 use serde_json::{Value, json};
 use support::{Backend, TestServer, server_for, wait_for_status};
@@ -171,7 +172,7 @@ async fn create_prints_the_number_and_url_or_the_json_document() {
     assert_eq!(record.description.as_deref(), Some("Asked from the CLI."));
     assert_eq!(record.labels, ["cli", "automated"]);
     assert_eq!(record.author_email.as_deref(), Some("dev@acme.example"));
-    wait_for_status(&t, 1, &["not_started"]).await;
+    wait_for_status(&t, 1, &[RunbookStatus::NotStarted]).await;
 
     // --org/--repo, the prompt from standard input, the document as JSON.
     let json_run = run_with(
@@ -264,8 +265,8 @@ async fn create_checks_its_arguments_before_asking_the_server() {
 async fn status_shows_the_step_tree_commits_and_pull_requests() {
     let (_github, t) = setup().await;
     t.create(body(RENAME)).await;
-    let done = wait_for_status(&t, 1, &["completed", "failed"]).await;
-    assert_eq!(done["status"], "completed");
+    let done = wait_for_status(&t, 1, &[RunbookStatus::Completed, RunbookStatus::Failed]).await;
+    assert_eq!(done.status, RunbookStatus::Completed);
     let tree = steps(&t, 1).await;
 
     let status = run(&t, &["status", "1"]).await;
@@ -297,21 +298,20 @@ async fn status_shows_the_step_tree_commits_and_pull_requests() {
         );
         assert!(out.contains(&line), "{line:?} in {status}");
     }
-    for pr in done["pull_requests"].as_array().unwrap() {
-        let url = pr["url"].as_str().unwrap();
+    for pr in &done.pull_requests {
         assert!(
-            out.contains(&format!("#{} {url}", pr["number"])),
+            out.contains(&format!("#{} {}", pr.number, pr.url)),
             "{status}"
         );
     }
-    if !done["pull_requests"].as_array().unwrap().is_empty() {
+    if !done.pull_requests.is_empty() {
         assert!(out.contains("\npull requests:\n"), "{status}");
     }
 
     let json_status = run(&t, &["status", "1", "--json"]).await;
     assert_eq!(json_status.code, 0, "{json_status}");
     let doc: Value = serde_json::from_str(&json_status.stdout).expect("a JSON document");
-    assert_eq!(doc, done);
+    assert_eq!(doc, serde_json::to_value(&done).unwrap());
     t.stop().await;
 }
 
@@ -412,7 +412,7 @@ async fn watch_waits_for_execute_on_a_planned_runbook() {
     let mut request = body(RENAME);
     request["oneshot"] = json!(false);
     t.create(request).await;
-    wait_for_status(&t, 1, &["not_started"]).await;
+    wait_for_status(&t, 1, &[RunbookStatus::NotStarted]).await;
 
     let mut child = command(
         &t.base,

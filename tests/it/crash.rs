@@ -8,7 +8,8 @@ use std::time::Duration;
 use runbooks_standin::StandIn;
 use std::sync::Arc;
 
-use runbooks::domain::{StepNumber, StepState};
+use runbooks::api::runbooks::RunbookDocument;
+use runbooks::domain::{RunbookStatus, StepNumber, StepState};
 use runbooks::store::Store;
 use serde_json::json;
 use support::{Backend, Served, TestDb};
@@ -38,7 +39,7 @@ fn serve(db: &TestDb, github: &StandIn) -> Served {
     )
 }
 
-async fn get(http: &reqwest::Client, url: String, token: &str) -> serde_json::Value {
+async fn get(http: &reqwest::Client, url: String, token: &str) -> RunbookDocument {
     http.get(url)
         .bearer_auth(token)
         .send()
@@ -54,9 +55,10 @@ async fn wait_until(
     base: &str,
     token: &str,
     what: &str,
-    done: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
+    done: impl Fn(&RunbookDocument) -> bool,
+) -> RunbookDocument {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // `runbooks serve` is another process: its engine's events do not reach this one.
     loop {
         let doc = get(http, format!("{base}/api/v1/runbook/1"), token).await;
         if done(&doc) {
@@ -64,7 +66,7 @@ async fn wait_until(
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "never reached {what}: {doc}"
+            "never reached {what}: {doc:?}"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -104,10 +106,10 @@ async fn kill_9_during_a_step_then_restart(backend: Backend) {
         .unwrap();
     assert_eq!(response.status(), 202);
     wait_until(&http, &first_base, &token, "step 2 running", |d| {
-        d["steps"]["completed"] == 1 && d["steps"]["in_progress"] == 1
+        d.steps.completed == 1 && d.steps.in_progress == 1
     })
     .await;
-    // Kill only once the step's command is really blocked (it has made its mark).
+    // Kill only once the step's command is really blocked (it has made its mark: a file, polled).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !once.exists() {
         assert!(
@@ -122,11 +124,11 @@ async fn kill_9_during_a_step_then_restart(backend: Backend) {
     let second = serve(&db, &github);
     let second_base = format!("http://{}", second.addr);
     let done = wait_until(&http, &second_base, &token, "completion", |d| {
-        d["status"] == "completed" || d["status"] == "failed"
+        matches!(d.status, RunbookStatus::Completed | RunbookStatus::Failed)
     })
     .await;
-    assert_eq!(done["status"], "completed", "{done}");
-    assert_eq!(done["steps"]["completed"], 3);
+    assert_eq!(done.status, RunbookStatus::Completed, "{done:?}");
+    assert_eq!(done.steps.completed, 3);
     let messages = github
         .commit_messages("acme-corp", "backend", "runbooks/1")
         .await
@@ -164,18 +166,24 @@ fn config_for(github: &StandIn, db: &TestDb) -> runbooks::config::Config {
     config
 }
 
-async fn wait_for_step(store: &Arc<dyn Store>, state: StepState) -> runbooks::store::StepRecord {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+/// Waits, on the in-process server's engine, until runbook 1's first step is in `state`.
+async fn wait_for_step(
+    server: &runbooks::server::RunningServer,
+    store: &Arc<dyn Store>,
+    state: StepState,
+) -> runbooks::store::StepRecord {
+    let engine = server.engine.as_ref().expect("an engine");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut progress = support::Watch::new(&[engine], 1, deadline);
     loop {
         let steps = store.steps(1).await.unwrap();
         if let Some(step) = steps.first().filter(|s| s.state == state) {
             return step.clone();
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            progress.next().await,
             "step 1 never became {state}: {steps:?}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -199,7 +207,7 @@ async fn a_step_pushed_before_the_crash_is_not_committed_again(backend: Backend)
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
-    let done = wait_for_step(&store, StepState::Completed).await;
+    let done = wait_for_step(&server, &store, StepState::Completed).await;
     server.shutdown().await.unwrap();
     let head = github
         .branch_sha("acme-corp", "backend", "runbooks/1")
@@ -221,7 +229,7 @@ async fn a_step_pushed_before_the_crash_is_not_committed_again(backend: Backend)
     let server = runbooks::server::start_with_store(&config, store.clone())
         .await
         .unwrap();
-    let recovered = wait_for_step(&store, StepState::Completed).await;
+    let recovered = wait_for_step(&server, &store, StepState::Completed).await;
     assert_eq!(
         recovered.commit_sha, head,
         "the pushed commit is recognised"
@@ -272,19 +280,20 @@ async fn replicas_share_the_work_and_never_run_a_step_twice() {
             .unwrap();
         assert_eq!(response.status(), 202);
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let engines = [&first, &second].map(|s| s.engine.as_ref().expect("an engine"));
     for number in 1..=runbooks {
+        let mut progress = support::Watch::new(&engines, number, deadline);
         loop {
             let summary = store.runbook_summary(number).await.unwrap().unwrap();
             if summary.status() == runbooks::domain::RunbookStatus::Completed {
                 break;
             }
             assert!(
-                std::time::Instant::now() < deadline,
+                progress.next().await,
                 "runbook {number}: {summary:?} {:?}",
                 store.steps(number).await.unwrap()
             );
-            tokio::time::sleep(Duration::from_millis(25)).await;
         }
         let branch = format!("runbooks/{number}");
         let messages = github

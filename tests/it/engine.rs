@@ -8,9 +8,11 @@ use support::{LIB, RENAME};
 
 use std::time::Duration;
 
+use runbooks::api::actions::StepDocument;
+use runbooks::domain::{RunbookStatus, StepCounts};
 use runbooks_standin::StandIn;
 use serde_json::{Value, json};
-use support::{Backend, TestServer, expect_error, json, server_for, wait_for, wait_for_status};
+use support::{Backend, Refused, TestServer, server_for, wait_for, wait_for_status};
 
 async fn github() -> StandIn {
     support::github_with_backend(&[("src/lib.rs", LIB), ("README.md", "# backend\n")]).await
@@ -20,26 +22,13 @@ fn body(prompt: &str) -> Value {
     json!({"repository": {"org": "acme-corp", "name": "backend"}, "prompt": prompt})
 }
 
-async fn steps(t: &TestServer, number: i64) -> Value {
-    let response = t
-        .http
-        .get(t.url(&format!("/api/v1/runbook/{number}/steps")))
-        .bearer_auth(&t.token)
-        .send()
-        .await
-        .unwrap();
-    json(response).await.1
+async fn steps(t: &TestServer, number: i64) -> Vec<StepDocument> {
+    t.api().steps(number).await.expect("the steps")
 }
 
-async fn post(t: &TestServer, number: i64, action: &str, body: Option<Value>) -> reqwest::Response {
-    let mut request = t
-        .http
-        .post(t.url(&format!("/api/v1/runbook/{number}/{action}")))
-        .bearer_auth(&t.token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap()
+/// Creates a runbook (answered 202).
+async fn create(t: &TestServer, request: Value) {
+    t.api().create(&request).await.expect("created");
 }
 
 async fn a_runbook_runs_to_completion_with_one_commit_per_step(backend: Backend) {
@@ -47,16 +36,18 @@ async fn a_runbook_runs_to_completion_with_one_commit_per_step(backend: Backend)
     let t = server_for(&github, backend, |_| {}).await;
     let mut request = body(RENAME);
     request["author_email"] = json!("dev@acme.example");
-    let (status, doc) = json(t.create(request).await).await;
-    assert_eq!(
-        (status, doc["status"].clone()),
-        (202, json!("generating_steps"))
-    );
+    let doc = t.api().create(&request).await.expect("created");
+    assert_eq!(doc.status, RunbookStatus::GeneratingSteps);
 
-    let done = wait_for_status(&t, 1, &["completed", "failed"]).await;
-    assert_eq!(done["status"], "completed", "{done} {}", steps(&t, 1).await);
-    assert_eq!(done["steps"]["total"], 3);
-    assert_eq!(done["steps"]["completed"], 3);
+    let done = wait_for_status(&t, 1, &[RunbookStatus::Completed, RunbookStatus::Failed]).await;
+    assert_eq!(
+        done.status,
+        RunbookStatus::Completed,
+        "{done:?} {:?}",
+        steps(&t, 1).await
+    );
+    assert_eq!(done.steps.total, 3);
+    assert_eq!(done.steps.completed, 3);
 
     let lib = github
         .file("acme-corp", "backend", "runbooks/1", "src/lib.rs")
@@ -108,25 +99,17 @@ async fn a_runbook_runs_to_completion_with_one_commit_per_step(backend: Backend)
     }
 
     let tree = steps(&t, 1).await;
-    let rows: Vec<(String, String, bool)> = tree["steps"]
-        .as_array()
-        .unwrap()
+    let rows: Vec<(&str, &str, bool)> = tree
         .iter()
-        .map(|s| {
-            (
-                s["number"].as_str().unwrap().to_string(),
-                s["state"].as_str().unwrap().to_string(),
-                s["commit_sha"].is_string(),
-            )
-        })
+        .map(|s| (s.number.as_str(), s.state.as_str(), s.commit_sha.is_some()))
         .collect();
     assert_eq!(
         rows,
         [
-            ("1".to_string(), "completed".to_string(), false),
-            ("1.1".to_string(), "completed".to_string(), true),
-            ("1.2".to_string(), "completed".to_string(), true),
-            ("2".to_string(), "completed".to_string(), true),
+            ("1", "completed", false),
+            ("1.1", "completed", true),
+            ("1.2", "completed", true),
+            ("2", "completed", true),
         ]
     );
     let head = github
@@ -134,7 +117,7 @@ async fn a_runbook_runs_to_completion_with_one_commit_per_step(backend: Backend)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(tree["steps"][3]["commit_sha"], head);
+    assert_eq!(tree[3].commit_sha.as_deref(), Some(head.as_str()));
     t.stop().await;
 }
 
@@ -143,40 +126,42 @@ async fn oneshot_false_waits_for_execute(backend: Backend) {
     let t = server_for(&github, backend, |_| {}).await;
     let mut request = body(RENAME);
     request["oneshot"] = json!(false);
-    json(t.create(request).await).await;
-    let planned = wait_for_status(&t, 1, &["not_started"]).await;
-    assert_eq!(planned["steps"]["not_started"], 3);
+    create(&t, request).await;
+    let planned = wait_for_status(&t, 1, &[RunbookStatus::NotStarted]).await;
+    assert_eq!(planned.steps.not_started, 3);
 
     // Up to step 1: both of its leaves run, step 2 waits.
-    let (status, _) = json(post(&t, 1, "execute", Some(json!({"step": "1"}))).await).await;
-    assert_eq!(status, 202);
+    t.api()
+        .act(1, "execute", Some(json!({"step": "1"})))
+        .await
+        .expect("queued");
     let partial = wait_for(&t, 1, "step 1 done", |d| {
-        d["steps"]["completed"] == 2 && d["steps"]["queued"] == 0 && d["steps"]["in_progress"] == 0
+        d.steps.completed == 2 && d.steps.queued == 0 && d.steps.in_progress == 0
     })
     .await;
-    assert_eq!(partial["status"], "partially_completed");
-    assert_eq!(partial["steps"]["not_started"], 1);
+    assert_eq!(partial.status, RunbookStatus::PartiallyCompleted);
+    assert_eq!(partial.steps.not_started, 1);
 
     // A step the plan does not have is about the runbook's state (a follow-up may add it).
-    expect_error(
-        post(&t, 1, "execute", Some(json!({"step": "7"}))).await,
-        409,
-        "conflict",
-    )
-    .await;
-    expect_error(
-        post(&t, 1, "execute", Some(json!({"step": "x.1"}))).await,
-        400,
-        "bad-request",
-    )
-    .await;
-    let (status, _) = json(post(&t, 1, "execute", None).await).await;
-    assert_eq!(status, 202);
+    t.api()
+        .act(1, "execute", Some(json!({"step": "7"})))
+        .await
+        .refused(409, "conflict");
+    t.api()
+        .act(1, "execute", Some(json!({"step": "x.1"})))
+        .await
+        .refused(400, "bad-request");
+    t.api().act(1, "execute", None).await.expect("queued");
     assert_eq!(
-        wait_for_status(&t, 1, &["completed", "failed"]).await["status"],
-        "completed"
+        wait_for_status(&t, 1, &[RunbookStatus::Completed, RunbookStatus::Failed])
+            .await
+            .status,
+        RunbookStatus::Completed
     );
-    expect_error(post(&t, 1, "execute", None).await, 409, "conflict").await;
+    t.api()
+        .act(1, "execute", None)
+        .await
+        .refused(409, "conflict");
     t.stop().await;
 }
 
@@ -184,30 +169,34 @@ async fn a_failed_step_stops_the_runbook_until_retried(backend: Backend) {
     let github = github().await;
     let t = server_for(&github, backend, |_| {}).await;
     let prompt = "## Execution Steps\n### Step 1: Works\n```sh\necho one > one.txt\n```\n### Step 2: Breaks\n```sh\necho 'about to fail'\nexit 3\n```\n### Step 3: Never reached\n```sh\necho three > three.txt\n```\n";
-    json(t.create(body(prompt)).await).await;
-    let failed = wait_for_status(&t, 1, &["failed", "completed"]).await;
-    assert_eq!(failed["status"], "failed");
+    create(&t, body(prompt)).await;
+    let failed = wait_for_status(&t, 1, &[RunbookStatus::Failed, RunbookStatus::Completed]).await;
+    assert_eq!(failed.status, RunbookStatus::Failed);
     assert_eq!(
-        failed["steps"],
-        json!({"total": 3, "not_started": 1, "in_progress": 0, "completed": 1, "failed": 1, "queued": 0})
+        failed.steps,
+        StepCounts {
+            total: 3,
+            not_started: 1,
+            in_progress: 0,
+            completed: 1,
+            failed: 1,
+            queued: 0
+        }
     );
     let tree = steps(&t, 1).await;
-    let error = tree["steps"][1]["error"].as_str().unwrap();
+    let error = tree[1].error.as_deref().unwrap();
     assert!(error.contains('3'), "the exit status is named: {error}");
 
-    expect_error(
-        post(&t, 1, "execute", Some(json!({"step": "0"}))).await,
-        400,
-        "bad-request",
-    )
-    .await;
-    let (status, doc) = json(post(&t, 1, "retry", None).await).await;
-    assert_eq!(status, 202, "{doc}");
+    t.api()
+        .act(1, "execute", Some(json!({"step": "0"})))
+        .await
+        .refused(400, "bad-request");
+    t.api().act(1, "retry", None).await.expect("queued again");
     let again = wait_for(&t, 1, "the retry to end", |d| {
-        d["steps"]["queued"] == 0 && d["steps"]["in_progress"] == 0 && d["status"] == "failed"
+        d.steps.queued == 0 && d.steps.in_progress == 0 && d.status == RunbookStatus::Failed
     })
     .await;
-    assert_eq!(again["steps"]["completed"], 1, "step 1 is not run twice");
+    assert_eq!(again.steps.completed, 1, "step 1 is not run twice");
     let messages = github
         .commit_messages("acme-corp", "backend", "runbooks/1")
         .await
@@ -222,18 +211,18 @@ async fn a_failed_step_stops_the_runbook_until_retried(backend: Backend) {
 async fn steps_without_changes_make_no_commit_and_bad_plans_fail(backend: Backend) {
     let github = github().await;
     let t = server_for(&github, backend, |_| {}).await;
-    json(
-        t.create(body(
-            "## Execution Steps\n### Step 1: Look around\n```sh\nls\n```\n",
-        ))
-        .await,
+    create(
+        &t,
+        body("## Execution Steps\n### Step 1: Look around\n```sh\nls\n```\n"),
     )
     .await;
     assert_eq!(
-        wait_for_status(&t, 1, &["completed", "failed"]).await["status"],
-        "completed"
+        wait_for_status(&t, 1, &[RunbookStatus::Completed, RunbookStatus::Failed])
+            .await
+            .status,
+        RunbookStatus::Completed
     );
-    assert!(steps(&t, 1).await["steps"][0]["commit_sha"].is_null());
+    assert!(steps(&t, 1).await[0].commit_sha.is_none());
     assert!(
         github
             .branch_sha("acme-corp", "backend", "runbooks/1")
@@ -244,28 +233,20 @@ async fn steps_without_changes_make_no_commit_and_bad_plans_fail(backend: Backen
     );
 
     // A plan that cannot be made ends `failed`, with the reason, never stuck generating.
-    json(
-        t.create(body(
-            "## Execution Steps\n### Step 2: Out of order\n```sh\ntrue\n```\n",
-        ))
-        .await,
+    create(
+        &t,
+        body("## Execution Steps\n### Step 2: Out of order\n```sh\ntrue\n```\n"),
     )
     .await;
-    let failed = wait_for_status(&t, 2, &["failed"]).await;
-    assert_eq!(failed["steps"]["failed"], 1);
-    let error = steps(&t, 2).await["steps"][0]["error"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let failed = wait_for_status(&t, 2, &[RunbookStatus::Failed]).await;
+    assert_eq!(failed.steps.failed, 1);
+    let error = steps(&t, 2).await[0].error.clone().unwrap();
     assert!(error.contains("expected step 1"), "{error}");
 
     // A free-text step needs an LLM agent: the script agent says so.
-    json(t.create(body("Make the code nicer")).await).await;
-    wait_for_status(&t, 3, &["failed"]).await;
-    let error = steps(&t, 3).await["steps"][0]["error"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    create(&t, body("Make the code nicer")).await;
+    wait_for_status(&t, 3, &[RunbookStatus::Failed]).await;
+    let error = steps(&t, 3).await[0].error.clone().unwrap();
     assert!(error.contains("LLM agent"), "{error}");
     t.stop().await;
 }
@@ -273,16 +254,18 @@ async fn steps_without_changes_make_no_commit_and_bad_plans_fail(backend: Backen
 async fn a_follow_up_appends_steps_on_the_same_branch(backend: Backend) {
     let github = github().await;
     let t = server_for(&github, backend, |_| {}).await;
-    json(t.create(body(RENAME)).await).await;
-    wait_for_status(&t, 1, &["completed"]).await;
+    create(&t, body(RENAME)).await;
+    wait_for_status(&t, 1, &[RunbookStatus::Completed]).await;
     let follow_up = "## Execution Steps\n### Step 3: Add a changelog\n```sh\necho '- renamed old_name' > CHANGELOG.md\n```\n";
-    let (status, _) = json(t.patch(1, json!({"prompt": follow_up})).await).await;
-    assert_eq!(status, 202);
+    t.api()
+        .follow_up(1, &json!({"prompt": follow_up}))
+        .await
+        .expect("accepted");
     let done = wait_for(&t, 1, "the follow-up to run", |d| {
-        d["steps"]["total"] == 4 && d["status"] == "completed"
+        d.steps.total == 4 && d.status == RunbookStatus::Completed
     })
     .await;
-    assert_eq!(done["steps"]["completed"], 4);
+    assert_eq!(done.steps.completed, 4);
     let changelog = github
         .file("acme-corp", "backend", "runbooks/1", "CHANGELOG.md")
         .await
@@ -304,13 +287,12 @@ async fn cancel_stops_the_running_step(backend: Backend) {
     let github = github().await;
     let t = server_for(&github, backend, |_| {}).await;
     let prompt = "## Execution Steps\n### Step 1: Take forever\n```sh\nsleep 60\n```\n### Step 2: After\n```sh\necho after > after.txt\n```\n";
-    json(t.create(body(prompt)).await).await;
-    wait_for(&t, 1, "step 1 to start", |d| d["steps"]["in_progress"] == 1).await;
-    let (status, _) = json(post(&t, 1, "cancel", None).await).await;
-    assert_eq!(status, 202);
-    let cancelled = wait_for_status(&t, 1, &["failed"]).await;
-    assert_eq!(cancelled["steps"]["not_started"], 1);
-    assert_eq!(steps(&t, 1).await["steps"][0]["error"], "cancelled");
+    create(&t, body(prompt)).await;
+    wait_for(&t, 1, "step 1 to start", |d| d.steps.in_progress == 1).await;
+    t.api().act(1, "cancel", None).await.expect("requested");
+    let cancelled = wait_for_status(&t, 1, &[RunbookStatus::Failed]).await;
+    assert_eq!(cancelled.steps.not_started, 1);
+    assert_eq!(steps(&t, 1).await[0].error.as_deref(), Some("cancelled"));
     t.stop().await;
 }
 
@@ -325,10 +307,12 @@ async fn stacked_runbooks_build_a_branch_per_top_level_step(backend: Backend) {
                   ### Step 3: Third\n```sh\necho c > c.txt\n```\n";
     let mut request = body(prompt);
     request["pr_mode"] = json!("stacked_pr");
-    json(t.create(request).await).await;
+    create(&t, request).await;
     assert_eq!(
-        wait_for_status(&t, 1, &["completed", "failed"]).await["status"],
-        "completed"
+        wait_for_status(&t, 1, &[RunbookStatus::Completed, RunbookStatus::Failed])
+            .await
+            .status,
+        RunbookStatus::Completed
     );
     let branches = github.branches("acme-corp", "backend").await.unwrap();
     assert!(branches.contains_key("runbooks/1/step-1"), "{branches:?}");
@@ -404,12 +388,9 @@ async fn stacked_runbooks_build_a_branch_per_top_level_step(backend: Backend) {
         assert_eq!(marked.len(), 1, "{body}");
         assert!(marked[0].contains(&format!("#{} ", pr.number)), "{body}");
     }
-    let doc = json(t.get(1).await).await.1;
-    assert_eq!(
-        doc["pull_requests"][0]["step_numbers"],
-        json!(["1.1", "1.2"])
-    );
-    assert_eq!(doc["pull_requests"][1]["step_numbers"], json!(["3"]));
+    let doc = t.api().runbook(1).await.expect("the runbook");
+    assert_eq!(doc.pull_requests[0].step_numbers, ["1.1", "1.2"]);
+    assert_eq!(doc.pull_requests[1].step_numbers, ["3"]);
 
     // The bottom PR is merged: the next one is retargeted onto its base.
     github
@@ -447,9 +428,9 @@ async fn single_pr_runbooks_open_one_pull_request(backend: Backend) {
     request["title"] = json!("Rename old_name");
     request["labels"] = json!(["runbook", "refactor"]);
     request["description"] = json!("Part of the naming clean-up.");
-    json(t.create(request).await).await;
-    let done = wait_for_status(&t, 1, &["completed", "failed"]).await;
-    assert_eq!(done["status"], "completed");
+    create(&t, request).await;
+    let done = wait_for_status(&t, 1, &[RunbookStatus::Completed, RunbookStatus::Failed]).await;
+    assert_eq!(done.status, RunbookStatus::Completed);
     // The PR is settled right after the last step: wait for that.
     github
         .wait_until(
@@ -482,23 +463,26 @@ async fn single_pr_runbooks_open_one_pull_request(backend: Backend) {
         pr_body.contains(&format!("{}/runbooks/1", t.base)),
         "{pr_body}"
     );
-    assert_eq!(
-        done["pull_requests"],
-        json!([{"number": pr.number, "url": format!("{}/acme-corp/backend/pull/{}", github.api_url(), pr.number), "step_numbers": ["1.1", "1.2", "2"]}])
-    );
+    let listed: Vec<(u64, &str, &[String])> = done
+        .pull_requests
+        .iter()
+        .map(|p| (p.number, p.url.as_str(), p.step_numbers.as_slice()))
+        .collect();
+    let url = format!("{}/acme-corp/backend/pull/{}", github.api_url(), pr.number);
+    let carried = ["1.1", "1.2", "2"].map(String::from);
+    assert_eq!(listed, [(pr.number, url.as_str(), carried.as_slice())]);
     let created = github.requests_for("pulls/create").len();
     assert_eq!(created, 1);
 
     // A follow-up: same PR, one more step, final again.
     let follow_up =
         "## Execution Steps\n### Step 3: Changelog\n```sh\necho changed > CHANGELOG.md\n```\n";
-    json(
-        t.patch(1, json!({"prompt": follow_up, "labels": ["follow-up"]}))
-            .await,
-    )
-    .await;
+    t.api()
+        .follow_up(1, &json!({"prompt": follow_up, "labels": ["follow-up"]}))
+        .await
+        .expect("accepted");
     let again = wait_for(&t, 1, "the follow-up", |d| {
-        d["steps"]["total"] == 4 && d["status"] == "completed"
+        d.steps.total == 4 && d.status == RunbookStatus::Completed
     })
     .await;
     github
@@ -524,8 +508,8 @@ async fn single_pr_runbooks_open_one_pull_request(backend: Backend) {
         "no second PR"
     );
     assert_eq!(
-        again["pull_requests"][0]["step_numbers"],
-        json!(["1.1", "1.2", "2", "3"])
+        again.pull_requests[0].step_numbers,
+        ["1.1", "1.2", "2", "3"]
     );
     assert_eq!(github.requests_for("pulls/create").len(), 1);
     let labels = github.pulls("acme-corp", "backend")[0].labels.clone();
@@ -554,11 +538,11 @@ async fn drafts_and_failures_stay_drafts(backend: Backend) {
     let t = server_for(&github, backend, |_| {}).await;
     let mut request = body(RENAME);
     request["draft"] = json!(true);
-    json(t.create(request).await).await;
-    wait_for_status(&t, 1, &["completed"]).await;
+    create(&t, request).await;
+    wait_for_status(&t, 1, &[RunbookStatus::Completed]).await;
     let prompt = "## Execution Steps\n### Step 1: Works\n```sh\necho x > x.txt\n```\n### Step 2: Breaks\n```sh\nexit 1\n```\n";
-    json(t.create(body(prompt)).await).await;
-    wait_for_status(&t, 2, &["failed"]).await;
+    create(&t, body(prompt)).await;
+    wait_for_status(&t, 2, &[RunbookStatus::Failed]).await;
     // Settling happens right after the last state change; wait for it.
     let settled = github
         .wait_until(
@@ -592,9 +576,9 @@ async fn manual_runbooks_open_their_pull_request_on_request(backend: Backend) {
     let t = server_for(&github, backend, |_| {}).await;
     let mut request = body(RENAME);
     request["pr_mode"] = json!("manual");
-    json(t.create(request).await).await;
-    let done = wait_for_status(&t, 1, &["completed", "failed"]).await;
-    assert_eq!(done["status"], "completed");
+    create(&t, request).await;
+    let done = wait_for_status(&t, 1, &[RunbookStatus::Completed, RunbookStatus::Failed]).await;
+    assert_eq!(done.status, RunbookStatus::Completed);
     assert!(
         github
             .branch_sha("acme-corp", "backend", "runbooks/1")
@@ -606,14 +590,10 @@ async fn manual_runbooks_open_their_pull_request_on_request(backend: Backend) {
         github.pulls("acme-corp", "backend").is_empty(),
         "no PR by itself"
     );
-    assert_eq!(done["pull_requests"], json!([]));
+    assert!(done.pull_requests.is_empty());
 
-    let (status, doc) = json(post(&t, 1, "pull_requests", None).await).await;
-    assert_eq!(status, 202, "{doc}");
-    assert_eq!(
-        doc["pull_requests"][0]["step_numbers"],
-        json!(["1.1", "1.2", "2"])
-    );
+    let doc = t.api().act(1, "pull_requests", None).await.expect("opened");
+    assert_eq!(doc.pull_requests[0].step_numbers, ["1.1", "1.2", "2"]);
     let pulls = github.pulls("acme-corp", "backend");
     assert_eq!(pulls.len(), 1);
     assert_eq!(
@@ -626,15 +606,17 @@ async fn manual_runbooks_open_their_pull_request_on_request(backend: Backend) {
         pulls[0]
     );
     // Asking again opens nothing new.
-    let (status, _) = json(post(&t, 1, "pull_requests", None).await).await;
-    assert_eq!(status, 202);
+    t.api()
+        .act(1, "pull_requests", None)
+        .await
+        .expect("accepted");
     assert_eq!(github.pulls("acme-corp", "backend").len(), 1);
 
     // A PR a person opens from a manual runbook's branch is linked through the webhook.
     let mut request = body(RENAME);
     request["pr_mode"] = json!("manual");
-    json(t.create(request).await).await;
-    wait_for_status(&t, 2, &["completed"]).await;
+    create(&t, request).await;
+    wait_for_status(&t, 2, &[RunbookStatus::Completed]).await;
     let opened = github
         .open_pull(
             "acme-corp",
@@ -652,19 +634,16 @@ async fn manual_runbooks_open_their_pull_request_on_request(backend: Backend) {
         .unwrap();
     let hook = t.url("/webhooks/github");
     assert_eq!(github.send(&hook, &event).await.unwrap().status, 202);
-    let linked = wait_for(&t, 2, "the PR linked", |d| {
-        d["pull_requests"].as_array().is_some_and(|p| !p.is_empty())
-    })
-    .await;
-    assert_eq!(linked["pull_requests"][0]["number"], opened);
-    assert_eq!(
-        linked["pull_requests"][0]["step_numbers"],
-        json!(["1.1", "1.2", "2"])
-    );
+    let linked = wait_for(&t, 2, "the PR linked", |d| !d.pull_requests.is_empty()).await;
+    assert_eq!(linked.pull_requests[0].number, opened);
+    assert_eq!(linked.pull_requests[0].step_numbers, ["1.1", "1.2", "2"]);
 
     // Not for a runbook that opens its PRs itself.
-    json(t.create(body(RENAME)).await).await;
-    expect_error(post(&t, 3, "pull_requests", None).await, 409, "conflict").await;
+    create(&t, body(RENAME)).await;
+    t.api()
+        .act(3, "pull_requests", None)
+        .await
+        .refused(409, "conflict");
     t.stop().await;
 }
 
@@ -683,8 +662,8 @@ async fn a_ten_step_single_pr_runbook_makes_few_github_requests() {
         ));
     }
     github.clear_requests();
-    json(t.create(body(&prompt)).await).await;
-    wait_for_status(&t, 1, &["completed"]).await;
+    create(&t, body(&prompt)).await;
+    wait_for_status(&t, 1, &[RunbookStatus::Completed]).await;
     github
         .wait_until(
             std::time::Duration::from_secs(30),
@@ -727,8 +706,8 @@ async fn a_ten_step_single_pr_runbook_makes_few_github_requests() {
     github.clear_requests();
     let mut request = body(&prompt);
     request["pr_mode"] = json!("stacked_pr");
-    json(t.create(request).await).await;
-    wait_for_status(&t, 2, &["completed"]).await;
+    create(&t, request).await;
+    wait_for_status(&t, 2, &[RunbookStatus::Completed]).await;
     github
         .wait_until(std::time::Duration::from_secs(30), "three final PRs", |g| {
             g.pulls("acme-corp", "backend")
@@ -778,8 +757,8 @@ async fn project_configuration_fills_in_defaults(backend: Backend) {
     let prompt = "## Execution Steps\n### Step 1: One\n```sh\necho 1 > one.txt\n```\n";
     let mut request = body(prompt);
     request["labels"] = json!(["asked"]);
-    json(t.create(request).await).await;
-    wait_for_status(&t, 1, &["completed"]).await;
+    create(&t, request).await;
+    wait_for_status(&t, 1, &[RunbookStatus::Completed]).await;
     let stored = t.store.runbook(1).await.unwrap().unwrap();
     assert_eq!(stored.pr_mode, Some(runbooks::domain::PrMode::StackedPr));
     assert_eq!(stored.draft, Some(true));
@@ -796,8 +775,8 @@ async fn project_configuration_fills_in_defaults(backend: Backend) {
     let mut request = body(prompt);
     request["pr_mode"] = json!("single_pr");
     request["draft"] = json!(false);
-    json(t.create(request).await).await;
-    wait_for_status(&t, 2, &["completed"]).await;
+    create(&t, request).await;
+    wait_for_status(&t, 2, &[RunbookStatus::Completed]).await;
     let stored = t.store.runbook(2).await.unwrap().unwrap();
     assert_eq!(
         (stored.pr_mode, stored.draft),
@@ -806,12 +785,9 @@ async fn project_configuration_fills_in_defaults(backend: Backend) {
 
     let mut request = body(prompt);
     request["repository"]["name"] = json!("broken");
-    json(t.create(request).await).await;
-    wait_for_status(&t, 3, &["failed"]).await;
-    let error = steps(&t, 3).await["steps"][0]["error"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    create(&t, request).await;
+    wait_for_status(&t, 3, &[RunbookStatus::Failed]).await;
+    let error = steps(&t, 3).await[0].error.clone().unwrap();
     assert!(error.contains(".github/runbooks.yml"), "{error}");
     t.stop().await;
 }
@@ -826,14 +802,11 @@ async fn a_pull_request_that_could_not_be_opened_is_opened_later(backend: Backen
             .method("POST")
             .times(4),
     );
-    json(t.create(body(RENAME)).await).await;
-    let done = wait_for_status(&t, 1, &["completed", "failed"]).await;
-    assert_eq!(done["status"], "completed");
+    create(&t, body(RENAME)).await;
+    let done = wait_for_status(&t, 1, &[RunbookStatus::Completed, RunbookStatus::Failed]).await;
+    assert_eq!(done.status, RunbookStatus::Completed);
     assert_eq!(github.pulls("acme-corp", "backend").len(), 1);
-    assert_eq!(
-        done["pull_requests"][0]["step_numbers"],
-        json!(["1.1", "1.2", "2"])
-    );
+    assert_eq!(done.pull_requests[0].step_numbers, ["1.1", "1.2", "2"]);
     t.stop().await;
 }
 
@@ -851,9 +824,9 @@ async fn a_pull_request_that_failed_after_the_last_step_is_opened_at_settle() {
     );
     let one_step =
         "## Execution Steps\n### Step 1: Document it\n```sh\necho more >> README.md\n```\n";
-    json(t.create(body(one_step)).await).await;
-    let done = wait_for_status(&t, 1, &["completed", "failed"]).await;
-    assert_eq!(done["status"], "completed");
+    create(&t, body(one_step)).await;
+    let done = wait_for_status(&t, 1, &[RunbookStatus::Completed, RunbookStatus::Failed]).await;
+    assert_eq!(done.status, RunbookStatus::Completed);
     github
         .wait_until(Duration::from_secs(60), "the final pull request", |g| {
             g.pulls("acme-corp", "backend")
@@ -865,11 +838,8 @@ async fn a_pull_request_that_failed_after_the_last_step_is_opened_at_settle() {
     let pulls = github.pulls("acme-corp", "backend");
     assert_eq!(pulls.len(), 1);
     assert_eq!(pulls[0].head, "runbooks/1");
-    let doc = wait_for(&t, 1, "the PR listed", |d| {
-        d["pull_requests"].as_array().is_some_and(|p| p.len() == 1)
-    })
-    .await;
-    assert_eq!(doc["pull_requests"][0]["step_numbers"], json!(["1"]));
+    let doc = wait_for(&t, 1, "the PR listed", |d| d.pull_requests.len() == 1).await;
+    assert_eq!(doc.pull_requests[0].step_numbers, ["1"]);
     t.stop().await;
 }
 
@@ -889,9 +859,9 @@ async fn a_stacked_pull_request_that_could_not_be_opened_is_opened_at_settle() {
          ### Step 2: Two\n```sh\necho 2 > two.txt\n```\n",
     );
     request["pr_mode"] = json!("stacked_pr");
-    json(t.create(request).await).await;
-    let done = wait_for_status(&t, 1, &["completed", "failed"]).await;
-    assert_eq!(done["status"], "completed");
+    create(&t, request).await;
+    let done = wait_for_status(&t, 1, &[RunbookStatus::Completed, RunbookStatus::Failed]).await;
+    assert_eq!(done.status, RunbookStatus::Completed);
     github
         .wait_until(Duration::from_secs(60), "both pull requests", |g| {
             g.pulls("acme-corp", "backend").len() == 2
@@ -908,18 +878,14 @@ async fn a_stacked_pull_request_that_could_not_be_opened_is_opened_at_settle() {
     };
     assert_eq!(base_of("runbooks/1/step-1"), "main");
     assert_eq!(base_of("runbooks/1/step-2"), "runbooks/1/step-1");
-    let doc = wait_for(&t, 1, "both PRs listed", |d| {
-        d["pull_requests"].as_array().is_some_and(|p| p.len() == 2)
-    })
-    .await;
+    let doc = wait_for(&t, 1, "both PRs listed", |d| d.pull_requests.len() == 2).await;
     // In the stack's order (its top-level steps'), whatever order they were opened in.
-    let steps: Vec<&Value> = doc["pull_requests"]
-        .as_array()
-        .unwrap()
+    let steps: Vec<&[String]> = doc
+        .pull_requests
         .iter()
-        .map(|p| &p["step_numbers"])
+        .map(|p| p.step_numbers.as_slice())
         .collect();
-    assert_eq!(steps, [&json!(["1"]), &json!(["2"])], "{doc}");
+    assert_eq!(steps, [["1"], ["2"]], "{doc:?}");
     github
         .wait_until(Duration::from_secs(30), "both final", |g| {
             g.pulls("acme-corp", "backend").iter().all(|p| !p.draft)
@@ -967,8 +933,8 @@ async fn a_forged_commit_naming_a_step_is_not_adopted() {
     let t = server_for(&github, Backend::Sqlite, |_| {}).await;
     let mut request = body(RENAME);
     request["oneshot"] = json!(false);
-    json(t.create(request).await).await;
-    wait_for_status(&t, 1, &["not_started"]).await;
+    create(&t, request).await;
+    wait_for_status(&t, 1, &[RunbookStatus::NotStarted]).await;
     let forged = github
         .push_commit(
             "acme-corp",
@@ -980,20 +946,13 @@ async fn a_forged_commit_naming_a_step_is_not_adopted() {
         )
         .await
         .unwrap();
-    let (status, _) = json(post(&t, 1, "execute", None).await).await;
-    assert_eq!(status, 202);
-    let doc = wait_for_status(&t, 1, &["completed", "failed"]).await;
-    assert_eq!(doc["status"], "completed", "{doc}");
+    t.api().act(1, "execute", None).await.expect("queued");
+    let doc = wait_for_status(&t, 1, &[RunbookStatus::Completed, RunbookStatus::Failed]).await;
+    assert_eq!(doc.status, RunbookStatus::Completed, "{doc:?}");
     let tree = steps(&t, 1).await;
-    let step = tree["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["number"] == "1.1")
-        .unwrap()
-        .clone();
-    let sha = step["commit_sha"].as_str().unwrap().to_string();
-    assert_ne!(sha, forged, "the forged commit was adopted: {tree}");
+    let step = tree.iter().find(|s| s.number == "1.1").unwrap();
+    let sha = step.commit_sha.clone().unwrap();
+    assert_ne!(sha, forged, "the forged commit was adopted: {tree:?}");
     let server = git2::Repository::open_bare(github.repo_path("acme-corp", "backend")).unwrap();
     let commit = server
         .find_commit(git2::Oid::from_str(&sha).unwrap())
@@ -1029,11 +988,11 @@ async fn a_final_pass_that_github_fails_is_paid_later() {
     );
     let one_step =
         "## Execution Steps\n### Step 1: Document it\n```sh\necho more >> README.md\n```\n";
-    json(t.create(body(one_step)).await).await;
-    let done = wait_for_status(&t, 1, &["completed", "failed"]).await;
-    assert_eq!(done["status"], "completed");
+    create(&t, body(one_step)).await;
+    let done = wait_for_status(&t, 1, &[RunbookStatus::Completed, RunbookStatus::Failed]).await;
+    assert_eq!(done.status, RunbookStatus::Completed);
     // The debt is recorded with why it is not paid yet.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut progress = t.watch(1, Duration::from_secs(60));
     loop {
         if let Some(owed) = t.store.owed(1).await.unwrap()
             && owed.attempts >= 1
@@ -1044,11 +1003,7 @@ async fn a_final_pass_that_github_fails_is_paid_later() {
             );
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no failed attempt recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(progress.next().await, "no failed attempt recorded");
     }
     github
         .wait_until(Duration::from_secs(60), "the final pull request", |g| {
@@ -1058,13 +1013,9 @@ async fn a_final_pass_that_github_fails_is_paid_later() {
         })
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut progress = t.watch(1, Duration::from_secs(30));
     while t.store.owed(1).await.unwrap().is_some() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the debt was never paid"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(progress.next().await, "the debt was never paid");
     }
     assert_eq!(github.pulls("acme-corp", "backend").len(), 1);
     t.stop().await;

@@ -14,7 +14,7 @@ use runbooks::github::{GitHubApp, GitHubError, RepoInfo, Resolution, RetryPolicy
 use runbooks_standin::{Fault, Options, StandIn};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
-use support::{Backend, TestServer, expect_error, json, minimal};
+use support::{Backend, Refused, TestServer, expect_error, json, minimal};
 
 /// Fast retries: the behaviour is the same, the tests shorter.
 fn quick() -> RetryPolicy {
@@ -553,28 +553,26 @@ async fn creation_resolves_the_repository_or_answers_422(backend: Backend) {
         if org == "globex" {
             // A token for globex, so the 422 is about GitHub, not the token's scope.
             let token = support::create_token(&t.store, &["globex"]).await;
-            let response = t
-                .http
-                .post(t.url("/api/v1/runbook"))
-                .bearer_auth(token)
-                .json(&body)
-                .send()
+            t.api_as(&token)
+                .create(&body)
                 .await
-                .unwrap();
-            expect_error(response, 422, "unprocessable-entity").await;
+                .refused(422, "unprocessable-entity");
         } else {
-            let (_, message) =
-                expect_error(t.create(body).await, 422, "unprocessable-entity").await;
+            let message = t
+                .api()
+                .create(&body)
+                .await
+                .refused(422, "unprocessable-entity");
             assert!(message.contains(&format!("acme-corp/{repo}")), "{message}");
         }
     }
 
-    let (status, doc) = json(t.create(minimal("Upgrade React")).await).await;
-    assert_eq!(
-        (status, doc["runbook_number"].clone()),
-        (202, json!(1)),
-        "422s stored nothing"
-    );
+    let doc = t
+        .api()
+        .create(&minimal("Upgrade React"))
+        .await
+        .expect("created");
+    assert_eq!(doc.runbook_number, 1, "422s stored nothing");
     let stored = t.store.runbook(1).await.unwrap().unwrap();
     assert_eq!(
         stored.target_branch.as_deref(),
@@ -610,18 +608,11 @@ async fn a_transferred_repository_is_checked_by_its_real_owner(backend: Backend)
         .unwrap();
     github.install("globex", &["backend"]);
     let t = server_for(&github, backend).await;
-    let create = |token: String| {
-        let mut body = minimal("Upgrade React");
-        body["oneshot"] = json!(false);
-        t.http
-            .post(t.url("/api/v1/runbook"))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-    };
+    let mut body = minimal("Upgrade React");
+    body["oneshot"] = json!(false);
 
     // t.token is for acme-corp only.
-    let (_, message) = expect_error(create(t.token.clone()).await.unwrap(), 403, "forbidden").await;
+    let message = t.api().create(&body).await.refused(403, "forbidden");
     assert!(message.contains("acme-corp/backend"), "{message}");
     assert!(message.contains("transferred"), "{message}");
     assert!(
@@ -643,7 +634,10 @@ async fn a_transferred_repository_is_checked_by_its_real_owner(backend: Backend)
     );
     // A token for globex alone did not name globex.
     let globex = support::create_token(&t.store, &["globex"]).await;
-    expect_error(create(globex.clone()).await.unwrap(), 403, "forbidden").await;
+    t.api_as(&globex)
+        .create(&body)
+        .await
+        .refused(403, "forbidden");
     assert!(
         t.store.runbook(1).await.unwrap().is_none(),
         "nothing stored"
@@ -651,12 +645,8 @@ async fn a_transferred_repository_is_checked_by_its_real_owner(backend: Backend)
 
     // A token for both creates it, under the name GitHub gives the repository now.
     let both = support::create_token(&t.store, &["acme-corp", "globex"]).await;
-    let (status, doc) = json(create(both).await.unwrap()).await;
-    assert_eq!(
-        (status, doc["runbook_number"].clone()),
-        (202, json!(1)),
-        "{doc}"
-    );
+    let doc = t.api_as(&both).create(&body).await.expect("created");
+    assert_eq!(doc.runbook_number, 1);
     let stored = t.store.runbook(1).await.unwrap().unwrap();
     assert_eq!(
         (stored.org.as_str(), stored.repo.as_str()),
@@ -664,18 +654,13 @@ async fn a_transferred_repository_is_checked_by_its_real_owner(backend: Backend)
     );
     assert_eq!(stored.target_branch.as_deref(), Some("trunk"));
     // So it is globex's runbook: its tokens see it, acme-corp's do not.
-    let read = |token: String| {
-        t.http
-            .get(t.url("/api/v1/runbook/1"))
-            .bearer_auth(token)
-            .send()
-    };
-    assert_eq!(read(globex).await.unwrap().status(), 200);
-    expect_error(read(t.token.clone()).await.unwrap(), 404, "not-found").await;
+    t.api_as(&globex).runbook(1).await.expect("globex's");
+    t.api().runbook(1).await.refused(404, "not-found");
     t.stop().await;
 }
 
-/// Waits until the server has handled every delivery it received.
+/// Waits until the server has handled every delivery it received (polled: the intake, unlike
+/// the engine, announces nothing).
 async fn until_handled(t: &TestServer) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !t.store.unfinished_deliveries(1).await.unwrap().is_empty() {

@@ -273,10 +273,10 @@ async fn every_field_of_a_runbook(backend: Backend) {
     assert_eq!(runbook["description"], "Part of the Q3 upgrade.");
 
     // The REST document agrees.
-    let (_, document) = support::json(t.get(1).await).await;
-    assert_eq!(document["status"], "failed");
-    assert_eq!(document["steps"]["completed"], 1);
-    assert_eq!(document["pull_requests"][0]["step_numbers"], json!(["1.1"]));
+    let document = t.api().runbook(1).await.expect("the runbook");
+    assert_eq!(document.status, runbooks::domain::RunbookStatus::Failed);
+    assert_eq!(document.steps.completed, 1);
+    assert_eq!(document.pull_requests[0].step_numbers, ["1.1"]);
 
     // A merged pull request of a runbook that is not a draft, and a thread.
     let mut new = new_runbook("acme-corp", "backend", "From a comment");
@@ -1170,7 +1170,8 @@ async fn aliased_fields_and_mutations_count_against_the_rate_limit() {
     t.stop().await;
 }
 
-/// Polls `runbook(number)` until `done` holds, or fails after a deadline.
+/// Reads `runbook(number)` until `done` holds, looking again after each of the engine's steps
+/// on it, or fails after a deadline.
 async fn wait_for_runbook(
     t: &TestServer,
     number: i64,
@@ -1178,17 +1179,16 @@ async fn wait_for_runbook(
     done: impl Fn(&Value) -> bool,
 ) -> Value {
     let query = with_full("query($n: Int!) { runbook(number: $n) { ...Full } }");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut progress = t.watch(number, std::time::Duration::from_secs(60));
     loop {
         let runbook = data(t, &query, json!({"n": number})).await["runbook"].clone();
         if done(&runbook) {
             return runbook;
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            progress.next().await,
             "runbook {number} never reached {what}; last: {runbook}"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 

@@ -21,9 +21,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use runbooks::api::runbooks::RunbookDocument;
+use runbooks::domain::RunbookStatus;
 use runbooks::store::StepRecord;
 use runbooks_standin::StandIn;
-use serde_json::{Value, json};
+use serde_json::json;
 use support::{Backend, Served, TestDb};
 
 const ORG: &str = "acme-corp";
@@ -141,14 +143,15 @@ impl Hostile {
             .await
             .unwrap();
         assert_eq!(response.status(), 202);
-        let doc: Value = response.json().await.unwrap();
-        doc["runbook_number"].as_i64().unwrap()
+        let doc: RunbookDocument = response.json().await.unwrap();
+        doc.runbook_number
     }
 
-    async fn wait_for_end(&self, number: i64) -> Value {
+    async fn wait_for_end(&self, number: i64) -> RunbookDocument {
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        // `runbooks serve` is another process: its engine's events do not reach this one.
         loop {
-            let doc: Value = self
+            let doc: RunbookDocument = self
                 .http
                 .get(format!("{}/api/v1/runbook/{number}", self.base()))
                 .bearer_auth(&self.token)
@@ -158,12 +161,12 @@ impl Hostile {
                 .json()
                 .await
                 .unwrap();
-            if doc["status"] == "completed" || doc["status"] == "failed" {
+            if matches!(doc.status, RunbookStatus::Completed | RunbookStatus::Failed) {
                 return doc;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "runbook {number} never ended: {doc}"
+                "runbook {number} never ended: {doc:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -343,8 +346,8 @@ echo five > five.txt
     let first = h.create(&prompt).await;
     let doc = h.wait_for_end(first).await;
     let steps = h.steps(first).await;
-    assert_eq!(doc["status"], "completed", "{doc}\n{steps:#?}");
-    assert_eq!(doc["steps"]["completed"], 5, "{doc}");
+    assert_eq!(doc.status, RunbookStatus::Completed, "{doc:?}\n{steps:#?}");
+    assert_eq!(doc.steps.completed, 5, "{doc:?}");
     let branch = format!("runbooks/{first}");
 
     // The engine's git obeyed only the engine: the push went to the stand-in, nothing to
@@ -420,7 +423,7 @@ echo five > five.txt
         )
         .await;
     let doc = h.wait_for_end(second).await;
-    assert_eq!(doc["status"], "completed", "{doc}");
+    assert_eq!(doc.status, RunbookStatus::Completed, "{doc:?}");
     let branch = format!("runbooks/{second}");
     let listing = h.file(&branch, "listing.txt").await.unwrap();
     assert!(!listing.lines().any(|l| l == ".git"), "{listing}");
@@ -520,7 +523,7 @@ if timeout 3 bash -c "exec 3<>/dev/tcp/127.0.0.1/{trap_port}" 2>/dev/null; then 
     let number = h.create(&prompt).await;
     let doc = h.wait_for_end(number).await;
     let steps = h.steps(number).await;
-    assert_eq!(doc["status"], "completed", "{doc}\n{steps:#?}");
+    assert_eq!(doc.status, RunbookStatus::Completed, "{doc:?}\n{steps:#?}");
     let branch = format!("runbooks/{number}");
     let out = h.file(&branch, "out.txt").await.unwrap();
     assert!(out.contains(" 200 "), "{out}");

@@ -14,7 +14,7 @@ use crate::support;
 use std::collections::{BTreeMap, BTreeSet};
 
 use reqwest::{Method, RequestBuilder, Response};
-use runbooks::domain::{Plan, PlannedStep, StepState};
+use runbooks::domain::{Plan, PlannedStep, RunbookStatus, StepState};
 use runbooks::github::RetryPolicy;
 use runbooks_standin::Fault;
 use serde_json::{Value, json};
@@ -442,8 +442,13 @@ async fn github_s_answers(ledger: &mut Ledger) {
             .send(&t, &create, Some(&token), "", Body::Json(body), what)
             .await;
         assert_eq!(status, 202);
-        let done = support::wait_for_status(&t, number, &["completed", "failed"]).await;
-        assert_eq!(done["status"], "completed", "{done}");
+        let done = support::wait_for_status(
+            &t,
+            number,
+            &[RunbookStatus::Completed, RunbookStatus::Failed],
+        )
+        .await;
+        assert_eq!(done.status, RunbookStatus::Completed, "{done:?}");
         if fails {
             // The request is recorded as owed first, so a worker may try to open the PR at
             // the same time as the request does: enough failures for both.

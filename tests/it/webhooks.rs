@@ -53,7 +53,8 @@ fn signed(body: &str) -> Option<String> {
     Some(sign(SECRET.as_bytes(), body.as_bytes()))
 }
 
-/// Waits until every stored delivery has been handled.
+/// Waits until every stored delivery has been handled (polled: the intake, unlike the
+/// engine, announces nothing).
 async fn until_handled(t: &TestServer) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !t.store.unfinished_deliveries(1).await.unwrap().is_empty() {

@@ -4,10 +4,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use runbooks::api::actions::{StepDocument, StepsDocument};
+use runbooks::api::runbooks::RunbookDocument;
 use runbooks::config::Config;
+use runbooks::domain::RunbookStatus;
+use runbooks::engine::{Engine, EngineEvent};
 use runbooks::server::{self, RunningServer};
 use runbooks::store::{self, Store};
 use runbooks::tokens;
+use tokio::sync::broadcast;
 
 /// Which database a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +144,9 @@ pub struct TestServer {
     pub server: Option<RunningServer>,
     pub base: String,
     pub store: Arc<dyn Store>,
+    /// The server's engine (when a GitHub App is configured), kept past a stop: tests wait
+    /// on its progress ([`TestServer::watch`]).
+    pub engine: Option<Arc<Engine>>,
     /// A token for the organisation `acme-corp`.
     pub token: String,
     pub http: reqwest::Client,
@@ -158,15 +166,37 @@ impl TestServer {
         configure(&mut config);
         let server = server::start(&config).await.expect("starting the server");
         let store = server.store.clone();
+        let engine = server.engine.clone();
         let token = create_token(&store, &["acme-corp"]).await;
         Self {
             base: format!("http://{}", server.addr),
             server: Some(server),
             db,
             store,
+            engine,
             token,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// The engine's progress on runbook `number` from now on, for at most `timeout`: made
+    /// before the first look at what a test waits for, so nothing the engine records after
+    /// that look goes unannounced.
+    pub fn watch(&self, number: i64, timeout: std::time::Duration) -> Watch {
+        let engine = self.engine.as_ref().expect(
+            "this server runs no engine (no GitHub App configured): nothing will happen to wait for",
+        );
+        Watch::new(&[engine], number, tokio::time::Instant::now() + timeout)
+    }
+
+    /// The REST API as the default token, typed: see [`Api`].
+    pub fn api(&self) -> Api<'_> {
+        self.api_as(&self.token)
+    }
+
+    /// The REST API as `token`, typed.
+    pub fn api_as<'a>(&'a self, token: &'a str) -> Api<'a> {
+        Api { t: self, token }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -275,32 +305,205 @@ pub async fn server_for(
     .await
 }
 
-/// Polls the runbook document until `done` holds, or fails after a deadline.
+/// A refusal of the REST API: the status and the `{error, message}` body.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: u16,
+    pub body: runbooks::http::ErrorBody,
+}
+
+impl Refusal {
+    /// Asserts the status and the code; the message.
+    pub fn expect(self, status: u16, code: &str) -> String {
+        assert_eq!(
+            (self.status, self.body.error.as_str()),
+            (status, code),
+            "unexpected refusal: {self:?}"
+        );
+        self.body.message
+    }
+}
+
+/// What a typed call answers: the API's own document, or its refusal.
+pub type Answer<T> = Result<T, Refusal>;
+
+/// Refusal checks on an answer.
+pub trait Refused {
+    /// Asserts that the call was refused with `status` and `code`; the message.
+    fn refused(self, status: u16, code: &str) -> String;
+}
+
+impl<T: std::fmt::Debug> Refused for Answer<T> {
+    fn refused(self, status: u16, code: &str) -> String {
+        match self {
+            Ok(doc) => panic!("accepted, not refused ({status} {code}): {doc:?}"),
+            Err(refusal) => refusal.expect(status, code),
+        }
+    }
+}
+
+/// A typed client of the test server's REST API, as one token, for tests whose
+/// subject is behaviour: each call answers the API's own types (those `runbooks::client`
+/// reads) or a [`Refusal`]. The wire format has tests of its own (`api.rs`, `openapi.rs`),
+/// yet nothing is taken on trust here either: an accepted call must answer the status the API
+/// documents for it, and a refused one exactly `{error, message}` with a message.
+pub struct Api<'a> {
+    t: &'a TestServer,
+    token: &'a str,
+}
+
+impl Api<'_> {
+    /// POST /api/v1/runbook (202).
+    pub async fn create(&self, body: &serde_json::Value) -> Answer<RunbookDocument> {
+        let request = self.t.http.post(self.t.url("/api/v1/runbook")).json(body);
+        self.call(request, 202).await
+    }
+
+    /// GET /api/v1/runbook/<n> (200).
+    pub async fn runbook(&self, number: i64) -> Answer<RunbookDocument> {
+        let request = self
+            .t
+            .http
+            .get(self.t.url(&format!("/api/v1/runbook/{number}")));
+        self.call(request, 200).await
+    }
+
+    /// PATCH /api/v1/runbook/<n>, a follow-up (202).
+    pub async fn follow_up(
+        &self,
+        number: i64,
+        body: &serde_json::Value,
+    ) -> Answer<RunbookDocument> {
+        let url = self.t.url(&format!("/api/v1/runbook/{number}"));
+        self.call(self.t.http.patch(url).json(body), 202).await
+    }
+
+    /// GET /api/v1/runbook/<n>/steps (200): the steps in plan order.
+    pub async fn steps(&self, number: i64) -> Answer<Vec<StepDocument>> {
+        let url = self.t.url(&format!("/api/v1/runbook/{number}/steps"));
+        let doc: StepsDocument = self.call(self.t.http.get(url), 200).await?;
+        assert_eq!(doc.runbook_number, number);
+        Ok(doc.steps)
+    }
+
+    /// POST /api/v1/runbook/<n>/<action> (`execute`, `retry`, `cancel`, `pull_requests`;
+    /// 202), with a body or none.
+    pub async fn act(
+        &self,
+        number: i64,
+        action: &str,
+        body: Option<serde_json::Value>,
+    ) -> Answer<RunbookDocument> {
+        let url = self.t.url(&format!("/api/v1/runbook/{number}/{action}"));
+        let mut request = self.t.http.post(url);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.call(request, 202).await
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        accepted: u16,
+    ) -> Answer<T> {
+        let response = request
+            .bearer_auth(self.token)
+            .send()
+            .await
+            .expect("sending the request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("reading the answer");
+        if (200..300).contains(&status) {
+            assert_eq!(status, accepted, "unexpected status; body: {text}");
+            return Ok(serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("not the API's document ({e}): {text}")));
+        }
+        let raw: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("a {status} without a JSON body ({e}): {text}"));
+        let keys: Vec<&String> = raw
+            .as_object()
+            .map(|o| o.keys().collect())
+            .unwrap_or_default();
+        assert_eq!(keys, ["error", "message"], "error body shape: {text}");
+        let body: runbooks::http::ErrorBody = serde_json::from_value(raw).expect("an error body");
+        assert!(
+            !body.message.is_empty(),
+            "an error without a message: {text}"
+        );
+        Err(Refusal { status, body })
+    }
+}
+
+/// The engine's progress on one runbook, followed until a deadline (see
+/// [`TestServer::watch`]): a test looks at what it waits for, and when that is not there yet,
+/// waits for the engine's next event on the runbook and looks again.
+pub struct Watch {
+    events: Vec<broadcast::Receiver<EngineEvent>>,
+    number: i64,
+    deadline: tokio::time::Instant,
+}
+
+impl Watch {
+    /// The progress of every one of `engines` (replicas on one database) on runbook `number`,
+    /// until `deadline`.
+    pub fn new(engines: &[&Arc<Engine>], number: i64, deadline: tokio::time::Instant) -> Self {
+        Self {
+            events: engines.iter().map(|engine| engine.subscribe()).collect(),
+            number,
+            deadline,
+        }
+    }
+
+    /// Waits until an engine has done something more to the runbook; `false` once the
+    /// deadline has passed.
+    pub async fn next(&mut self) -> bool {
+        use broadcast::error::RecvError;
+        loop {
+            let any = futures_util::future::select_all(
+                self.events.iter_mut().map(|events| Box::pin(events.recv())),
+            );
+            match tokio::time::timeout_at(self.deadline, any).await {
+                Err(_) => return false,
+                Ok((Ok(event), ..)) if event.runbook != self.number => {}
+                // Fallen behind: what was missed is in the store, looked at next.
+                Ok((Ok(_) | Err(RecvError::Lagged(_)), ..)) => return true,
+                Ok((Err(RecvError::Closed), ..)) => panic!("the engine is gone"),
+            }
+        }
+    }
+}
+
+/// Reads the runbook document until `done` holds, looking again after each of the engine's
+/// steps on it, or fails after a deadline. A runbook not there yet (one a comment starts) is
+/// waited for too.
 pub async fn wait_for(
     t: &TestServer,
     number: i64,
     what: &str,
-    done: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    done: impl Fn(&RunbookDocument) -> bool,
+) -> RunbookDocument {
+    let mut progress = t.watch(number, std::time::Duration::from_secs(60));
     loop {
-        let response = t.get(number).await;
-        let (_, doc) = json(response).await;
-        if done(&doc) {
-            return doc;
+        match t.api().runbook(number).await {
+            Ok(doc) if done(&doc) => return doc,
+            answer => assert!(
+                progress.next().await,
+                "runbook {number} never reached {what}; last: {answer:?}"
+            ),
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "runbook {number} never reached {what}; last: {doc}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
 /// Waits until the runbook's status is one of `statuses`.
-pub async fn wait_for_status(t: &TestServer, number: i64, statuses: &[&str]) -> serde_json::Value {
-    wait_for(t, number, &statuses.join(" or "), |doc| {
-        statuses.iter().any(|s| doc["status"] == *s)
+pub async fn wait_for_status(
+    t: &TestServer,
+    number: i64,
+    statuses: &[RunbookStatus],
+) -> RunbookDocument {
+    let what: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+    wait_for(t, number, &what.join(" or "), |doc| {
+        statuses.contains(&doc.status)
     })
     .await
 }

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::github::webhook::{self, Event};
 use crate::ops::App;
@@ -27,10 +27,21 @@ pub const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
 /// Deliveries deleted by one statement.
 pub const PRUNE_BATCH: i64 = 1000;
 
-/// Wakes the worker when a delivery has been stored.
-#[derive(Clone, Default)]
+/// Wakes the worker when a delivery has been stored, and tells who follows it when one has
+/// been handled.
+#[derive(Clone)]
 pub struct Intake {
     wake: Arc<Notify>,
+    handled: Arc<watch::Sender<u64>>,
+}
+
+impl Default for Intake {
+    fn default() -> Self {
+        Self {
+            wake: Arc::default(),
+            handled: Arc::new(watch::Sender::new(0)),
+        }
+    }
 }
 
 impl Intake {
@@ -38,14 +49,21 @@ impl Intake {
         self.wake.notify_one();
     }
 
+    /// The count of deliveries this worker has handled, changed once each is recorded handled
+    /// (a receiver sees the latest count and never holds the worker up).
+    pub fn handled(&self) -> watch::Receiver<u64> {
+        self.handled.subscribe()
+    }
+
     /// Runs the worker until the task is dropped.
     pub fn spawn(&self, app: App, retention: Duration) -> tokio::task::JoinHandle<()> {
         let wake = self.wake.clone();
+        let handled = self.handled.clone();
         tokio::spawn(async move {
             let mut prune = tokio::time::interval(PRUNE_EVERY);
             prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                handle_pending(&app).await;
+                handle_pending(&app, &handled).await;
                 tokio::select! {
                     _ = wake.notified() => {}
                     _ = prune.tick() => prune_handled(app.store().as_ref(), retention).await,
@@ -57,7 +75,7 @@ impl Intake {
 
 /// Handles the unhandled deliveries, a batch at a time, until there are none (or the store
 /// fails: then the next wake-up tries again).
-async fn handle_pending(app: &App) {
+async fn handle_pending(app: &App, handled: &watch::Sender<u64>) {
     let store = app.store().as_ref();
     loop {
         let deliveries = match store.unfinished_deliveries(BATCH).await {
@@ -84,6 +102,7 @@ async fn handle_pending(app: &App) {
                 tracing::error!(error = %e, "could not mark a webhook delivery handled");
                 return;
             }
+            handled.send_modify(|count| *count += 1);
         }
         if !full {
             return;

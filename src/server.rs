@@ -32,6 +32,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::git::RepoCache;
 use crate::github::GitHubApp;
 use crate::http::AppState;
+use crate::intake::Intake;
 use crate::ops::App;
 use crate::store::{self, Store};
 
@@ -44,6 +45,9 @@ pub struct RunningServer {
     /// The engine, when a GitHub App is configured: its progress can be followed
     /// ([`Engine::subscribe`]).
     pub engine: Option<Arc<Engine>>,
+    /// The webhook intake: the deliveries it has handled can be followed
+    /// ([`Intake::handled`]).
+    pub intake: Intake,
     connections: Arc<Connections>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
@@ -160,6 +164,7 @@ pub async fn start_with_store(
     ));
     state.request_timeout = config.limits.request_timeout;
     state.webhook_secrets = config.github.webhook_secrets.clone().into();
+    let deliveries = state.intake.clone();
     let intake = state
         .intake
         .spawn(state.app.clone(), config.delivery_retention);
@@ -202,6 +207,7 @@ pub async fn start_with_store(
         public_url,
         store,
         engine,
+        intake: deliveries,
         connections,
         shutdown: Some(tx),
         task,

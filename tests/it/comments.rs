@@ -109,19 +109,9 @@ impl Setup {
             .unwrap();
     }
 
-    /// Waits until every delivery the server received has been handled (polled: the intake,
-    /// unlike the engine, announces nothing).
+    /// Waits until every delivery the server received has been handled.
     async fn wait_for_intake(&self) {
-        let store = self.t.store.clone();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if store.unfinished_deliveries(1).await.unwrap().is_empty() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "webhooks never handled");
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.t.until_handled(WAIT).await;
     }
 
     async fn runbook_exists(&self, number: i64) -> bool {

@@ -659,17 +659,9 @@ async fn a_transferred_repository_is_checked_by_its_real_owner(backend: Backend)
     t.stop().await;
 }
 
-/// Waits until the server has handled every delivery it received (polled: the intake, unlike
-/// the engine, announces nothing).
+/// Waits until the server has handled every delivery it received.
 async fn until_handled(t: &TestServer) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !t.store.unfinished_deliveries(1).await.unwrap().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "deliveries were not handled in time"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    t.until_handled(Duration::from_secs(10)).await;
 }
 
 async fn installation_webhooks_change_what_is_allowed(backend: Backend) {

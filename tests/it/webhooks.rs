@@ -53,18 +53,9 @@ fn signed(body: &str) -> Option<String> {
     Some(sign(SECRET.as_bytes(), body.as_bytes()))
 }
 
-/// Waits until every stored delivery has been handled (polled: the intake, unlike the
-/// engine, announces nothing).
+/// Waits until every stored delivery has been handled.
 async fn until_handled(t: &TestServer) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !t.store.unfinished_deliveries(1).await.unwrap().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "deliveries were not handled in time"
-        );
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    t.until_handled(Duration::from_secs(10)).await;
 }
 
 async fn stored_deliveries(t: &TestServer) -> i64 {
@@ -223,14 +214,7 @@ async fn deliveries_left_unhandled_by_a_crash_are_handled_at_start(backend: Back
     let server = runbooks::server::start_with_store(&config, store.clone())
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !store.unfinished_deliveries(1).await.unwrap().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the left-over delivery was not handled"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    support::until_handled(&server.intake, store.as_ref(), Duration::from_secs(10)).await;
     server.shutdown().await.unwrap();
 }
 
@@ -328,6 +312,7 @@ async fn handled_deliveries_are_forgotten_after_the_retention(backend: Backend) 
     let server = runbooks::server::start_with_store(&config, store.clone())
         .await
         .unwrap();
+    // Polled: the pruning at start announces nothing (only handled deliveries are).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let ids = delivery_ids(&db.url).await;
@@ -390,11 +375,7 @@ async fn a_backlog_is_handled_a_batch_at_a_time(backend: Backend) {
     let server = runbooks::server::start_with_store(&config, store.clone())
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !store.unfinished_deliveries(1).await.unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "the backlog was not handled");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    support::until_handled(&server.intake, store.as_ref(), Duration::from_secs(30)).await;
     assert_eq!(delivery_ids(&db.url).await.len(), backlog);
     server.shutdown().await.unwrap();
 }

@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use runbooks::api::actions::{StepDocument, StepsDocument};
 use runbooks::api::runbooks::RunbookDocument;
 use runbooks::config::Config;
 use runbooks::domain::RunbookStatus;
 use runbooks::engine::{Engine, EngineEvent};
+use runbooks::intake::Intake;
 use runbooks::server::{self, RunningServer};
 use runbooks::store::{self, Store};
 use runbooks::tokens;
@@ -182,7 +184,7 @@ impl TestServer {
     /// The engine's progress on runbook `number` from now on, for at most `timeout`: made
     /// before the first look at what a test waits for, so nothing the engine records after
     /// that look goes unannounced.
-    pub fn watch(&self, number: i64, timeout: std::time::Duration) -> Watch {
+    pub fn watch(&self, number: i64, timeout: Duration) -> Watch {
         let engine = self.engine.as_ref().expect(
             "this server runs no engine (no GitHub App configured): nothing will happen to wait for",
         );
@@ -235,6 +237,13 @@ impl TestServer {
             .send()
             .await
             .expect("sending the request")
+    }
+
+    /// Waits until the server has handled every webhook delivery it stored (see
+    /// [`until_handled`]).
+    pub async fn until_handled(&self, within: Duration) {
+        let server = self.server.as_ref().expect("the server is running");
+        until_handled(&server.intake, self.store.as_ref(), within).await;
     }
 
     pub async fn stop(mut self) {
@@ -432,6 +441,21 @@ impl Api<'_> {
             "an error without a message: {text}"
         );
         Err(Refusal { status, body })
+    }
+}
+
+/// Waits until no stored webhook delivery is left unhandled, looking again each time the
+/// intake has handled one, or fails after `within`.
+pub async fn until_handled(intake: &Intake, store: &dyn Store, within: Duration) {
+    // Followed before looking: a delivery handled after the look is announced.
+    let mut handled = intake.handled();
+    let deadline = tokio::time::Instant::now() + within;
+    while !store.unfinished_deliveries(1).await.unwrap().is_empty() {
+        match tokio::time::timeout_at(deadline, handled.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => panic!("the webhook intake is gone"),
+            Err(_) => panic!("webhook deliveries were not handled within {within:?}"),
+        }
     }
 }
 

@@ -34,7 +34,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::domain::runbook::{check_org, check_repo};
-use crate::domain::{RunbookStatus, StepCounts, StepNumber};
+use crate::domain::{RunbookNumber, RunbookStatus, StepCounts, StepNumber};
 use crate::http::AppState;
 use crate::ops::{Action, OpError};
 use crate::store::{
@@ -217,7 +217,10 @@ pub struct RunbookView {
 }
 
 impl RunbookView {
-    pub async fn load(store: &dyn Store, number: i64) -> Result<Option<Self>, StoreError> {
+    pub async fn load(
+        store: &dyn Store,
+        number: RunbookNumber,
+    ) -> Result<Option<Self>, StoreError> {
         let Some(runbook) = store.runbook(number).await? else {
             return Ok(None);
         };
@@ -240,7 +243,7 @@ impl RunbookView {
     async fn visible(
         store: &dyn Store,
         reader: &Reader,
-        number: i64,
+        number: RunbookNumber,
     ) -> Result<Option<Self>, StoreError> {
         Ok(Self::load(store, number)
             .await?
@@ -253,9 +256,8 @@ impl RunbookView {
 }
 
 /// A runbook number from the path: a positive whole number.
-fn runbook_number(raw: &str) -> Result<i64, Failure> {
-    raw.parse::<crate::domain::RunbookNumber>()
-        .map(|n| n.get())
+fn runbook_number(raw: &str) -> Result<RunbookNumber, Failure> {
+    raw.parse::<RunbookNumber>()
         .map_err(|_| Failure::runbook_not_found(raw))
 }
 
@@ -328,8 +330,8 @@ async fn list(
     };
     let mut cursor = match query.before.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(raw) => match raw.parse::<i64>() {
-            Ok(n) if n > 0 => Some(n),
+        Some(raw) => match raw.parse::<i64>().map(RunbookNumber::try_from) {
+            Ok(Ok(n)) => Some(n),
             _ => {
                 return Ok(bad(format!(
                     "`before` must be a runbook number, not `{raw}`."
@@ -342,14 +344,14 @@ async fn list(
     // until the page is full (the status is computed from the steps).
     let batch_size = if wanted.is_some() { 100 } else { PAGE_SIZE + 1 };
     let mut rows: Vec<pages::ListRow> = Vec::new();
-    let mut next_before: Option<i64> = None;
+    let mut next_before: Option<RunbookNumber> = None;
     let mut scanned = 0;
     'scan: loop {
         let batch = state
             .store()
             .list_runbooks(&filter, cursor, batch_size as i64)
             .await?;
-        let numbers: Vec<i64> = batch.iter().map(|r| r.number).collect();
+        let numbers: Vec<RunbookNumber> = batch.iter().map(|r| r.number).collect();
         let (mut steps, mut pulls) = tokio::try_join!(
             state.store().steps_of(&numbers),
             state.store().pull_requests_of(&numbers),

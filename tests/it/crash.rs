@@ -167,7 +167,7 @@ fn config_for(github: &StandIn, db: &TestDb) -> runbooks::config::Config {
 async fn wait_for_step(store: &Arc<dyn Store>, state: StepState) -> runbooks::store::StepRecord {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let steps = store.steps(1).await.unwrap();
+        let steps = store.steps(support::rn(1)).await.unwrap();
         if let Some(step) = steps.first().filter(|s| s.state == state) {
             return step.clone();
         }
@@ -211,7 +211,7 @@ async fn a_step_pushed_before_the_crash_is_not_committed_again(backend: Backend)
     let step: StepNumber = "1".parse().unwrap();
     store
         .transition_steps(
-            1,
+            support::rn(1),
             std::slice::from_ref(&step),
             &[StepState::Completed],
             StepState::InProgress,
@@ -275,14 +275,18 @@ async fn replicas_share_the_work_and_never_run_a_step_twice() {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     for number in 1..=runbooks {
         loop {
-            let summary = store.runbook_summary(number).await.unwrap().unwrap();
+            let summary = store
+                .runbook_summary(support::rn(number))
+                .await
+                .unwrap()
+                .unwrap();
             if summary.status() == runbooks::domain::RunbookStatus::Completed {
                 break;
             }
             assert!(
                 std::time::Instant::now() < deadline,
                 "runbook {number}: {summary:?} {:?}",
-                store.steps(number).await.unwrap()
+                store.steps(support::rn(number)).await.unwrap()
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }

@@ -780,7 +780,7 @@ async fn project_configuration_fills_in_defaults(backend: Backend) {
     request["labels"] = json!(["asked"]);
     json(t.create(request).await).await;
     wait_for_status(&t, 1, &["completed"]).await;
-    let stored = t.store.runbook(1).await.unwrap().unwrap();
+    let stored = t.store.runbook(support::rn(1)).await.unwrap().unwrap();
     assert_eq!(stored.pr_mode, Some(runbooks::domain::PrMode::StackedPr));
     assert_eq!(stored.draft, Some(true));
     assert_eq!(stored.labels, ["asked", "from-config"]);
@@ -798,7 +798,7 @@ async fn project_configuration_fills_in_defaults(backend: Backend) {
     request["draft"] = json!(false);
     json(t.create(request).await).await;
     wait_for_status(&t, 2, &["completed"]).await;
-    let stored = t.store.runbook(2).await.unwrap().unwrap();
+    let stored = t.store.runbook(support::rn(2)).await.unwrap().unwrap();
     assert_eq!(
         (stored.pr_mode, stored.draft),
         (Some(runbooks::domain::PrMode::SinglePr), Some(false))
@@ -1035,7 +1035,7 @@ async fn a_final_pass_that_github_fails_is_paid_later() {
     // The debt is recorded with why it is not paid yet.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(owed) = t.store.owed(1).await.unwrap()
+        if let Some(owed) = t.store.owed(support::rn(1)).await.unwrap()
             && owed.attempts >= 1
         {
             assert!(
@@ -1059,7 +1059,7 @@ async fn a_final_pass_that_github_fails_is_paid_later() {
         .await
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while t.store.owed(1).await.unwrap().is_some() {
+    while t.store.owed(support::rn(1)).await.unwrap().is_some() {
         assert!(
             std::time::Instant::now() < deadline,
             "the debt was never paid"

@@ -575,7 +575,7 @@ async fn creation_resolves_the_repository_or_answers_422(backend: Backend) {
         (202, json!(1)),
         "422s stored nothing"
     );
-    let stored = t.store.runbook(1).await.unwrap().unwrap();
+    let stored = t.store.runbook(support::rn(1)).await.unwrap().unwrap();
     assert_eq!(
         stored.target_branch.as_deref(),
         Some("trunk"),
@@ -587,7 +587,7 @@ async fn creation_resolves_the_repository_or_answers_422(backend: Backend) {
     json(t.create(body).await).await;
     assert_eq!(
         t.store
-            .runbook(2)
+            .runbook(support::rn(2))
             .await
             .unwrap()
             .unwrap()
@@ -645,7 +645,7 @@ async fn a_transferred_repository_is_checked_by_its_real_owner(backend: Backend)
     let globex = support::create_token(&t.store, &["globex"]).await;
     expect_error(create(globex.clone()).await.unwrap(), 403, "forbidden").await;
     assert!(
-        t.store.runbook(1).await.unwrap().is_none(),
+        t.store.runbook(support::rn(1)).await.unwrap().is_none(),
         "nothing stored"
     );
 
@@ -657,7 +657,7 @@ async fn a_transferred_repository_is_checked_by_its_real_owner(backend: Backend)
         (202, json!(1)),
         "{doc}"
     );
-    let stored = t.store.runbook(1).await.unwrap().unwrap();
+    let stored = t.store.runbook(support::rn(1)).await.unwrap().unwrap();
     assert_eq!(
         (stored.org.as_str(), stored.repo.as_str()),
         ("globex", "backend")

@@ -297,6 +297,11 @@ pub async fn wait_for(
     }
 }
 
+/// A runbook number, for tests that call the store or the engine directly.
+pub fn rn(number: i64) -> runbooks::domain::RunbookNumber {
+    runbooks::domain::RunbookNumber::try_from(number).expect("a runbook number is positive")
+}
+
 /// Waits until the runbook's status is one of `statuses`.
 pub async fn wait_for_status(t: &TestServer, number: i64, statuses: &[&str]) -> serde_json::Value {
     wait_for(t, number, &statuses.join(" or "), |doc| {

@@ -35,7 +35,7 @@ use hyper_util::rt::TokioExecutor;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use runbooks::config::Config;
-use runbooks::domain::{NewRunbook, Plan, PlannedStep, StepNumber, StepState};
+use runbooks::domain::{NewRunbook, Plan, PlannedStep, RunbookNumber, StepNumber, StepState};
 use runbooks::store::Store;
 use runbooks::tokens;
 use tokio::net::TcpListener;
@@ -148,7 +148,7 @@ async fn seed(store: &Arc<dyn Store>, token_id: i64) -> anyhow::Result<()> {
         workers.spawn(async move {
             while created.fetch_add(1, Ordering::Relaxed) < RUNBOOKS {
                 let number = store.create_runbook(&new_runbook(), Some(token_id)).await?;
-                if number % 10 == 0 {
+                if number.get() % 10 == 0 {
                     add_progress(store.as_ref(), number).await?;
                 }
             }
@@ -179,9 +179,9 @@ fn new_runbook() -> NewRunbook {
 
 /// Gives a runbook a plan (`1`, `1.1`, `1.2`, `2`), moves some of its leaf steps along and,
 /// for every other one, records a pull request carrying steps 1.1 and 1.2.
-async fn add_progress(store: &dyn Store, number: i64) -> anyhow::Result<()> {
+async fn add_progress(store: &dyn Store, number: RunbookNumber) -> anyhow::Result<()> {
     store.append_steps(number, &plan()?).await?;
-    let states: &[(&str, StepState)] = match (number / 10) % 4 {
+    let states: &[(&str, StepState)] = match (number.get() / 10) % 4 {
         0 => &[],
         1 => &[
             ("1.1", StepState::Completed),
@@ -200,11 +200,11 @@ async fn add_progress(store: &dyn Store, number: i64) -> anyhow::Result<()> {
             .await?;
         ensure!(found, "runbook {number} has no leaf step {step}");
     }
-    if number % 20 == 0 {
+    if number.get() % 20 == 0 {
         let url = format!("https://github.com/{ORG}/{REPO}/pull/{number}");
         let steps = [step_number("1.1"), step_number("1.2")];
         store
-            .record_pull_request(number, number.unsigned_abs(), &url, &steps)
+            .record_pull_request(number, number.get().unsigned_abs(), &url, &steps)
             .await?;
     }
     Ok(())

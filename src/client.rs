@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use crate::api::actions::{StepDocument, StepsDocument};
 use crate::api::runbooks::{RepositoryRef, RunbookDocument};
 use crate::config::{CreateArgs, ServerArgs, StatusArgs, WatchArgs};
-use crate::domain::{PrMode, RepoName, RunbookStatus};
+use crate::domain::{PrMode, RepoName, RunbookNumber, RunbookStatus};
 
 /// `watch`: the runbook failed.
 pub const EXIT_FAILED: u8 = 1;
@@ -163,7 +163,12 @@ async fn create_runbook(args: CreateArgs) -> Result<ExitCode, ClientError> {
         clean_line(&doc.url)
     ));
     if args.watch {
-        return watch_runbook(&client, doc.runbook_number, args.watch_options.interval).await;
+        let number =
+            RunbookNumber::try_from(doc.runbook_number).map_err(|e| ClientError::Decode {
+                url: format!("{}/api/v1/runbook", client.base),
+                cause: format!("runbook_number {}: {e}", doc.runbook_number),
+            })?;
+        return watch_runbook(&client, number, args.watch_options.interval).await;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -436,7 +441,7 @@ struct Watched {
 /// Follows a runbook until it completes (exit 0) or fails (exit 1).
 pub async fn watch_runbook(
     client: &Client,
-    number: i64,
+    number: RunbookNumber,
     interval: Duration,
 ) -> Result<ExitCode, ClientError> {
     let view = View::new();
@@ -493,7 +498,7 @@ enum Ending {
 
 async fn watch_loop(
     client: &Client,
-    number: i64,
+    number: RunbookNumber,
     interval: Duration,
     view: &View,
 ) -> Result<Ending, ClientError> {
@@ -528,7 +533,7 @@ async fn watch_loop(
 /// `execute`.
 fn observe(
     watched: &mut Watched,
-    number: i64,
+    number: RunbookNumber,
     doc: &RunbookDocument,
     steps: &[StepDocument],
 ) -> Vec<String> {
@@ -661,13 +666,16 @@ impl Client {
     }
 
     /// `GET /api/v1/runbook/<n>`: the answer as sent and the document.
-    pub async fn runbook(&self, number: i64) -> Result<(String, RunbookDocument), ClientError> {
+    pub async fn runbook(
+        &self,
+        number: RunbookNumber,
+    ) -> Result<(String, RunbookDocument), ClientError> {
         self.request::<(), _>(Method::GET, &format!("/api/v1/runbook/{number}"), None)
             .await
     }
 
     /// `GET /api/v1/runbook/<n>/steps`.
-    pub async fn steps(&self, number: i64) -> Result<StepsDocument, ClientError> {
+    pub async fn steps(&self, number: RunbookNumber) -> Result<StepsDocument, ClientError> {
         let (_, steps) = self
             .request::<(), _>(
                 Method::GET,
@@ -884,7 +892,7 @@ mod tests {
         let planned = [leaf("1", "not_started"), leaf("2", "not_started")];
         let lines = observe(
             &mut watched,
-            4,
+            RunbookNumber::try_from(4).unwrap(),
             &doc(RunbookStatus::NotStarted, counts),
             &planned,
         );
@@ -892,7 +900,7 @@ mod tests {
         assert!(lines[1] == "planned 2 steps" && lines[2].contains("waits for `execute`"));
         let again = observe(
             &mut watched,
-            4,
+            RunbookNumber::try_from(4).unwrap(),
             &doc(RunbookStatus::NotStarted, counts),
             &planned,
         );
@@ -906,7 +914,7 @@ mod tests {
         };
         let lines = observe(
             &mut watched,
-            4,
+            RunbookNumber::try_from(4).unwrap(),
             &doc(RunbookStatus::InProgress, running),
             &[leaf("1", "in_progress"), leaf("2", "not_started")],
         );

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
@@ -638,8 +639,8 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub server: ServerArgs,
     /// The runbook number.
-    #[arg(value_parser = clap::value_parser!(i64).range(1..))]
-    pub number: i64,
+    #[arg(value_parser = runbook_number())]
+    pub number: crate::domain::RunbookNumber,
     /// Print the runbook document as JSON.
     #[arg(long)]
     pub json: bool,
@@ -651,10 +652,18 @@ pub struct WatchArgs {
     #[command(flatten)]
     pub server: ServerArgs,
     /// The runbook number.
-    #[arg(value_parser = clap::value_parser!(i64).range(1..))]
-    pub number: i64,
+    #[arg(value_parser = runbook_number())]
+    pub number: crate::domain::RunbookNumber,
     #[command(flatten)]
     pub options: WatchOptions,
+}
+
+/// A runbook number argument: clap's range check (and its words for a number out of range),
+/// then the number as the rest of the code holds it.
+fn runbook_number() -> impl clap::builder::TypedValueParser<Value = crate::domain::RunbookNumber> {
+    clap::value_parser!(i64)
+        .range(1..)
+        .map(|n| crate::domain::RunbookNumber::try_from(n).expect("the range starts at 1"))
 }
 
 #[cfg(test)]

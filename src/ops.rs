@@ -11,8 +11,8 @@ use axum::http::StatusCode;
 
 use crate::domain::lifecycle::{self, Leaf};
 use crate::domain::{
-    FieldError, FollowUpRequest, NewRunbook, PrMode, RepoName, RunbookRequest, RunbookStatus,
-    RunbookSummary, StepCounts, StepKind, StepNumber, StepState,
+    FieldError, FollowUpRequest, NewRunbook, PrMode, RepoName, RunbookNumber, RunbookRequest,
+    RunbookStatus, RunbookSummary, StepCounts, StepKind, StepNumber, StepState,
 };
 use crate::engine::Engine;
 use crate::github::{GitHubApp, GitHubError, Resolution};
@@ -72,7 +72,7 @@ pub struct App {
 /// A runbook just created.
 #[derive(Debug, Clone)]
 pub struct Created {
-    pub number: i64,
+    pub number: RunbookNumber,
     /// Whether this call created it (a comment handled again finds the one it started).
     pub new: bool,
     /// What was stored: the repository under the name GitHub gives it, the target branch
@@ -115,7 +115,11 @@ impl App {
     /// The runbook's summary, when the actor may see it: [`OpError::NotFound`] alike for a
     /// missing runbook and another organisation's, so an actor never learns that one it may
     /// not see exists; [`OpError::TokenRevoked`] for a token found revoked.
-    pub async fn visible(&self, number: i64, actor: Actor<'_>) -> Result<RunbookSummary, OpError> {
+    pub async fn visible(
+        &self,
+        number: RunbookNumber,
+        actor: Actor<'_>,
+    ) -> Result<RunbookSummary, OpError> {
         let confirm = match actor {
             Actor::Token { confirm, .. } => confirm,
             Actor::Writer { .. } => None,
@@ -158,7 +162,7 @@ impl App {
         let new = request.validate()?;
         let (number, created) = self.store.create_runbook_in_thread(&new, thread).await?;
         if created {
-            tracing::info!(runbook = number, repository = %thread.repository, issue = thread.issue_number, by = %thread.requested_by, "runbook started from a comment");
+            tracing::info!(runbook = number.get(), repository = %thread.repository, issue = thread.issue_number, by = %thread.requested_by, "runbook started from a comment");
             self.wake();
         }
         Ok(Created {
@@ -173,7 +177,7 @@ impl App {
     /// whichever runbook it names.
     pub async fn follow_up(
         &self,
-        number: i64,
+        number: RunbookNumber,
         actor: Actor<'_>,
         request: FollowUpRequest,
     ) -> Result<(), OpError> {
@@ -219,7 +223,7 @@ impl App {
                 .store
                 .list_runbooks(&filter, cursor, batch as i64)
                 .await?;
-            let numbers: Vec<i64> = records.iter().map(|r| r.number).collect();
+            let numbers: Vec<RunbookNumber> = records.iter().map(|r| r.number).collect();
             let mut steps = self.store.steps_of(&numbers).await?;
             let exhausted = records.len() < batch;
             for record in records {
@@ -257,7 +261,12 @@ impl App {
 
     /// Carries out `action` on the runbook (see [`execute`], [`retry`], [`cancel`],
     /// [`open_pull_request`]).
-    pub async fn act(&self, number: i64, actor: Actor<'_>, action: &Action) -> Result<(), OpError> {
+    pub async fn act(
+        &self,
+        number: RunbookNumber,
+        actor: Actor<'_>,
+        action: &Action,
+    ) -> Result<(), OpError> {
         self.visible(number, actor).await?;
         let store = self.store.as_ref();
         match action {
@@ -290,7 +299,7 @@ pub struct RunbookQuery {
     pub repository: Option<String>,
     /// Only runbooks with this status.
     pub status: Option<RunbookStatus>,
-    pub before: Option<i64>,
+    pub before: Option<RunbookNumber>,
     /// At most this many (at least one).
     pub first: usize,
 }
@@ -309,7 +318,7 @@ pub struct Listed {
 pub struct RunbookPage {
     pub runbooks: Vec<Listed>,
     /// Where the next page starts (its `before`), when there may be more.
-    pub next_before: Option<i64>,
+    pub next_before: Option<RunbookNumber>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -319,19 +328,22 @@ pub enum OpError {
     #[error(transparent)]
     Invalid(#[from] FieldError),
     #[error("runbook {0} has no plan yet; execute it once its steps exist")]
-    NoPlan(i64),
+    NoPlan(RunbookNumber),
     #[error("`step` {step} is not a step of runbook {number}")]
-    NoSuchStep { number: i64, step: StepNumber },
+    NoSuchStep {
+        number: RunbookNumber,
+        step: StepNumber,
+    },
     #[error("runbook {0} has no unfinished steps to execute")]
-    NothingToExecute(i64),
+    NothingToExecute(RunbookNumber),
     #[error("runbook {0} has no failed step to retry")]
-    NothingToRetry(i64),
+    NothingToRetry(RunbookNumber),
     #[error("runbook {number} opens its pull requests itself (pr_mode {mode})")]
-    NotManual { number: i64, mode: PrMode },
+    NotManual { number: RunbookNumber, mode: PrMode },
     #[error("runbook {0} has no commits yet to open a pull request with")]
-    NoCommits(i64),
+    NoCommits(RunbookNumber),
     #[error("runbook {0} does not exist")]
-    NotFound(i64),
+    NotFound(RunbookNumber),
     #[error("the runbooks app is not installed on {org}/{repo}, or the repository does not exist")]
     NotInstalled { org: String, repo: String },
     #[error("no GitHub App is configured on this server")]
@@ -427,7 +439,7 @@ async fn create_runbook(
     github: Option<&GitHubApp>,
     new: &mut NewRunbook,
     by: &TokenInfo,
-) -> Result<i64, OpError> {
+) -> Result<RunbookNumber, OpError> {
     if !may_act_for(by, &new.org) {
         return Err(OpError::Forbidden(new.org.clone()));
     }
@@ -457,7 +469,7 @@ async fn create_runbook(
         }
     }
     let number = store.create_runbook(new, Some(by.id)).await?;
-    tracing::info!(runbook = number, repo = %format_args!("{}/{}", new.org, new.repo), "runbook created");
+    tracing::info!(runbook = number.get(), repo = %format_args!("{}/{}", new.org, new.repo), "runbook created");
     Ok(number)
 }
 
@@ -465,18 +477,22 @@ async fn create_runbook(
 /// description replaced and its labels merged.
 async fn update_runbook(
     store: &dyn Store,
-    number: i64,
+    number: RunbookNumber,
     follow_up: &crate::domain::FollowUp,
 ) -> Result<(), OpError> {
     if !store.add_follow_up(number, follow_up).await? {
         return Err(OpError::NotFound(number));
     }
-    tracing::info!(runbook = number, "follow-up recorded");
+    tracing::info!(runbook = number.get(), "follow-up recorded");
     Ok(())
 }
 
 /// Queues waiting or failed leaves, lifting a cancellation.
-async fn queue(store: &dyn Store, number: i64, steps: &[StepNumber]) -> Result<(), OpError> {
+async fn queue(
+    store: &dyn Store,
+    number: RunbookNumber,
+    steps: &[StepNumber],
+) -> Result<(), OpError> {
     store.set_cancel_requested(number, false).await?;
     store
         .transition_steps(
@@ -493,7 +509,7 @@ async fn queue(store: &dyn Store, number: i64, steps: &[StepNumber]) -> Result<(
 /// unfinished step before it, so order is kept.
 async fn execute(
     store: &dyn Store,
-    number: i64,
+    number: RunbookNumber,
     up_to: Option<&StepNumber>,
 ) -> Result<(), OpError> {
     let steps = store.steps(number).await?;
@@ -517,7 +533,7 @@ async fn execute(
 
 /// Runs the failed steps and the not-started ones after them again; a plan that could not
 /// be made is made again (for a follow-up, its prompt is queued again as a follow-up).
-async fn retry(store: &dyn Store, number: i64) -> Result<(), OpError> {
+async fn retry(store: &dyn Store, number: RunbookNumber) -> Result<(), OpError> {
     let steps = store.steps(number).await?;
     store.set_cancel_requested(number, false).await?;
     let plan_failures: Vec<&StepRecord> =
@@ -540,7 +556,7 @@ async fn retry(store: &dyn Store, number: i64) -> Result<(), OpError> {
 }
 
 /// Stops the runbook: the running step fails with `cancelled`, queued steps wait.
-async fn cancel(store: &dyn Store, number: i64) -> Result<(), OpError> {
+async fn cancel(store: &dyn Store, number: RunbookNumber) -> Result<(), OpError> {
     store.set_cancel_requested(number, true).await?;
     let steps = store.steps(number).await?;
     let queued = lifecycle::to_unqueue(&leaves(&steps));
@@ -554,7 +570,7 @@ async fn cancel(store: &dyn Store, number: i64) -> Result<(), OpError> {
 async fn open_pull_request(
     store: &dyn Store,
     engine: Option<&Engine>,
-    number: i64,
+    number: RunbookNumber,
 ) -> Result<u64, OpError> {
     let runbook = store
         .runbook(number)
@@ -605,12 +621,13 @@ mod tests {
 
     #[test]
     fn every_refusal_has_its_status() {
+        let one = RunbookNumber::try_from(1).unwrap();
         for (error, status) in [
             (
                 OpError::Invalid(FieldError::new("prompt", "must not be empty")),
                 400,
             ),
-            (OpError::NotFound(1), 404),
+            (OpError::NotFound(one), 404),
             (OpError::TokenRevoked, 401),
             (OpError::Forbidden("o".into()), 403),
             (
@@ -621,10 +638,10 @@ mod tests {
                 422,
             ),
             (OpError::NoGitHub, 503),
-            (OpError::NothingToRetry(1), 409),
+            (OpError::NothingToRetry(one), 409),
             (
                 OpError::NoSuchStep {
-                    number: 1,
+                    number: one,
                     step: "9".parse().unwrap(),
                 },
                 409,

@@ -1,12 +1,12 @@
 //! The status comment: what the app writes in the thread a runbook was started from, and
 //! edits as the runbook progresses. Rendering is pure; the engine decides when to edit.
 
-use crate::domain::{PullRequestRef, RunbookStatus, StepCounts, StepState, status};
+use crate::domain::{PullRequestRef, RunbookNumber, RunbookStatus, StepCounts, StepState, status};
 use crate::store::StepRecord;
 
 /// Every status comment starts with this marker (invisible on GitHub), so the app can find
 /// the comment it wrote for a runbook.
-pub fn marker(number: i64) -> String {
+pub fn marker(number: RunbookNumber) -> String {
     format!("<!-- runbooks:status runbook={number} -->")
 }
 
@@ -16,7 +16,7 @@ const MAX_ERROR_CHARS: usize = 1_000;
 
 /// What the status comment shows.
 pub struct StatusView<'a> {
-    pub number: i64,
+    pub number: RunbookNumber,
     pub title: &'a str,
     /// The dashboard page of the runbook.
     pub url: &'a str,
@@ -201,7 +201,7 @@ mod tests {
 
     fn view<'a>(steps: &'a [StepRecord], prs: &'a [PullRequestRef]) -> StatusView<'a> {
         StatusView {
-            number: 12,
+            number: RunbookNumber::try_from(12).unwrap(),
             title: "Rename @old",
             url: "https://runbooks.example/runbooks/12",
             requested_by: "octocat",

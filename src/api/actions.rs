@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::runbooks::{RunbookDocument, RunbookNumber, visible_summary};
 use super::schema::{self, BodyErrors, NumberErrors, TokenErrors};
-use crate::domain::StepNumber;
+use crate::domain::{self, StepNumber};
 use crate::http::auth::Caller;
 use crate::http::error::ErrorBody;
 use crate::http::json::OptionalJsonBody;
@@ -54,7 +54,7 @@ pub struct StepsDocument {
 async fn act(
     state: &AppState,
     caller: &Caller,
-    number: i64,
+    number: domain::RunbookNumber,
     action: Action,
 ) -> Result<(StatusCode, Json<RunbookDocument>), ApiError> {
     state
@@ -207,7 +207,7 @@ pub async fn steps(
         })
         .collect();
     Ok(Json(StepsDocument {
-        runbook_number: number,
+        runbook_number: number.get(),
         steps: documents,
     }))
 }

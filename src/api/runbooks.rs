@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::schema::{self, BodyErrors, NumberErrors, TokenErrors};
 use crate::domain::{
-    FollowUpRequest, PrMode, RunbookRequest, RunbookStatus, RunbookSummary, StepCounts,
+    self, FollowUpRequest, PrMode, RunbookRequest, RunbookStatus, RunbookSummary, StepCounts,
 };
 use crate::http::auth::Caller;
 use crate::http::error::ErrorBody;
@@ -103,7 +103,7 @@ pub struct RunbookDocument {
 impl RunbookDocument {
     pub fn new(public_url: &str, summary: RunbookSummary) -> Self {
         Self {
-            runbook_number: summary.number,
+            runbook_number: summary.number.get(),
             url: format!("{public_url}/runbooks/{}", summary.number),
             status: summary.status(),
             steps: summary.counts,
@@ -153,7 +153,7 @@ impl From<UpdateRunbookRequest> for FollowUpRequest {
 /// that says so, in the API's JSON like every error (also for a segment that is not UTF-8
 /// once percent-decoded, which axum would answer in plain text). Documented by
 /// [`schema::NumberErrors`].
-pub struct RunbookNumber(pub i64);
+pub struct RunbookNumber(pub domain::RunbookNumber);
 
 impl<S: Send + Sync> FromRequestParts<S> for RunbookNumber {
     type Rejection = ApiError;
@@ -170,21 +170,19 @@ impl<S: Send + Sync> FromRequestParts<S> for RunbookNumber {
 }
 
 /// Parses the `<runbook_number>` path segment: a positive whole number.
-pub(super) fn runbook_number(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<crate::domain::RunbookNumber>()
-        .map(|n| n.get())
-        .map_err(|_| {
-            ApiError::BadRequest(format!(
-                "`runbook_number` must be a positive whole number, not `{raw}`"
-            ))
-        })
+pub(super) fn runbook_number(raw: &str) -> Result<domain::RunbookNumber, ApiError> {
+    raw.parse::<domain::RunbookNumber>().map_err(|_| {
+        ApiError::BadRequest(format!(
+            "`runbook_number` must be a positive whole number, not `{raw}`"
+        ))
+    })
 }
 
 /// The summary of a runbook the caller may see (see [`crate::ops::App::visible`]).
 pub(super) async fn visible_summary(
     state: &AppState,
     caller: &Caller,
-    number: i64,
+    number: domain::RunbookNumber,
 ) -> Result<RunbookSummary, ApiError> {
     state
         .app
@@ -299,7 +297,7 @@ mod tests {
 
     #[test]
     fn runbook_numbers() {
-        assert_eq!(runbook_number("12").unwrap(), 12);
+        assert_eq!(runbook_number("12").unwrap().get(), 12);
         for bad in ["0", "-1", "+1", "abc", "1.5", "99999999999999999999", ""] {
             assert!(runbook_number(bad).is_err(), "{bad}");
         }

@@ -7,7 +7,7 @@
 //! the one status comment per runbook, which the engine keeps up to date.
 
 use crate::domain::runbook::title_from_prompt;
-use crate::domain::{RunbookRequest, status};
+use crate::domain::{RunbookNumber, RunbookRequest, status};
 use crate::engine::{Engine, EngineError};
 use crate::github::issues::Permission;
 use crate::github::webhook::IssueComment;
@@ -31,7 +31,7 @@ pub enum CommentError {
     #[error(transparent)]
     App(#[from] OpError),
     #[error("runbook {0} vanished while its comment was handled")]
-    Vanished(i64),
+    Vanished(RunbookNumber),
 }
 
 /// Handles an `issue_comment` delivery.
@@ -136,7 +136,11 @@ async fn act(
 }
 
 /// A short answer to `/runbook status`, pointing at the status comment.
-async fn status_reply(app: &App, engine: &Engine, number: i64) -> Result<String, CommentError> {
+async fn status_reply(
+    app: &App,
+    engine: &Engine,
+    number: RunbookNumber,
+) -> Result<String, CommentError> {
     let store = app.store();
     let summary = store
         .runbook_summary(number)
@@ -315,7 +319,7 @@ async fn find_status_comment(
     engine: &Engine,
     repo: &RepoInfo,
     issue: u64,
-    number: i64,
+    number: RunbookNumber,
 ) -> Result<Option<crate::github::issues::Comment>, CommentError> {
     let marker = marker(number);
     let github = engine.github();

@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use super::pages::{self, Ctx};
 use super::session::{self, Reader};
 use super::{Failure, RunbookView, runbook_number};
+use crate::domain::RunbookNumber;
 use crate::http::{AppState, SessionStream};
 use crate::store::now_ms;
 
@@ -79,7 +80,7 @@ pub struct EventsQuery {
 struct Watch {
     state: AppState,
     session_hash: String,
-    number: i64,
+    number: RunbookNumber,
     ctx: Ctx,
     /// The fingerprint the client has.
     last: Option<String>,

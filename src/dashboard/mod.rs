@@ -34,7 +34,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::domain::runbook::{check_org, check_repo};
-use crate::domain::{RunbookStatus, StepCounts, StepNumber};
+use crate::domain::{RunbookNumber, RunbookStatus, StepCounts, StepNumber};
 use crate::http::AppState;
 use crate::ops::{Action, OpError, RunbookQuery};
 use crate::store::{PullWithSteps, RunbookRecord, StepRecord, Store, StoreError, ThreadRecord};
@@ -228,7 +228,10 @@ pub struct RunbookView {
 }
 
 impl RunbookView {
-    pub async fn load(store: &dyn Store, number: i64) -> Result<Option<Self>, StoreError> {
+    pub async fn load(
+        store: &dyn Store,
+        number: RunbookNumber,
+    ) -> Result<Option<Self>, StoreError> {
         let Some(runbook) = store.runbook(number).await? else {
             return Ok(None);
         };
@@ -251,7 +254,7 @@ impl RunbookView {
     async fn visible(
         store: &dyn Store,
         reader: &Reader,
-        number: i64,
+        number: RunbookNumber,
     ) -> Result<Option<Self>, StoreError> {
         Ok(Self::load(store, number)
             .await?
@@ -264,9 +267,8 @@ impl RunbookView {
 }
 
 /// A runbook number from the path: a positive whole number.
-fn runbook_number(raw: &str) -> Result<i64, Failure> {
-    raw.parse::<crate::domain::RunbookNumber>()
-        .map(|n| n.get())
+fn runbook_number(raw: &str) -> Result<RunbookNumber, Failure> {
+    raw.parse::<RunbookNumber>()
         .map_err(|_| Failure::runbook_not_found(raw))
 }
 
@@ -337,8 +339,8 @@ async fn list(
     };
     query.before = match asked.before.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(raw) => match raw.parse::<i64>() {
-            Ok(n) if n > 0 => Some(n),
+        Some(raw) => match raw.parse::<i64>().map(RunbookNumber::try_from) {
+            Ok(Ok(n)) => Some(n),
             _ => {
                 return Ok(bad(format!(
                     "`before` must be a runbook number, not `{raw}`."
@@ -348,7 +350,7 @@ async fn list(
     };
 
     let page = state.app.list(reader.actor(), &query).await?;
-    let numbers: Vec<i64> = page.runbooks.iter().map(|r| r.record.number).collect();
+    let numbers: Vec<RunbookNumber> = page.runbooks.iter().map(|r| r.record.number).collect();
     let mut pulls = state.store().pull_requests_of(&numbers).await?;
     let rows: Vec<pages::ListRow> = page
         .runbooks

@@ -28,7 +28,7 @@ pub struct PullRequestRef {
 /// What the status endpoints need to know about a runbook.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunbookSummary {
-    pub number: i64,
+    pub number: RunbookNumber,
     pub org: String,
     pub repo: String,
     pub title: String,

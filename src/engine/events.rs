@@ -11,13 +11,15 @@
 
 use tokio::sync::broadcast;
 
+use crate::domain::RunbookNumber;
+
 /// How many events a receiver may fall behind before it loses the oldest.
 const CAPACITY: usize = 256;
 
 /// Something the engine did to a runbook, already recorded in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineEvent {
-    pub runbook: i64,
+    pub runbook: RunbookNumber,
     pub progress: Progress,
 }
 
@@ -58,7 +60,7 @@ impl Events {
     }
 
     /// Announces progress on a runbook; never waits, and no receiver is no error.
-    pub(super) fn send(&self, runbook: i64, progress: Progress) {
+    pub(super) fn send(&self, runbook: RunbookNumber, progress: Progress) {
         let _ = self.0.send(EngineEvent { runbook, progress });
     }
 
@@ -74,11 +76,15 @@ mod tests {
     #[tokio::test]
     async fn events_reach_subscribers_and_never_wait() {
         let events = Events::new();
+        let (one, two) = (
+            RunbookNumber::try_from(1).unwrap(),
+            RunbookNumber::try_from(2).unwrap(),
+        );
         // No receiver: nothing to deliver, nothing to wait for.
-        events.send(1, Progress::Planned);
+        events.send(one, Progress::Planned);
         let mut receiver = events.subscribe();
         for _ in 0..CAPACITY + 1 {
-            events.send(2, Progress::StepStarted);
+            events.send(two, Progress::StepStarted);
         }
         // A receiver that fell behind is told how far, then reads on.
         assert!(matches!(
@@ -88,7 +94,7 @@ mod tests {
         assert_eq!(
             receiver.recv().await.unwrap(),
             EngineEvent {
-                runbook: 2,
+                runbook: two,
                 progress: Progress::StepStarted
             }
         );

@@ -2,7 +2,7 @@
 //! commit what changed and push it.
 
 use crate::agent::StepTask;
-use crate::domain::PrMode;
+use crate::domain::{PrMode, RunbookNumber};
 use crate::git::{Identity, Remote};
 use crate::store::{StepEnd, StepRecord};
 
@@ -20,7 +20,7 @@ const MACHINERY_ATTEMPTS: u32 = 5;
 /// The wait before the second attempt; it doubles for each one after.
 const MACHINERY_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
 
-pub(super) async fn execute(engine: &Engine, number: i64, step: &StepRecord) -> StepEnd {
+pub(super) async fn execute(engine: &Engine, number: RunbookNumber, step: &StepRecord) -> StepEnd {
     // An agent's failure is the step's; a failure of the machinery around it (GitHub, git,
     // the working tree) is tried again, from a freshly prepared tree, with a growing wait
     // (1, 2, 4, 8 s) before it fails the step: such failures are usually passing (a 502, a
@@ -37,7 +37,7 @@ pub(super) async fn execute(engine: &Engine, number: i64, step: &StepRecord) -> 
                     StepEnd::Completed { .. } => "",
                 };
                 let wait = MACHINERY_BACKOFF * 2u32.pow(attempt - 1);
-                tracing::warn!(runbook = number, step = %step.number, attempt, %error, ?wait, "step machinery failed; trying again");
+                tracing::warn!(runbook = number.get(), step = %step.number, attempt, %error, ?wait, "step machinery failed; trying again");
                 tokio::time::sleep(wait).await;
                 attempt += 1;
             }
@@ -45,7 +45,11 @@ pub(super) async fn execute(engine: &Engine, number: i64, step: &StepRecord) -> 
     }
 }
 
-async fn try_execute(engine: &Engine, number: i64, step: &StepRecord) -> Result<StepEnd, StepEnd> {
+async fn try_execute(
+    engine: &Engine,
+    number: RunbookNumber,
+    step: &StepRecord,
+) -> Result<StepEnd, StepEnd> {
     let runbook = engine
         .store
         .runbook(number)
@@ -83,7 +87,7 @@ async fn try_execute(engine: &Engine, number: i64, step: &StepRecord) -> Result<
     );
     let worktree = engine
         .repos
-        .worktree(&remote, number, &branch, &base)
+        .worktree(&remote, number.get(), &branch, &base)
         .await
         .map_err(failed)?;
 
@@ -93,14 +97,14 @@ async fn try_execute(engine: &Engine, number: i64, step: &StepRecord) -> Result<
     let head = worktree.head_commit().await.map_err(failed)?;
     if is_commit_of(&head.message, number, &step.number) {
         if head.author == identity && head.committer == identity {
-            tracing::info!(runbook = number, step = %step.number, "the step's commit is already pushed");
+            tracing::info!(runbook = number.get(), step = %step.number, "the step's commit is already pushed");
             return Ok(StepEnd::Completed {
                 commit_sha: Some(head.sha),
                 log: "already committed and pushed before an interruption".into(),
             });
         }
         tracing::warn!(
-            runbook = number,
+            runbook = number.get(),
             step = %step.number,
             sha = %head.sha,
             "the branch ends with a commit naming this step that the app did not make; running the step"
@@ -108,7 +112,7 @@ async fn try_execute(engine: &Engine, number: i64, step: &StepRecord) -> Result<
     }
 
     let task = StepTask {
-        runbook: number,
+        runbook: number.get(),
         number: step.number.clone(),
         title: step.title.clone(),
         details: step.details.clone(),

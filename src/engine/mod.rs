@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 
 use crate::agent::{Agent, PlanRequest};
 use crate::domain::lifecycle::{self, Leaf};
-use crate::domain::{PrMode, StepKind, StepNumber, StepState};
+use crate::domain::{PrMode, RunbookNumber, StepKind, StepNumber, StepState};
 use crate::git::RepoCache;
 use crate::github::GitHubApp;
 use crate::store::{StepEnd, StepRecord, Store, StoreError, now_ms};
@@ -192,12 +192,16 @@ impl Engine {
         self.events.subscribe()
     }
 
-    fn announce(&self, number: i64, progress: Progress) {
+    fn announce(&self, number: RunbookNumber, progress: Progress) {
         self.events.send(number, progress);
     }
 
     /// Does the next thing the runbook needs; `false` when there is nothing to do.
-    async fn step_once(&self, number: i64, lost: &AtomicBool) -> Result<bool, StoreError> {
+    async fn step_once(
+        &self,
+        number: RunbookNumber,
+        lost: &AtomicBool,
+    ) -> Result<bool, StoreError> {
         match self.next(number).await? {
             Next::Idle => Ok(false),
             Next::Cancel => {
@@ -221,7 +225,7 @@ impl Engine {
             }
             Next::Recover(numbers) => {
                 tracing::info!(
-                    runbook = number,
+                    runbook = number.get(),
                     steps = numbers.len(),
                     "resuming interrupted steps"
                 );
@@ -246,7 +250,7 @@ impl Engine {
                     && after == 0
                     && let Err(error) = self.apply_project_config(number).await
                 {
-                    tracing::warn!(runbook = number, %error, "project configuration not applied");
+                    tracing::warn!(runbook = number.get(), %error, "project configuration not applied");
                     self.store
                         .record_plan_failure(number, after, &prompt, &error.to_string(), follow_up)
                         .await?;
@@ -271,14 +275,18 @@ impl Engine {
                         } else {
                             StepState::NotStarted
                         };
-                        tracing::info!(runbook = number, steps = plan.steps().len(), "planned");
+                        tracing::info!(
+                            runbook = number.get(),
+                            steps = plan.steps().len(),
+                            "planned"
+                        );
                         self.store
                             .record_plan(number, &plan, state, follow_up)
                             .await?;
                         self.announce(number, Progress::Planned);
                     }
                     Err(e) => {
-                        tracing::warn!(runbook = number, error = %e, "the plan could not be made");
+                        tracing::warn!(runbook = number.get(), error = %e, "the plan could not be made");
                         self.store
                             .record_plan_failure(number, after, &prompt, &e.to_string(), follow_up)
                             .await?;
@@ -308,10 +316,10 @@ impl Engine {
                 }
                 match &end {
                     StepEnd::Completed { commit_sha, .. } => {
-                        tracing::info!(runbook = number, step = %step.number, commit = commit_sha.as_deref().unwrap_or("none"), "step completed")
+                        tracing::info!(runbook = number.get(), step = %step.number, commit = commit_sha.as_deref().unwrap_or("none"), "step completed")
                     }
                     StepEnd::Failed { error, .. } => {
-                        tracing::warn!(runbook = number, step = %step.number, %error, "step failed")
+                        tracing::warn!(runbook = number.get(), step = %step.number, %error, "step failed")
                     }
                 }
                 if let StepEnd::Completed { commit_sha, .. } = &end {
@@ -320,7 +328,7 @@ impl Engine {
                     // by the runbook's debt; a crash, by the step running again.)
                     let ending = (&step.number, commit_sha.as_deref());
                     if let Err(error) = self.reconcile(number, false, Some(ending)).await {
-                        tracing::warn!(runbook = number, %error, "pull requests not brought up to date");
+                        tracing::warn!(runbook = number.get(), %error, "pull requests not brought up to date");
                     }
                 }
                 self.store.finish_step(number, &step.number, &end).await?;
@@ -334,13 +342,13 @@ impl Engine {
     /// request left out.
     /// GitHub failing passingly (a 502, a rate limit) is tried again with a growing wait
     /// before the plan fails: it is not the runbook's fault.
-    async fn apply_project_config(&self, number: i64) -> Result<(), ConfigError> {
+    async fn apply_project_config(&self, number: RunbookNumber) -> Result<(), ConfigError> {
         let mut attempt = 1;
         loop {
             match self.read_project_config(number).await {
                 Err(ConfigError::GitHub(e)) if e.is_transient() && attempt < PLAN_ATTEMPTS => {
                     let wait = RETRY_BASE * 2u32.pow(attempt - 1);
-                    tracing::warn!(runbook = number, attempt, error = %e, ?wait, "project configuration not read; trying again");
+                    tracing::warn!(runbook = number.get(), attempt, error = %e, ?wait, "project configuration not read; trying again");
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
@@ -349,7 +357,7 @@ impl Engine {
         }
     }
 
-    async fn read_project_config(&self, number: i64) -> Result<(), ConfigError> {
+    async fn read_project_config(&self, number: RunbookNumber) -> Result<(), ConfigError> {
         let Some(runbook) = self.store.runbook(number).await? else {
             return Ok(());
         };
@@ -374,7 +382,7 @@ impl Engine {
     /// The runbook's pull requests reconciled with its steps (see [`pulls::wanted`]).
     async fn reconcile(
         &self,
-        number: i64,
+        number: RunbookNumber,
         idle: bool,
         ending: Option<(&StepNumber, Option<&str>)>,
     ) -> Result<(), EngineError> {
@@ -394,19 +402,19 @@ impl Engine {
     /// of the repository (it is set up again, from its branch, if this runbook gets more
     /// work), its pull requests are reconciled in full and its status comment brought up to
     /// date. An error means GitHub does not show everything yet.
-    async fn finish(&self, number: i64) -> Result<(), EngineError> {
+    async fn finish(&self, number: RunbookNumber) -> Result<(), EngineError> {
         let Some(runbook) = self.store.runbook(number).await? else {
             return Ok(());
         };
         let full_name = format!("{}/{}", runbook.org, runbook.repo);
-        if let Err(e) = self.repos.release(&full_name, number).await {
-            tracing::warn!(runbook = number, error = %e, "working tree not released");
+        if let Err(e) = self.repos.release(&full_name, number.get()).await {
+            tracing::warn!(runbook = number.get(), error = %e, "working tree not released");
         }
         self.reconcile(number, true, None).await?;
         self.try_report(number).await.map(|_| ())
     }
 
-    async fn next(&self, number: i64) -> Result<Next, StoreError> {
+    async fn next(&self, number: RunbookNumber) -> Result<Next, StoreError> {
         let Some(runbook) = self.store.runbook(number).await? else {
             return Ok(Next::Idle);
         };
@@ -474,7 +482,12 @@ impl Engine {
 
     /// Executes one step: working tree, agent, commit, push. Cancellation and a lost lease
     /// stop the agent.
-    async fn run_step(&self, number: i64, step: &StepRecord, lost: &AtomicBool) -> StepEnd {
+    async fn run_step(
+        &self,
+        number: RunbookNumber,
+        step: &StepRecord,
+        lost: &AtomicBool,
+    ) -> StepEnd {
         let work = git_steps::execute(self, number, step);
         tokio::pin!(work);
         loop {
@@ -521,7 +534,7 @@ impl Worker {
         }
     }
 
-    async fn claim_next(&self) -> Result<Option<i64>, StoreError> {
+    async fn claim_next(&self) -> Result<Option<RunbookNumber>, StoreError> {
         let now = now_ms();
         let until = now + self.engine.config.lease.as_millis() as i64;
         for number in self.engine.store.runbooks_with_work(now, 16).await? {
@@ -539,15 +552,15 @@ impl Worker {
 
     /// Works on a claimed runbook until it has nothing left to do, keeping the lease alive,
     /// then pays what the runbook owes GitHub.
-    async fn run_claimed(&self, number: i64) {
+    async fn run_claimed(&self, number: RunbookNumber) {
         // Owed before anything changes: whatever happens from here, GitHub is brought up to
         // date by this worker or, after a crash, by the next one.
         let version = match self.engine.store.owe(number).await {
             Ok(version) => version,
             Err(e) => {
-                tracing::warn!(runbook = number, error = %e, "could not record the runbook's debt to GitHub; leaving it");
+                tracing::warn!(runbook = number.get(), error = %e, "could not record the runbook's debt to GitHub; leaving it");
                 if let Err(e) = self.engine.store.release_lease(number, &self.owner).await {
-                    tracing::warn!(runbook = number, error = %e, "lease not released");
+                    tracing::warn!(runbook = number.get(), error = %e, "lease not released");
                 }
                 return;
             }
@@ -569,11 +582,13 @@ impl Worker {
                     match store.renew_lease(number, &owner, until).await {
                         Ok(true) => {}
                         Ok(false) => {
-                            tracing::warn!(runbook = number, "lease lost");
+                            tracing::warn!(runbook = number.get(), "lease lost");
                             lost.store(true, Ordering::SeqCst);
                             return;
                         }
-                        Err(e) => tracing::warn!(runbook = number, error = %e, "lease not renewed"),
+                        Err(e) => {
+                            tracing::warn!(runbook = number.get(), error = %e, "lease not renewed")
+                        }
                     }
                 }
             })
@@ -588,7 +603,7 @@ impl Worker {
                     break;
                 }
                 Err(e) => {
-                    tracing::error!(runbook = number, error = %e, "engine error; will retry");
+                    tracing::error!(runbook = number.get(), error = %e, "engine error; will retry");
                     break;
                 }
             }
@@ -601,7 +616,7 @@ impl Worker {
         }
         drop(keeper);
         if let Err(e) = self.engine.store.release_lease(number, &self.owner).await {
-            tracing::warn!(runbook = number, error = %e, "lease not released");
+            tracing::warn!(runbook = number.get(), error = %e, "lease not released");
         }
         self.engine.announce(number, Progress::Released);
     }
@@ -610,7 +625,7 @@ impl Worker {
 impl Worker {
     /// Brings GitHub up to date with a runbook that has nothing left to do, and pays its
     /// debt; on failure the debt stays, to be tried again after a backoff.
-    async fn pay(&self, number: i64, version: i64) {
+    async fn pay(&self, number: RunbookNumber, version: i64) {
         let store = &self.engine.store;
         let outcome = match self.engine.finish(number).await {
             Ok(()) => {
@@ -627,14 +642,14 @@ impl Worker {
                     })
                     .await;
                 if let Ok(attempts) = attempts {
-                    tracing::warn!(runbook = number, attempts, %error, "GitHub not brought up to date; will retry");
+                    tracing::warn!(runbook = number.get(), attempts, %error, "GitHub not brought up to date; will retry");
                     self.engine.announce(number, Progress::Owed);
                 }
                 attempts.map(|_| ())
             }
         };
         if let Err(e) = outcome {
-            tracing::warn!(runbook = number, error = %e, "the runbook's debt to GitHub not recorded");
+            tracing::warn!(runbook = number.get(), error = %e, "the runbook's debt to GitHub not recorded");
         }
     }
 }
@@ -656,7 +671,7 @@ fn cancelled(log: String) -> StepEnd {
 }
 
 /// The one branch of a `single_pr` or `manual` runbook.
-pub fn single_branch(number: i64) -> String {
+pub fn single_branch(number: RunbookNumber) -> String {
     format!("runbooks/{number}")
 }
 
@@ -671,7 +686,7 @@ pub fn tops_with_commits(steps: &[StepRecord]) -> Vec<u32> {
 
 /// The branch a step's commits go to, and the branch it starts from.
 pub fn branches(
-    number: i64,
+    number: RunbookNumber,
     mode: PrMode,
     step: &StepNumber,
     target: &str,
@@ -695,7 +710,7 @@ pub fn branches(
 /// The commit message of a step: its title, its details, and trailers naming the runbook
 /// and the step (and who asked, when known).
 pub fn commit_message(
-    number: i64,
+    number: RunbookNumber,
     step: &StepNumber,
     title: &str,
     details: &str,
@@ -717,7 +732,7 @@ pub fn commit_message(
 }
 
 /// Whether a commit message is that of this runbook's step (its trailers say so).
-pub fn is_commit_of(message: &str, number: i64, step: &StepNumber) -> bool {
+pub fn is_commit_of(message: &str, number: RunbookNumber, step: &StepNumber) -> bool {
     let runbook = format!("Runbook: {number}");
     let step = format!("Runbook-Step: {step}");
     let has = |wanted: &str| message.lines().any(|line| line.trim() == wanted);
@@ -732,23 +747,27 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn rn(number: i64) -> RunbookNumber {
+        RunbookNumber::try_from(number).unwrap()
+    }
+
     #[test]
     fn branch_layout_serves_every_pr_mode() {
         assert_eq!(
-            branches(7, PrMode::SinglePr, &n("2.1"), "main", &[1]),
+            branches(rn(7), PrMode::SinglePr, &n("2.1"), "main", &[1]),
             ("runbooks/7".into(), "main".into())
         );
         assert_eq!(
-            branches(7, PrMode::Manual, &n("1"), "develop", &[]),
+            branches(rn(7), PrMode::Manual, &n("1"), "develop", &[]),
             ("runbooks/7".into(), "develop".into())
         );
         assert_eq!(
-            branches(7, PrMode::StackedPr, &n("1.2"), "main", &[]),
+            branches(rn(7), PrMode::StackedPr, &n("1.2"), "main", &[]),
             ("runbooks/7/step-1".into(), "main".into())
         );
         // The nearest earlier top-level step with commits; one without is skipped.
         assert_eq!(
-            branches(7, PrMode::StackedPr, &n("3.1"), "main", &[1]),
+            branches(rn(7), PrMode::StackedPr, &n("3.1"), "main", &[1]),
             ("runbooks/7/step-3".into(), "runbooks/7/step-1".into())
         );
     }
@@ -756,7 +775,7 @@ mod tests {
     #[test]
     fn commit_messages_carry_trailers() {
         let message = commit_message(
-            12,
+            rn(12),
             &n("1.2"),
             "Update callers",
             "```sh\nsed …\n```",
@@ -766,9 +785,9 @@ mod tests {
         assert!(message.ends_with(
             "\nRunbook: 12\nRunbook-Step: 1.2\nCo-authored-by: dev <dev@acme.example>\n"
         ));
-        assert!(is_commit_of(&message, 12, &n("1.2")));
-        assert!(!is_commit_of(&message, 12, &n("1.1")));
-        assert!(!is_commit_of(&message, 1, &n("1.2")));
-        assert!(!is_commit_of("Initial commit", 12, &n("1.2")));
+        assert!(is_commit_of(&message, rn(12), &n("1.2")));
+        assert!(!is_commit_of(&message, rn(12), &n("1.1")));
+        assert!(!is_commit_of(&message, rn(1), &n("1.2")));
+        assert!(!is_commit_of("Initial commit", rn(12), &n("1.2")));
     }
 }

@@ -17,7 +17,7 @@
 //! nothing left to do, to stay far inside GitHub's limits on content-creating requests.
 
 use crate::domain::runbook::title_from_prompt;
-use crate::domain::{PrMode, PullState, StepNumber, StepState};
+use crate::domain::{PrMode, PullState, RunbookNumber, StepNumber, StepState};
 use crate::github::RepoInfo;
 use crate::github::pulls::PullRequest;
 use crate::store::{RunbookRecord, StepRecord, StoreError};
@@ -168,7 +168,7 @@ pub fn wanted(
 
 impl Engine {
     /// The dashboard page of a runbook.
-    pub(crate) fn dashboard(&self, number: i64) -> String {
+    pub(crate) fn dashboard(&self, number: RunbookNumber) -> String {
         format!("{}/runbooks/{number}", self.config.public_url)
     }
 
@@ -250,7 +250,7 @@ impl Engine {
                             self.github
                                 .retarget_pull(repo, record.number, &w.base)
                                 .await?;
-                            tracing::info!(runbook = number, pr = record.number, base = %w.base, "pull request retargeted");
+                            tracing::info!(runbook = number.get(), pr = record.number, base = %w.base, "pull request retargeted");
                         }
                         self.store
                             .set_pull_request_base(number, record.number, &w.base)
@@ -331,7 +331,7 @@ impl Engine {
                     .set_pull_request_finished(number, record.number, false)
                     .await?;
                 tracing::info!(
-                    runbook = number,
+                    runbook = number.get(),
                     pr = record.number,
                     "pull request back at work"
                 );
@@ -349,7 +349,11 @@ impl Engine {
                 self.store
                     .set_pull_request_finished(number, record.number, true)
                     .await?;
-                tracing::info!(runbook = number, pr = record.number, "pull request final");
+                tracing::info!(
+                    runbook = number.get(),
+                    pr = record.number,
+                    "pull request final"
+                );
             }
         }
         Ok(())
@@ -391,7 +395,7 @@ impl Engine {
             .set_pull_request_base(number, pr.number, &w.base)
             .await?;
         tracing::info!(
-            runbook = number,
+            runbook = number.get(),
             pr = pr.number,
             branch = %w.branch,
             "pull request opened"
@@ -457,13 +461,14 @@ fn committed(steps: &[StepRecord]) -> Vec<StepNumber> {
 
 /// The runbook number (and top-level step, for a stacked branch) a branch name belongs to:
 /// `runbooks/<n>` or `runbooks/<n>/step-<k>`.
-pub fn runbook_branch(branch: &str) -> Option<(i64, Option<u32>)> {
+pub fn runbook_branch(branch: &str) -> Option<(RunbookNumber, Option<u32>)> {
     let rest = branch.strip_prefix("runbooks/")?;
     let (number, step) = match rest.split_once('/') {
         Some((number, step)) => (number, Some(step.strip_prefix("step-")?.parse().ok()?)),
         None => (rest, None),
     };
-    Some((number.parse().ok()?, step))
+    let number = RunbookNumber::try_from(number.parse::<i64>().ok()?).ok()?;
+    Some((number, step))
 }
 
 /// Acts on a `pull_request` webhook about a runbook's branch: links a PR a person opened from
@@ -517,7 +522,11 @@ pub async fn track_pull_request(
                 store
                     .save_pull_request_details(number, *pr_number, node_id, head)
                     .await?;
-                tracing::info!(runbook = number, pr = pr_number, "pull request linked");
+                tracing::info!(
+                    runbook = number.get(),
+                    pr = pr_number,
+                    "pull request linked"
+                );
             }
             store
                 .set_pull_request_state(number, *pr_number, PullState::Open)
@@ -552,7 +561,7 @@ mod tests {
 
     fn runbook(mode: PrMode) -> RunbookRecord {
         RunbookRecord {
-            number: 7,
+            number: RunbookNumber::try_from(7).unwrap(),
             org: "acme".into(),
             repo: "app".into(),
             title: "Tidy".into(),
@@ -655,8 +664,12 @@ mod tests {
 
     #[test]
     fn runbook_branches() {
-        assert_eq!(runbook_branch("runbooks/12"), Some((12, None)));
-        assert_eq!(runbook_branch("runbooks/12/step-3"), Some((12, Some(3))));
+        let twelve = RunbookNumber::try_from(12).unwrap();
+        assert_eq!(runbook_branch("runbooks/12"), Some((twelve, None)));
+        assert_eq!(
+            runbook_branch("runbooks/12/step-3"),
+            Some((twelve, Some(3)))
+        );
         for other in [
             "main",
             "runbooks/x",

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{Engine, EngineError};
-use crate::domain::{PrMode, RepoName};
+use crate::domain::{PrMode, RepoName, RunbookNumber};
 use crate::status_comment::{StatusView, render};
 use crate::store::ThreadRecord;
 
@@ -52,17 +52,17 @@ impl Engine {
 
     /// Brings the runbook's status comment up to date, when it has one whose text changed.
     /// Answers whether GitHub was asked to edit it.
-    pub(crate) async fn report(&self, number: i64) -> bool {
+    pub(crate) async fn report(&self, number: RunbookNumber) -> bool {
         match self.try_report(number).await {
             Ok(edited) => edited,
             Err(error) => {
-                tracing::warn!(runbook = number, %error, "status comment not updated");
+                tracing::warn!(runbook = number.get(), %error, "status comment not updated");
                 false
             }
         }
     }
 
-    pub(super) async fn try_report(&self, number: i64) -> Result<bool, EngineError> {
+    pub(super) async fn try_report(&self, number: RunbookNumber) -> Result<bool, EngineError> {
         // Cleared before reading, so a request made while this report is written is not lost.
         self.store.take_report_request(number).await?;
         let Some(thread) = self.store.thread(number).await? else {
@@ -100,7 +100,7 @@ pub(super) struct Reporter {
 
 impl Reporter {
     /// A reporter for a runbook; one that does nothing when the runbook has no thread.
-    pub(super) async fn start(engine: &Arc<Engine>, number: i64) -> Self {
+    pub(super) async fn start(engine: &Arc<Engine>, number: RunbookNumber) -> Self {
         if !matches!(engine.store.thread(number).await, Ok(Some(_))) {
             return Self {
                 changes: None,

@@ -12,20 +12,21 @@ use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 
+use crate::domain::RunbookNumber;
 use crate::http::ApiError;
 use crate::store::{PullWithSteps, StepRecord, Store, StoreError, ThreadRecord};
 
 /// The steps of a runbook, in plan order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct StepsOf(pub i64);
+pub struct StepsOf(pub RunbookNumber);
 
 /// The pull requests of a runbook, in the order opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PullsOf(pub i64);
+pub struct PullsOf(pub RunbookNumber);
 
 /// The thread a runbook was started from, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ThreadOf(pub i64);
+pub struct ThreadOf(pub RunbookNumber);
 
 /// Reads for many runbooks at once, over [`crate::store::StepStore::steps_of`],
 /// [`crate::store::PullStore::pull_requests_of`] and [`crate::store::ThreadStore::threads_of`].
@@ -53,7 +54,7 @@ impl Loader<StepsOf> for Batch {
     type Error = LoadError;
 
     async fn load(&self, keys: &[StepsOf]) -> Result<HashMap<StepsOf, Self::Value>, LoadError> {
-        let numbers: Vec<i64> = keys.iter().map(|k| k.0).collect();
+        let numbers: Vec<RunbookNumber> = keys.iter().map(|k| k.0).collect();
         let mut found = self.store.steps_of(&numbers).await.map_err(failed)?;
         Ok(keys
             .iter()
@@ -67,7 +68,7 @@ impl Loader<PullsOf> for Batch {
     type Error = LoadError;
 
     async fn load(&self, keys: &[PullsOf]) -> Result<HashMap<PullsOf, Self::Value>, LoadError> {
-        let numbers: Vec<i64> = keys.iter().map(|k| k.0).collect();
+        let numbers: Vec<RunbookNumber> = keys.iter().map(|k| k.0).collect();
         let mut found = self
             .store
             .pull_requests_of(&numbers)
@@ -85,7 +86,7 @@ impl Loader<ThreadOf> for Batch {
     type Error = LoadError;
 
     async fn load(&self, keys: &[ThreadOf]) -> Result<HashMap<ThreadOf, Self::Value>, LoadError> {
-        let numbers: Vec<i64> = keys.iter().map(|k| k.0).collect();
+        let numbers: Vec<RunbookNumber> = keys.iter().map(|k| k.0).collect();
         let mut found = self.store.threads_of(&numbers).await.map_err(failed)?;
         Ok(keys
             .iter()
@@ -114,7 +115,7 @@ impl Loaders {
         }
     }
 
-    pub async fn steps(&self, number: i64) -> Result<Arc<Vec<StepRecord>>, ApiError> {
+    pub async fn steps(&self, number: RunbookNumber) -> Result<Arc<Vec<StepRecord>>, ApiError> {
         Ok(self
             .loader
             .load_one(StepsOf(number))
@@ -122,7 +123,7 @@ impl Loaders {
             .unwrap_or_default())
     }
 
-    pub async fn pulls(&self, number: i64) -> Result<Arc<Vec<PullWithSteps>>, ApiError> {
+    pub async fn pulls(&self, number: RunbookNumber) -> Result<Arc<Vec<PullWithSteps>>, ApiError> {
         Ok(self
             .loader
             .load_one(PullsOf(number))
@@ -130,15 +131,18 @@ impl Loaders {
             .unwrap_or_default())
     }
 
-    pub async fn thread(&self, number: i64) -> Result<Option<Arc<ThreadRecord>>, ApiError> {
+    pub async fn thread(
+        &self,
+        number: RunbookNumber,
+    ) -> Result<Option<Arc<ThreadRecord>>, ApiError> {
         Ok(self.loader.load_one(ThreadOf(number)).await?.flatten())
     }
 
     /// The steps of several runbooks, in one read (less what is cached already).
     pub async fn steps_of(
         &self,
-        numbers: &[i64],
-    ) -> Result<HashMap<i64, Arc<Vec<StepRecord>>>, ApiError> {
+        numbers: &[RunbookNumber],
+    ) -> Result<HashMap<RunbookNumber, Arc<Vec<StepRecord>>>, ApiError> {
         let found = self
             .loader
             .load_many(numbers.iter().map(|n| StepsOf(*n)))
@@ -148,14 +152,17 @@ impl Loaders {
 
     /// Remembers runbooks' steps read already (by a listing), so fields asking for them do
     /// not read them again.
-    pub async fn feed_steps(&self, steps: impl IntoIterator<Item = (i64, Vec<StepRecord>)>) {
+    pub async fn feed_steps(
+        &self,
+        steps: impl IntoIterator<Item = (RunbookNumber, Vec<StepRecord>)>,
+    ) {
         self.loader
             .feed_many(steps.into_iter().map(|(n, s)| (StepsOf(n), Arc::new(s))))
             .await;
     }
 
     /// Loads what a page of runbooks will be asked for, one read per kind, concurrently.
-    pub async fn prime(&self, numbers: &[i64], needs: Needs) -> Result<(), ApiError> {
+    pub async fn prime(&self, numbers: &[RunbookNumber], needs: Needs) -> Result<(), ApiError> {
         let steps = async {
             if needs.steps {
                 self.steps_of(numbers).await?;

@@ -6,7 +6,7 @@ use super::loaders::Loaders;
 use super::query::{check_number, visible};
 use super::types::{PrMode, Runbook};
 use super::{OrGraphql, RequestContext};
-use crate::domain::{FollowUpRequest, RunbookRequest, StepNumber};
+use crate::domain::{FollowUpRequest, RunbookNumber, RunbookRequest, StepNumber};
 use crate::http::ApiError;
 use crate::ops::{Action, OpError};
 
@@ -143,7 +143,7 @@ fn changed(ctx: &Context<'_>) {
     ctx.data_unchecked::<Loaders>().forget();
 }
 
-async fn reread(ctx: &Context<'_>, number: i64) -> Result<Runbook, ApiError> {
+async fn reread(ctx: &Context<'_>, number: RunbookNumber) -> Result<Runbook, ApiError> {
     visible(ctx.data_unchecked::<RequestContext>(), number)
         .await?
         .ok_or_else(|| ApiError::runbook_not_found(number))

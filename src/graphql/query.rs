@@ -7,7 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use super::loaders::{Loaders, Needs};
 use super::types::{PageInfo, Runbook, RunbookConnection, RunbookEdge, RunbookStatus};
 use super::{OrGraphql, RequestContext};
-use crate::domain;
+use crate::domain::{self, RunbookNumber};
 use crate::http::ApiError;
 use crate::ops::RunbookQuery;
 
@@ -39,6 +39,7 @@ impl QueryRoot {
     ) -> async_graphql::Result<Option<Runbook>> {
         let request = ctx.data_unchecked::<RequestContext>();
         let loaders = ctx.data_unchecked::<Loaders>();
+        let number = check_number(number).or_graphql()?;
         let runbook = visible(request, number).await.or_graphql()?;
         if runbook.is_some() {
             let needs = needs(&[ctx.look_ahead()]);
@@ -76,22 +77,19 @@ impl QueryRoot {
 }
 
 /// Checks a runbook number argument: a positive whole number, as in REST paths.
-pub(crate) fn check_number(number: i64) -> Result<i64, ApiError> {
-    crate::domain::RunbookNumber::try_from(number)
-        .map(|n| n.get())
-        .map_err(|_| {
-            ApiError::BadRequest(format!(
-                "`number` must be a positive whole number, not `{number}`"
-            ))
-        })
+pub(crate) fn check_number(number: i64) -> Result<RunbookNumber, ApiError> {
+    RunbookNumber::try_from(number).map_err(|_| {
+        ApiError::BadRequest(format!(
+            "`number` must be a positive whole number, not `{number}`"
+        ))
+    })
 }
 
 /// The runbook, when it exists and the caller may see it.
 pub(crate) async fn visible(
     request: &RequestContext,
-    number: i64,
+    number: RunbookNumber,
 ) -> Result<Option<Runbook>, ApiError> {
-    let number = check_number(number)?;
     Ok(request
         .state
         .store()
@@ -115,17 +113,17 @@ fn needs(runbooks: &[Lookahead<'_>]) -> Needs {
     }
 }
 
-pub fn encode_cursor(number: i64) -> String {
+pub fn encode_cursor(number: RunbookNumber) -> String {
     URL_SAFE_NO_PAD.encode(format!("runbook:{number}"))
 }
 
-pub fn decode_cursor(cursor: &str) -> Result<i64, ApiError> {
+pub fn decode_cursor(cursor: &str) -> Result<RunbookNumber, ApiError> {
     URL_SAFE_NO_PAD
         .decode(cursor)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .and_then(|text| text.strip_prefix("runbook:")?.parse::<i64>().ok())
-        .filter(|n| *n > 0)
+        .and_then(|n| RunbookNumber::try_from(n).ok())
         .ok_or_else(|| {
             ApiError::BadRequest(format!(
                 "`after` is not a cursor this API gave out: `{cursor}` (use an edge's `cursor` \
@@ -170,7 +168,7 @@ async fn list(
     }
     // The steps were read to compute the statuses: the fields asking for them use those.
     loaders.feed_steps(read).await;
-    let numbers: Vec<i64> = rows.iter().map(|r| r.number).collect();
+    let numbers: Vec<RunbookNumber> = rows.iter().map(|r| r.number).collect();
     loaders.prime(&numbers, needs).await?;
     let edges: Vec<RunbookEdge> = rows
         .into_iter()
@@ -202,6 +200,7 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_bad_ones_are_refused() {
         for n in [1, 7, 123_456_789] {
+            let n = RunbookNumber::try_from(n).unwrap();
             assert_eq!(decode_cursor(&encode_cursor(n)).unwrap(), n);
         }
         for bad in ["", "7", "cnVuYm9vazow", "!!", "cnVuYm9vazp4"] {

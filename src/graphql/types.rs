@@ -290,7 +290,7 @@ pub fn status_of(steps: &[StepRecord]) -> domain::RunbookStatus {
 impl Runbook {
     /// The number identifying the runbook: one sequence per deployment, from 1.
     async fn number(&self) -> i64 {
-        self.record.number
+        self.record.number.get()
     }
 
     /// The runbook's dashboard page.

@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 
 use super::StoreResult;
+use crate::domain::RunbookNumber;
 
 /// What a runbook owes GitHub (see [`LeaseStore::owe`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,45 +26,51 @@ pub trait LeaseStore: Send + Sync {
     /// Runbooks with work to do (a plan to make, a follow-up to plan, queued or running
     /// steps, a status report asked for, or a debt to GitHub due at `now_ms`) whose lease is
     /// free or expired at `now_ms`, oldest first.
-    async fn runbooks_with_work(&self, now_ms: i64, limit: i64) -> StoreResult<Vec<i64>>;
+    async fn runbooks_with_work(&self, now_ms: i64, limit: i64) -> StoreResult<Vec<RunbookNumber>>;
 
     /// Takes the runbook's lease until `until_ms` when it is free or expired at `now_ms`;
     /// `false` when another owner holds it.
     async fn claim_runbook(
         &self,
-        number: i64,
+        number: RunbookNumber,
         owner: &str,
         now_ms: i64,
         until_ms: i64,
     ) -> StoreResult<bool>;
 
     /// Extends a lease this owner holds; `false` when it was lost.
-    async fn renew_lease(&self, number: i64, owner: &str, until_ms: i64) -> StoreResult<bool>;
+    async fn renew_lease(
+        &self,
+        number: RunbookNumber,
+        owner: &str,
+        until_ms: i64,
+    ) -> StoreResult<bool>;
 
-    async fn release_lease(&self, number: i64, owner: &str) -> StoreResult<()>;
+    async fn release_lease(&self, number: RunbookNumber, owner: &str) -> StoreResult<()>;
 
     /// Asks for the runbook to stop (`false` clears the request).
-    async fn set_cancel_requested(&self, number: i64, requested: bool) -> StoreResult<()>;
+    async fn set_cancel_requested(&self, number: RunbookNumber, requested: bool)
+    -> StoreResult<()>;
 
-    async fn cancel_requested(&self, number: i64) -> StoreResult<bool>;
+    async fn cancel_requested(&self, number: RunbookNumber) -> StoreResult<bool>;
 
     /// Records that GitHub may not show the runbook's state any more (before the work that
     /// makes it so): its pull requests and status comment must be brought up to date by
     /// whoever holds the runbook next. Answers the debt's new version.
-    async fn owe(&self, number: i64) -> StoreResult<i64>;
+    async fn owe(&self, number: RunbookNumber) -> StoreResult<i64>;
 
     /// The runbook's debt to GitHub, if any.
-    async fn owed(&self, number: i64) -> StoreResult<Option<Owed>>;
+    async fn owed(&self, number: RunbookNumber) -> StoreResult<Option<Owed>>;
 
     /// GitHub shows everything owed up to `version`: the debt is paid, unless a newer change
     /// came since (then `false`, and it stays).
-    async fn settle_owed(&self, number: i64, version: i64) -> StoreResult<bool>;
+    async fn settle_owed(&self, number: RunbookNumber, version: i64) -> StoreResult<bool>;
 
     /// An attempt to pay the debt failed: counts it, keeps the error, and puts the next
     /// attempt off until `not_before_ms(attempts)`. Answers the attempts so far.
     async fn owed_failed(
         &self,
-        number: i64,
+        number: RunbookNumber,
         error: &str,
         not_before_ms: &(dyn Fn(i64) -> i64 + Send + Sync),
     ) -> StoreResult<i64>;
@@ -75,12 +82,14 @@ macro_rules! lease_sql {
     ($store:ty, $db:ty) => {
         const _: () = {
             use sqlx::Row as _;
+            use $crate::domain::RunbookNumber;
+            use $crate::store::sql::runbook_number;
             use $crate::store::{Owed, StoreResult, now_ms};
 
             #[async_trait::async_trait]
             impl $crate::store::LeaseStore for $store {
-                async fn runbooks_with_work(&self, now_ms: i64, limit: i64) -> StoreResult<Vec<i64>> {
-                    let rows = sqlx::query_scalar(
+                async fn runbooks_with_work(&self, now_ms: i64, limit: i64) -> StoreResult<Vec<RunbookNumber>> {
+                    let rows: Vec<i64> = sqlx::query_scalar(
                         "SELECT r.number FROM runbooks r \
                          LEFT JOIN runbook_leases l ON l.runbook_number = r.number \
                          WHERE (l.runbook_number IS NULL OR l.expires_at < $1) AND ( \
@@ -98,10 +107,10 @@ macro_rules! lease_sql {
                     .bind(true)
                     .fetch_all(&self.pool)
                     .await?;
-                    Ok(rows)
+                    rows.into_iter().map(runbook_number).collect()
                 }
 
-                async fn claim_runbook(&self, number: i64, owner: &str, now_ms: i64, until_ms: i64) -> StoreResult<bool> {
+                async fn claim_runbook(&self, number: RunbookNumber, owner: &str, now_ms: i64, until_ms: i64) -> StoreResult<bool> {
                     // One statement: insert the lease, or take it over when it has expired. The
                     // row comes back only when this owner got it.
                     let claimed: Option<i64> = sqlx::query_scalar(
@@ -119,7 +128,7 @@ macro_rules! lease_sql {
                     Ok(claimed.is_some())
                 }
 
-                async fn renew_lease(&self, number: i64, owner: &str, until_ms: i64) -> StoreResult<bool> {
+                async fn renew_lease(&self, number: RunbookNumber, owner: &str, until_ms: i64) -> StoreResult<bool> {
                     let result = sqlx::query("UPDATE runbook_leases SET expires_at = $1 WHERE runbook_number = $2 AND owner = $3")
                         .bind(until_ms)
                         .bind(number)
@@ -129,7 +138,7 @@ macro_rules! lease_sql {
                     Ok(result.rows_affected() == 1)
                 }
 
-                async fn release_lease(&self, number: i64, owner: &str) -> StoreResult<()> {
+                async fn release_lease(&self, number: RunbookNumber, owner: &str) -> StoreResult<()> {
                     sqlx::query("DELETE FROM runbook_leases WHERE runbook_number = $1 AND owner = $2")
                         .bind(number)
                         .bind(owner)
@@ -138,7 +147,7 @@ macro_rules! lease_sql {
                     Ok(())
                 }
 
-                async fn set_cancel_requested(&self, number: i64, requested: bool) -> StoreResult<()> {
+                async fn set_cancel_requested(&self, number: RunbookNumber, requested: bool) -> StoreResult<()> {
                     sqlx::query("UPDATE runbooks SET cancel_requested_at = $1 WHERE number = $2")
                         .bind(requested.then(now_ms))
                         .bind(number)
@@ -147,7 +156,7 @@ macro_rules! lease_sql {
                     Ok(())
                 }
 
-                async fn cancel_requested(&self, number: i64) -> StoreResult<bool> {
+                async fn cancel_requested(&self, number: RunbookNumber) -> StoreResult<bool> {
                     let at: Option<Option<i64>> = sqlx::query_scalar("SELECT cancel_requested_at FROM runbooks WHERE number = $1")
                         .bind(number)
                         .fetch_optional(&self.pool)
@@ -155,7 +164,7 @@ macro_rules! lease_sql {
                     Ok(matches!(at, Some(Some(_))))
                 }
 
-                async fn owe(&self, number: i64) -> StoreResult<i64> {
+                async fn owe(&self, number: RunbookNumber) -> StoreResult<i64> {
                     let version: i64 = sqlx::query_scalar(
                         "INSERT INTO runbook_owed (runbook_number, version) VALUES ($1, 1) \
                          ON CONFLICT (runbook_number) DO UPDATE SET version = runbook_owed.version + 1 \
@@ -167,7 +176,7 @@ macro_rules! lease_sql {
                     Ok(version)
                 }
 
-                async fn owed(&self, number: i64) -> StoreResult<Option<Owed>> {
+                async fn owed(&self, number: RunbookNumber) -> StoreResult<Option<Owed>> {
                     let row = sqlx::query("SELECT version, attempts, not_before, error FROM runbook_owed WHERE runbook_number = $1")
                         .bind(number)
                         .fetch_optional(&self.pool)
@@ -183,7 +192,7 @@ macro_rules! lease_sql {
                     .transpose()
                 }
 
-                async fn settle_owed(&self, number: i64, version: i64) -> StoreResult<bool> {
+                async fn settle_owed(&self, number: RunbookNumber, version: i64) -> StoreResult<bool> {
                     let result = sqlx::query("DELETE FROM runbook_owed WHERE runbook_number = $1 AND version = $2")
                         .bind(number)
                         .bind(version)
@@ -192,7 +201,7 @@ macro_rules! lease_sql {
                     Ok(result.rows_affected() == 1)
                 }
 
-                async fn owed_failed(&self, number: i64, error: &str, not_before_ms: &(dyn Fn(i64) -> i64 + Send + Sync)) -> StoreResult<i64> {
+                async fn owed_failed(&self, number: RunbookNumber, error: &str, not_before_ms: &(dyn Fn(i64) -> i64 + Send + Sync)) -> StoreResult<i64> {
                     let mut tx = self.begin_write().await?;
                     let attempts: Option<i64> = sqlx::query_scalar("SELECT attempts FROM runbook_owed WHERE runbook_number = $1")
                         .bind(number)

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 
 use super::StoreResult;
-use crate::domain::{PullState, StepNumber};
+use crate::domain::{PullState, RunbookNumber, StepNumber};
 
 /// A pull request the engine opened, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub trait PullStore: Send + Sync {
     /// runbook's other pull requests.
     async fn record_pull_request(
         &self,
-        number: i64,
+        number: RunbookNumber,
         pr_number: u64,
         url: &str,
         steps: &[StepNumber],
@@ -46,7 +46,7 @@ pub trait PullStore: Send + Sync {
     /// (a stacked PR's top-level step: the stack's order whatever order they were opened in).
     async fn record_pull_request_at(
         &self,
-        number: i64,
+        number: RunbookNumber,
         pr_number: u64,
         url: &str,
         steps: &[StepNumber],
@@ -56,25 +56,25 @@ pub trait PullStore: Send + Sync {
     /// Remembers a pull request's GraphQL id and head branch.
     async fn save_pull_request_details(
         &self,
-        number: i64,
+        number: RunbookNumber,
         pr_number: u64,
         node_id: &str,
         head: &str,
     ) -> StoreResult<()>;
 
     /// The runbook's pull requests, in the order they were opened.
-    async fn pull_request_records(&self, number: i64) -> StoreResult<Vec<PullRecord>>;
+    async fn pull_request_records(&self, number: RunbookNumber) -> StoreResult<Vec<PullRecord>>;
 
     /// The pull requests of several runbooks, in the order opened, in one query.
     async fn pull_requests_of(
         &self,
-        numbers: &[i64],
-    ) -> StoreResult<HashMap<i64, Vec<PullWithSteps>>>;
+        numbers: &[RunbookNumber],
+    ) -> StoreResult<HashMap<RunbookNumber, Vec<PullWithSteps>>>;
 
     /// Remembers the branch a pull request goes into.
     async fn set_pull_request_base(
         &self,
-        number: i64,
+        number: RunbookNumber,
         pr_number: u64,
         base: &str,
     ) -> StoreResult<()>;
@@ -82,7 +82,7 @@ pub trait PullStore: Send + Sync {
     /// Records a pull request's state on GitHub.
     async fn set_pull_request_state(
         &self,
-        number: i64,
+        number: RunbookNumber,
         pr_number: u64,
         state: PullState,
     ) -> StoreResult<()>;
@@ -90,7 +90,7 @@ pub trait PullStore: Send + Sync {
     /// Marks a pull request made final (`true`) or back at work (`false`).
     async fn set_pull_request_finished(
         &self,
-        number: i64,
+        number: RunbookNumber,
         pr_number: u64,
         finished: bool,
     ) -> StoreResult<()>;
@@ -104,14 +104,14 @@ macro_rules! pull_sql {
             use std::collections::HashMap;
 
             use sqlx::Row as _;
-            use $crate::domain::{PullRequestRef, PullState, StepNumber};
-            use $crate::store::sql::{parse_pull_state, placeholders};
+            use $crate::domain::{PullRequestRef, PullState, RunbookNumber, StepNumber};
+            use $crate::store::sql::{parse_pull_state, placeholders, runbook_number};
             use $crate::store::{PullRecord, PullWithSteps, StoreError, StoreResult, now_ms};
 
             impl $store {
                 /// The runbook's pull requests in the order they were opened, each once, with its
                 /// leaf steps in plan order.
-                async fn pull_requests(&self, number: i64) -> StoreResult<Vec<PullRequestRef>> {
+                async fn pull_requests(&self, number: RunbookNumber) -> StoreResult<Vec<PullRequestRef>> {
                     let rows = sqlx::query(
                         "SELECT p.number, p.url, s.number FROM pull_requests p \
                          LEFT JOIN steps s ON s.runbook_number = p.runbook_number AND s.pr_number = p.number AND s.is_leaf = $2 \
@@ -138,11 +138,11 @@ macro_rules! pull_sql {
 
             #[async_trait::async_trait]
             impl $crate::store::PullStore for $store {
-                async fn record_pull_request(&self, number: i64, pr_number: u64, url: &str, steps: &[StepNumber]) -> StoreResult<()> {
+                async fn record_pull_request(&self, number: RunbookNumber, pr_number: u64, url: &str, steps: &[StepNumber]) -> StoreResult<()> {
                     self.record_pull_request_at(number, pr_number, url, steps, None).await
                 }
 
-                async fn record_pull_request_at(&self, number: i64, pr_number: u64, url: &str, steps: &[StepNumber], position: Option<i64>) -> StoreResult<()> {
+                async fn record_pull_request_at(&self, number: RunbookNumber, pr_number: u64, url: &str, steps: &[StepNumber], position: Option<i64>) -> StoreResult<()> {
                     let pr = i64::try_from(pr_number).map_err(|_| StoreError::Invalid(format!("PR number {pr_number} is out of range")))?;
                     let mut tx = self.begin_write().await?;
                     sqlx::query(
@@ -168,7 +168,7 @@ macro_rules! pull_sql {
                     Ok(())
                 }
 
-                async fn save_pull_request_details(&self, number: i64, pr_number: u64, node_id: &str, head: &str) -> StoreResult<()> {
+                async fn save_pull_request_details(&self, number: RunbookNumber, pr_number: u64, node_id: &str, head: &str) -> StoreResult<()> {
                     sqlx::query("UPDATE pull_requests SET node_id = $1, head = $2 WHERE runbook_number = $3 AND number = $4")
                         .bind(node_id)
                         .bind(head)
@@ -179,7 +179,7 @@ macro_rules! pull_sql {
                     Ok(())
                 }
 
-                async fn pull_request_records(&self, number: i64) -> StoreResult<Vec<PullRecord>> {
+                async fn pull_request_records(&self, number: RunbookNumber) -> StoreResult<Vec<PullRecord>> {
                     let rows = sqlx::query(
                         "SELECT number, url, node_id, head, finished_at, state, base FROM pull_requests \
                          WHERE runbook_number = $1 ORDER BY position",
@@ -205,8 +205,8 @@ macro_rules! pull_sql {
                         .collect()
                 }
 
-                async fn pull_requests_of(&self, numbers: &[i64]) -> StoreResult<HashMap<i64, Vec<PullWithSteps>>> {
-                    let mut map: HashMap<i64, Vec<PullWithSteps>> = HashMap::new();
+                async fn pull_requests_of(&self, numbers: &[RunbookNumber]) -> StoreResult<HashMap<RunbookNumber, Vec<PullWithSteps>>> {
+                    let mut map: HashMap<RunbookNumber, Vec<PullWithSteps>> = HashMap::new();
                     if numbers.is_empty() {
                         return Ok(map);
                     }
@@ -221,7 +221,7 @@ macro_rules! pull_sql {
                         query = query.bind(*n);
                     }
                     for row in query.fetch_all(&self.pool).await? {
-                        let runbook: i64 = row.try_get("runbook_number")?;
+                        let runbook = runbook_number(row.try_get("runbook_number")?)?;
                         let pr = row.try_get::<i64, _>("number")? as u64;
                         let list = map.entry(runbook).or_default();
                         if list.last().is_none_or(|last| last.record.number != pr) {
@@ -247,7 +247,7 @@ macro_rules! pull_sql {
                     Ok(map)
                 }
 
-                async fn set_pull_request_base(&self, number: i64, pr_number: u64, base: &str) -> StoreResult<()> {
+                async fn set_pull_request_base(&self, number: RunbookNumber, pr_number: u64, base: &str) -> StoreResult<()> {
                     sqlx::query("UPDATE pull_requests SET base = $1 WHERE runbook_number = $2 AND number = $3")
                         .bind(base)
                         .bind(number)
@@ -257,7 +257,7 @@ macro_rules! pull_sql {
                     Ok(())
                 }
 
-                async fn set_pull_request_state(&self, number: i64, pr_number: u64, state: PullState) -> StoreResult<()> {
+                async fn set_pull_request_state(&self, number: RunbookNumber, pr_number: u64, state: PullState) -> StoreResult<()> {
                     sqlx::query("UPDATE pull_requests SET state = $1 WHERE runbook_number = $2 AND number = $3")
                         .bind(state.as_str())
                         .bind(number)
@@ -267,7 +267,7 @@ macro_rules! pull_sql {
                     Ok(())
                 }
 
-                async fn set_pull_request_finished(&self, number: i64, pr_number: u64, finished: bool) -> StoreResult<()> {
+                async fn set_pull_request_finished(&self, number: RunbookNumber, pr_number: u64, finished: bool) -> StoreResult<()> {
                     sqlx::query("UPDATE pull_requests SET finished_at = $1 WHERE runbook_number = $2 AND number = $3")
                         .bind(finished.then(now_ms))
                         .bind(number)

@@ -4,12 +4,12 @@
 use async_trait::async_trait;
 
 use super::StoreResult;
-use crate::domain::{FollowUp, NewRunbook, PrMode, RunbookSummary};
+use crate::domain::{FollowUp, NewRunbook, PrMode, RunbookNumber, RunbookSummary};
 
 /// Everything stored about a runbook's request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunbookRecord {
-    pub number: i64,
+    pub number: RunbookNumber,
     pub org: String,
     pub repo: String,
     pub title: String,
@@ -32,7 +32,7 @@ pub struct RunbookRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FollowUpRecord {
     pub id: i64,
-    pub runbook_number: i64,
+    pub runbook_number: RunbookNumber,
     pub prompt: String,
     pub created_at_ms: i64,
 }
@@ -64,18 +64,25 @@ pub(super) const RUNBOOK_COLUMNS: &str = "number, org, repo, title, prompt, ones
 #[async_trait]
 pub trait RunbookStore: Send + Sync {
     /// Stores a new runbook under the next number of the deployment's sequence and returns it.
-    async fn create_runbook(&self, new: &NewRunbook, created_by: Option<i64>) -> StoreResult<i64>;
+    async fn create_runbook(
+        &self,
+        new: &NewRunbook,
+        created_by: Option<i64>,
+    ) -> StoreResult<RunbookNumber>;
 
-    async fn runbook(&self, number: i64) -> StoreResult<Option<RunbookRecord>>;
+    async fn runbook(&self, number: RunbookNumber) -> StoreResult<Option<RunbookRecord>>;
 
     /// Organisation, title, leaf-step counts and pull requests: what the status document
     /// needs, read together with whether `token_hash` names an active token — one round trip
     /// that both confirms a caller's (cached) token and reads what it asked for.
-    async fn read_runbook(&self, number: i64, token_hash: Option<&str>)
-    -> StoreResult<RunbookRead>;
+    async fn read_runbook(
+        &self,
+        number: RunbookNumber,
+        token_hash: Option<&str>,
+    ) -> StoreResult<RunbookRead>;
 
     /// [`RunbookStore::read_runbook`] without a token.
-    async fn runbook_summary(&self, number: i64) -> StoreResult<Option<RunbookSummary>> {
+    async fn runbook_summary(&self, number: RunbookNumber) -> StoreResult<Option<RunbookSummary>> {
         Ok(self.read_runbook(number, None).await?.summary)
     }
 
@@ -83,31 +90,32 @@ pub trait RunbookStore: Send + Sync {
     async fn list_runbooks(
         &self,
         filter: &RunbookFilter,
-        before: Option<i64>,
+        before: Option<RunbookNumber>,
         limit: i64,
     ) -> StoreResult<Vec<RunbookRecord>>;
 
     /// Records a follow-up: replaces the description when given, merges the labels, and
     /// queues the prompt for the engine. `false` when there is no such runbook.
-    async fn add_follow_up(&self, number: i64, follow_up: &FollowUp) -> StoreResult<bool>;
+    async fn add_follow_up(&self, number: RunbookNumber, follow_up: &FollowUp)
+    -> StoreResult<bool>;
 
-    async fn pending_follow_ups(&self, number: i64) -> StoreResult<Vec<FollowUpRecord>>;
+    async fn pending_follow_ups(&self, number: RunbookNumber) -> StoreResult<Vec<FollowUpRecord>>;
 
     /// Queues a follow-up prompt for planning (used by retry of a failed follow-up plan).
-    async fn add_follow_up_prompt(&self, number: i64, prompt: &str) -> StoreResult<()>;
+    async fn add_follow_up_prompt(&self, number: RunbookNumber, prompt: &str) -> StoreResult<()>;
 
     /// Fills what the request left out from the project configuration: `pr_mode` and `draft`
     /// only when unset, and `labels` merged after the request's.
     async fn apply_project_config(
         &self,
-        number: i64,
+        number: RunbookNumber,
         pr_mode: Option<PrMode>,
         draft: Option<bool>,
         labels: &[String],
     ) -> StoreResult<()>;
 
     /// Remembers that a `manual` runbook's pull request was asked for.
-    async fn request_pull_request(&self, number: i64) -> StoreResult<()>;
+    async fn request_pull_request(&self, number: RunbookNumber) -> StoreResult<()>;
 }
 
 /// The SQL of [`RunbookStore`], written once for both databases and compiled for
@@ -116,14 +124,14 @@ macro_rules! runbook_sql {
     ($store:ty, $db:ty) => {
         const _: () = {
             use sqlx::Row as _;
-            use $crate::domain::{FollowUp, NewRunbook, PrMode, RunbookSummary, StepCounts, StepState};
+            use $crate::domain::{FollowUp, NewRunbook, PrMode, RunbookNumber, RunbookSummary, StepCounts, StepState};
             use $crate::store::runbooks::RUNBOOK_COLUMNS;
-            use $crate::store::sql::{labels_json, parse_labels, parse_pr_mode, placeholders};
+            use $crate::store::sql::{labels_json, parse_labels, parse_pr_mode, placeholders, runbook_number};
             use $crate::store::{FollowUpRecord, RunbookFilter, RunbookRead, RunbookRecord, StoreResult, now_ms};
 
             impl $store {
                 /// Inserts a runbook under the next number, inside the caller's transaction.
-                async fn insert_runbook(tx: &mut sqlx::Transaction<'_, $db>, new: &NewRunbook, created_by: Option<i64>) -> StoreResult<i64> {
+                async fn insert_runbook(tx: &mut sqlx::Transaction<'_, $db>, new: &NewRunbook, created_by: Option<i64>) -> StoreResult<RunbookNumber> {
                     let now = now_ms();
                     // The counter row is updated inside the same transaction as the insert: numbers
                     // are handed out one writer at a time, and a rolled-back creation gives its
@@ -154,13 +162,13 @@ macro_rules! runbook_sql {
                     .bind(now)
                     .execute(&mut **tx)
                     .await?;
-                    Ok(number)
+                    runbook_number(number)
                 }
 
                 fn runbook_from_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<RunbookRecord> {
                     let labels: String = row.try_get("labels")?;
                     Ok(RunbookRecord {
-                        number: row.try_get("number")?,
+                        number: runbook_number(row.try_get("number")?)?,
                         org: row.try_get("org")?,
                         repo: row.try_get("repo")?,
                         title: row.try_get("title")?,
@@ -184,14 +192,14 @@ macro_rules! runbook_sql {
 
             #[async_trait::async_trait]
             impl $crate::store::RunbookStore for $store {
-                async fn create_runbook(&self, new: &NewRunbook, created_by: Option<i64>) -> StoreResult<i64> {
+                async fn create_runbook(&self, new: &NewRunbook, created_by: Option<i64>) -> StoreResult<RunbookNumber> {
                     let mut tx = self.begin_write().await?;
                     let number = Self::insert_runbook(&mut tx, new, created_by).await?;
                     tx.commit().await?;
                     Ok(number)
                 }
 
-                async fn runbook(&self, number: i64) -> StoreResult<Option<RunbookRecord>> {
+                async fn runbook(&self, number: RunbookNumber) -> StoreResult<Option<RunbookRecord>> {
                     sqlx::query(&format!("SELECT {RUNBOOK_COLUMNS} FROM runbooks WHERE number = $1"))
                         .bind(number)
                         .fetch_optional(&self.pool)
@@ -200,7 +208,7 @@ macro_rules! runbook_sql {
                         .transpose()
                 }
 
-                async fn read_runbook(&self, number: i64, token_hash: Option<&str>) -> StoreResult<RunbookRead> {
+                async fn read_runbook(&self, number: RunbookNumber, token_hash: Option<&str>) -> StoreResult<RunbookRead> {
                     // One round trip, one row: the runbook (NULLs when it does not exist, thanks
                     // to the anchor), its leaf counts by state, whether it has pull requests, and
                     // whether the token is active. A second query only for runbooks with PRs.
@@ -246,7 +254,7 @@ macro_rules! runbook_sql {
                     Ok(RunbookRead { summary: Some(summary), token_active })
                 }
 
-                async fn list_runbooks(&self, filter: &RunbookFilter, before: Option<i64>, limit: i64) -> StoreResult<Vec<RunbookRecord>> {
+                async fn list_runbooks(&self, filter: &RunbookFilter, before: Option<RunbookNumber>, limit: i64) -> StoreResult<Vec<RunbookRecord>> {
                     if filter.visible_orgs.is_empty() {
                         return Ok(Vec::new());
                     }
@@ -258,7 +266,7 @@ macro_rules! runbook_sql {
                          AND LOWER(org) IN ({visible}) ORDER BY number DESC LIMIT $2"
                     );
                     let mut query = sqlx::query(&sql)
-                        .bind(before.unwrap_or(i64::MAX))
+                        .bind(before.map_or(i64::MAX, RunbookNumber::get))
                         .bind(limit)
                         .bind(filter.org.as_deref().unwrap_or("").to_lowercase())
                         .bind(filter.repository.as_deref().unwrap_or("").to_lowercase());
@@ -268,7 +276,7 @@ macro_rules! runbook_sql {
                     query.fetch_all(&self.pool).await?.iter().map(|row| Self::runbook_from_row(row)).collect()
                 }
 
-                async fn add_follow_up(&self, number: i64, follow_up: &FollowUp) -> StoreResult<bool> {
+                async fn add_follow_up(&self, number: RunbookNumber, follow_up: &FollowUp) -> StoreResult<bool> {
                     let now = now_ms();
                     let mut tx = self.begin_write().await?;
                     let Some(labels) = sqlx::query_scalar::<_, String>("SELECT labels FROM runbooks WHERE number = $1")
@@ -298,7 +306,7 @@ macro_rules! runbook_sql {
                     Ok(true)
                 }
 
-                async fn pending_follow_ups(&self, number: i64) -> StoreResult<Vec<FollowUpRecord>> {
+                async fn pending_follow_ups(&self, number: RunbookNumber) -> StoreResult<Vec<FollowUpRecord>> {
                     let rows = sqlx::query(
                         "SELECT id, runbook_number, prompt, created_at FROM follow_ups \
                          WHERE runbook_number = $1 AND processed_at IS NULL ORDER BY id",
@@ -310,7 +318,7 @@ macro_rules! runbook_sql {
                         .map(|r| {
                             Ok(FollowUpRecord {
                                 id: r.try_get("id")?,
-                                runbook_number: r.try_get("runbook_number")?,
+                                runbook_number: runbook_number(r.try_get("runbook_number")?)?,
                                 prompt: r.try_get("prompt")?,
                                 created_at_ms: r.try_get("created_at")?,
                             })
@@ -318,7 +326,7 @@ macro_rules! runbook_sql {
                         .collect()
                 }
 
-                async fn add_follow_up_prompt(&self, number: i64, prompt: &str) -> StoreResult<()> {
+                async fn add_follow_up_prompt(&self, number: RunbookNumber, prompt: &str) -> StoreResult<()> {
                     sqlx::query("INSERT INTO follow_ups (runbook_number, prompt, created_at) VALUES ($1, $2, $3)")
                         .bind(number)
                         .bind(prompt)
@@ -328,7 +336,7 @@ macro_rules! runbook_sql {
                     Ok(())
                 }
 
-                async fn apply_project_config(&self, number: i64, pr_mode: Option<PrMode>, draft: Option<bool>, labels: &[String]) -> StoreResult<()> {
+                async fn apply_project_config(&self, number: RunbookNumber, pr_mode: Option<PrMode>, draft: Option<bool>, labels: &[String]) -> StoreResult<()> {
                     let mut tx = self.begin_write().await?;
                     let stored: Option<String> = sqlx::query_scalar("SELECT labels FROM runbooks WHERE number = $1")
                         .bind(number)
@@ -352,7 +360,7 @@ macro_rules! runbook_sql {
                     Ok(())
                 }
 
-                async fn request_pull_request(&self, number: i64) -> StoreResult<()> {
+                async fn request_pull_request(&self, number: RunbookNumber) -> StoreResult<()> {
                     sqlx::query("UPDATE runbooks SET pull_request_requested_at = COALESCE(pull_request_requested_at, $1) WHERE number = $2")
                         .bind(now_ms())
                         .bind(number)

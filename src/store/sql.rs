@@ -14,9 +14,42 @@
 //! macro wraps what it expands to in `const _: () = { … };`, so that its `use` lines are its
 //! own: a backend's file invokes `sql_store!` and imports nothing for it.
 
-use crate::domain::{PrMode, PullState, StepKind, StepNumber, StepState};
+use crate::domain::{PrMode, PullState, RunbookNumber, StepKind, StepNumber, StepState};
 
 use super::{StoreError, StoreResult};
+
+/// A runbook number is stored as the integer it is, in every column that holds one: binding a
+/// [`RunbookNumber`] binds its `i64`, for whichever database `i64` binds to. Kept here rather
+/// than in the domain, which knows nothing of SQL.
+impl<DB: sqlx::Database> sqlx::Type<DB> for RunbookNumber
+where
+    i64: sqlx::Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <i64 as sqlx::Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <i64 as sqlx::Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'q, DB: sqlx::Database> sqlx::Encode<'q, DB> for RunbookNumber
+where
+    i64: sqlx::Encode<'q, DB>,
+{
+    fn encode_by_ref(
+        &self,
+        buf: &mut <DB as sqlx::Database>::ArgumentBuffer<'q>,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        self.get().encode_by_ref(buf)
+    }
+}
+
+/// A runbook number read back: the integer the database holds, which must be positive.
+pub(super) fn runbook_number(n: i64) -> StoreResult<RunbookNumber> {
+    RunbookNumber::try_from(n).map_err(|e| StoreError::Corrupt(format!("runbook number {n}: {e}")))
+}
 
 pub(super) fn parse_step_number(s: &str) -> StoreResult<StepNumber> {
     s.parse()

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 
 use super::StoreResult;
-use crate::domain::{Plan, ShownState, StepKind, StepNumber, StepState};
+use crate::domain::{Plan, RunbookNumber, ShownState, StepKind, StepNumber, StepState};
 
 /// A step of a stored plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,20 +62,23 @@ pub(super) const STEP_COLUMNS: &str = "number, title, details, is_leaf, state, p
 #[async_trait]
 pub trait StepStore: Send + Sync {
     /// Appends the steps of a plan after the runbook's existing steps, all `not_started`.
-    async fn append_steps(&self, number: i64, plan: &Plan) -> StoreResult<()> {
+    async fn append_steps(&self, number: RunbookNumber, plan: &Plan) -> StoreResult<()> {
         self.record_plan(number, plan, StepState::NotStarted, None)
             .await
     }
 
-    async fn steps(&self, number: i64) -> StoreResult<Vec<StepRecord>>;
+    async fn steps(&self, number: RunbookNumber) -> StoreResult<Vec<StepRecord>>;
 
     /// The steps of several runbooks, in plan order, in one query.
-    async fn steps_of(&self, numbers: &[i64]) -> StoreResult<HashMap<i64, Vec<StepRecord>>>;
+    async fn steps_of(
+        &self,
+        numbers: &[RunbookNumber],
+    ) -> StoreResult<HashMap<RunbookNumber, Vec<StepRecord>>>;
 
     /// Sets a leaf step's state; `false` when there is no such leaf step.
     async fn set_step_state(
         &self,
-        number: i64,
+        number: RunbookNumber,
         step: &StepNumber,
         state: StepState,
     ) -> StoreResult<bool>;
@@ -84,7 +87,7 @@ pub trait StepStore: Send + Sync {
     /// answers (if any) processed — in one transaction.
     async fn record_plan(
         &self,
-        number: i64,
+        number: RunbookNumber,
         plan: &Plan,
         state: StepState,
         follow_up: Option<i64>,
@@ -94,7 +97,7 @@ pub trait StepStore: Send + Sync {
     /// `after + 1`, carrying the error (its details keep the prompt, for a retry).
     async fn record_plan_failure(
         &self,
-        number: i64,
+        number: RunbookNumber,
         after: u32,
         prompt: &str,
         error: &str,
@@ -104,17 +107,22 @@ pub trait StepStore: Send + Sync {
     /// Moves the given leaves from any of `from` to `to`; answers how many moved.
     async fn transition_steps(
         &self,
-        number: i64,
+        number: RunbookNumber,
         steps: &[StepNumber],
         from: &[StepState],
         to: StepState,
     ) -> StoreResult<u32>;
 
     /// Ends a running step; a failure also returns the queued steps to `not_started`.
-    async fn finish_step(&self, number: i64, step: &StepNumber, end: &StepEnd) -> StoreResult<()>;
+    async fn finish_step(
+        &self,
+        number: RunbookNumber,
+        step: &StepNumber,
+        end: &StepEnd,
+    ) -> StoreResult<()>;
 
     /// Removes failed `plan` steps (before planning again).
-    async fn remove_plan_failures(&self, number: i64) -> StoreResult<u32>;
+    async fn remove_plan_failures(&self, number: RunbookNumber) -> StoreResult<u32>;
 }
 
 /// The SQL of [`StepStore`], written once for both databases and compiled for
@@ -125,9 +133,9 @@ macro_rules! step_sql {
             use std::collections::HashMap;
 
             use sqlx::Row as _;
-            use $crate::domain::{Plan, StepNumber, StepState};
+            use $crate::domain::{Plan, RunbookNumber, StepNumber, StepState};
             use $crate::store::steps::STEP_COLUMNS;
-            use $crate::store::sql::{parse_kind, parse_state, parse_step_number, placeholders};
+            use $crate::store::sql::{parse_kind, parse_state, parse_step_number, placeholders, runbook_number};
             use $crate::store::{StepEnd, StepRecord, StoreResult, now_ms};
 
             impl $store {
@@ -155,7 +163,7 @@ macro_rules! step_sql {
 
             #[async_trait::async_trait]
             impl $crate::store::StepStore for $store {
-                async fn steps(&self, number: i64) -> StoreResult<Vec<StepRecord>> {
+                async fn steps(&self, number: RunbookNumber) -> StoreResult<Vec<StepRecord>> {
                     let rows = sqlx::query(&format!("SELECT {STEP_COLUMNS} FROM steps WHERE runbook_number = $1 ORDER BY position"))
                         .bind(number)
                         .fetch_all(&self.pool)
@@ -163,8 +171,8 @@ macro_rules! step_sql {
                     rows.iter().map(|r| Self::step_from_row(r)).collect()
                 }
 
-                async fn steps_of(&self, numbers: &[i64]) -> StoreResult<HashMap<i64, Vec<StepRecord>>> {
-                    let mut map: HashMap<i64, Vec<StepRecord>> = HashMap::new();
+                async fn steps_of(&self, numbers: &[RunbookNumber]) -> StoreResult<HashMap<RunbookNumber, Vec<StepRecord>>> {
+                    let mut map: HashMap<RunbookNumber, Vec<StepRecord>> = HashMap::new();
                     if numbers.is_empty() {
                         return Ok(map);
                     }
@@ -177,13 +185,13 @@ macro_rules! step_sql {
                         query = query.bind(*n);
                     }
                     for row in query.fetch_all(&self.pool).await? {
-                        let number: i64 = row.try_get("runbook_number")?;
+                        let number = runbook_number(row.try_get("runbook_number")?)?;
                         map.entry(number).or_default().push(Self::step_from_row(&row)?);
                     }
                     Ok(map)
                 }
 
-                async fn set_step_state(&self, number: i64, step: &StepNumber, state: StepState) -> StoreResult<bool> {
+                async fn set_step_state(&self, number: RunbookNumber, step: &StepNumber, state: StepState) -> StoreResult<bool> {
                     let result = sqlx::query(
                         "UPDATE steps SET state = $1 WHERE runbook_number = $2 AND number = $3 AND is_leaf = $4",
                     )
@@ -196,7 +204,7 @@ macro_rules! step_sql {
                     Ok(result.rows_affected() == 1)
                 }
 
-                async fn record_plan(&self, number: i64, plan: &Plan, state: StepState, follow_up: Option<i64>) -> StoreResult<()> {
+                async fn record_plan(&self, number: RunbookNumber, plan: &Plan, state: StepState, follow_up: Option<i64>) -> StoreResult<()> {
                     let mut tx = self.begin_write().await?;
                     let next: i64 = sqlx::query_scalar(
                         "SELECT COALESCE(MAX(position), 0) + 1 FROM steps WHERE runbook_number = $1",
@@ -230,7 +238,7 @@ macro_rules! step_sql {
                     Ok(())
                 }
 
-                async fn record_plan_failure(&self, number: i64, after: u32, prompt: &str, error: &str, follow_up: Option<i64>) -> StoreResult<()> {
+                async fn record_plan_failure(&self, number: RunbookNumber, after: u32, prompt: &str, error: &str, follow_up: Option<i64>) -> StoreResult<()> {
                     let now = now_ms();
                     let mut tx = self.begin_write().await?;
                     sqlx::query(
@@ -257,7 +265,7 @@ macro_rules! step_sql {
                     Ok(())
                 }
 
-                async fn transition_steps(&self, number: i64, steps: &[StepNumber], from: &[StepState], to: StepState) -> StoreResult<u32> {
+                async fn transition_steps(&self, number: RunbookNumber, steps: &[StepNumber], from: &[StepState], to: StepState) -> StoreResult<u32> {
                     let mut tx = self.begin_write().await?;
                     let mut moved = 0;
                     for step in steps {
@@ -286,7 +294,7 @@ macro_rules! step_sql {
                     Ok(moved)
                 }
 
-                async fn finish_step(&self, number: i64, step: &StepNumber, end: &StepEnd) -> StoreResult<()> {
+                async fn finish_step(&self, number: RunbookNumber, step: &StepNumber, end: &StepEnd) -> StoreResult<()> {
                     let mut tx = self.begin_write().await?;
                     let (state, commit_sha, error, log) = match end {
                         StepEnd::Completed { commit_sha, log } => (StepState::Completed, commit_sha.as_deref(), None, log),
@@ -316,7 +324,7 @@ macro_rules! step_sql {
                     Ok(())
                 }
 
-                async fn remove_plan_failures(&self, number: i64) -> StoreResult<u32> {
+                async fn remove_plan_failures(&self, number: RunbookNumber) -> StoreResult<u32> {
                     let result = sqlx::query("DELETE FROM steps WHERE runbook_number = $1 AND kind = 'plan' AND state = 'failed'")
                         .bind(number)
                         .execute(&self.pool)

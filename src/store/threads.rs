@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 
 use super::StoreResult;
-use crate::domain::NewRunbook;
+use crate::domain::{NewRunbook, RunbookNumber};
 
 /// The issue or pull-request thread a runbook is started from by a `/runbook` comment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub struct NewThread {
 /// A runbook's thread, with its status comment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThreadRecord {
-    pub runbook_number: i64,
+    pub runbook_number: RunbookNumber,
     pub thread: NewThread,
     pub status_comment_id: Option<u64>,
     pub status_comment_url: Option<String>,
@@ -47,38 +47,41 @@ pub trait ThreadStore: Send + Sync {
         &self,
         new: &NewRunbook,
         thread: &NewThread,
-    ) -> StoreResult<(i64, bool)>;
+    ) -> StoreResult<(RunbookNumber, bool)>;
 
-    async fn thread(&self, number: i64) -> StoreResult<Option<ThreadRecord>>;
+    async fn thread(&self, number: RunbookNumber) -> StoreResult<Option<ThreadRecord>>;
 
     /// The threads of several runbooks (those started from comments), in one query.
-    async fn threads_of(&self, numbers: &[i64]) -> StoreResult<HashMap<i64, ThreadRecord>>;
+    async fn threads_of(
+        &self,
+        numbers: &[RunbookNumber],
+    ) -> StoreResult<HashMap<RunbookNumber, ThreadRecord>>;
 
     /// The newest runbook started in an issue or pull request thread.
     async fn latest_runbook_in_thread(
         &self,
         repository: &str,
         issue_number: u64,
-    ) -> StoreResult<Option<i64>>;
+    ) -> StoreResult<Option<RunbookNumber>>;
 
     /// Remembers the status comment (and what it says) and asks for a report, so the
     /// runbook's lease holder brings it up to date.
     async fn set_status_comment(
         &self,
-        number: i64,
+        number: RunbookNumber,
         comment_id: u64,
         url: &str,
         body: &str,
     ) -> StoreResult<()>;
 
     /// Asks the runbook's lease holder to bring the status comment up to date.
-    async fn request_report(&self, number: i64) -> StoreResult<()>;
+    async fn request_report(&self, number: RunbookNumber) -> StoreResult<()>;
 
     /// Clears a report request; `true` when there was one.
-    async fn take_report_request(&self, number: i64) -> StoreResult<bool>;
+    async fn take_report_request(&self, number: RunbookNumber) -> StoreResult<bool>;
 
     /// Records what the status comment says after an edit.
-    async fn record_status_body(&self, number: i64, body: &str) -> StoreResult<()>;
+    async fn record_status_body(&self, number: RunbookNumber, body: &str) -> StoreResult<()>;
 }
 
 /// The SQL of [`ThreadStore`], written once for both databases and compiled for
@@ -89,14 +92,14 @@ macro_rules! thread_sql {
             use std::collections::HashMap;
 
             use sqlx::Row as _;
-            use $crate::domain::NewRunbook;
-            use $crate::store::sql::placeholders;
+            use $crate::domain::{NewRunbook, RunbookNumber};
+            use $crate::store::sql::{placeholders, runbook_number};
             use $crate::store::{NewThread, StoreResult, ThreadRecord};
 
             impl $store {
                 fn thread_from_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<ThreadRecord> {
                     Ok(ThreadRecord {
-                        runbook_number: row.try_get("runbook_number")?,
+                        runbook_number: runbook_number(row.try_get("runbook_number")?)?,
                         thread: NewThread {
                             repository: row.try_get("repository")?,
                             issue_number: row.try_get::<i64, _>("issue_number")? as u64,
@@ -116,7 +119,7 @@ macro_rules! thread_sql {
 
             #[async_trait::async_trait]
             impl $crate::store::ThreadStore for $store {
-                async fn create_runbook_in_thread(&self, new: &NewRunbook, thread: &NewThread) -> StoreResult<(i64, bool)> {
+                async fn create_runbook_in_thread(&self, new: &NewRunbook, thread: &NewThread) -> StoreResult<(RunbookNumber, bool)> {
                     let mut tx = self.begin_write().await?;
                     let existing: Option<i64> = sqlx::query_scalar(
                         "SELECT runbook_number FROM runbook_threads WHERE command_comment_id = $1",
@@ -125,7 +128,7 @@ macro_rules! thread_sql {
                     .fetch_optional(&mut *tx)
                     .await?;
                     if let Some(number) = existing {
-                        return Ok((number, false));
+                        return Ok((runbook_number(number)?, false));
                     }
                     let number = Self::insert_runbook(&mut tx, new, None).await?;
                     sqlx::query(
@@ -147,7 +150,7 @@ macro_rules! thread_sql {
                     Ok((number, true))
                 }
 
-                async fn thread(&self, number: i64) -> StoreResult<Option<ThreadRecord>> {
+                async fn thread(&self, number: RunbookNumber) -> StoreResult<Option<ThreadRecord>> {
                     sqlx::query("SELECT * FROM runbook_threads WHERE runbook_number = $1")
                         .bind(number)
                         .fetch_optional(&self.pool)
@@ -156,7 +159,7 @@ macro_rules! thread_sql {
                         .transpose()
                 }
 
-                async fn threads_of(&self, numbers: &[i64]) -> StoreResult<HashMap<i64, ThreadRecord>> {
+                async fn threads_of(&self, numbers: &[RunbookNumber]) -> StoreResult<HashMap<RunbookNumber, ThreadRecord>> {
                     let mut map = HashMap::new();
                     if numbers.is_empty() {
                         return Ok(map);
@@ -176,17 +179,18 @@ macro_rules! thread_sql {
                     Ok(map)
                 }
 
-                async fn latest_runbook_in_thread(&self, repository: &str, issue_number: u64) -> StoreResult<Option<i64>> {
-                    Ok(sqlx::query_scalar(
+                async fn latest_runbook_in_thread(&self, repository: &str, issue_number: u64) -> StoreResult<Option<RunbookNumber>> {
+                    let latest: Option<i64> = sqlx::query_scalar(
                         "SELECT MAX(runbook_number) FROM runbook_threads WHERE repository = $1 AND issue_number = $2",
                     )
                     .bind(repository.to_lowercase())
                     .bind(issue_number as i64)
                     .fetch_one(&self.pool)
-                    .await?)
+                    .await?;
+                    latest.map(runbook_number).transpose()
                 }
 
-                async fn set_status_comment(&self, number: i64, comment_id: u64, url: &str, body: &str) -> StoreResult<()> {
+                async fn set_status_comment(&self, number: RunbookNumber, comment_id: u64, url: &str, body: &str) -> StoreResult<()> {
                     sqlx::query(
                         "UPDATE runbook_threads SET status_comment_id = $1, status_comment_url = $2, status_body = $3, \
                          needs_report = $4 WHERE runbook_number = $5",
@@ -201,7 +205,7 @@ macro_rules! thread_sql {
                     Ok(())
                 }
 
-                async fn request_report(&self, number: i64) -> StoreResult<()> {
+                async fn request_report(&self, number: RunbookNumber) -> StoreResult<()> {
                     sqlx::query("UPDATE runbook_threads SET needs_report = $1 WHERE runbook_number = $2")
                         .bind(true)
                         .bind(number)
@@ -210,7 +214,7 @@ macro_rules! thread_sql {
                     Ok(())
                 }
 
-                async fn take_report_request(&self, number: i64) -> StoreResult<bool> {
+                async fn take_report_request(&self, number: RunbookNumber) -> StoreResult<bool> {
                     let result = sqlx::query(
                         "UPDATE runbook_threads SET needs_report = $1 WHERE runbook_number = $2 AND needs_report = $3",
                     )
@@ -222,7 +226,7 @@ macro_rules! thread_sql {
                     Ok(result.rows_affected() == 1)
                 }
 
-                async fn record_status_body(&self, number: i64, body: &str) -> StoreResult<()> {
+                async fn record_status_body(&self, number: RunbookNumber, body: &str) -> StoreResult<()> {
                     sqlx::query("UPDATE runbook_threads SET status_body = $1 WHERE runbook_number = $2")
                         .bind(body)
                         .bind(number)

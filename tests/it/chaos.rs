@@ -211,7 +211,11 @@ async fn chaos(backend: Backend, size: Size) {
     loop {
         let mut all_done = true;
         for number in &numbers {
-            let summary = store.runbook_summary(*number).await.unwrap().unwrap();
+            let summary = store
+                .runbook_summary(support::rn(*number))
+                .await
+                .unwrap()
+                .unwrap();
             let completed = summary.status() == runbooks::domain::RunbookStatus::Completed;
             all_done &= completed;
             if completed && manual.contains(number) && !requested.contains(number) {
@@ -230,7 +234,7 @@ async fn chaos(backend: Backend, size: Size) {
                 }
                 all_done = false;
             }
-            let owed = store.owed(*number).await.unwrap();
+            let owed = store.owed(support::rn(*number)).await.unwrap();
             all_done &= owed.is_none();
         }
         if all_done {
@@ -242,13 +246,13 @@ async fn chaos(backend: Backend, size: Size) {
                 state.push_str(&format!(
                     "runbook {number}: {:?}\n  owed {:?}\n  steps {:?}\n",
                     store
-                        .runbook_summary(*number)
+                        .runbook_summary(support::rn(*number))
                         .await
                         .unwrap()
                         .map(|s| s.status()),
-                    store.owed(*number).await.unwrap(),
+                    store.owed(support::rn(*number)).await.unwrap(),
                     store
-                        .steps(*number)
+                        .steps(support::rn(*number))
                         .await
                         .unwrap()
                         .iter()

@@ -158,7 +158,12 @@ async fn create_prints_the_number_and_url_or_the_json_document() {
     );
 
     // Every flag reached the server.
-    let record = t.store.runbook(1).await.unwrap().expect("runbook 1 stored");
+    let record = t
+        .store
+        .runbook(support::rn(1))
+        .await
+        .unwrap()
+        .expect("runbook 1 stored");
     assert_eq!(
         (record.org.as_str(), record.repo.as_str()),
         ("acme-corp", "backend")
@@ -199,7 +204,12 @@ async fn create_prints_the_number_and_url_or_the_json_document() {
     assert_eq!(doc["url"], format!("{}/runbooks/2", t.base));
     assert_eq!(doc["status"], "generating_steps");
     assert_eq!(doc["pull_requests"], json!([]));
-    let record = t.store.runbook(2).await.unwrap().expect("runbook 2 stored");
+    let record = t
+        .store
+        .runbook(support::rn(2))
+        .await
+        .unwrap()
+        .expect("runbook 2 stored");
     assert_eq!(record.draft, Some(false), "--ready sends draft: false");
     assert_eq!(record.prompt, RENAME);
     assert!(record.labels.is_empty());
@@ -255,7 +265,7 @@ async fn create_checks_its_arguments_before_asking_the_server() {
         "{bad_org}"
     );
     assert!(
-        t.store.runbook(1).await.unwrap().is_none(),
+        t.store.runbook(support::rn(1)).await.unwrap().is_none(),
         "nothing created"
     );
     t.stop().await;

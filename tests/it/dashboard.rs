@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderValue};
-use runbooks::domain::{NewRunbook, Plan, PlannedStep, PrMode, StepNumber, StepState};
+use runbooks::domain::{
+    NewRunbook, Plan, PlannedStep, PrMode, RunbookNumber, StepNumber, StepState,
+};
 use runbooks::store::{NewThread, StepEnd, Store};
 use support::{Backend, TestServer, create_token};
 
@@ -156,7 +158,7 @@ fn new_runbook(org: &str, repo: &str, title: &str) -> NewRunbook {
 }
 
 /// Plan: 1 { 1.1, 1.2 }, 2 { 2.1, 2.2 }, 3.
-async fn plan(store: &Arc<dyn Store>, number: i64) {
+async fn plan(store: &Arc<dyn Store>, number: RunbookNumber) {
     let steps = [
         ("1", "Rename the helper"),
         ("1.1", "Rename the definition"),
@@ -180,12 +182,12 @@ async fn plan(store: &Arc<dyn Store>, number: i64) {
 }
 
 /// Runs a leaf step to its end, as the engine would record it.
-async fn finish(store: &Arc<dyn Store>, number: i64, step: &str, end: StepEnd) {
+async fn finish(store: &Arc<dyn Store>, number: RunbookNumber, step: &str, end: StepEnd) {
     start(store, number, step).await;
     store.finish_step(number, &n(step), &end).await.unwrap();
 }
 
-async fn start(store: &Arc<dyn Store>, number: i64, step: &str) {
+async fn start(store: &Arc<dyn Store>, number: RunbookNumber, step: &str) {
     store
         .transition_steps(
             number,
@@ -197,7 +199,7 @@ async fn start(store: &Arc<dyn Store>, number: i64, step: &str) {
         .unwrap();
 }
 
-async fn state_of(store: &Arc<dyn Store>, number: i64, step: &str) -> StepState {
+async fn state_of(store: &Arc<dyn Store>, number: RunbookNumber, step: &str) -> StepState {
     store
         .steps(number)
         .await
@@ -213,7 +215,7 @@ const SHA_B: &str = "2222222222bbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
 /// A runbook with some of everything: completed steps with commits and a PR, a failure with
 /// an error and output, steps not started.
-async fn a_failed_runbook(store: &Arc<dyn Store>, title: &str) -> i64 {
+async fn a_failed_runbook(store: &Arc<dyn Store>, title: &str) -> RunbookNumber {
     let mut new = new_runbook("acme-corp", "backend", title);
     new.target_branch = Some("develop".into());
     new.prompt = "Rename it.\n<b>not bold</b>".into();
@@ -443,7 +445,7 @@ async fn the_list_is_newest_first_paged_filtered_and_scoped() {
         }
     }
     let me = sign_in(&t, &t.token).await;
-    let rows = |page: &str| -> Vec<(i64, String)> {
+    let rows = |page: &str| -> Vec<(RunbookNumber, String)> {
         regex::Regex::new(r#"<tr class="runbook" data-number="(\d+)" data-status="(\w+)">"#)
             .unwrap()
             .captures_iter(page)
@@ -488,8 +490,8 @@ async fn the_list_is_newest_first_paged_filtered_and_scoped() {
             &format!("/runbooks?repository={}", filter.replace('/', "%2F")),
         )
         .await;
-        let numbers: Vec<i64> = rows(&page.body).iter().map(|r| r.0).collect();
-        let expected: Vec<i64> = newest_first
+        let numbers: Vec<RunbookNumber> = rows(&page.body).iter().map(|r| r.0).collect();
+        let expected: Vec<RunbookNumber> = newest_first
             .iter()
             .copied()
             .filter(|n| acme.iter().position(|a| a == n).unwrap() % 2 == 1)
@@ -507,7 +509,7 @@ async fn the_list_is_newest_first_paged_filtered_and_scoped() {
         "/runbooks?repository=backend&status=generating_steps",
     )
     .await;
-    let numbers: Vec<i64> = rows(&page.body).iter().map(|r| r.0).collect();
+    let numbers: Vec<RunbookNumber> = rows(&page.body).iter().map(|r| r.0).collect();
     assert_eq!(numbers.len(), 12, "{numbers:?}");
     // Another organisation's repository shows nothing, even by name.
     let page = get(&t, Some(&me), "/runbooks?repository=other-org%2Fsecret").await;

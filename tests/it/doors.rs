@@ -106,7 +106,7 @@ async fn silent_and_slow_clients_are_cut_at_the_timeout() {
         body["message"].as_str().unwrap().contains("within 1s"),
         "{body}"
     );
-    assert!(t.store.runbook(1).await.unwrap().is_none());
+    assert!(t.store.runbook(support::rn(1)).await.unwrap().is_none());
     t.stop().await;
 }
 
@@ -129,7 +129,11 @@ async fn sign_in(t: &TestServer, token: &str) -> String {
         .expect("a session cookie")
 }
 
-async fn open_events(t: &TestServer, cookie: &str, number: i64) -> reqwest::Response {
+async fn open_events(
+    t: &TestServer,
+    cookie: &str,
+    number: runbooks::domain::RunbookNumber,
+) -> reqwest::Response {
     client()
         .get(t.url(&format!("/runbooks/{number}/events")))
         .header("cookie", format!("runbooks_session={cookie}"))
@@ -280,7 +284,7 @@ async fn sign_ins_and_unknown_tokens_are_limited_per_client_address() {
             .unwrap()
             .contains("Too many sign-in attempts")
     );
-    assert_eq!(t.store.runbook(3).await.unwrap(), None);
+    assert_eq!(t.store.runbook(support::rn(3)).await.unwrap(), None);
     t.stop().await;
 }
 

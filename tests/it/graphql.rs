@@ -7,7 +7,9 @@ use crate::support;
 
 use support::{LIB, RENAME};
 
-use runbooks::domain::{NewRunbook, Plan, PlannedStep, PullState, StepNumber, StepState};
+use runbooks::domain::{
+    NewRunbook, Plan, PlannedStep, PullState, RunbookNumber, StepNumber, StepState,
+};
 use runbooks::store::{NewThread, StepEnd, Store};
 use serde_json::{Value, json};
 use support::{Backend, TestServer, create_token, expect_error, server_for};
@@ -114,7 +116,7 @@ fn new_runbook(org: &str, repo: &str, prompt: &str) -> NewRunbook {
     }
 }
 
-async fn runbook_in(store: &std::sync::Arc<dyn Store>, org: &str, repo: &str) -> i64 {
+async fn runbook_in(store: &std::sync::Arc<dyn Store>, org: &str, repo: &str) -> RunbookNumber {
     store
         .create_runbook(&new_runbook(org, repo, "p"), None)
         .await
@@ -122,7 +124,11 @@ async fn runbook_in(store: &std::sync::Arc<dyn Store>, org: &str, repo: &str) ->
 }
 
 /// Sets every leaf of a runbook with plan `1, 1.1, 1.2, 2` to the states given.
-async fn with_states(store: &std::sync::Arc<dyn Store>, number: i64, states: [StepState; 3]) {
+async fn with_states(
+    store: &std::sync::Arc<dyn Store>,
+    number: RunbookNumber,
+    states: [StepState; 3],
+) {
     store
         .append_steps(number, &plan(&["1", "1.1", "1.2", "2"]))
         .await
@@ -171,19 +177,19 @@ async fn every_field_of_a_runbook(backend: Backend) {
         ),
         (json!(false), json!(true), json!("STACKED_PR"))
     );
-    let stored = t.store.runbook(1).await.unwrap().unwrap();
+    let stored = t.store.runbook(support::rn(1)).await.unwrap().unwrap();
     assert_eq!(stored.author_email.as_deref(), Some("dev@acme.example"));
     assert_eq!(stored.target_branch.as_deref(), Some("develop"));
 
     // A plan, a step done with a commit, one failed, a pull request.
     t.store
-        .append_steps(1, &plan(&["1", "1.1", "1.2", "2"]))
+        .append_steps(support::rn(1), &plan(&["1", "1.1", "1.2", "2"]))
         .await
         .unwrap();
     for step in ["1.1", "1.2"] {
         t.store
             .transition_steps(
-                1,
+                support::rn(1),
                 &[n(step)],
                 &[StepState::NotStarted],
                 StepState::InProgress,
@@ -193,7 +199,7 @@ async fn every_field_of_a_runbook(backend: Backend) {
     }
     t.store
         .finish_step(
-            1,
+            support::rn(1),
             &n("1.1"),
             &StepEnd::Completed {
                 commit_sha: Some("a".repeat(40)),
@@ -204,7 +210,7 @@ async fn every_field_of_a_runbook(backend: Backend) {
         .unwrap();
     t.store
         .finish_step(
-            1,
+            support::rn(1),
             &n("1.2"),
             &StepEnd::Failed {
                 error: "exit status 3".into(),
@@ -215,7 +221,7 @@ async fn every_field_of_a_runbook(backend: Backend) {
         .unwrap();
     t.store
         .record_pull_request(
-            1,
+            support::rn(1),
             7,
             "https://github.com/acme-corp/backend/pull/7",
             &[n("1.1")],
@@ -327,7 +333,7 @@ async fn every_field_of_a_runbook(backend: Backend) {
         )
         .await
         .unwrap();
-    let second = data(&t, &query, json!({"n": two})).await["runbook"].clone();
+    let second = data(&t, &query, json!({"n": two.get()})).await["runbook"].clone();
     assert_eq!(second["status"], "COMPLETED");
     assert_eq!(
         second["thread"],
@@ -614,10 +620,19 @@ async fn runbooks_of_other_organisations_are_invisible() {
     assert_eq!(code, "forbidden");
     assert!(message.contains("acme-corp"), "{message}");
     // Nothing changed.
-    assert!(t.store.pending_follow_ups(1).await.unwrap().is_empty());
-    assert!(!t.store.cancel_requested(1).await.unwrap());
-    assert_eq!(t.store.steps(1).await.unwrap()[1].state, StepState::Failed);
-    assert!(t.store.runbook(2).await.unwrap().is_none());
+    assert!(
+        t.store
+            .pending_follow_ups(support::rn(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!t.store.cancel_requested(support::rn(1)).await.unwrap());
+    assert_eq!(
+        t.store.steps(support::rn(1)).await.unwrap()[1].state,
+        StepState::Failed
+    );
+    assert!(t.store.runbook(support::rn(2)).await.unwrap().is_none());
     t.stop().await;
 }
 
@@ -674,7 +689,7 @@ async fn mutations_check_like_rest_and_change_state() {
         created["createRunbook"],
         json!({"number": 1, "title": "Rename the helper"})
     );
-    let stored = t.store.runbook(1).await.unwrap().unwrap();
+    let stored = t.store.runbook(support::rn(1)).await.unwrap().unwrap();
     assert!(stored.oneshot);
     assert_eq!(
         (stored.draft, stored.pr_mode, stored.target_branch),
@@ -703,7 +718,7 @@ async fn mutations_check_like_rest_and_change_state() {
     assert_eq!(more["updateRunbook"]["description"], "Docs too.");
     let pending: Vec<String> = t
         .store
-        .pending_follow_ups(1)
+        .pending_follow_ups(support::rn(1))
         .await
         .unwrap()
         .into_iter()
@@ -730,11 +745,11 @@ async fn mutations_check_like_rest_and_change_state() {
         ("x.1", "bad-request"),
         ("0", "bad-request"),
     ] {
-        let (got, message) = error(&t, execute, json!({"n": two, "step": step})).await;
+        let (got, message) = error(&t, execute, json!({"n": two.get(), "step": step})).await;
         assert_eq!(got, code, "{step}: {message}");
         assert!(message.contains("step"), "{message}");
     }
-    let executed = data(&t, execute, json!({"n": two, "step": "1"})).await;
+    let executed = data(&t, execute, json!({"n": two.get(), "step": "1"})).await;
     assert_eq!(
         executed["executeRunbook"],
         json!({"status": "PARTIALLY_COMPLETED", "stepCounts": {"queued": 2, "notStarted": 1}}),
@@ -837,7 +852,7 @@ async fn requests_without_a_valid_token_get_401_like_rest() {
     )
     .await;
     assert!(
-        t.store.runbook(2).await.unwrap().is_none(),
+        t.store.runbook(support::rn(2)).await.unwrap().is_none(),
         "nothing was created"
     );
 
@@ -1146,7 +1161,7 @@ async fn aliased_fields_and_mutations_count_against_the_rate_limit() {
     let (_, message) = expect_error(response, 400, "bad-request").await;
     assert!(message.contains("RUNBOOKS_RATE_LIMIT"), "{message}");
     assert!(
-        t.store.runbook(1).await.unwrap().is_none(),
+        t.store.runbook(support::rn(1)).await.unwrap().is_none(),
         "nothing was created"
     );
 
@@ -1161,7 +1176,7 @@ async fn aliased_fields_and_mutations_count_against_the_rate_limit() {
     let (headers, _) = expect_error(response, 429, "rate-limited").await;
     assert!(headers.contains_key("retry-after"));
     assert!(
-        t.store.runbook(1).await.unwrap().is_none(),
+        t.store.runbook(support::rn(1)).await.unwrap().is_none(),
         "nothing was created"
     );
     // (The refused request took its first one.) 2 creations fit in the 2 left.

@@ -173,7 +173,12 @@ impl Hostile {
     }
 
     async fn steps(&self, number: i64) -> Vec<StepRecord> {
-        self.db.store().await.steps(number).await.unwrap()
+        self.db
+            .store()
+            .await
+            .steps(support::rn(number))
+            .await
+            .unwrap()
     }
 
     /// Every secret an attacker is after, as text to search for.

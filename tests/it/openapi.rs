@@ -267,11 +267,14 @@ async fn requests_of_every_kind(ledger: &mut Ledger) {
         assert_eq!(t.create(body).await.status(), 202);
     }
     // Runbook 3 has a plan: step 1 not started, step 2 failed.
-    t.store.append_steps(3, &plan(&["1", "2"])).await.unwrap();
+    t.store
+        .append_steps(support::rn(3), &plan(&["1", "2"]))
+        .await
+        .unwrap();
     let reset = || async {
         for (step, state) in [("1", StepState::NotStarted), ("2", StepState::Failed)] {
             t.store
-                .set_step_state(3, &step.parse().unwrap(), state)
+                .set_step_state(support::rn(3), &step.parse().unwrap(), state)
                 .await
                 .unwrap();
         }

@@ -101,7 +101,7 @@ async fn runbooks_round_trip(backend: Backend) {
         author_email: Some("dev@acme.example".into()),
     };
     let number = store.create_runbook(&new, Some(token.id)).await.unwrap();
-    assert_eq!(number, 1);
+    assert_eq!(number, support::rn(1));
     let stored = store.runbook(number).await.unwrap().unwrap();
     assert_eq!(stored.org, "acme");
     assert_eq!(stored.prompt, new.prompt);
@@ -124,8 +124,14 @@ async fn runbooks_round_trip(backend: Backend) {
         (stored.draft, stored.pr_mode, stored.target_branch),
         (None, None, None)
     );
-    assert!(store.runbook(99).await.unwrap().is_none());
-    assert!(store.runbook_summary(99).await.unwrap().is_none());
+    assert!(store.runbook(support::rn(99)).await.unwrap().is_none());
+    assert!(
+        store
+            .runbook_summary(support::rn(99))
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     let summary = store.runbook_summary(number).await.unwrap().unwrap();
     assert_eq!(summary.status(), RunbookStatus::GeneratingSteps);
@@ -160,12 +166,12 @@ async fn numbers_are_unique_and_consecutive_under_concurrency(backend: Backend) 
             "a number was handed out twice"
         );
     }
-    assert_eq!(numbers, (1..=60).collect::<BTreeSet<i64>>());
+    assert_eq!(numbers, (1..=60).map(support::rn).collect::<BTreeSet<_>>());
     let next = first
         .create_runbook(&new_runbook("acme", "after"), None)
         .await
         .unwrap();
-    assert_eq!(next, 61);
+    assert_eq!(next, support::rn(61));
 }
 
 async fn step_counts_follow_leaf_states(backend: Backend) {
@@ -364,7 +370,12 @@ async fn follow_ups_update_description_and_merge_labels(backend: Backend) {
     let prompts: Vec<_> = pending.iter().map(|f| f.prompt.as_str()).collect();
     assert_eq!(prompts, ["Also the lock file", "And docs"]);
 
-    assert!(!store.add_follow_up(404, &second).await.unwrap());
+    assert!(
+        !store
+            .add_follow_up(support::rn(404), &second)
+            .await
+            .unwrap()
+    );
 }
 
 async fn migrations_run_once_and_data_survives_reopening(backend: Backend) {
@@ -711,7 +722,7 @@ async fn listings_are_scoped_paged_and_batched(backend: Backend) {
         ..RunbookFilter::default()
     };
     let listed = |records: Vec<runbooks::store::RunbookRecord>| {
-        records.iter().map(|r| r.number).collect::<Vec<_>>()
+        records.iter().map(|r| r.number.get()).collect::<Vec<_>>()
     };
     assert_eq!(
         listed(store.list_runbooks(&acme, None, 10).await.unwrap()),
@@ -722,7 +733,12 @@ async fn listings_are_scoped_paged_and_batched(backend: Backend) {
         [4, 2]
     );
     assert_eq!(
-        listed(store.list_runbooks(&acme, Some(2), 10).await.unwrap()),
+        listed(
+            store
+                .list_runbooks(&acme, Some(support::rn(2)), 10)
+                .await
+                .unwrap()
+        ),
         [1]
     );
     let backend_only = RunbookFilter {
@@ -754,30 +770,34 @@ async fn listings_are_scoped_paged_and_batched(backend: Backend) {
     );
 
     store
-        .append_steps(1, &plan(&["1", "1.1", "2"]))
+        .append_steps(support::rn(1), &plan(&["1", "1.1", "2"]))
         .await
         .unwrap();
-    store.append_steps(4, &plan(&["1"])).await.unwrap();
+    store
+        .append_steps(support::rn(4), &plan(&["1"]))
+        .await
+        .unwrap();
     store
         .record_pull_request(
-            1,
+            support::rn(1),
             7,
             "https://github.com/acme/backend/pull/7",
             &[n("2"), n("1.1")],
         )
         .await
         .unwrap();
-    let steps = store.steps_of(&[1, 2, 4]).await.unwrap();
-    assert_eq!(steps[&1].len(), 3);
-    assert_eq!(steps[&1][1].number, n("1.1"));
-    assert_eq!(steps[&4].len(), 1);
-    assert!(!steps.contains_key(&2));
-    let pulls = store.pull_requests_of(&[1, 4]).await.unwrap();
-    assert_eq!(pulls[&1].len(), 1);
-    assert_eq!(pulls[&1][0].record.number, 7);
-    assert_eq!(pulls[&1][0].step_numbers, ["1.1", "2"]);
-    assert!(!pulls.contains_key(&4));
-    assert!(store.threads_of(&[1, 4]).await.unwrap().is_empty());
+    let [one, two, four] = [1, 2, 4].map(support::rn);
+    let steps = store.steps_of(&[one, two, four]).await.unwrap();
+    assert_eq!(steps[&one].len(), 3);
+    assert_eq!(steps[&one][1].number, n("1.1"));
+    assert_eq!(steps[&four].len(), 1);
+    assert!(!steps.contains_key(&two));
+    let pulls = store.pull_requests_of(&[one, four]).await.unwrap();
+    assert_eq!(pulls[&one].len(), 1);
+    assert_eq!(pulls[&one][0].record.number, 7);
+    assert_eq!(pulls[&one][0].step_numbers, ["1.1", "2"]);
+    assert!(!pulls.contains_key(&four));
+    assert!(store.threads_of(&[one, four]).await.unwrap().is_empty());
     assert!(store.steps_of(&[]).await.unwrap().is_empty());
 }
 

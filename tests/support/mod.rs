@@ -489,7 +489,7 @@ impl Watch {
             );
             match tokio::time::timeout_at(self.deadline, any).await {
                 Err(_) => return false,
-                Ok((Ok(event), ..)) if event.runbook != self.number => {}
+                Ok((Ok(event), ..)) if event.runbook.get() != self.number => {}
                 // Fallen behind: what was missed is in the store, looked at next.
                 Ok((Ok(_) | Err(RecvError::Lagged(_)), ..)) => return true,
                 Ok((Err(RecvError::Closed), ..)) => panic!("the engine is gone"),
@@ -517,6 +517,11 @@ pub async fn wait_for(
             ),
         }
     }
+}
+
+/// A runbook number, for tests that call the store or the engine directly.
+pub fn rn(number: i64) -> runbooks::domain::RunbookNumber {
+    runbooks::domain::RunbookNumber::try_from(number).expect("a runbook number is positive")
 }
 
 /// Waits until the runbook's status is one of `statuses`.

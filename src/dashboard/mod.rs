@@ -452,8 +452,7 @@ async fn act(
     let ctx = Ctx::signed_in(&state, &reader);
     match done {
         Ok(()) => Ok(redirect(&ctx.href(&format!("/runbooks/{number}")))),
-        Err(OpError::Store(e)) => Err(e.into()),
-        Err(OpError::NotFound(n)) => Err(Failure::runbook_not_found(n)),
+        Err(e @ (OpError::Store(_) | OpError::NotFound(_))) => Err(e.into()),
         // Refused, or GitHub failed: the page again, saying why.
         Err(e) => {
             if let OpError::GitHub(e) = &e {

@@ -137,9 +137,8 @@ impl FieldPath {
         self
     }
 
-    /// The path in camel case (`target_branch` → `targetBranch`), under `root` when given:
-    /// GraphQL's style.
-    pub fn camel_case(&self, root: Option<&str>) -> String {
+    /// The path in camel case (`target_branch` → `targetBranch`): GraphQL's style.
+    pub fn camel_case(&self) -> String {
         let camel = |name: &str| {
             let mut out = String::with_capacity(name.len());
             let mut upper = false;
@@ -155,7 +154,7 @@ impl FieldPath {
             }
             out
         };
-        let mut out = root.map(str::to_string).unwrap_or_default();
+        let mut out = String::new();
         for segment in &self.0 {
             match segment {
                 Segment::Name(name) => {
@@ -215,7 +214,7 @@ impl FieldError {
 
     /// The message with the field named in GraphQL's style, under the argument `root`.
     pub fn camel_case(&self, root: &str) -> String {
-        format!("`{}` {}", self.field.camel_case(Some(root)), self.problem)
+        format!("`{root}.{}` {}", self.field.camel_case(), self.problem)
     }
 }
 
@@ -701,10 +700,10 @@ mod tests {
     fn field_paths_in_each_front_doors_style() {
         let labels = FieldPath::from("labels").index(2);
         assert_eq!(labels.to_string(), "labels[2]");
-        assert_eq!(labels.camel_case(Some("input")), "input.labels[2]");
+        assert_eq!(labels.camel_case(), "labels[2]");
         let org = FieldPath::from("repository.org");
         assert_eq!(org.to_string(), "repository.org");
-        assert_eq!(org.camel_case(Some("input")), "input.repository.org");
+        assert_eq!(org.camel_case(), "repository.org");
         let error = FieldError::new("target_branch", "is not a valid branch name");
         assert_eq!(
             error.to_string(),

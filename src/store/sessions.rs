@@ -87,15 +87,11 @@ macro_rules! session_sql {
                     .bind(now_ms)
                     .fetch_all(&self.pool)
                     .await?;
-                    let Some(first) = rows.first() else {
+                    let (Some(token), Some(first)) = (Self::token_from_rows(&rows)?, rows.first()) else {
                         return Ok(None);
                     };
-                    let orgs = rows
-                        .iter()
-                        .filter_map(|row| row.try_get::<Option<String>, _>("org").transpose())
-                        .collect::<Result<Vec<_>, _>>()?;
                     Ok(Some(DashboardSession {
-                        token: Self::token_from_row(first, orgs)?,
+                        token,
                         csrf_secret: first.try_get("csrf_secret")?,
                         created_at_ms: first.try_get("session_created_at")?,
                         expires_at_ms: first.try_get("expires_at")?,

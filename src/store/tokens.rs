@@ -72,6 +72,20 @@ macro_rules! token_sql {
                         revoked_at_ms: row.try_get("revoked_at")?,
                     })
                 }
+
+                /// A token read joined with its organisations, one row per organisation (the
+                /// token's columns repeated; `org` null for a token without any): `None`
+                /// when there is no row.
+                fn token_from_rows(rows: &[<$db as sqlx::Database>::Row]) -> StoreResult<Option<TokenInfo>> {
+                    let Some(first) = rows.first() else {
+                        return Ok(None);
+                    };
+                    let orgs = rows
+                        .iter()
+                        .filter_map(|row| row.try_get::<Option<String>, _>("org").transpose())
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Self::token_from_row(first, orgs).map(Some)
+                }
             }
 
             #[async_trait::async_trait]
@@ -134,14 +148,7 @@ macro_rules! token_sql {
                     .bind(token_hash)
                     .fetch_all(&self.pool)
                     .await?;
-                    let Some(first) = rows.first() else {
-                        return Ok(None);
-                    };
-                    let orgs = rows
-                        .iter()
-                        .filter_map(|row| row.try_get::<Option<String>, _>("org").transpose())
-                        .collect::<Result<Vec<_>, _>>()?;
-                    Self::token_from_row(first, orgs).map(Some)
+                    Self::token_from_rows(&rows)
                 }
             }
         };

@@ -1,6 +1,7 @@
 //! The REST API over real HTTP, against the real server on a loopback port, on both backends.
 
 use crate::support;
+use crate::support::rn;
 
 use runbooks::domain::{Plan, PlannedStep, StepState};
 use serde_json::{Value, json};
@@ -82,7 +83,7 @@ async fn fields_and_defaults_are_stored(backend: Backend) {
     )
     .await;
     assert_eq!(status, 202);
-    let stored = t.store.runbook(support::rn(1)).await.unwrap().unwrap();
+    let stored = t.store.runbook(rn(1)).await.unwrap().unwrap();
     assert_eq!(
         stored.title, "Rename the helper",
         "a missing title comes from the prompt"
@@ -111,7 +112,7 @@ async fn fields_and_defaults_are_stored(backend: Backend) {
         status, 202,
         "organisation names compare without case: {doc}"
     );
-    let stored = t.store.runbook(support::rn(2)).await.unwrap().unwrap();
+    let stored = t.store.runbook(rn(2)).await.unwrap().unwrap();
     assert!(!stored.oneshot);
     assert_eq!(stored.draft, Some(false));
     assert_eq!(stored.pr_mode, Some(runbooks::domain::PrMode::StackedPr));
@@ -140,7 +141,7 @@ async fn status_reflects_leaf_steps_and_pull_requests(backend: Backend) {
         })
         .collect();
     t.store
-        .append_steps(support::rn(1), &Plan::new(steps).unwrap())
+        .append_steps(rn(1), &Plan::new(steps).unwrap())
         .await
         .unwrap();
     let (_, doc) = json(t.get(1).await).await;
@@ -149,15 +150,11 @@ async fn status_reflects_leaf_steps_and_pull_requests(backend: Backend) {
     assert_eq!(doc["steps"]["not_started"], 3);
 
     t.store
-        .set_step_state(
-            support::rn(1),
-            &"1.1".parse().unwrap(),
-            StepState::Completed,
-        )
+        .set_step_state(rn(1), &"1.1".parse().unwrap(), StepState::Completed)
         .await
         .unwrap();
     t.store
-        .set_step_state(support::rn(1), &"1.2".parse().unwrap(), StepState::Queued)
+        .set_step_state(rn(1), &"1.2".parse().unwrap(), StepState::Queued)
         .await
         .unwrap();
     let (_, doc) = json(t.get(1).await).await;
@@ -168,28 +165,24 @@ async fn status_reflects_leaf_steps_and_pull_requests(backend: Backend) {
     );
 
     t.store
-        .set_step_state(
-            support::rn(1),
-            &"1.2".parse().unwrap(),
-            StepState::InProgress,
-        )
+        .set_step_state(rn(1), &"1.2".parse().unwrap(), StepState::InProgress)
         .await
         .unwrap();
     assert_eq!(json(t.get(1).await).await.1["status"], "in_progress");
     t.store
-        .set_step_state(support::rn(1), &"1.2".parse().unwrap(), StepState::Failed)
+        .set_step_state(rn(1), &"1.2".parse().unwrap(), StepState::Failed)
         .await
         .unwrap();
     assert_eq!(json(t.get(1).await).await.1["status"], "failed");
     for n in ["1.2", "2"] {
         t.store
-            .set_step_state(support::rn(1), &n.parse().unwrap(), StepState::Completed)
+            .set_step_state(rn(1), &n.parse().unwrap(), StepState::Completed)
             .await
             .unwrap();
     }
     t.store
         .record_pull_request(
-            support::rn(1),
+            rn(1),
             7,
             "https://github.com/acme-corp/backend/pull/7",
             &["2".parse().unwrap(), "1.1".parse().unwrap()],
@@ -223,7 +216,7 @@ async fn patch_records_a_follow_up(backend: Backend) {
     assert_eq!(status, 202);
     assert_eq!(keys(&doc), DOCUMENT_KEYS);
     assert_eq!(doc["runbook_number"], 1);
-    let stored = t.store.runbook(support::rn(1)).await.unwrap().unwrap();
+    let stored = t.store.runbook(rn(1)).await.unwrap().unwrap();
     assert_eq!(stored.labels, ["deps", "lockfile"], "merged, never removed");
     assert_eq!(stored.description.as_deref(), Some("Old"));
 
@@ -233,11 +226,11 @@ async fn patch_records_a_follow_up(backend: Backend) {
     )
     .await;
     assert_eq!(status, 202);
-    let stored = t.store.runbook(support::rn(1)).await.unwrap().unwrap();
+    let stored = t.store.runbook(rn(1)).await.unwrap().unwrap();
     assert_eq!(stored.description.as_deref(), Some("New"), "replaced");
     let pending: Vec<String> = t
         .store
-        .pending_follow_ups(support::rn(1))
+        .pending_follow_ups(rn(1))
         .await
         .unwrap()
         .into_iter()
@@ -400,11 +393,7 @@ async fn bad_follow_ups_and_numbers_are_400s(backend: Backend) {
         assert!(message.contains(field), "{message}");
     }
     assert!(
-        t.store
-            .pending_follow_ups(support::rn(1))
-            .await
-            .unwrap()
-            .is_empty(),
+        t.store.pending_follow_ups(rn(1)).await.unwrap().is_empty(),
         "nothing stored"
     );
 
@@ -466,17 +455,11 @@ async fn unauthorized_requests_get_401_with_a_challenge(backend: Backend) {
         .unwrap();
     assert_eq!(ok.status(), 200);
     assert_eq!(
-        t.store.runbook_summary(support::rn(2)).await.unwrap(),
+        t.store.runbook_summary(rn(2)).await.unwrap(),
         None,
         "nothing was created"
     );
-    assert!(
-        t.store
-            .pending_follow_ups(support::rn(1))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(t.store.pending_follow_ups(rn(1)).await.unwrap().is_empty());
     t.stop().await;
 }
 
@@ -499,14 +482,8 @@ async fn a_revoked_token_stops_working_at_once(backend: Backend) {
         "unauthorized",
     )
     .await;
-    assert!(t.store.runbook(support::rn(2)).await.unwrap().is_none());
-    assert!(
-        t.store
-            .pending_follow_ups(support::rn(1))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(t.store.runbook(rn(2)).await.unwrap().is_none());
+    assert!(t.store.pending_follow_ups(rn(1)).await.unwrap().is_empty());
     t.stop().await;
 }
 
@@ -539,13 +516,7 @@ async fn tokens_see_only_their_organisations(backend: Backend) {
         .await
         .unwrap();
     expect_error(response, 404, "not-found").await;
-    assert!(
-        t.store
-            .pending_follow_ups(support::rn(1))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(t.store.pending_follow_ups(rn(1)).await.unwrap().is_empty());
 
     let response = t
         .http
@@ -636,7 +607,7 @@ async fn wrong_content_type_is_415_and_large_bodies_413(backend: Backend) {
         .await
         .unwrap();
     expect_error(response, 415, "unsupported-media-type").await;
-    assert!(t.store.runbook(support::rn(2)).await.unwrap().is_none());
+    assert!(t.store.runbook(rn(2)).await.unwrap().is_none());
     t.stop().await;
 }
 
@@ -651,7 +622,7 @@ async fn rate_limited_tokens_get_429_with_retry_after(backend: Backend) {
     assert!(message.contains("retry"), "{message}");
     let (_, _) = expect_error(t.create(minimal("p")).await, 429, "rate-limited").await;
     assert!(
-        t.store.runbook(support::rn(2)).await.unwrap().is_none(),
+        t.store.runbook(rn(2)).await.unwrap().is_none(),
         "a limited request changes nothing"
     );
     // The limit is per token.

@@ -11,6 +11,7 @@
 //! CI; `cargo test --test it chaos_long -- --ignored` runs a longer one.
 
 use crate::support;
+use crate::support::rn;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -211,11 +212,7 @@ async fn chaos(backend: Backend, size: Size) {
     loop {
         let mut all_done = true;
         for number in &numbers {
-            let summary = store
-                .runbook_summary(support::rn(*number))
-                .await
-                .unwrap()
-                .unwrap();
+            let summary = store.runbook_summary(rn(*number)).await.unwrap().unwrap();
             let completed = summary.status() == runbooks::domain::RunbookStatus::Completed;
             all_done &= completed;
             if completed && manual.contains(number) && !requested.contains(number) {
@@ -234,7 +231,7 @@ async fn chaos(backend: Backend, size: Size) {
                 }
                 all_done = false;
             }
-            let owed = store.owed(support::rn(*number)).await.unwrap();
+            let owed = store.owed(rn(*number)).await.unwrap();
             all_done &= owed.is_none();
         }
         if all_done {
@@ -246,13 +243,13 @@ async fn chaos(backend: Backend, size: Size) {
                 state.push_str(&format!(
                     "runbook {number}: {:?}\n  owed {:?}\n  steps {:?}\n",
                     store
-                        .runbook_summary(support::rn(*number))
+                        .runbook_summary(rn(*number))
                         .await
                         .unwrap()
                         .map(|s| s.status()),
-                    store.owed(support::rn(*number)).await.unwrap(),
+                    store.owed(rn(*number)).await.unwrap(),
                     store
-                        .steps(support::rn(*number))
+                        .steps(rn(*number))
                         .await
                         .unwrap()
                         .iter()

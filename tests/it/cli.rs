@@ -1,6 +1,7 @@
 //! The `runbooks` binary: token commands, migrate, and serve configured by environment.
 
 use crate::support;
+use crate::support::rn;
 
 use std::process::{Command, Output, Stdio};
 
@@ -420,13 +421,7 @@ async fn the_standin_command_points_serve_at_a_local_github() {
         422,
         "the stand-in has no acme-corp/frontend"
     );
-    let stored = db
-        .store()
-        .await
-        .runbook(support::rn(1))
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = db.store().await.runbook(rn(1)).await.unwrap().unwrap();
     assert_eq!(
         stored.target_branch.as_deref(),
         Some("main"),

@@ -3,6 +3,7 @@
 //! script agent.
 
 use crate::support;
+use crate::support::rn;
 
 use support::{LIB, RENAME};
 
@@ -160,7 +161,7 @@ async fn create_prints_the_number_and_url_or_the_json_document() {
     // Every flag reached the server.
     let record = t
         .store
-        .runbook(support::rn(1))
+        .runbook(rn(1))
         .await
         .unwrap()
         .expect("runbook 1 stored");
@@ -206,7 +207,7 @@ async fn create_prints_the_number_and_url_or_the_json_document() {
     assert_eq!(doc["pull_requests"], json!([]));
     let record = t
         .store
-        .runbook(support::rn(2))
+        .runbook(rn(2))
         .await
         .unwrap()
         .expect("runbook 2 stored");
@@ -265,7 +266,7 @@ async fn create_checks_its_arguments_before_asking_the_server() {
         "{bad_org}"
     );
     assert!(
-        t.store.runbook(support::rn(1)).await.unwrap().is_none(),
+        t.store.runbook(rn(1)).await.unwrap().is_none(),
         "nothing created"
     );
     t.stop().await;

@@ -2,6 +2,7 @@
 //! to the running server by the GitHub stand-in, which is also the GitHub the app answers on.
 
 use crate::support;
+use crate::support::rn;
 
 use std::time::{Duration, Instant};
 
@@ -192,7 +193,7 @@ async fn a_pull_request_comment_starts_a_runbook_with_the_thread_as_context() {
     s.wait_for_eyes(comment).await;
     let doc = wait_for_status(&s.t, 1, &[RunbookStatus::Completed, RunbookStatus::Failed]).await;
     assert_eq!(doc.status, RunbookStatus::Completed, "{doc:?}");
-    let thread = s.t.store.thread(support::rn(1)).await.unwrap().unwrap();
+    let thread = s.t.store.thread(rn(1)).await.unwrap().unwrap();
     assert!(thread.thread.is_pull_request);
     assert_eq!(thread.thread.issue_number, pr);
     assert_eq!(thread.thread.requested_by, "alice");
@@ -455,13 +456,13 @@ async fn execute_status_retry_and_cancel_act_on_the_threads_latest_runbook() {
             .unwrap()
             .started_at_ms
     };
-    let before = started(&s.t.store.steps(support::rn(1)).await.unwrap());
+    let before = started(&s.t.store.steps(rn(1)).await.unwrap());
     let (retry, _) = s.comment(issue, "/runbook retry", "alice").await;
     s.wait_for_eyes(retry).await;
     s.wait_for_intake().await;
     let mut progress = s.t.watch(1, WAIT);
     loop {
-        let steps = s.t.store.steps(support::rn(1)).await.unwrap();
+        let steps = s.t.store.steps(rn(1)).await.unwrap();
         let step = steps
             .iter()
             .find(|st| st.number.to_string() == "3")
@@ -633,7 +634,7 @@ async fn only_the_apps_own_status_comment_is_adopted() {
             c.len() == 1 && c[0].body.contains("**Completed**")
         })
         .await;
-    let thread = s.t.store.thread(support::rn(1)).await.unwrap().unwrap();
+    let thread = s.t.store.thread(rn(1)).await.unwrap().unwrap();
     assert_eq!(thread.status_comment_id, Some(mine[0].id));
     assert_ne!(mine[0].id, fake);
     let untouched = s.github.comment("acme-corp", "backend", fake).unwrap();

@@ -2,6 +2,7 @@
 //! nothing is lost and no step's commit appears twice.
 
 use crate::support;
+use crate::support::rn;
 
 use std::time::Duration;
 
@@ -176,7 +177,7 @@ async fn wait_for_step(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut progress = support::Watch::new(&[engine], 1, deadline);
     loop {
-        let steps = store.steps(support::rn(1)).await.unwrap();
+        let steps = store.steps(rn(1)).await.unwrap();
         if let Some(step) = steps.first().filter(|s| s.state == state) {
             return step.clone();
         }
@@ -219,7 +220,7 @@ async fn a_step_pushed_before_the_crash_is_not_committed_again(backend: Backend)
     let step: StepNumber = "1".parse().unwrap();
     store
         .transition_steps(
-            support::rn(1),
+            rn(1),
             std::slice::from_ref(&step),
             &[StepState::Completed],
             StepState::InProgress,
@@ -285,18 +286,14 @@ async fn replicas_share_the_work_and_never_run_a_step_twice() {
     for number in 1..=runbooks {
         let mut progress = support::Watch::new(&engines, number, deadline);
         loop {
-            let summary = store
-                .runbook_summary(support::rn(number))
-                .await
-                .unwrap()
-                .unwrap();
+            let summary = store.runbook_summary(rn(number)).await.unwrap().unwrap();
             if summary.status() == runbooks::domain::RunbookStatus::Completed {
                 break;
             }
             assert!(
                 progress.next().await,
                 "runbook {number}: {summary:?} {:?}",
-                store.steps(support::rn(number)).await.unwrap()
+                store.steps(rn(number)).await.unwrap()
             );
         }
         let branch = format!("runbooks/{number}");

@@ -7,6 +7,7 @@
 //! (In a binary of its own: the dashboard's tests count the process's open event streams.)
 
 use crate::support;
+use crate::support::rn;
 
 use std::time::{Duration, Instant};
 
@@ -106,7 +107,7 @@ async fn silent_and_slow_clients_are_cut_at_the_timeout() {
         body["message"].as_str().unwrap().contains("within 1s"),
         "{body}"
     );
-    assert!(t.store.runbook(support::rn(1)).await.unwrap().is_none());
+    assert!(t.store.runbook(rn(1)).await.unwrap().is_none());
     t.stop().await;
 }
 
@@ -284,7 +285,7 @@ async fn sign_ins_and_unknown_tokens_are_limited_per_client_address() {
             .unwrap()
             .contains("Too many sign-in attempts")
     );
-    assert_eq!(t.store.runbook(support::rn(3)).await.unwrap(), None);
+    assert_eq!(t.store.runbook(rn(3)).await.unwrap(), None);
     t.stop().await;
 }
 

@@ -3,6 +3,7 @@
 //! stand-in — with the state machine's rules observed through the API.
 
 use crate::support;
+use crate::support::rn;
 
 use support::{LIB, RENAME};
 
@@ -759,7 +760,7 @@ async fn project_configuration_fills_in_defaults(backend: Backend) {
     request["labels"] = json!(["asked"]);
     create(&t, request).await;
     wait_for_status(&t, 1, &[RunbookStatus::Completed]).await;
-    let stored = t.store.runbook(support::rn(1)).await.unwrap().unwrap();
+    let stored = t.store.runbook(rn(1)).await.unwrap().unwrap();
     assert_eq!(stored.pr_mode, Some(runbooks::domain::PrMode::StackedPr));
     assert_eq!(stored.draft, Some(true));
     assert_eq!(stored.labels, ["asked", "from-config"]);
@@ -777,7 +778,7 @@ async fn project_configuration_fills_in_defaults(backend: Backend) {
     request["draft"] = json!(false);
     create(&t, request).await;
     wait_for_status(&t, 2, &[RunbookStatus::Completed]).await;
-    let stored = t.store.runbook(support::rn(2)).await.unwrap().unwrap();
+    let stored = t.store.runbook(rn(2)).await.unwrap().unwrap();
     assert_eq!(
         (stored.pr_mode, stored.draft),
         (Some(runbooks::domain::PrMode::SinglePr), Some(false))
@@ -994,7 +995,7 @@ async fn a_final_pass_that_github_fails_is_paid_later() {
     // The debt is recorded with why it is not paid yet.
     let mut progress = t.watch(1, Duration::from_secs(60));
     loop {
-        if let Some(owed) = t.store.owed(support::rn(1)).await.unwrap()
+        if let Some(owed) = t.store.owed(rn(1)).await.unwrap()
             && owed.attempts >= 1
         {
             assert!(
@@ -1014,7 +1015,7 @@ async fn a_final_pass_that_github_fails_is_paid_later() {
         .await
         .unwrap();
     let mut progress = t.watch(1, Duration::from_secs(30));
-    while t.store.owed(support::rn(1)).await.unwrap().is_some() {
+    while t.store.owed(rn(1)).await.unwrap().is_some() {
         assert!(progress.next().await, "the debt was never paid");
     }
     assert_eq!(github.pulls("acme-corp", "backend").len(), 1);

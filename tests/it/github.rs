@@ -5,6 +5,7 @@
 //! webhooks, and the Enterprise Server URL layout.
 
 use crate::support;
+use crate::support::rn;
 
 use std::time::{Duration, Instant};
 
@@ -573,7 +574,7 @@ async fn creation_resolves_the_repository_or_answers_422(backend: Backend) {
         .await
         .expect("created");
     assert_eq!(doc.runbook_number, 1, "422s stored nothing");
-    let stored = t.store.runbook(support::rn(1)).await.unwrap().unwrap();
+    let stored = t.store.runbook(rn(1)).await.unwrap().unwrap();
     assert_eq!(
         stored.target_branch.as_deref(),
         Some("trunk"),
@@ -585,7 +586,7 @@ async fn creation_resolves_the_repository_or_answers_422(backend: Backend) {
     json(t.create(body).await).await;
     assert_eq!(
         t.store
-            .runbook(support::rn(2))
+            .runbook(rn(2))
             .await
             .unwrap()
             .unwrap()
@@ -639,7 +640,7 @@ async fn a_transferred_repository_is_checked_by_its_real_owner(backend: Backend)
         .await
         .refused(403, "forbidden");
     assert!(
-        t.store.runbook(support::rn(1)).await.unwrap().is_none(),
+        t.store.runbook(rn(1)).await.unwrap().is_none(),
         "nothing stored"
     );
 
@@ -647,7 +648,7 @@ async fn a_transferred_repository_is_checked_by_its_real_owner(backend: Backend)
     let both = support::create_token(&t.store, &["acme-corp", "globex"]).await;
     let doc = t.api_as(&both).create(&body).await.expect("created");
     assert_eq!(doc.runbook_number, 1);
-    let stored = t.store.runbook(support::rn(1)).await.unwrap().unwrap();
+    let stored = t.store.runbook(rn(1)).await.unwrap().unwrap();
     assert_eq!(
         (stored.org.as_str(), stored.repo.as_str()),
         ("globex", "backend")

@@ -4,6 +4,7 @@
 //! completion by the engine against the GitHub stand-in.
 
 use crate::support;
+use crate::support::rn;
 
 use support::{LIB, RENAME};
 
@@ -177,19 +178,19 @@ async fn every_field_of_a_runbook(backend: Backend) {
         ),
         (json!(false), json!(true), json!("STACKED_PR"))
     );
-    let stored = t.store.runbook(support::rn(1)).await.unwrap().unwrap();
+    let stored = t.store.runbook(rn(1)).await.unwrap().unwrap();
     assert_eq!(stored.author_email.as_deref(), Some("dev@acme.example"));
     assert_eq!(stored.target_branch.as_deref(), Some("develop"));
 
     // A plan, a step done with a commit, one failed, a pull request.
     t.store
-        .append_steps(support::rn(1), &plan(&["1", "1.1", "1.2", "2"]))
+        .append_steps(rn(1), &plan(&["1", "1.1", "1.2", "2"]))
         .await
         .unwrap();
     for step in ["1.1", "1.2"] {
         t.store
             .transition_steps(
-                support::rn(1),
+                rn(1),
                 &[n(step)],
                 &[StepState::NotStarted],
                 StepState::InProgress,
@@ -199,7 +200,7 @@ async fn every_field_of_a_runbook(backend: Backend) {
     }
     t.store
         .finish_step(
-            support::rn(1),
+            rn(1),
             &n("1.1"),
             &StepEnd::Completed {
                 commit_sha: Some("a".repeat(40)),
@@ -210,7 +211,7 @@ async fn every_field_of_a_runbook(backend: Backend) {
         .unwrap();
     t.store
         .finish_step(
-            support::rn(1),
+            rn(1),
             &n("1.2"),
             &StepEnd::Failed {
                 error: "exit status 3".into(),
@@ -221,7 +222,7 @@ async fn every_field_of_a_runbook(backend: Backend) {
         .unwrap();
     t.store
         .record_pull_request(
-            support::rn(1),
+            rn(1),
             7,
             "https://github.com/acme-corp/backend/pull/7",
             &[n("1.1")],
@@ -620,19 +621,13 @@ async fn runbooks_of_other_organisations_are_invisible() {
     assert_eq!(code, "forbidden");
     assert!(message.contains("acme-corp"), "{message}");
     // Nothing changed.
-    assert!(
-        t.store
-            .pending_follow_ups(support::rn(1))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(!t.store.cancel_requested(support::rn(1)).await.unwrap());
+    assert!(t.store.pending_follow_ups(rn(1)).await.unwrap().is_empty());
+    assert!(!t.store.cancel_requested(rn(1)).await.unwrap());
     assert_eq!(
-        t.store.steps(support::rn(1)).await.unwrap()[1].state,
+        t.store.steps(rn(1)).await.unwrap()[1].state,
         StepState::Failed
     );
-    assert!(t.store.runbook(support::rn(2)).await.unwrap().is_none());
+    assert!(t.store.runbook(rn(2)).await.unwrap().is_none());
     t.stop().await;
 }
 
@@ -689,7 +684,7 @@ async fn mutations_check_like_rest_and_change_state() {
         created["createRunbook"],
         json!({"number": 1, "title": "Rename the helper"})
     );
-    let stored = t.store.runbook(support::rn(1)).await.unwrap().unwrap();
+    let stored = t.store.runbook(rn(1)).await.unwrap().unwrap();
     assert!(stored.oneshot);
     assert_eq!(
         (stored.draft, stored.pr_mode, stored.target_branch),
@@ -718,7 +713,7 @@ async fn mutations_check_like_rest_and_change_state() {
     assert_eq!(more["updateRunbook"]["description"], "Docs too.");
     let pending: Vec<String> = t
         .store
-        .pending_follow_ups(support::rn(1))
+        .pending_follow_ups(rn(1))
         .await
         .unwrap()
         .into_iter()
@@ -852,7 +847,7 @@ async fn requests_without_a_valid_token_get_401_like_rest() {
     )
     .await;
     assert!(
-        t.store.runbook(support::rn(2)).await.unwrap().is_none(),
+        t.store.runbook(rn(2)).await.unwrap().is_none(),
         "nothing was created"
     );
 
@@ -1161,7 +1156,7 @@ async fn aliased_fields_and_mutations_count_against_the_rate_limit() {
     let (_, message) = expect_error(response, 400, "bad-request").await;
     assert!(message.contains("RUNBOOKS_RATE_LIMIT"), "{message}");
     assert!(
-        t.store.runbook(support::rn(1)).await.unwrap().is_none(),
+        t.store.runbook(rn(1)).await.unwrap().is_none(),
         "nothing was created"
     );
 
@@ -1176,7 +1171,7 @@ async fn aliased_fields_and_mutations_count_against_the_rate_limit() {
     let (headers, _) = expect_error(response, 429, "rate-limited").await;
     assert!(headers.contains_key("retry-after"));
     assert!(
-        t.store.runbook(support::rn(1)).await.unwrap().is_none(),
+        t.store.runbook(rn(1)).await.unwrap().is_none(),
         "nothing was created"
     );
     // (The refused request took its first one.) 2 creations fit in the 2 left.

@@ -15,6 +15,7 @@
 //! bubblewrap is needed (`.ci/run` installs it); the tests fail, saying so, without it.
 
 use crate::support;
+use crate::support::rn;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -173,12 +174,7 @@ impl Hostile {
     }
 
     async fn steps(&self, number: i64) -> Vec<StepRecord> {
-        self.db
-            .store()
-            .await
-            .steps(support::rn(number))
-            .await
-            .unwrap()
+        self.db.store().await.steps(rn(number)).await.unwrap()
     }
 
     /// Every secret an attacker is after, as text to search for.

@@ -10,6 +10,7 @@
 //! server never says.
 
 use crate::support;
+use crate::support::rn;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -268,13 +269,13 @@ async fn requests_of_every_kind(ledger: &mut Ledger) {
     }
     // Runbook 3 has a plan: step 1 not started, step 2 failed.
     t.store
-        .append_steps(support::rn(3), &plan(&["1", "2"]))
+        .append_steps(rn(3), &plan(&["1", "2"]))
         .await
         .unwrap();
     let reset = || async {
         for (step, state) in [("1", StepState::NotStarted), ("2", StepState::Failed)] {
             t.store
-                .set_step_state(support::rn(3), &step.parse().unwrap(), state)
+                .set_step_state(rn(3), &step.parse().unwrap(), state)
                 .await
                 .unwrap();
         }

@@ -1,6 +1,7 @@
 //! One store test suite, run against both backends: SQLite and PostgreSQL.
 
 use crate::support;
+use crate::support::rn;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -101,7 +102,7 @@ async fn runbooks_round_trip(backend: Backend) {
         author_email: Some("dev@acme.example".into()),
     };
     let number = store.create_runbook(&new, Some(token.id)).await.unwrap();
-    assert_eq!(number, support::rn(1));
+    assert_eq!(number, rn(1));
     let stored = store.runbook(number).await.unwrap().unwrap();
     assert_eq!(stored.org, "acme");
     assert_eq!(stored.prompt, new.prompt);
@@ -124,14 +125,8 @@ async fn runbooks_round_trip(backend: Backend) {
         (stored.draft, stored.pr_mode, stored.target_branch),
         (None, None, None)
     );
-    assert!(store.runbook(support::rn(99)).await.unwrap().is_none());
-    assert!(
-        store
-            .runbook_summary(support::rn(99))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.runbook(rn(99)).await.unwrap().is_none());
+    assert!(store.runbook_summary(rn(99)).await.unwrap().is_none());
 
     let summary = store.runbook_summary(number).await.unwrap().unwrap();
     assert_eq!(summary.status(), RunbookStatus::GeneratingSteps);
@@ -171,7 +166,7 @@ async fn numbers_are_unique_and_consecutive_under_concurrency(backend: Backend) 
         .create_runbook(&new_runbook("acme", "after"), None)
         .await
         .unwrap();
-    assert_eq!(next, support::rn(61));
+    assert_eq!(next, rn(61));
 }
 
 async fn step_counts_follow_leaf_states(backend: Backend) {
@@ -370,12 +365,7 @@ async fn follow_ups_update_description_and_merge_labels(backend: Backend) {
     let prompts: Vec<_> = pending.iter().map(|f| f.prompt.as_str()).collect();
     assert_eq!(prompts, ["Also the lock file", "And docs"]);
 
-    assert!(
-        !store
-            .add_follow_up(support::rn(404), &second)
-            .await
-            .unwrap()
-    );
+    assert!(!store.add_follow_up(rn(404), &second).await.unwrap());
 }
 
 async fn migrations_run_once_and_data_survives_reopening(backend: Backend) {
@@ -733,12 +723,7 @@ async fn listings_are_scoped_paged_and_batched(backend: Backend) {
         [4, 2]
     );
     assert_eq!(
-        listed(
-            store
-                .list_runbooks(&acme, Some(support::rn(2)), 10)
-                .await
-                .unwrap()
-        ),
+        listed(store.list_runbooks(&acme, Some(rn(2)), 10).await.unwrap()),
         [1]
     );
     let backend_only = RunbookFilter {
@@ -770,16 +755,13 @@ async fn listings_are_scoped_paged_and_batched(backend: Backend) {
     );
 
     store
-        .append_steps(support::rn(1), &plan(&["1", "1.1", "2"]))
+        .append_steps(rn(1), &plan(&["1", "1.1", "2"]))
         .await
         .unwrap();
-    store
-        .append_steps(support::rn(4), &plan(&["1"]))
-        .await
-        .unwrap();
+    store.append_steps(rn(4), &plan(&["1"])).await.unwrap();
     store
         .record_pull_request(
-            support::rn(1),
+            rn(1),
             7,
             "https://github.com/acme/backend/pull/7",
             &[n("2"), n("1.1")],

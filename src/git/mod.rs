@@ -450,19 +450,12 @@ impl Drop for SignalsBlocked {
     }
 }
 
-/// How old a lock file in a mirror must be to be taken for a dead process's: git holds a
-/// ref's or `packed-refs`' lock for the milliseconds of one update.
-const STALE_MIRROR_LOCK: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// Removes the lock files git leaves when a process dies in the middle of an update — at
 /// the top of `git_dir` (`index.lock`, `HEAD.lock`, `packed-refs.lock`, …) and under
-/// `refs/` — that are at least `min_age` old (all of them with `None`). Objects are not
-/// looked at: git writes them to temporary files, never behind locks.
-pub(crate) fn remove_lock_files(
-    git_dir: &Path,
-    min_age: Option<std::time::Duration>,
-) -> Result<(), GitError> {
-    fn walk(dir: &Path, deep: bool, min_age: Option<std::time::Duration>) -> Result<(), GitError> {
+/// `refs/`. The caller must be the only one updating `git_dir`. Objects are not looked at:
+/// git writes them to temporary files, never behind locks.
+pub(crate) fn remove_lock_files(git_dir: &Path) -> Result<(), GitError> {
+    fn walk(dir: &Path, deep: bool) -> Result<(), GitError> {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return Ok(());
         };
@@ -473,26 +466,46 @@ pub(crate) fn remove_lock_files(
             };
             if kind.is_dir() {
                 if deep || entry.file_name() == "refs" {
-                    walk(&path, true, min_age)?;
+                    walk(&path, true)?;
                 }
             } else if path.extension().is_some_and(|e| e == "lock") {
-                let old_enough = min_age.is_none_or(|age| {
-                    entry
-                        .metadata()
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|at| at.elapsed().ok())
-                        .is_some_and(|elapsed| elapsed >= age)
-                });
-                if old_enough {
-                    tracing::info!(path = %path.display(), "removing a lock file left by a crash");
-                    std::fs::remove_file(&path).io("removing a stale lock file", &path)?;
-                }
+                tracing::info!(path = %path.display(), "removing a lock file left by a crash");
+                std::fs::remove_file(&path).io("removing a stale lock file", &path)?;
             }
         }
         Ok(())
     }
-    walk(git_dir, false, min_age)
+    walk(git_dir, false)
+}
+
+/// Takes this mirror's turn among the processes that share the data directory (replicas, a
+/// restarted server beside a dying one): an advisory lock on a file beside the mirror, held
+/// until the returned file is dropped, and released by the kernel when its holder dies —
+/// even by SIGKILL. Whoever holds it knows no git update of the mirror is under way, so any
+/// lock file in the mirror was left by a crash. (Within the process, [`RepoCache`]'s
+/// per-mirror mutex already lets one fetch at a time through.)
+///
+/// The lock files live in `repos/.turns/<owner>/` (no GitHub owner starts with a dot), so
+/// an owner's directory holds its mirrors and nothing else.
+fn take_mirror_turn(path: &Path) -> Result<std::fs::File, GitError> {
+    let parent = path.parent().unwrap_or(path);
+    create_private_dir(parent).io("creating the mirror's directory", parent)?;
+    let (owner, repos) = (
+        parent.file_name().unwrap_or_default(),
+        parent.parent().unwrap_or(parent),
+    );
+    let turns = repos.join(".turns").join(owner);
+    create_private_dir(&turns).io("creating the mirrors' turn locks", &turns)?;
+    let turn_path = turns.join(path.file_name().unwrap_or_default());
+    let turn = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&turn_path)
+        .io("opening the mirror's turn lock", &turn_path)?;
+    turn.lock()
+        .io("waiting for the mirror's turn", &turn_path)?;
+    Ok(turn)
 }
 
 /// Length of the random part of a new mirror's scratch directory name.
@@ -503,13 +516,14 @@ const SCRATCH_RAND_LEN: usize = 8;
 /// fetch leaves no half-filled mirror behind for later fetches to trust.
 fn update_mirror_blocking(path: &Path, endpoint: &Endpoint) -> Result<(), GitError> {
     let started = std::time::Instant::now();
+    let _turn = take_mirror_turn(path)?;
     if path.exists() {
         match Repository::open_bare(path) {
             Ok(mirror) => {
                 // A process killed in the middle of a fetch leaves its ref locks behind, and
-                // every later fetch would fail on them. This process holds the mirror's lock;
-                // another one sharing the data directory holds a ref's lock for milliseconds.
-                remove_lock_files(path, Some(STALE_MIRROR_LOCK))?;
+                // every later fetch would fail on them: with the mirror's turn taken, every
+                // lock file in it is such a leftover.
+                remove_lock_files(path)?;
                 transport::fetch_mirror(&mirror, endpoint)?;
                 let elapsed = started.elapsed();
                 tracing::debug!(repo = %endpoint.full_name, ?elapsed, "mirror fetched");
@@ -523,9 +537,8 @@ fn update_mirror_blocking(path: &Path, endpoint: &Endpoint) -> Result<(), GitErr
         }
     }
     let parent = path.parent().unwrap_or(path);
-    create_private_dir(parent).io("creating the mirror's directory", parent)?;
-    // Scratch directories of this mirror left by a crash during a first fetch (the caller
-    // holds this mirror's lock, so none of them is in use).
+    // Scratch directories of this mirror left by a crash during a first fetch (this process
+    // holds the mirror's turn, so none of them is in use).
     let prefix = format!(
         ".new-{}-",
         path.file_name().unwrap_or_default().to_string_lossy()

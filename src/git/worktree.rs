@@ -265,7 +265,7 @@ fn open_or_create(slot: &Path, expected: &str) -> Result<Repository, GitError> {
             // A crash in the middle of a git operation leaves lock files (the index, HEAD, a
             // branch's ref) that would make every later operation fail; the git directory
             // is this runbook's alone, and its lease is ours, so they are all stale.
-            super::remove_lock_files(repo.path(), None)?;
+            super::remove_lock_files(repo.path())?;
             return Ok(repo);
         }
         tracing::info!(path = %slot.display(), "replacing a working tree that is not ours");

@@ -196,6 +196,7 @@ mod tests {
             log: None,
             started_at_ms: None,
             finished_at_ms: None,
+            usage: None,
         }
     }
 

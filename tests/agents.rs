@@ -95,6 +95,7 @@ async fn plan(agent: &dyn Agent, prompt: &str, after: u32) -> Plan {
             prompt: prompt.to_string(),
             context: None,
             after,
+            tree: None,
         })
         .await
         .unwrap()
@@ -165,6 +166,7 @@ async fn the_script_agent_runs_a_template_runbook_and_its_follow_up() {
             prompt: fixture("rename-helper.md"),
             context: None,
             after: 2,
+            tree: None,
         })
         .await
         .unwrap_err();
@@ -572,6 +574,7 @@ async fn every_sample_prompt_plans() {
                 prompt,
                 context: None,
                 after,
+                tree: None,
             })
             .await;
         assert!(result.is_ok(), "{name}: {result:?}");

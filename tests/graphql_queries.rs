@@ -127,6 +127,7 @@ async fn seed(t: &TestServer, count: u64) {
                     commit_sha: Some(format!("{i:040}")),
                     log: "ok".into(),
                 },
+                &runbooks::domain::Usage::default(),
             )
             .await
             .unwrap();
@@ -138,6 +139,7 @@ async fn seed(t: &TestServer, count: u64) {
                     error: "exit status 1".into(),
                     log: "tail".into(),
                 },
+                &runbooks::domain::Usage::default(),
             )
             .await
             .unwrap();

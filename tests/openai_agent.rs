@@ -245,6 +245,7 @@ fn plan_request(prompt: &str) -> PlanRequest {
         prompt: prompt.into(),
         context: None,
         after: 0,
+        tree: None,
     }
 }
 

@@ -244,6 +244,8 @@ impl std::ops::Deref for Jail {
 /// The private directories of one command run (outside the tree, removed afterwards).
 pub(crate) struct RunDirs<'a> {
     pub tree: &'a Path,
+    /// The tree is bound read-only (a planner reads the repository, it does not change it).
+    pub tree_read_only: bool,
     /// Becomes the command's HOME.
     pub home: &'a Path,
     /// Becomes the command's `/tmp` (TMPDIR).
@@ -358,7 +360,12 @@ impl JailConfig {
                 Err(_) => {}
             }
         }
-        jail.pair("--bind", dirs.tree, dirs.tree);
+        let tree_bind = if dirs.tree_read_only {
+            "--ro-bind"
+        } else {
+            "--bind"
+        };
+        jail.pair(tree_bind, dirs.tree, dirs.tree);
         let forwarder = match (&self.helper, dirs.proxy_socket) {
             (Some(helper), Some(socket)) if self.uses_proxy() => {
                 let inside_helper = PathBuf::from(JAIL_RUN).join("runbooks");
@@ -456,6 +463,7 @@ mod tests {
     fn dirs<'a>(tree: &'a Path, home: &'a Path, tmp: &'a Path) -> RunDirs<'a> {
         RunDirs {
             tree,
+            tree_read_only: false,
             home,
             tmp,
             proxy_socket: None,

@@ -21,6 +21,7 @@ pub mod egress;
 pub mod forward;
 pub mod jail;
 pub mod openai;
+pub mod planning;
 pub mod sandbox;
 pub mod script;
 pub mod settings;
@@ -43,6 +44,12 @@ pub trait Agent: Send + Sync {
     /// Turns a runbook prompt into a validated plan, numbered from `request.after + 1`.
     async fn plan(&self, request: &PlanRequest) -> Result<Plan, AgentError>;
 
+    /// Whether this agent plans `prompt` by reading the repository: then the engine prepares
+    /// the runbook's working tree first and gives it in [`PlanRequest::tree`].
+    fn plans_in_tree(&self, _prompt: &str) -> bool {
+        false
+    }
+
     /// Executes one leaf step inside `worktree` (a git working tree directory), leaving its
     /// changes uncommitted for the engine to commit.
     async fn execute(&self, task: &StepTask, worktree: &Path) -> Result<StepOutcome, AgentError>;
@@ -60,6 +67,10 @@ pub struct PlanRequest {
     /// The last top-level step number of the existing plan (0 for a new runbook): a follow-up
     /// plan continues the numbering (see [`Plan::continuing`]).
     pub after: u32,
+    /// The runbook's working tree, prepared on the branch its next step starts from, for
+    /// agents that plan by reading the repository ([`Agent::plans_in_tree`]); they must only
+    /// read it.
+    pub tree: Option<std::path::PathBuf>,
 }
 
 /// One leaf step to execute.

@@ -88,7 +88,15 @@ pub struct SandboxCommand {
     timeout: Duration,
     output_cap: usize,
     jail: Jail,
+    /// The tree is shown read-only (in a jail; unjailed nothing can enforce it).
+    read_only_tree: bool,
+    /// A file the command may write for the caller: the variable naming it, and its name in
+    /// the run's private /tmp.
+    collect: Option<(String, String)>,
 }
+
+/// The most bytes of a collected file read back (see [`SandboxCommand::collect_file`]).
+pub const COLLECTED_FILE_CAP: u64 = 1024 * 1024;
 
 /// How a sandboxed command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +143,9 @@ pub struct Finished {
     pub output: Output,
     /// The process id of the command, which is also its process group id.
     pub pid: u32,
+    /// The file asked for with [`SandboxCommand::collect_file`]: `None` when the command did
+    /// not write it, the reason when it is refused.
+    pub collected: Option<Result<Vec<u8>, String>>,
 }
 
 /// The last bytes of a command's output, at most the cap, and how many came before them.
@@ -248,7 +259,27 @@ impl SandboxCommand {
             timeout: Duration::from_secs(600),
             output_cap: 64 * 1024,
             jail: Jail::default(),
+            read_only_tree: false,
+            collect: None,
         }
+    }
+
+    /// Shows the working directory read-only in the jail: the command may read the tree but
+    /// change nothing in it (its HOME and /tmp stay writable).
+    pub fn read_only_tree(mut self) -> Self {
+        self.read_only_tree = true;
+        self
+    }
+
+    /// Lets the command hand back a file: `variable` names a fresh path in the run's private
+    /// /tmp, and what the command wrote there is read back into [`Finished::collected`]
+    /// before the directory is removed. The file is read only when it is a regular file of
+    /// its own (not a link, not a FIFO or device, not a hard link to anything else) and at
+    /// most [`COLLECTED_FILE_CAP`] bytes: what a hostile command leaves there must not make
+    /// the server read anything else, or wait.
+    pub fn collect_file(mut self, variable: impl Into<String>, name: impl Into<String>) -> Self {
+        self.collect = Some((variable.into(), name.into()));
+        self
     }
 
     /// The jail to run in (by default none: a scrubbed environment and a process group).
@@ -366,12 +397,16 @@ impl SandboxCommand {
         };
         let dirs = RunDirs {
             tree: &self.cwd,
+            tree_read_only: self.read_only_tree,
             home: &home_dir,
             tmp: &tmp_dir,
             proxy_socket: self.jail.uses_proxy().then_some(socket.as_path()),
         };
         let (home, tmp) = self.jail.home_and_tmp(&dirs);
-        let env = self.environment(&home, &tmp)?;
+        let mut env = self.environment(&home, &tmp)?;
+        if let Some((variable, name)) = &self.collect {
+            env.insert(variable.clone(), tmp.join(name).into_os_string());
+        }
 
         let (reader, writer) = io::pipe()?;
         let (program, args) = self.jail.invocation(&self.program, &self.args, &dirs);
@@ -466,13 +501,55 @@ impl SandboxCommand {
         while let Ok(line) = refusals.try_recv() {
             tail.push(format!("[runbooks] {line}\n").as_bytes());
         }
+        let collected = self
+            .collect
+            .as_ref()
+            .and_then(|(_, name)| read_collected(&tmp_dir.join(name)));
         drop(private);
         Ok(Finished {
             exit,
             output: tail.finish(),
             pid,
+            collected,
         })
     }
+}
+
+/// Reads a file a command left for the caller, refusing anything but a regular file of its
+/// own of at most [`COLLECTED_FILE_CAP`] bytes. Opened without following a link and without
+/// waiting (a FIFO), then checked on the open file: nothing can swap it in between.
+fn read_collected(path: &Path) -> Option<Result<Vec<u8>, String>> {
+    use rustix::fs::{Mode, OFlags};
+    use std::io::Read as _;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match rustix::fs::open(path, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return None,
+        Err(rustix::io::Errno::LOOP) => return Some(Err("it is a symbolic link".into())),
+        Err(e) => return Some(Err(format!("it could not be opened ({e})"))),
+    };
+    let check = || -> Result<Vec<u8>, String> {
+        let stat = rustix::fs::fstat(&fd).map_err(|e| format!("it could not be read ({e})"))?;
+        if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err("it is not a regular file".into());
+        }
+        if stat.st_nlink != 1 {
+            return Err("it is a hard link".into());
+        }
+        let size = u64::try_from(stat.st_size).unwrap_or(u64::MAX);
+        if size > COLLECTED_FILE_CAP {
+            return Err(format!(
+                "it is {size} bytes, more than the {COLLECTED_FILE_CAP} read back"
+            ));
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::from(fd)
+            .take(COLLECTED_FILE_CAP)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("it could not be read ({e})"))?;
+        Ok(bytes)
+    };
+    Some(check())
 }
 
 /// Why a path an agent asked for was refused.

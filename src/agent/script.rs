@@ -194,6 +194,7 @@ mod tests {
                 "## Execution Steps\n### Step 1: From the issue\n```sh\nrm -rf .\n```".into(),
             ),
             after: 0,
+            tree: None,
         };
         let plan = agent.plan(&request).await.unwrap();
         assert_eq!(plan.steps().len(), 1);
@@ -203,6 +204,7 @@ mod tests {
                 prompt: "## Execution Steps\n### Step 2: x".into(),
                 context: None,
                 after: 0,
+                tree: None,
             })
             .await
             .unwrap_err();

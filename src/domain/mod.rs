@@ -6,6 +6,7 @@ pub mod repository;
 pub mod runbook;
 pub mod status;
 pub mod step;
+pub mod usage;
 
 pub use pull::PullState;
 pub use repository::{NotARepoName, RepoName};
@@ -15,6 +16,7 @@ pub use runbook::{
 };
 pub use status::{RunbookStatus, ShownState, StepCounts, status};
 pub use step::{Plan, PlanError, PlannedStep, StepKind, StepNumber, StepState};
+pub use usage::Usage;
 
 /// A pull request a runbook opened, with the leaf steps whose commits it carries.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 
 use crate::agent::{Agent, PlanRequest};
 use crate::domain::lifecycle::{self, Leaf};
-use crate::domain::{PrMode, RunbookNumber, StepKind, StepNumber, StepState};
+use crate::domain::{PrMode, RunbookNumber, StepKind, StepNumber, StepState, Usage};
 use crate::git::RepoCache;
 use crate::github::GitHubApp;
 use crate::store::{StepEnd, StepRecord, Store, StoreError, now_ms};
@@ -131,7 +131,7 @@ enum Next {
         follow_up: Option<i64>,
         queue: bool,
     },
-    Run(StepRecord),
+    Run(Box<StepRecord>),
     /// Steps left `in_progress` by an interrupted worker: queue them again.
     Recover(Vec<StepNumber>),
     Cancel,
@@ -208,7 +208,12 @@ impl Engine {
                 let steps = self.store.steps(number).await?;
                 for step in steps.iter().filter(|s| s.state == StepState::InProgress) {
                     self.store
-                        .finish_step(number, &step.number, &cancelled(String::new()))
+                        .finish_step(
+                            number,
+                            &step.number,
+                            &cancelled(String::new()),
+                            &Usage::default(),
+                        )
                         .await?;
                 }
                 let queued: Vec<StepNumber> = steps
@@ -267,6 +272,7 @@ impl Engine {
                     prompt: prompt.clone(),
                     context,
                     after,
+                    tree: None,
                 };
                 match self.agent.plan(&request).await {
                     Ok(plan) => {
@@ -309,7 +315,12 @@ impl Engine {
                     return Ok(true);
                 }
                 self.announce(number, Progress::StepStarted);
+                let started = std::time::Instant::now();
                 let end = self.run_step(number, &step, lost).await;
+                let usage = Usage {
+                    wall_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    ..Usage::default()
+                };
                 if lost.load(Ordering::SeqCst) {
                     // Another worker owns the runbook now and will run the step again.
                     return Ok(false);
@@ -331,7 +342,9 @@ impl Engine {
                         tracing::warn!(runbook = number.get(), %error, "pull requests not brought up to date");
                     }
                 }
-                self.store.finish_step(number, &step.number, &end).await?;
+                self.store
+                    .finish_step(number, &step.number, &end, &usage)
+                    .await?;
                 self.announce(number, Progress::StepFinished);
                 Ok(true)
             }
@@ -452,7 +465,7 @@ impl Engine {
                 .find(|s| s.number == leaf.number)
                 .cloned()
                 .expect("a leaf comes from the steps");
-            return Ok(Next::Run(step));
+            return Ok(Next::Run(Box::new(step)));
         }
         let waiting = steps
             .iter()

@@ -601,6 +601,7 @@ mod tests {
                     log: None,
                     started_at_ms: None,
                     finished_at_ms: None,
+                    usage: None,
                 }
             })
             .collect()

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 
 use super::StoreResult;
-use crate::domain::{Plan, RunbookNumber, ShownState, StepKind, StepNumber, StepState};
+use crate::domain::{Plan, RunbookNumber, ShownState, StepKind, StepNumber, StepState, Usage};
 
 /// A step of a stored plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +25,8 @@ pub struct StepRecord {
     /// When the step last started and ended (Unix milliseconds).
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
+    /// What the step used the last time it ran; `None` until it has finished once.
+    pub usage: Option<Usage>,
 }
 
 impl StepRecord {
@@ -56,7 +58,8 @@ pub enum StepEnd {
 
 /// The columns a [`StepRecord`] is read from.
 pub(super) const STEP_COLUMNS: &str = "number, title, details, is_leaf, state, pr_number, \
-     commit_sha, error, kind, log, started_at, finished_at";
+     commit_sha, error, kind, log, started_at, finished_at, wall_ms, agent_cpu_ms, \
+     prompt_tokens, completion_tokens";
 
 /// The steps of runbooks' plans.
 #[async_trait]
@@ -113,13 +116,19 @@ pub trait StepStore: Send + Sync {
         to: StepState,
     ) -> StoreResult<u32>;
 
-    /// Ends a running step; a failure also returns the queued steps to `not_started`.
+    /// Ends a running step with what it used; a failure also returns the queued steps to
+    /// `not_started`.
     async fn finish_step(
         &self,
         number: RunbookNumber,
         step: &StepNumber,
         end: &StepEnd,
+        usage: &Usage,
     ) -> StoreResult<()>;
+
+    /// What the steps of an organisation's runbooks (its name compared without regard to
+    /// case) that finished at or after `since_ms` used, together.
+    async fn org_usage_since(&self, org: &str, since_ms: i64) -> StoreResult<Usage>;
 
     /// Removes failed `plan` steps (before planning again).
     async fn remove_plan_failures(&self, number: RunbookNumber) -> StoreResult<u32>;
@@ -133,7 +142,7 @@ macro_rules! step_sql {
             use std::collections::HashMap;
 
             use sqlx::Row as _;
-            use $crate::domain::{Plan, RunbookNumber, StepNumber, StepState};
+            use $crate::domain::{Plan, RunbookNumber, StepNumber, StepState, Usage};
             use $crate::store::steps::STEP_COLUMNS;
             use $crate::store::sql::{parse_kind, parse_state, parse_step_number, placeholders, runbook_number};
             use $crate::store::{StepEnd, StepRecord, StoreResult, now_ms};
@@ -144,6 +153,11 @@ macro_rules! step_sql {
                     let state: String = r.try_get("state")?;
                     let kind: String = r.try_get("kind")?;
                     let pr_number: Option<i64> = r.try_get("pr_number")?;
+                    let wall_ms: Option<i64> = r.try_get("wall_ms")?;
+                    let cpu_ms: Option<i64> = r.try_get("agent_cpu_ms")?;
+                    let prompt_tokens: Option<i64> = r.try_get("prompt_tokens")?;
+                    let completion_tokens: Option<i64> = r.try_get("completion_tokens")?;
+                    let count = |n: i64| u64::try_from(n).unwrap_or(0);
                     Ok(StepRecord {
                         number: parse_step_number(&number)?,
                         title: r.try_get("title")?,
@@ -157,6 +171,12 @@ macro_rules! step_sql {
                         log: r.try_get("log")?,
                         started_at_ms: r.try_get("started_at")?,
                         finished_at_ms: r.try_get("finished_at")?,
+                        usage: wall_ms.map(|wall_ms| Usage {
+                            wall_ms: count(wall_ms),
+                            agent_cpu_ms: cpu_ms.map_or(0, count),
+                            prompt_tokens: prompt_tokens.map(count),
+                            completion_tokens: completion_tokens.map(count),
+                        }),
                     })
                 }
             }
@@ -294,14 +314,16 @@ macro_rules! step_sql {
                     Ok(moved)
                 }
 
-                async fn finish_step(&self, number: RunbookNumber, step: &StepNumber, end: &StepEnd) -> StoreResult<()> {
+                async fn finish_step(&self, number: RunbookNumber, step: &StepNumber, end: &StepEnd, usage: &Usage) -> StoreResult<()> {
+                    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
                     let mut tx = self.begin_write().await?;
                     let (state, commit_sha, error, log) = match end {
                         StepEnd::Completed { commit_sha, log } => (StepState::Completed, commit_sha.as_deref(), None, log),
                         StepEnd::Failed { error, log } => (StepState::Failed, None, Some(error.as_str()), log),
                     };
                     sqlx::query(
-                        "UPDATE steps SET state = $1, commit_sha = $2, error = $3, log = $4, finished_at = $5 \
+                        "UPDATE steps SET state = $1, commit_sha = $2, error = $3, log = $4, finished_at = $5, \
+                         wall_ms = $8, agent_cpu_ms = $9, prompt_tokens = $10, completion_tokens = $11 \
                          WHERE runbook_number = $6 AND number = $7",
                     )
                     .bind(state.as_str())
@@ -311,6 +333,10 @@ macro_rules! step_sql {
                     .bind(now_ms())
                     .bind(number)
                     .bind(step.to_string())
+                    .bind(count(usage.wall_ms))
+                    .bind(count(usage.agent_cpu_ms))
+                    .bind(usage.prompt_tokens.map(count))
+                    .bind(usage.completion_tokens.map(count))
                     .execute(&mut *tx)
                     .await?;
                     if state == StepState::Failed {
@@ -322,6 +348,33 @@ macro_rules! step_sql {
                     }
                     tx.commit().await?;
                     Ok(())
+                }
+
+                async fn org_usage_since(&self, org: &str, since_ms: i64) -> StoreResult<Usage> {
+                    // CAST: SUM of BIGINT is NUMERIC on PostgreSQL.
+                    let row = sqlx::query(
+                        "SELECT CAST(COALESCE(SUM(s.wall_ms), 0) AS BIGINT) AS wall_ms, \
+                         CAST(COALESCE(SUM(s.agent_cpu_ms), 0) AS BIGINT) AS agent_cpu_ms, \
+                         CAST(SUM(s.prompt_tokens) AS BIGINT) AS prompt_tokens, \
+                         CAST(SUM(s.completion_tokens) AS BIGINT) AS completion_tokens \
+                         FROM steps s JOIN runbooks r ON r.number = s.runbook_number \
+                         WHERE LOWER(r.org) = LOWER($1) AND s.finished_at >= $2 AND s.wall_ms IS NOT NULL",
+                    )
+                    .bind(org)
+                    .bind(since_ms)
+                    .fetch_one(&self.pool)
+                    .await?;
+                    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+                    let wall_ms: i64 = row.try_get("wall_ms")?;
+                    let cpu_ms: i64 = row.try_get("agent_cpu_ms")?;
+                    let prompt_tokens: Option<i64> = row.try_get("prompt_tokens")?;
+                    let completion_tokens: Option<i64> = row.try_get("completion_tokens")?;
+                    Ok(Usage {
+                        wall_ms: count(wall_ms),
+                        agent_cpu_ms: count(cpu_ms),
+                        prompt_tokens: prompt_tokens.map(count),
+                        completion_tokens: completion_tokens.map(count),
+                    })
                 }
 
                 async fn remove_plan_failures(&self, number: RunbookNumber) -> StoreResult<u32> {

@@ -184,7 +184,10 @@ async fn plan(store: &Arc<dyn Store>, number: RunbookNumber) {
 /// Runs a leaf step to its end, as the engine would record it.
 async fn finish(store: &Arc<dyn Store>, number: RunbookNumber, step: &str, end: StepEnd) {
     start(store, number, step).await;
-    store.finish_step(number, &n(step), &end).await.unwrap();
+    store
+        .finish_step(number, &n(step), &end, &runbooks::domain::Usage::default())
+        .await
+        .unwrap();
 }
 
 async fn start(store: &Arc<dyn Store>, number: RunbookNumber, step: &str) {
@@ -1066,6 +1069,7 @@ async fn live_updates_send_the_changed_part_of_the_page() {
                 commit_sha: Some(SHA_A.into()),
                 log: "progress\r100%".into(),
             },
+            &runbooks::domain::Usage::default(),
         )
         .await
         .unwrap();

@@ -206,6 +206,7 @@ async fn every_field_of_a_runbook(backend: Backend) {
                 commit_sha: Some("a".repeat(40)),
                 log: "done".into(),
             },
+            &runbooks::domain::Usage::default(),
         )
         .await
         .unwrap();
@@ -217,6 +218,7 @@ async fn every_field_of_a_runbook(backend: Backend) {
                 error: "exit status 3".into(),
                 log: "tail".into(),
             },
+            &runbooks::domain::Usage::default(),
         )
         .await
         .unwrap();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use runbooks::domain::{
     FollowUp, NewRunbook, Plan, PlannedStep, PrMode, PullState, RunbookStatus, StepKind,
-    StepNumber, StepState,
+    StepNumber, StepState, Usage,
 };
 use runbooks::store::{RunbookFilter, StepEnd, Store, StoreError};
 use support::{Backend, TestDb};
@@ -625,6 +625,12 @@ async fn plans_failures_and_transitions(backend: Backend) {
                 commit_sha: Some("abc".into()),
                 log: "ok".into(),
             },
+            &Usage {
+                wall_ms: 1500,
+                agent_cpu_ms: 300,
+                prompt_tokens: Some(1000),
+                completion_tokens: Some(200),
+            },
         )
         .await
         .unwrap();
@@ -645,6 +651,12 @@ async fn plans_failures_and_transitions(backend: Backend) {
                 error: "exit 1".into(),
                 log: "tail".into(),
             },
+            &Usage {
+                wall_ms: 500,
+                agent_cpu_ms: 100,
+                prompt_tokens: None,
+                completion_tokens: None,
+            },
         )
         .await
         .unwrap();
@@ -661,6 +673,30 @@ async fn plans_failures_and_transitions(backend: Backend) {
     assert_eq!(steps[1].commit_sha.as_deref(), Some("abc"));
     assert_eq!(steps[1].log.as_deref(), Some("ok"));
     assert_eq!(steps[2].error.as_deref(), Some("exit 1"));
+    assert_eq!(steps[0].usage, None, "a parent never runs");
+    assert_eq!(steps[1].usage.unwrap().prompt_tokens, Some(1000));
+    assert_eq!(steps[2].usage.unwrap().wall_ms, 500);
+    assert_eq!(steps[2].usage.unwrap().completion_tokens, None);
+    // The organisation's use, by name without regard to case, since a moment.
+    let used = store.org_usage_since("ACME", 0).await.unwrap();
+    assert_eq!(
+        used,
+        Usage {
+            wall_ms: 2000,
+            agent_cpu_ms: 400,
+            prompt_tokens: Some(1000),
+            completion_tokens: Some(200),
+        }
+    );
+    assert_eq!(
+        store.org_usage_since("other", 0).await.unwrap(),
+        Usage::default()
+    );
+    assert_eq!(
+        store.org_usage_since("acme", i64::MAX).await.unwrap(),
+        Usage::default(),
+        "only steps finished since then"
+    );
     assert!(
         store.runbooks_with_work(0, 10).await.unwrap().is_empty(),
         "a failed runbook waits"

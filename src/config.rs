@@ -183,6 +183,10 @@ pub struct ServeArgs {
     /// The coding-agent command run per step (command agent).
     #[arg(long, env = "RUNBOOKS_AGENT_COMMAND")]
     pub agent_command: Option<String>,
+    /// The command that plans free-text prompts, for coding CLIs that plan differently from
+    /// how they carry out a step (command agent; default: the agent command).
+    #[arg(long, env = "RUNBOOKS_AGENT_PLAN_COMMAND")]
+    pub agent_plan_command: Option<String>,
     /// The jail agent commands run in: `bwrap` (bubblewrap: only the working tree, a private
     /// HOME and /tmp and the system directories; own processes and network), `none` (no
     /// jail: an explicit opt-out), or `auto` (bwrap, and the server refuses to start when it
@@ -491,6 +495,7 @@ impl Config {
                 openai_api_key: args.openai_api_key.map(SecretString::from),
                 model: args.model,
                 command: args.agent_command,
+                plan_command: args.agent_plan_command,
                 sandbox: args.sandbox,
                 network: args.agent_network,
                 allow_hosts,

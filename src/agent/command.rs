@@ -18,18 +18,39 @@
 //! in `RUNBOOKS_AGENT_ENV` (e.g. `ANTHROPIC_API_KEY`), and its model API's host in
 //! `RUNBOOKS_AGENT_ALLOW_HOSTS` (the jail's network goes through the egress proxy).
 //!
-//! Planning: the command agent has no planner of its own; it uses the script agent's parser
-//! (a runbook in the template layout gives its steps, any other prompt is one step), and the
-//! CLI then carries out each step, free text or not.
+//! # Planning
+//!
+//! A prompt in the template layout is the plan as written ([`planning::written_plan`]). Any
+//! other prompt is planned by the same CLI (or by `RUNBOOKS_AGENT_PLAN_COMMAND`, for CLIs
+//! that plan differently), run in the runbook's working tree — prepared by the engine on the
+//! branch the first step starts from, and **read-only** in the jail: the planner reads the
+//! repository and runs what it likes, but changes nothing. It gets the planning prompt (the
+//! plan format of [`planning::planner_instructions`], then the task) on stdin and in
+//! `RUNBOOKS_STEP_PROMPT` (so one command line serves both), and `RUNBOOKS_PLAN_FILE`, a
+//! fresh path in its private /tmp, set for planning only. It answers with the JSON plan in
+//! that file, or on stdout when it wrote none. The answer is checked like the `openai`
+//! planner's ([`planning::parse_plan_answer`]); a bad one is given back once, with the
+//! problem, to a second run, and a second bad answer fails the plan with it. A planning
+//! command that fails (exit status, timeout) fails the plan with its output's tail. Planning
+//! as a whole is bounded by the step timeout.
+//!
+//! The planner is not given the issue the runbook came from (`PlanRequest::context`): its
+//! body can be written by someone without write access to the repository, and the plan
+//! becomes what the CLI then does with write access.
 
 use std::path::Path;
 
+use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::planning::{self, PLAN_ATTEMPTS, REJECTED_ANSWER_CAP};
 use super::sandbox::{Exit, SandboxCommand};
-use super::script::{check_worktree, plan_from_template};
+use super::script::check_worktree;
 use super::{Agent, AgentError, Limits, PlanRequest, StepOutcome, StepTask, keep_tail, short_tail};
 use crate::domain::Plan;
+
+/// The variable naming the file a planning command writes its plan to.
+pub const PLAN_FILE_VARIABLE: &str = "RUNBOOKS_PLAN_FILE";
 
 /// Bytes of the prompt put in `RUNBOOKS_STEP_PROMPT`: under Linux's 128 KiB per-string limit
 /// for the environment, with room for the name and a note.
@@ -39,6 +60,8 @@ const ENV_PROMPT_BYTES: usize = 120 * 1024;
 #[derive(Debug, Clone)]
 pub struct CommandAgent {
     command: String,
+    /// Plans instead of `command` when set.
+    plan_command: Option<String>,
     limits: Limits,
 }
 
@@ -47,15 +70,31 @@ impl CommandAgent {
     pub fn new(command: impl Into<String>, limits: Limits) -> Self {
         Self {
             command: command.into(),
+            plan_command: None,
             limits,
         }
+    }
+
+    /// A different command line for planning (`RUNBOOKS_AGENT_PLAN_COMMAND`).
+    pub fn with_plan_command(mut self, command: Option<&str>) -> Self {
+        self.plan_command = command.map(str::to_string);
+        self
     }
 }
 
 #[async_trait::async_trait]
 impl Agent for CommandAgent {
     async fn plan(&self, request: &PlanRequest) -> Result<Plan, AgentError> {
-        plan_from_template(request)
+        if let Some(plan) = planning::written_plan(request)? {
+            return Ok(plan);
+        }
+        let span = tracing::info_span!("command_plan");
+        self.plan_in_tree(request).instrument(span).await
+    }
+
+    fn plans_in_tree(&self, request: &PlanRequest) -> bool {
+        // Only a prompt the CLI plans; a written plan (or one with a mistake) needs no tree.
+        matches!(planning::written_plan(request), Ok(None))
     }
 
     async fn execute(&self, task: &StepTask, worktree: &Path) -> Result<StepOutcome, AgentError> {
@@ -108,6 +147,125 @@ impl CommandAgent {
             }
         }
     }
+}
+
+impl CommandAgent {
+    async fn plan_in_tree(&self, request: &PlanRequest) -> Result<Plan, AgentError> {
+        let Some(tree) = request.tree.as_deref() else {
+            return Err(AgentError::Plan(
+                "the command agent plans in the repository's working tree, and none was prepared"
+                    .into(),
+            ));
+        };
+        check_worktree(tree)?;
+        let command = self.plan_command.as_deref().unwrap_or(&self.command);
+        let deadline = Instant::now() + self.limits.step_timeout;
+        let mut rejected: Option<(String, String)> = None;
+        for attempt in 1..=PLAN_ATTEMPTS {
+            let prompt = planning_prompt(request, rejected.as_ref());
+            let left = deadline.saturating_duration_since(Instant::now());
+            let run = SandboxCommand::new("sh", tree)
+                .arg("-c")
+                .arg(command)
+                .stdin(prompt.clone())
+                .env("RUNBOOKS_STEP_PROMPT", env_prompt(&prompt))
+                .collect_file(PLAN_FILE_VARIABLE, "runbooks-plan.json")
+                .read_only_tree()
+                .timeout(left)
+                .jail(&self.limits.jail)
+                .output_cap(self.limits.output_cap)
+                .run()
+                .await
+                .map_err(AgentError::io("could not start the agent command to plan"))?;
+            let output = run.output.text();
+            match run.exit {
+                Exit::Code(0) => {}
+                Exit::TimedOut => {
+                    return Err(AgentError::Plan(format!(
+                        "the agent command did not plan within {}",
+                        humantime::format_duration(self.limits.step_timeout)
+                    )));
+                }
+                exit => {
+                    let tail = short_tail(&output, 20, 2000);
+                    let mut message = format!("the agent command {exit} while planning");
+                    if tail.is_empty() {
+                        message.push_str(" (no output)");
+                    } else {
+                        message.push_str(&format!("; last lines of its output:\n{tail}"));
+                    }
+                    return Err(AgentError::Plan(message));
+                }
+            }
+            // The plan file when there is one, else what the command printed.
+            let answer = match run.collected {
+                Some(Ok(bytes)) if !bytes.iter().all(u8::is_ascii_whitespace) => {
+                    Ok(String::from_utf8_lossy(&bytes).into_owned())
+                }
+                Some(Err(reason)) => Err(format!("the plan file was not read: {reason}")),
+                _ => Ok(output),
+            };
+            let parsed = answer
+                .clone()
+                .and_then(|answer| planning::parse_plan_output(&answer, request.after));
+            match parsed {
+                Ok(plan) => {
+                    tracing::info!(
+                        attempt,
+                        steps = plan.steps().len(),
+                        "the agent command planned"
+                    );
+                    return Ok(plan);
+                }
+                Err(problem) => {
+                    tracing::info!(attempt, %problem, "the agent command's plan was rejected");
+                    let answer = match answer {
+                        Ok(answer) if !answer.trim().is_empty() => {
+                            super::tools::cap_head(answer, REJECTED_ANSWER_CAP)
+                        }
+                        _ => "(no plan)".to_string(),
+                    };
+                    rejected = Some((answer, problem));
+                }
+            }
+        }
+        let problem = rejected.map(|(_, problem)| problem).unwrap_or_default();
+        Err(AgentError::Plan(format!(
+            "the agent command gave no usable plan in {PLAN_ATTEMPTS} attempts; the last \
+             problem: {problem}. Rephrase the prompt, or write the steps in the template layout \
+             (`### Step 1: …`)"
+        )))
+    }
+}
+
+/// What a planning command reads: the plan format, where to answer, the task, and, on a
+/// second attempt, its rejected answer with the problem. The issue the runbook came from is
+/// left out on purpose (see the module's documentation).
+fn planning_prompt(request: &PlanRequest, rejected: Option<&(String, String)>) -> String {
+    let task = PlanRequest {
+        context: None,
+        ..request.clone()
+    };
+    let mut prompt = format!(
+        "{instructions}\n\n\
+         # Where to answer\n\n\
+         Write the JSON object to the file named by the environment variable \
+         {PLAN_FILE_VARIABLE}; if you cannot write files, print it as the last thing you \
+         output. The current directory is the repository's working tree, read-only while you \
+         plan: read files and run commands to understand it, but change nothing; the steps of \
+         your plan make the changes.\n\n\
+         {task}",
+        instructions = planning::planner_instructions(request.after),
+        task = planning::planning_prompt(&task),
+    );
+    if let Some((answer, problem)) = rejected {
+        prompt.push_str(&format!(
+            "\n# Your previous answer\n\n{answer}\n\nThat answer could not be used: \
+             {problem}.\nAnswer again with only the JSON object described above, with this \
+             fixed.\n"
+        ));
+    }
+    prompt
 }
 
 /// The prompt for the environment variable, cut (at a character boundary) to what the kernel

@@ -46,7 +46,7 @@ pub trait Agent: Send + Sync {
 
     /// Whether this agent plans `prompt` by reading the repository: then the engine prepares
     /// the runbook's working tree first and gives it in [`PlanRequest::tree`].
-    fn plans_in_tree(&self, _prompt: &str) -> bool {
+    fn plans_in_tree(&self, _request: &PlanRequest) -> bool {
         false
     }
 
@@ -249,7 +249,14 @@ pub fn from_config(config: &AgentConfig, limits: Limits) -> anyhow::Result<Arc<d
                          'aider --yes --message \"$RUNBOOKS_STEP_PROMPT\"'"
                     )
                 })?;
-            Ok(Arc::new(command::CommandAgent::new(command, limits)))
+            let plan_command = config
+                .plan_command
+                .as_deref()
+                .map(str::trim)
+                .filter(|command| !command.is_empty());
+            Ok(Arc::new(
+                command::CommandAgent::new(command, limits).with_plan_command(plan_command),
+            ))
         }
         AgentKind::Openai => Ok(Arc::new(openai::OpenAiAgent::from_config(config, limits)?)),
     }
@@ -300,6 +307,7 @@ mod tests {
             openai_api_key: None,
             model: None,
             command: command.map(str::to_string),
+            plan_command: None,
             sandbox: SandboxKind::None,
             network: None,
             allow_hosts: Vec::new(),

@@ -143,6 +143,23 @@ pub fn parse_plan_answer(answer: &str, after: u32) -> Result<Plan, String> {
     })
 }
 
+/// Reads a plan from a coding CLI's output, which may be a whole transcript: as an answer
+/// ([`parse_plan_answer`]) first, then from the last `{"steps"` object on, where the
+/// transcript's other braces (code it read, tool calls) do not get in the way.
+pub fn parse_plan_output(output: &str, after: u32) -> Result<Plan, String> {
+    let first = match parse_plan_answer(output, after) {
+        Ok(plan) => return Ok(plan),
+        Err(problem) => problem,
+    };
+    let Some(key) = output.rfind("\"steps\"") else {
+        return Err(first);
+    };
+    let Some(start) = output[..key].rfind('{') else {
+        return Err(first);
+    };
+    parse_plan_answer(&output[start..], after).or(Err(first))
+}
+
 /// The JSON value in a planner's answer.
 fn extract_json(answer: &str) -> Result<Value, String> {
     let mut text = answer;
@@ -224,6 +241,22 @@ mod tests {
         }
         let bare = r#"[{"number":"4","title":"Next"}]"#;
         assert_eq!(numbers(&parse_plan_answer(bare, 3).unwrap()), ["4"]);
+    }
+
+    #[test]
+    fn plans_are_found_at_the_end_of_a_transcript() {
+        let json = r#"{"steps": [{"number": "1", "title": "A", "details": "a"}]}"#;
+        let transcript = format!(
+            "> read src/lib.rs\nfn main() {{ println!(\"{{}}\", 1); }}\nthinking…\n{json}\ndone\n"
+        );
+        assert!(parse_plan_answer(&transcript, 0).is_err());
+        assert_eq!(numbers(&parse_plan_output(&transcript, 0).unwrap()), ["1"]);
+        // Nothing that looks like a plan: the first problem is the one reported.
+        assert!(
+            parse_plan_output("no plan here", 0)
+                .unwrap_err()
+                .starts_with("the answer is not valid JSON")
+        );
     }
 
     #[test]

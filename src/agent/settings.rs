@@ -41,6 +41,9 @@ pub struct AgentConfig {
     pub openai_api_key: Option<SecretString>,
     pub model: Option<String>,
     pub command: Option<String>,
+    /// The command that plans, when the agent's CLI plans differently from how it carries
+    /// out a step (`RUNBOOKS_AGENT_PLAN_COMMAND`); `None`: `command` plans too.
+    pub plan_command: Option<String>,
     pub sandbox: SandboxKind,
     /// `None`: the agent's default (`none` for the script agent, `allowlist` otherwise).
     pub network: Option<NetworkKind>,

@@ -1,10 +1,13 @@
 //! One leaf step in git: prepare the working tree on the right branch, let the agent work,
 //! commit what changed and push it.
 
+use secrecy::SecretString;
+
 use crate::agent::StepTask;
-use crate::domain::{PrMode, RunbookNumber};
-use crate::git::{Identity, Remote};
-use crate::store::{StepEnd, StepRecord};
+use crate::domain::{PrMode, RunbookNumber, StepNumber};
+use crate::git::{Identity, Remote, Worktree};
+use crate::github::RepoInfo;
+use crate::store::{RunbookRecord, StepEnd, StepRecord};
 
 use super::{Engine, branches, commit_message, is_commit_of, tops_with_commits};
 
@@ -45,28 +48,37 @@ pub(super) async fn execute(engine: &Engine, number: RunbookNumber, step: &StepR
     }
 }
 
-async fn try_execute(
+/// A runbook's working tree, prepared for a step, with what it took.
+pub(super) struct Prepared {
+    pub runbook: RunbookRecord,
+    pub repo: RepoInfo,
+    pub token: SecretString,
+    pub worktree: Worktree,
+}
+
+/// Prepares the runbook's working tree on the branch `step` works on (see [`branches`]),
+/// from the mirror brought up to date.
+pub(super) async fn prepare(
     engine: &Engine,
     number: RunbookNumber,
-    step: &StepRecord,
-) -> Result<StepEnd, StepEnd> {
+    step: &StepNumber,
+) -> Result<Prepared, String> {
     let runbook = engine
         .store
         .runbook(number)
         .await
-        .map_err(failed)?
-        .ok_or_else(|| failed("the runbook no longer exists"))?;
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "the runbook no longer exists".to_string())?;
     let repo = engine
         .github
         .installed_repo(&runbook.org, &runbook.repo)
         .await
-        .map_err(failed)?;
-    let token = engine.github.git_token(&repo).await.map_err(failed)?;
-    let bot = engine.github.bot(&repo).await.map_err(failed)?;
-    let identity = Identity {
-        name: bot.name,
-        email: bot.email,
-    };
+        .map_err(|e| e.to_string())?;
+    let token = engine
+        .github
+        .git_token(&repo)
+        .await
+        .map_err(|e| e.to_string())?;
     let remote = Remote {
         full_name: repo.full_name.as_str(),
         clone_url: &repo.clone_url,
@@ -77,19 +89,75 @@ async fn try_execute(
         .clone()
         .unwrap_or_else(|| repo.default_branch.clone());
     let mode = runbook.pr_mode.unwrap_or(PrMode::SinglePr);
-    let steps = engine.store.steps(number).await.map_err(failed)?;
-    let (branch, base) = branches(
-        number,
-        mode,
-        &step.number,
-        &target,
-        &tops_with_commits(&steps),
-    );
+    let steps = engine
+        .store
+        .steps(number)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (branch, base) = branches(number, mode, step, &target, &tops_with_commits(&steps));
     let worktree = engine
         .repos
         .worktree(&remote, number.get(), &branch, &base)
         .await
+        .map_err(|e| e.to_string())?;
+    Ok(Prepared {
+        runbook,
+        repo,
+        token,
+        worktree,
+    })
+}
+
+/// The working tree a plan is made in: the one the plan's first step (`after + 1`) will work
+/// in. Preparing it is machinery: a passing failure is tried again, like a step's.
+pub(super) async fn prepare_for_plan(
+    engine: &Engine,
+    number: RunbookNumber,
+    after: u32,
+) -> Result<Worktree, String> {
+    let first = StepNumber::top(after.saturating_add(1));
+    let mut attempt = 1;
+    loop {
+        match prepare(engine, number, &first).await {
+            Ok(prepared) => return Ok(prepared.worktree),
+            Err(error) if attempt >= MACHINERY_ATTEMPTS => {
+                return Err(format!(
+                    "the working tree to plan in could not be prepared: {error}"
+                ));
+            }
+            Err(error) => {
+                let wait = MACHINERY_BACKOFF * 2u32.pow(attempt - 1);
+                tracing::warn!(runbook = number.get(), attempt, %error, ?wait, "working tree for planning not prepared; trying again");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+async fn try_execute(
+    engine: &Engine,
+    number: RunbookNumber,
+    step: &StepRecord,
+) -> Result<StepEnd, StepEnd> {
+    let Prepared {
+        runbook,
+        repo,
+        token,
+        worktree,
+    } = prepare(engine, number, &step.number)
+        .await
         .map_err(failed)?;
+    let bot = engine.github.bot(&repo).await.map_err(failed)?;
+    let identity = Identity {
+        name: bot.name,
+        email: bot.email,
+    };
+    let remote = Remote {
+        full_name: repo.full_name.as_str(),
+        clone_url: &repo.clone_url,
+        token: &token,
+    };
 
     // A step interrupted after its push: the branch already ends with its commit. Adopted
     // only when the app made it (its trailers are plain text anyone pushing to the branch

@@ -268,13 +268,48 @@ impl Engine {
                     .thread(number)
                     .await?
                     .and_then(|t| t.thread.context);
-                let request = PlanRequest {
+                let mut request = PlanRequest {
                     prompt: prompt.clone(),
                     context,
                     after,
                     tree: None,
                 };
-                match self.agent.plan(&request).await {
+                if self.agent.plans_in_tree(&request) {
+                    match git_steps::prepare_for_plan(self, number, after).await {
+                        Ok(worktree) => request.tree = Some(worktree.path().to_path_buf()),
+                        Err(error) => {
+                            tracing::warn!(runbook = number.get(), %error, "the plan could not be made");
+                            self.store
+                                .record_plan_failure(number, after, &prompt, &error, follow_up)
+                                .await?;
+                            self.announce(number, Progress::PlanFailed);
+                            return Ok(true);
+                        }
+                    }
+                }
+                // Planning may take as long as a step: it stops, like one, when the runbook
+                // is cancelled or the lease is lost.
+                let planned = match self.watched(number, lost, self.agent.plan(&request)).await {
+                    Ok(planned) => planned,
+                    Err(Interrupted::LeaseLost) => return Ok(false),
+                    Err(Interrupted::Cancelled) => {
+                        // Recorded as a plan that was not made, so that the runbook stops
+                        // (`failed`; a retry plans again) instead of planning again at once.
+                        self.store
+                            .record_plan_failure(
+                                number,
+                                after,
+                                &prompt,
+                                "cancelled while planning",
+                                follow_up,
+                            )
+                            .await?;
+                        self.store.set_cancel_requested(number, false).await?;
+                        self.announce(number, Progress::Cancelled);
+                        return Ok(true);
+                    }
+                };
+                match planned {
                     Ok(plan) => {
                         let state = if queue {
                             StepState::Queued
@@ -501,22 +536,48 @@ impl Engine {
         step: &StepRecord,
         lost: &AtomicBool,
     ) -> StepEnd {
-        let work = git_steps::execute(self, number, step);
+        match self
+            .watched(number, lost, git_steps::execute(self, number, step))
+            .await
+        {
+            Ok(end) => end,
+            Err(Interrupted::LeaseLost) => StepEnd::Failed {
+                error: "the lease was lost".into(),
+                log: String::new(),
+            },
+            Err(Interrupted::Cancelled) => cancelled(String::new()),
+        }
+    }
+
+    /// Runs `work` (a step, a plan) until it ends, the runbook is cancelled or the lease is
+    /// lost; then it is dropped, which stops whatever agent process it started.
+    async fn watched<T>(
+        &self,
+        number: RunbookNumber,
+        lost: &AtomicBool,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, Interrupted> {
         tokio::pin!(work);
         loop {
             tokio::select! {
-                end = &mut work => return end,
+                done = &mut work => return Ok(done),
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {
                     if lost.load(Ordering::SeqCst) {
-                        return StepEnd::Failed { error: "the lease was lost".into(), log: String::new() };
+                        return Err(Interrupted::LeaseLost);
                     }
                     if self.store.cancel_requested(number).await.unwrap_or(false) {
-                        return cancelled(String::new());
+                        return Err(Interrupted::Cancelled);
                     }
                 }
             }
         }
     }
+}
+
+/// Why the engine stopped work before it ended.
+enum Interrupted {
+    LeaseLost,
+    Cancelled,
 }
 
 /// One of the engine's workers: works on one runbook at a time, under its own lease.

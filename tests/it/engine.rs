@@ -909,7 +909,89 @@ async fn a_stacked_pull_request_that_could_not_be_opened_is_opened_at_settle() {
     t.stop().await;
 }
 
+/// The `command` agent end to end: a coding CLI (`fixtures/agents/fake-coding-cli`, jailed,
+/// readable through `RUNBOOKS_AGENT_READ_PATHS` as a real one would be) plans a free-text
+/// prompt into three top-level steps with sub-steps, then carries out each leaf: one commit
+/// per leaf, a stacked pull request per top-level step.
+async fn a_coding_cli_plans_and_carries_out_a_free_text_runbook(backend: Backend) {
+    let github = github().await;
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/agents");
+    let cli = fixtures.join("fake-coding-cli");
+    let t = server_for(&github, backend, move |config| {
+        config.agent.kind = runbooks::agent::AgentKind::Command;
+        config.agent.command = Some(format!("sh '{}'", cli.display()));
+        config.agent.read_paths.push(fixtures);
+        // The fake needs no network (a real CLI reaches its model through the egress proxy).
+        config.agent.network = Some(runbooks::agent::NetworkKind::None);
+    })
+    .await;
+    let mut request = body("Write a note for every part of the code.");
+    request["pr_mode"] = json!("stacked_pr");
+    create(&t, request).await;
+    let done = wait_for_status(&t, 1, &[RunbookStatus::Completed, RunbookStatus::Failed]).await;
+    let all = steps(&t, 1).await;
+    assert_eq!(done.status, RunbookStatus::Completed, "{all:?}");
+    let numbers: Vec<&str> = all.iter().map(|s| s.number.as_str()).collect();
+    assert_eq!(numbers, ["1", "1.1", "1.2", "2", "2.1", "2.2", "3"]);
+    assert_eq!(all[1].title, "Write the first note");
+
+    // One commit per leaf, each on its top-level step's branch, stacked.
+    let last = github
+        .commit_messages("acme-corp", "backend", "runbooks/1/step-3")
+        .await
+        .unwrap();
+    let made: Vec<String> = last
+        .iter()
+        .filter_map(|m| m.lines().find_map(|l| l.strip_prefix("Runbook-Step: ")))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(made, ["3", "2.2", "2.1", "1.2", "1.1"], "{last:?}");
+    let note = github
+        .file(
+            "acme-corp",
+            "backend",
+            "runbooks/1/step-2",
+            "notes/step-2.1.md",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        note.as_deref(),
+        Some("Step 2.1 of runbook 1: Write the third note\n")
+    );
+    for branch in ["runbooks/1/step-1", "runbooks/1/step-3"] {
+        assert!(
+            github
+                .file("acme-corp", "backend", branch, ".planner-was-here")
+                .await
+                .unwrap()
+                .is_none(),
+            "the planner could not write the tree"
+        );
+    }
+    github
+        .wait_until(Duration::from_secs(30), "three final PRs", |g| {
+            let pulls = g.pulls("acme-corp", "backend");
+            pulls.len() == 3 && pulls.iter().all(|p| !p.draft)
+        })
+        .await
+        .unwrap();
+    let pulls = github.pulls("acme-corp", "backend");
+    let base_of = |head: &str| {
+        pulls
+            .iter()
+            .find(|p| p.head == head)
+            .map(|p| p.base.clone())
+            .unwrap()
+    };
+    assert_eq!(base_of("runbooks/1/step-1"), "main");
+    assert_eq!(base_of("runbooks/1/step-2"), "runbooks/1/step-1");
+    assert_eq!(base_of("runbooks/1/step-3"), "runbooks/1/step-2");
+    t.stop().await;
+}
+
 both_backends!(
+    a_coding_cli_plans_and_carries_out_a_free_text_runbook,
     a_pull_request_that_could_not_be_opened_is_opened_later,
     project_configuration_fills_in_defaults,
     manual_runbooks_open_their_pull_request_on_request,

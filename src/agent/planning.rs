@@ -247,7 +247,7 @@ mod tests {
     fn plans_are_found_at_the_end_of_a_transcript() {
         let json = r#"{"steps": [{"number": "1", "title": "A", "details": "a"}]}"#;
         let transcript = format!(
-            "> read src/lib.rs\nfn main() {{ println!(\"{{}}\", 1); }}\nthinking…\n{json}\ndone\n"
+            "> read src/lib.rs\nfn main() {{ let v = [1, 2]; println!(\"{{:?}}\", v); }}\nthinking…\n{json}\ndone\n"
         );
         assert!(parse_plan_answer(&transcript, 0).is_err());
         assert_eq!(numbers(&parse_plan_output(&transcript, 0).unwrap()), ["1"]);

@@ -990,7 +990,44 @@ async fn a_coding_cli_plans_and_carries_out_a_free_text_runbook(backend: Backend
     t.stop().await;
 }
 
+/// Planning takes as long as the CLI likes; cancelling stops it like a running step, and the
+/// runbook shows why (a retry plans again).
+async fn cancel_stops_a_coding_cli_that_is_planning(backend: Backend) {
+    let github = github().await;
+    let signs = tempfile::tempdir().unwrap();
+    let started = signs.path().join("planning");
+    let command = format!("touch '{}'; sleep 60", started.display());
+    let t = server_for(&github, backend, move |config| {
+        config.agent.kind = runbooks::agent::AgentKind::Command;
+        config.agent.command = Some("true".into());
+        config.agent.plan_command = Some(command);
+        // Unjailed, so that the planner can leave the sign that it started where the test
+        // sees it.
+        config.agent.sandbox = runbooks::agent::SandboxKind::None;
+    })
+    .await;
+    create(&t, body("Write notes.")).await;
+    // The planner is another process: its sign is looked for until it shows.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !started.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the planner never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    t.api().act(1, "cancel", None).await.expect("requested");
+    let cancelled = wait_for_status(&t, 1, &[RunbookStatus::Failed]).await;
+    assert_eq!(cancelled.steps.failed, 1);
+    assert_eq!(
+        steps(&t, 1).await[0].error.as_deref(),
+        Some("cancelled while planning")
+    );
+    t.stop().await;
+}
+
 both_backends!(
+    cancel_stops_a_coding_cli_that_is_planning,
     a_coding_cli_plans_and_carries_out_a_free_text_runbook,
     a_pull_request_that_could_not_be_opened_is_opened_later,
     project_configuration_fills_in_defaults,

@@ -4,7 +4,8 @@
 //! One interface, [`Agent`], several backends chosen by configuration (`RUNBOOKS_AGENT`):
 //! - [`script::ScriptAgent`] (`script`, the default): no network, no model. Plans from a
 //!   runbook written in the template layout ([`template`]) and runs its `sh`/`bash` blocks.
-//! - [`command::CommandAgent`] (`command`): an external coding-agent CLI run per step.
+//! - [`command::CommandAgent`] (`command`): an external coding-agent CLI, run per step and to
+//!   plan free-text prompts in the runbook's tree (read-only).
 //! - [`openai::OpenAiAgent`] (`openai`): any OpenAI-compatible chat-completions endpoint
 //!   plans free-text prompts and carries out steps with a bounded tool-calling loop
 //!   ([`tools`]) confined to the working tree.

@@ -35,13 +35,6 @@ impl ScriptAgent {
     }
 }
 
-/// Plans from the template layout, or makes a plain prompt one step. Shared with the
-/// `command` agent, which has no planner of its own.
-pub(crate) fn plan_from_template(request: &PlanRequest) -> Result<Plan, AgentError> {
-    template::parse_plan(&request.prompt, request.after)
-        .map_err(|err| AgentError::Plan(err.to_string()))
-}
-
 /// Checks the working tree exists before anything runs in it, so the error names it.
 pub(crate) fn check_worktree(worktree: &Path) -> Result<(), AgentError> {
     match std::fs::metadata(worktree) {
@@ -60,7 +53,9 @@ pub(crate) fn check_worktree(worktree: &Path) -> Result<(), AgentError> {
 #[async_trait::async_trait]
 impl Agent for ScriptAgent {
     async fn plan(&self, request: &PlanRequest) -> Result<Plan, AgentError> {
-        plan_from_template(request)
+        // The template layout, or a plain prompt as one step (which then has no commands).
+        template::parse_plan(&request.prompt, request.after)
+            .map_err(|err| AgentError::Plan(err.to_string()))
     }
 
     async fn execute(&self, task: &StepTask, worktree: &Path) -> Result<StepOutcome, AgentError> {

@@ -205,7 +205,7 @@ async fn a_second_runbook_with_the_same_lock_file_hits_the_cache(backend: Backen
 }
 
 const FAILING: &str = r#"setup:
-  - "echo preparing"
+  - "echo preparing at $(date +%s%N)"
   - "echo 'npm ERR! could not resolve left-pad' >&2; exit 3"
   - "touch never"
 "#;
@@ -259,8 +259,8 @@ async fn a_failing_setup_fails_the_runbook_or_warns(backend: Backend) {
         None
     );
 
-    // A retry sets the fresh tree up again (and fails again).
-    let before = setup["wall_ms"].clone();
+    // A retry sets the fresh tree up again (and fails again): the log is the new run's.
+    let before = log.to_string();
     t.api().act(1, "retry", None).await.expect("queued again");
     let mut progress = t.watch(1, std::time::Duration::from_secs(60));
     loop {
@@ -276,9 +276,12 @@ async fn a_failing_setup_fails_the_runbook_or_warns(backend: Backend) {
                 error.starts_with("the repository's setup failed"),
                 "{error}"
             );
+            let log = steps["setup"]["log"].as_str().unwrap();
+            assert!(log.contains("preparing at"), "{log}");
+            assert_ne!(log, before, "the setup did not run again");
             break;
         }
-        assert!(progress.next().await, "the retry never ended; {before}");
+        assert!(progress.next().await, "the retry never ended");
     }
 
     let warned = {

@@ -25,7 +25,7 @@ pub mod project;
 pub mod pulls;
 mod report;
 mod setup;
-pub mod setup_cache;
+mod setup_cache;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

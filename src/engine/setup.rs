@@ -16,8 +16,10 @@
 //!   directory (`git::Worktree::keep_setup_out_of_commits`); the steps see them.
 //! - **Cache** ([`super::setup_cache`]): a key that has an entry restores it and runs no
 //!   command (`hit`); otherwise the commands run and, when they succeed, the paths are saved
-//!   (`miss`) — before any step runs. A cache the tree or configuration makes unusable (a
-//!   path through a symbolic link, a key file leading out of the tree) fails the setup.
+//!   (`miss`) — before any step runs. A cache the tree makes unusable when it is looked up
+//!   (a key file leading out of the tree, a cached path restored through a symbolic link)
+//!   fails the setup; an entry that cannot be saved (a cached path the commands made go
+//!   through a link) is only noted in the log: the setup itself succeeded.
 //! - **Failure**: with `on_failure: fail` the step about to run fails with the setup's
 //!   error and the tail of its output; with `warn` the steps run anyway.
 //! - **Reported** with the runbook (`store::SetupStore`): in progress when it starts, then

@@ -127,14 +127,13 @@ pub async fn start_with_store(
     match &github {
         Some(github) => {
             let jail = agent::jail(&config.agent, jail_site(config, addr)?).await?;
-            let agent = agent::from_config(
-                &config.agent,
-                agent::Limits {
-                    jail,
-                    ..agent::Limits::default()
-                },
-            )
-            .context("the agent settings are not usable")?;
+            // One set of limits: the agent's steps and the repository's setup run under it.
+            let limits = agent::Limits {
+                jail,
+                ..agent::Limits::default()
+            };
+            let agent = agent::from_config(&config.agent, limits.clone())
+                .context("the agent settings are not usable")?;
             let started = Engine::new(
                 store.clone(),
                 github.clone(),
@@ -145,6 +144,7 @@ pub async fn start_with_store(
                     lease: config.lease,
                     public_url: public_url.clone(),
                     status_interval: config.status_interval,
+                    limits,
                     ..EngineConfig::default()
                 },
             );

@@ -735,6 +735,69 @@ async fn released_trees_serve_later_runbooks_clean_and_the_pool_is_bounded() {
     .await
 }
 
+/// What the repository's setup leaves in a tree stays out of commits (a changed tracked file
+/// is restored, an untracked one is excluded in the engine's git directory and survives the
+/// next step's reset), the tree stays marked set up for its runbook, and a released tree
+/// forgets both before another runbook gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_leftovers_stay_out_of_commits_and_released_trees_forget_them() {
+    bounded(async {
+        let fx = Fixture::new(&[(".gitignore", "ignored/\n"), ("a.txt", "a\n")]).await;
+        let wt = fx.worktree(30, "runbooks/30", "main").await;
+        assert!(!wt.is_set_up());
+        write(wt.path(), "a.txt", "changed by setup\n");
+        write(wt.path(), "tool.bin", "untracked\n");
+        write(wt.path(), "gen/code.rs", "generated\n");
+        write(wt.path(), "we*ird [name]", "odd\n");
+        write(wt.path(), "ignored/cache", "ignored\n");
+        let leftovers = wt.keep_setup_out_of_commits().await.expect("kept out");
+        assert_eq!(leftovers.restored, ["a.txt"]);
+        let mut excluded = leftovers.excluded.clone();
+        excluded.sort();
+        assert_eq!(excluded, ["gen/", "tool.bin", "we*ird [name]"]);
+        wt.mark_set_up().await.expect("marked");
+        assert_eq!(read(wt.path(), "a.txt").as_deref(), Some("a\n"));
+        assert!(dirty_paths(&wt).is_empty(), "{:?}", dirty_paths(&wt));
+
+        // A step's own new file is committed; the setup's are not, and stay for the next step.
+        write(wt.path(), "step.txt", "step\n");
+        write(wt.path(), "weird", "a step's file\n");
+        wt.commit_all("Step", &bot())
+            .await
+            .expect("commit")
+            .expect("change");
+        let repo = engine_repo(&wt);
+        let tree = repo.head().unwrap().peel_to_tree().unwrap();
+        let mut committed: Vec<String> =
+            tree.iter().map(|e| e.name().unwrap().to_string()).collect();
+        committed.sort();
+        assert_eq!(committed, [".gitignore", "a.txt", "step.txt", "weird"]);
+        wt.push(&fx.remote()).await.expect("push");
+        let again = fx.worktree(30, "runbooks/30", "main").await;
+        assert!(again.is_set_up());
+        assert_eq!(
+            read(again.path(), "tool.bin").as_deref(),
+            Some("untracked\n")
+        );
+        assert_eq!(
+            read(again.path(), "gen/code.rs").as_deref(),
+            Some("generated\n")
+        );
+
+        // Released and taken by another runbook: not set up, nothing excluded any more.
+        fx.cache.release(FULL_NAME, 30).await.expect("release");
+        let next = fx.worktree(31, "runbooks/31", "main").await;
+        assert!(!next.is_set_up());
+        assert_eq!(read(next.path(), "tool.bin"), None);
+        write(next.path(), "tool.bin", "a step's own\n");
+        next.commit_all("Step", &bot())
+            .await
+            .expect("commit")
+            .expect("tool.bin is committed now");
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committing_refuses_a_tree_moved_off_its_branch() {
     bounded(async {

@@ -43,11 +43,41 @@ pub struct StepDocument {
     pub pull_request: Option<u64>,
 }
 
+/// The repository's setup (`setup` in `.github/runbooks.yml`), as it last ran in a fresh
+/// working tree of the runbook.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SetupDocument {
+    /// `in_progress`, `completed` or `failed`.
+    pub status: domain::SetupStatus,
+    /// `hit` (restored from the cache, no command ran), `miss` (the commands ran) or `none`
+    /// (the setup has no cache).
+    pub cache: domain::CacheOutcome,
+    /// The commands and their output (the last bytes, bounded like a step's log), and what
+    /// the engine did around them.
+    pub log: String,
+    /// How long it took, in milliseconds.
+    pub wall_ms: i64,
+}
+
+impl From<domain::SetupReport> for SetupDocument {
+    fn from(report: domain::SetupReport) -> Self {
+        Self {
+            status: report.status,
+            cache: report.cache,
+            log: report.log,
+            wall_ms: report.wall_ms,
+        }
+    }
+}
+
 /// The step tree of a runbook, in plan order.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct StepsDocument {
     pub runbook_number: i64,
     pub steps: Vec<StepDocument>,
+    /// The repository's setup; null when the repository has none, or it has not started
+    /// yet.
+    pub setup: Option<SetupDocument>,
 }
 
 /// Carries out `action`, then answers the runbook as it is now.
@@ -206,8 +236,10 @@ pub async fn steps(
             }
         })
         .collect();
+    let setup = state.store().setup_report(number).await?;
     Ok(Json(StepsDocument {
         runbook_number: number.get(),
         steps: documents,
+        setup: setup.map(SetupDocument::from),
     }))
 }

@@ -4,6 +4,7 @@ pub mod lifecycle;
 pub mod pull;
 pub mod repository;
 pub mod runbook;
+pub mod setup;
 pub mod status;
 pub mod step;
 pub mod usage;
@@ -14,6 +15,7 @@ pub use runbook::{
     FieldError, FieldPath, FollowUp, FollowUpRequest, NewRunbook, NotARunbookNumber, PrMode,
     RunbookNumber, RunbookRequest,
 };
+pub use setup::{CacheConfig, CacheOutcome, OnFailure, SetupConfig, SetupReport, SetupStatus};
 pub use status::{RunbookStatus, ShownState, StepCounts, status};
 pub use step::{Plan, PlanError, PlannedStep, StepKind, StepNumber, StepState};
 pub use usage::Usage;

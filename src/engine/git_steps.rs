@@ -1,5 +1,6 @@
-//! One leaf step in git: prepare the working tree on the right branch, let the agent work,
-//! commit what changed and push it.
+//! One leaf step in git: prepare the working tree on the right branch, set it up when it is
+//! fresh (the repository's setup, [`super::setup`]), let the agent work, commit what changed
+//! and push it.
 
 use secrecy::SecretString;
 
@@ -177,6 +178,11 @@ async fn try_execute(
             sha = %head.sha,
             "the branch ends with a commit naming this step that the app did not make; running the step"
         );
+    }
+
+    // Before the agent, after the check above: a step found already pushed needs no setup.
+    if let Some(end) = super::setup::ensure(engine, number, &runbook, &worktree).await? {
+        return Ok(end);
     }
 
     let task = StepTask {

@@ -24,6 +24,8 @@ mod git_steps;
 pub mod project;
 pub mod pulls;
 mod report;
+mod setup;
+mod setup_cache;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,6 +99,9 @@ pub struct EngineConfig {
     pub public_url: String,
     /// Least time between two edits of a status comment.
     pub status_interval: Duration,
+    /// The bounds and jail of agent steps, which the repository's setup runs under too: its
+    /// commands together get one step timeout.
+    pub limits: crate::agent::Limits,
 }
 
 impl Default for EngineConfig {
@@ -107,6 +112,7 @@ impl Default for EngineConfig {
             poll: Duration::from_secs(2),
             public_url: String::new(),
             status_interval: Duration::from_secs(5),
+            limits: crate::agent::Limits::default(),
         }
     }
 }
@@ -424,6 +430,9 @@ impl Engine {
         self.store
             .apply_project_config(number, config.pr_mode, config.draft, &config.labels)
             .await?;
+        if let Some(setup) = config.setup() {
+            self.store.set_setup_config(number, &setup).await?;
+        }
         Ok(())
     }
 

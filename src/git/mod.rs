@@ -46,6 +46,7 @@ use secrecy::SecretString;
 pub use error::GitError;
 use error::{IoContext as _, LocalContext as _};
 use transport::Endpoint;
+pub use worktree::SetupLeftovers;
 
 /// The repository on the git server, and the installation token to reach it.
 #[derive(Clone, Copy)]
@@ -256,6 +257,28 @@ impl Worktree {
     /// The work branch (without `refs/heads/`).
     pub fn branch(&self) -> &str {
         &self.branch
+    }
+
+    /// Whether the repository's setup already ran in this tree (for this runbook: a tree
+    /// released or recycled for another runbook forgets it). The mark lives in the slot,
+    /// outside the tree, where no agent can forge it.
+    pub fn is_set_up(&self) -> bool {
+        worktree::is_set_up(&self.slot)
+    }
+
+    /// Marks the tree set up (see [`Self::is_set_up`]).
+    pub async fn mark_set_up(&self) -> Result<(), GitError> {
+        let slot = self.slot.clone();
+        blocking(move || worktree::mark_set_up(&slot)).await
+    }
+
+    /// Keeps what the repository's setup did to the tree out of every commit: tracked files
+    /// it changed are checked out again, untracked paths it made are excluded in the engine's
+    /// own git directory (the steps still see them). Returns what it did, for the setup's
+    /// log.
+    pub async fn keep_setup_out_of_commits(&self) -> Result<SetupLeftovers, GitError> {
+        let slot = self.slot.clone();
+        blocking(move || worktree::keep_setup_out(&slot)).await
     }
 
     /// Stages everything (additions, modifications and deletions, honouring `.gitignore`)

@@ -14,6 +14,11 @@
 //!   agent's own scratch: it is never staged, and it is deleted when the tree is prepared or
 //!   released, so it reaches neither the next step nor the next runbook.
 //!
+//! Beside them, a file `setup-done` says the repository's setup ran in this tree (see
+//! [`keep_setup_out`]); the files setup made that git does not ignore are listed in the
+//! engine's own `git/info/exclude`, so no step commits them. Both are forgotten when the slot
+//! is released or recycled for another runbook: a fresh tree is set up again.
+//!
 //! Symbolic links in the tree are committed as links (their target text), and every check
 //! and deletion uses `lstat`: the engine never follows a link out of the tree.
 //!
@@ -90,6 +95,10 @@ pub(crate) fn prepare(
 
     let recycled = !slot.exists() && take_from_pool(pool, slot)?;
     let repo = open_or_create(slot, &expected)?;
+    if recycled {
+        // Released slots forget their setup; a slot released by an older version may not.
+        forget_setup(slot)?;
+    }
     remove_agent_git(&tree_dir(slot))?;
     sanitize(&tree_dir(slot), Links::Delete)?;
     let commit = repo
@@ -190,6 +199,7 @@ pub(crate) fn release(mirror_path: &Path, slot: &Path, pool: &Path) -> Result<()
         .map(|mirror| alternates_line(&mirror));
     let kept = expected.is_some_and(|expected| {
         if !is_ours(slot, &expected)
+            || forget_setup(slot).is_err()
             || remove_agent_git(&tree_dir(slot)).is_err()
             || sanitize(&tree_dir(slot), Links::Delete).is_err()
         {
@@ -286,6 +296,145 @@ fn open_or_create(slot: &Path, expected: &str) -> Result<Repository, GitError> {
     let tree = tree_dir(slot);
     super::create_private_dir(&tree).io("creating a working tree", &tree)?;
     open_slot(slot)
+}
+
+/// The file whose presence says the repository's setup ran in the slot's tree. In the slot,
+/// beside the tree: an agent cannot make it.
+fn setup_marker(slot: &Path) -> PathBuf {
+    slot.join("setup-done")
+}
+
+/// The engine's exclude file: patterns libgit2 reads as ignored, from the engine's git
+/// directory (never the tree's).
+fn exclude_file(slot: &Path) -> PathBuf {
+    git_dir(slot).join("info").join("exclude")
+}
+
+/// See [`super::Worktree::is_set_up`].
+pub(crate) fn is_set_up(slot: &Path) -> bool {
+    std::fs::symlink_metadata(setup_marker(slot)).is_ok()
+}
+
+/// See [`super::Worktree::mark_set_up`].
+pub(crate) fn mark_set_up(slot: &Path) -> Result<(), GitError> {
+    let marker = setup_marker(slot);
+    std::fs::write(&marker, b"").io("marking the working tree set up", &marker)
+}
+
+/// Forgets that the slot's tree was set up: the marker and the setup's exclusions go.
+fn forget_setup(slot: &Path) -> Result<(), GitError> {
+    for file in [setup_marker(slot), exclude_file(slot)] {
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).io("forgetting the working tree's setup", &file),
+        }
+    }
+    Ok(())
+}
+
+/// What [`keep_setup_out`] did to the tree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetupLeftovers {
+    /// Tracked files the setup changed or deleted, checked out again.
+    pub restored: Vec<String>,
+    /// Untracked paths the setup made (a directory ends with `/`), now excluded from commits.
+    pub excluded: Vec<String>,
+    /// Untracked paths whose names an exclude file cannot hold (a line break), deleted.
+    pub removed: Vec<String>,
+}
+
+/// `path` as an anchored exclude pattern matching only itself.
+fn exclude_pattern(path: &str) -> String {
+    let mut pattern = String::with_capacity(path.len() + 2);
+    pattern.push('/');
+    for c in path.chars() {
+        if matches!(c, '\\' | '*' | '?' | '[' | ']' | '!' | '#' | ' ') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern
+}
+
+/// After the repository's setup ran in the slot's tree: tracked files it changed are checked
+/// out again (a step's commit must not carry them), and the untracked files and directories
+/// it made that git does not ignore are added to the engine's exclude file, so the steps see
+/// them and no commit carries them (nor does the next step's reset delete them). Ignored
+/// files need nothing: they stay for the runbook and never reach a commit.
+pub(crate) fn keep_setup_out(slot: &Path) -> Result<SetupLeftovers, GitError> {
+    let tree = tree_dir(slot);
+    remove_agent_git(&tree)?;
+    sanitize(&tree, Links::Delete)?;
+    let repo = open_slot(slot)?;
+    let mut options = git2::StatusOptions::new();
+    options
+        .include_untracked(true)
+        .recurse_untracked_dirs(false)
+        .include_ignored(false)
+        .exclude_submodules(true);
+    let mut leftovers = SetupLeftovers::default();
+    {
+        let statuses = repo
+            .statuses(Some(&mut options))
+            .local(|| format!("reading what the setup changed in {}", tree.display()))?;
+        for entry in statuses.iter() {
+            let path = String::from_utf8_lossy(entry.path_bytes()).into_owned();
+            let status = entry.status();
+            if is_git_path(Path::new(&path)) {
+                // Never committed anyway (see `stage_all`).
+                continue;
+            }
+            if status.contains(git2::Status::WT_NEW) {
+                if path.contains(['\n', '\r']) {
+                    leftovers.removed.push(path);
+                } else {
+                    leftovers.excluded.push(path);
+                }
+            } else if status.intersects(
+                git2::Status::WT_MODIFIED
+                    | git2::Status::WT_DELETED
+                    | git2::Status::WT_TYPECHANGE
+                    | git2::Status::WT_RENAMED,
+            ) {
+                leftovers.restored.push(path);
+            }
+        }
+    }
+    for path in &leftovers.removed {
+        let full = tree.join(path.trim_end_matches('/'));
+        let removed = match std::fs::symlink_metadata(&full) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&full),
+            Ok(_) => std::fs::remove_file(&full),
+            Err(e) => Err(e),
+        };
+        removed.io("removing a file the setup made", &full)?;
+    }
+    if !leftovers.restored.is_empty() {
+        let mut checkout = CheckoutBuilder::new();
+        checkout.force();
+        repo.checkout_head(Some(&mut checkout))
+            .local(|| format!("restoring files the setup changed in {}", tree.display()))?;
+    }
+    if !leftovers.excluded.is_empty() {
+        let file = exclude_file(slot);
+        let mut text = std::fs::read_to_string(&file).unwrap_or_default();
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        for path in &leftovers.excluded {
+            let pattern = exclude_pattern(path);
+            if !text.lines().any(|line| line == pattern) {
+                text.push_str(&pattern);
+                text.push('\n');
+            }
+        }
+        if let Some(info) = file.parent() {
+            std::fs::create_dir_all(info).io("creating the git directory's info", info)?;
+        }
+        std::fs::write(&file, text).io("excluding the setup's files from commits", &file)?;
+    }
+    Ok(leftovers)
 }
 
 /// See [`super::Worktree::commit_all`].

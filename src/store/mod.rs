@@ -5,9 +5,10 @@
 //! tokens ([`TokenStore`]), runbooks and their follow-ups ([`RunbookStore`]), their plans'
 //! steps ([`StepStore`]), their pull requests ([`PullStore`]), the work queue — leases, cancel
 //! requests, debts to GitHub ([`LeaseStore`]), the threads of runbooks started from comments
-//! ([`ThreadStore`]), webhook deliveries ([`DeliveryStore`]) and dashboard sessions
-//! ([`SessionStore`]). [`Store`] is all of them together, so an `Arc<dyn Store>` reaches every
-//! method without importing the aggregates' traits. Each aggregate's SQL is written once, with
+//! ([`ThreadStore`]), webhook deliveries ([`DeliveryStore`]), dashboard sessions
+//! ([`SessionStore`]) and runbooks' repository setups ([`SetupStore`]). [`Store`] is all of
+//! them together, so an `Arc<dyn Store>` reaches every method without importing the
+//! aggregates' traits. Each aggregate's SQL is written once, with
 //! `$1`-style parameters that both databases accept, and compiled for each backend (`sql.rs`).
 
 mod deliveries;
@@ -16,6 +17,7 @@ mod postgres;
 mod pulls;
 mod runbooks;
 mod sessions;
+mod setup;
 mod sql;
 mod sqlite;
 mod steps;
@@ -33,6 +35,7 @@ pub use postgres::PgStore;
 pub use pulls::{PullRecord, PullStore, PullWithSteps};
 pub use runbooks::{FollowUpRecord, RunbookFilter, RunbookRead, RunbookRecord, RunbookStore};
 pub use sessions::{DashboardSession, NewDashboardSession, SessionStore};
+pub use setup::SetupStore;
 pub use sqlite::SqliteStore;
 pub use steps::{StepEnd, StepRecord, StepStore};
 pub use threads::{NewThread, ThreadRecord, ThreadStore};
@@ -63,6 +66,7 @@ pub trait Store:
     + ThreadStore
     + DeliveryStore
     + SessionStore
+    + SetupStore
     + Send
     + Sync
     + 'static

@@ -14,7 +14,9 @@
 //! macro wraps what it expands to in `const _: () = { … };`, so that its `use` lines are its
 //! own: a backend's file invokes `sql_store!` and imports nothing for it.
 
-use crate::domain::{PrMode, PullState, RunbookNumber, StepKind, StepNumber, StepState};
+use crate::domain::{
+    CacheOutcome, PrMode, PullState, RunbookNumber, SetupStatus, StepKind, StepNumber, StepState,
+};
 
 use super::{StoreError, StoreResult};
 
@@ -68,6 +70,14 @@ pub(super) fn parse_pull_state(s: &str) -> StoreResult<PullState> {
     s.parse().map_err(StoreError::Corrupt)
 }
 
+pub(super) fn parse_setup_status(s: &str) -> StoreResult<SetupStatus> {
+    s.parse().map_err(StoreError::Corrupt)
+}
+
+pub(super) fn parse_cache_outcome(s: &str) -> StoreResult<CacheOutcome> {
+    s.parse().map_err(StoreError::Corrupt)
+}
+
 pub(super) fn parse_pr_mode(s: Option<String>) -> StoreResult<Option<PrMode>> {
     s.map(|s| s.parse().map_err(StoreError::Corrupt))
         .transpose()
@@ -101,6 +111,7 @@ macro_rules! sql_store {
         $crate::store::threads::thread_sql!($store, $db);
         $crate::store::deliveries::delivery_sql!($store, $db);
         $crate::store::sessions::session_sql!($store, $db);
+        $crate::store::setup::setup_sql!($store, $db);
 
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {

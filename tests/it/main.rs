@@ -25,6 +25,7 @@ mod github;
 mod graphql;
 mod hostile;
 mod openapi;
+mod setup;
 mod standin;
 mod standin_conformance;
 mod store;

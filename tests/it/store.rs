@@ -895,7 +895,71 @@ async fn kinds_and_pull_states_are_stored_by_name(backend: Backend) {
     );
 }
 
+/// A runbook's setup: none until the plan keeps one, not reported until it runs, then its
+/// last run.
+async fn setups_are_kept_and_reported(backend: Backend) {
+    use runbooks::domain::{
+        CacheConfig, CacheOutcome, OnFailure, SetupConfig, SetupReport, SetupStatus,
+    };
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let number = store
+        .create_runbook(&new_runbook("acme", "x"), None)
+        .await
+        .unwrap();
+    let report = SetupReport {
+        status: SetupStatus::InProgress,
+        cache: CacheOutcome::Miss,
+        log: String::new(),
+        wall_ms: 0,
+    };
+    // Nothing to record for a runbook without a setup.
+    store.record_setup(number, &report).await.unwrap();
+    assert_eq!(store.setup_config(number).await.unwrap(), None);
+    assert_eq!(store.setup_report(number).await.unwrap(), None);
+
+    let config = SetupConfig {
+        commands: vec!["npm ci".into(), "make tools".into()],
+        on_failure: OnFailure::Warn,
+        cache: Some(CacheConfig {
+            keys: vec!["package-lock.json".into()],
+            paths: vec!["node_modules".into()],
+        }),
+    };
+    store.set_setup_config(number, &config).await.unwrap();
+    assert_eq!(
+        store.setup_config(number).await.unwrap(),
+        Some(config.clone())
+    );
+    assert_eq!(store.setup_report(number).await.unwrap(), None);
+
+    store.record_setup(number, &report).await.unwrap();
+    assert_eq!(store.setup_report(number).await.unwrap(), Some(report));
+    let done = SetupReport {
+        status: SetupStatus::Failed,
+        cache: CacheOutcome::Miss,
+        log: "$ npm ci\nnpm ERR!\n".into(),
+        wall_ms: 1234,
+    };
+    store.record_setup(number, &done).await.unwrap();
+    assert_eq!(
+        store.setup_report(number).await.unwrap(),
+        Some(done.clone())
+    );
+    // Keeping the setup again (a new plan) keeps what it did.
+    store.set_setup_config(number, &config).await.unwrap();
+    assert_eq!(store.setup_report(number).await.unwrap(), Some(done));
+
+    execute(&db, "UPDATE runbook_setup SET status = 'done'").await;
+    let err = store.setup_report(number).await.err().unwrap();
+    assert!(
+        matches!(&err, StoreError::Corrupt(m) if m.contains("`done`")),
+        "{err}"
+    );
+}
+
 both_backends!(
+    setups_are_kept_and_reported,
     tokens_are_hashed_scoped_and_revocable,
     runbooks_round_trip,
     numbers_are_unique_and_consecutive_under_concurrency,

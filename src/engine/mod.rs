@@ -251,6 +251,16 @@ impl Engine {
                 follow_up,
                 queue,
             } => {
+                // A spent budget stops planning too (a model's planner spends tokens): the
+                // plan fails with the reason, and a retry plans again.
+                if let Some(reason) = self.budget_refusal(number).await? {
+                    tracing::warn!(runbook = number.get(), %reason, "not planned: the budget is spent");
+                    self.store
+                        .record_plan_failure(number, after, &prompt, &reason, follow_up)
+                        .await?;
+                    self.announce(number, Progress::PlanFailed);
+                    return Ok(true);
+                }
                 if follow_up.is_none()
                     && after == 0
                     && let Err(error) = self.apply_project_config(number).await
@@ -274,7 +284,14 @@ impl Engine {
                     after,
                     tree: None,
                 };
-                match self.agent.plan(&request).await {
+                let planned = match self.agent.plan(&request).await {
+                    Ok(plan) => match self.too_many_steps(number, &plan).await? {
+                        Some(reason) => Err(reason),
+                        None => Ok(plan),
+                    },
+                    Err(e) => Err(e.to_string()),
+                };
+                match planned {
                     Ok(plan) => {
                         let state = if queue {
                             StepState::Queued
@@ -294,7 +311,7 @@ impl Engine {
                     Err(e) => {
                         tracing::warn!(runbook = number.get(), error = %e, "the plan could not be made");
                         self.store
-                            .record_plan_failure(number, after, &prompt, &e.to_string(), follow_up)
+                            .record_plan_failure(number, after, &prompt, &e, follow_up)
                             .await?;
                         self.announce(number, Progress::PlanFailed);
                     }
@@ -302,6 +319,21 @@ impl Engine {
                 Ok(true)
             }
             Next::Run(step) => {
+                // A spent budget starts no new step: it fails with the reason (the runbook
+                // stops, the status comment says why), and a retry runs it once the budget
+                // allows.
+                if let Some(reason) = self.budget_refusal(number).await? {
+                    tracing::warn!(runbook = number.get(), step = %step.number, %reason, "step not run: the budget is spent");
+                    let end = StepEnd::Failed {
+                        error: reason,
+                        log: String::new(),
+                    };
+                    self.store
+                        .finish_step(number, &step.number, &end, &Usage::default())
+                        .await?;
+                    self.announce(number, Progress::StepFinished);
+                    return Ok(true);
+                }
                 let moved = self
                     .store
                     .transition_steps(
@@ -349,6 +381,40 @@ impl Engine {
                 Ok(true)
             }
         }
+    }
+
+    /// Why the runbook's organisation may not use an agent now (its monthly budget is
+    /// spent), read from the database each time, so a raised budget counts at once.
+    async fn budget_refusal(&self, number: RunbookNumber) -> Result<Option<String>, StoreError> {
+        let Some(runbook) = self.store.runbook(number).await? else {
+            return Ok(None);
+        };
+        crate::store::budget_refusal(self.store.as_ref(), &runbook.org, now_ms()).await
+    }
+
+    /// Why a new plan makes the runbook's plan too big for its organisation's `max_steps`
+    /// (its leaves counted with the ones the runbook has already), if it does.
+    async fn too_many_steps(
+        &self,
+        number: RunbookNumber,
+        plan: &crate::domain::Plan,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(runbook) = self.store.runbook(number).await? else {
+            return Ok(None);
+        };
+        let limits = self.store.org_limits(&runbook.org).await?;
+        if limits.max_steps.is_none() {
+            return Ok(None);
+        }
+        let existing = self
+            .store
+            .steps(number)
+            .await?
+            .iter()
+            .filter(|s| s.is_leaf && s.kind != StepKind::Plan)
+            .count();
+        let leaves = (existing + plan.leaves().count()) as u64;
+        Ok(limits.too_many_steps(&runbook.org.to_lowercase(), leaves))
     }
 
     /// Reads `.github/runbooks.yml` at the runbook's target branch and fills in what the

@@ -5,13 +5,15 @@
 //! tokens ([`TokenStore`]), runbooks and their follow-ups ([`RunbookStore`]), their plans'
 //! steps ([`StepStore`]), their pull requests ([`PullStore`]), the work queue — leases, cancel
 //! requests, debts to GitHub ([`LeaseStore`]), the threads of runbooks started from comments
-//! ([`ThreadStore`]), webhook deliveries ([`DeliveryStore`]) and dashboard sessions
-//! ([`SessionStore`]). [`Store`] is all of them together, so an `Arc<dyn Store>` reaches every
-//! method without importing the aggregates' traits. Each aggregate's SQL is written once, with
-//! `$1`-style parameters that both databases accept, and compiled for each backend (`sql.rs`).
+//! ([`ThreadStore`]), webhook deliveries ([`DeliveryStore`]), dashboard sessions
+//! ([`SessionStore`]) and organisations' limits ([`OrgStore`]). [`Store`] is all of them
+//! together, so an `Arc<dyn Store>` reaches every method without importing the aggregates'
+//! traits. Each aggregate's SQL is written once, with `$1`-style parameters that both
+//! databases accept, and compiled for each backend (`sql.rs`).
 
 mod deliveries;
 mod leases;
+mod orgs;
 mod postgres;
 mod pulls;
 mod runbooks;
@@ -29,6 +31,7 @@ use async_trait::async_trait;
 
 pub use deliveries::{DeliveryRecord, DeliveryStore};
 pub use leases::{LeaseStore, Owed};
+pub use orgs::{OrgStore, budget_refusal};
 pub use postgres::PgStore;
 pub use pulls::{PullRecord, PullStore, PullWithSteps};
 pub use runbooks::{FollowUpRecord, RunbookFilter, RunbookRead, RunbookRecord, RunbookStore};
@@ -63,6 +66,7 @@ pub trait Store:
     + ThreadStore
     + DeliveryStore
     + SessionStore
+    + OrgStore
     + Send
     + Sync
     + 'static

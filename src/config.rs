@@ -128,16 +128,16 @@ pub enum OrgCommand {
         /// The organisation (compared without regard to case).
         org: String,
         /// Runbooks running at once (at least 1); more wait, and start in order.
-        #[arg(long, value_name = "N|none", value_parser = |s: &str| limits::parse_count(s, 1))]
+        #[arg(long, value_name = "N|none", allow_negative_numbers = true, value_parser = |s: &str| limits::parse_count(s, 1))]
         max_running: Option<LimitValue>,
         /// Leaf steps a runbook's plan may have, follow-ups included (at least 1).
-        #[arg(long, value_name = "N|none", value_parser = |s: &str| limits::parse_count(s, 1))]
+        #[arg(long, value_name = "N|none", allow_negative_numbers = true, value_parser = |s: &str| limits::parse_count(s, 1))]
         max_steps: Option<LimitValue>,
         /// Model tokens (prompt and completion) a calendar month (UTC).
-        #[arg(long, value_name = "N|none", value_parser = |s: &str| limits::parse_count(s, 0))]
+        #[arg(long, value_name = "N|none", allow_negative_numbers = true, value_parser = |s: &str| limits::parse_count(s, 0))]
         monthly_tokens: Option<LimitValue>,
         /// Agent minutes (the steps' wall time) a calendar month (UTC); may be fractional.
-        #[arg(long, value_name = "M|none", value_parser = limits::parse_minutes)]
+        #[arg(long, value_name = "M|none", allow_negative_numbers = true, value_parser = limits::parse_minutes)]
         monthly_agent_minutes: Option<LimitValue>,
         #[command(flatten)]
         database: DatabaseArgs,

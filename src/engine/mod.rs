@@ -18,6 +18,13 @@
 //! it too; and a runbook that owes is work (`Store::runbooks_with_work`), so whoever holds
 //! it next finishes the job. A step recovered after a crash takes the same path as one that
 //! just ran: the PR bookkeeping is computed from the steps, never carried by the step.
+//!
+//! **Organisations take turns, within their limits.** Workers take runbooks in the order
+//! `Store::runbooks_with_work` gives — organisation by organisation, in turn — and a claim
+//! past an organisation's `max_running` is refused in the claim's own transaction. Before
+//! each plan and each step the engine reads the organisation's budget from the database: a
+//! spent one fails the plan or the step with the reason (a retry goes on once it is
+//! raised), and a plan past `max_steps` fails with the reason.
 
 mod events;
 mod git_steps;

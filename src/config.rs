@@ -7,6 +7,9 @@ use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
+use crate::domain::LimitValue;
+use crate::domain::limits;
+
 // The agent's settings live with the agent (which reads them); they are parsed here.
 pub use crate::agent::settings::{AgentConfig, AgentKind, NetworkKind, SandboxKind};
 
@@ -51,6 +54,10 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Limits per organisation: runbooks running at once, steps per runbook, monthly
+    /// budgets of model tokens and agent minutes.
+    #[command(subcommand)]
+    Org(OrgCommand),
     /// The offline end-to-end demonstration: a local GitHub stand-in, the service, and a
     /// runbook run from the REST API to its commits. No network, no credentials.
     Demo {
@@ -108,6 +115,36 @@ pub enum TokenCommand {
     /// Revoke a token by its id; it stops working at once.
     Revoke {
         id: i64,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Set an organisation's limits; a limit not given keeps its value, `none` removes one.
+    /// They take effect at once, in every running server.
+    Set {
+        /// The organisation (compared without regard to case).
+        org: String,
+        /// Runbooks running at once (at least 1); more wait, and start in order.
+        #[arg(long, value_name = "N|none", allow_negative_numbers = true, value_parser = |s: &str| limits::parse_count(s, 1))]
+        max_running: Option<LimitValue>,
+        /// Leaf steps a runbook's plan may have, follow-ups included (at least 1).
+        #[arg(long, value_name = "N|none", allow_negative_numbers = true, value_parser = |s: &str| limits::parse_count(s, 1))]
+        max_steps: Option<LimitValue>,
+        /// Model tokens (prompt and completion) a calendar month (UTC).
+        #[arg(long, value_name = "N|none", allow_negative_numbers = true, value_parser = |s: &str| limits::parse_count(s, 0))]
+        monthly_tokens: Option<LimitValue>,
+        /// Agent minutes (the steps' wall time) a calendar month (UTC); may be fractional.
+        #[arg(long, value_name = "M|none", allow_negative_numbers = true, value_parser = limits::parse_minutes)]
+        monthly_agent_minutes: Option<LimitValue>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Show an organisation's limits and this calendar month's (UTC) use.
+    Show {
+        org: String,
         #[command(flatten)]
         database: DatabaseArgs,
     },

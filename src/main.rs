@@ -7,7 +7,7 @@ use runbooks::agent::forward;
 
 #[cfg(feature = "demo")]
 mod demo;
-use runbooks::config::{Cli, Command, Config, LogFormat, TokenCommand};
+use runbooks::config::{Cli, Command, Config, LogFormat, OrgCommand, TokenCommand};
 use runbooks::store::{self, Store};
 use runbooks::{client, domain, server, tokens};
 
@@ -67,6 +67,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token(command) => token(command).await,
+        Command::Org(command) => org(command).await,
         #[cfg(not(feature = "demo"))]
         Command::Demo { .. } | Command::Standin { .. } => anyhow::bail!(
             "this build has no GitHub stand-in: `demo` and `standin` need the `demo` feature"
@@ -185,6 +186,76 @@ async fn token(command: TokenCommand) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+async fn org(command: OrgCommand) -> anyhow::Result<()> {
+    use domain::LimitChanges;
+    match command {
+        OrgCommand::Set {
+            org,
+            max_running,
+            max_steps,
+            monthly_tokens,
+            monthly_agent_minutes,
+            database,
+        } => {
+            let org = org.trim().to_string();
+            domain::runbook::check_org("ORG", &org).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let changes = LimitChanges {
+                max_running,
+                max_steps,
+                monthly_tokens,
+                monthly_agent_ms: monthly_agent_minutes,
+            };
+            if changes.is_empty() {
+                anyhow::bail!(
+                    "nothing to change: give --max-running, --max-steps, --monthly-tokens or \
+                     --monthly-agent-minutes (a value, or `none` to remove the limit)"
+                );
+            }
+            let store = open(&database.database_url).await?;
+            let limits = store.update_org_limits(&org, &changes).await?;
+            eprintln!("updated the limits of {}", org.to_lowercase());
+            print_limits(store.as_ref(), &org, &limits).await
+        }
+        OrgCommand::Show { org, database } => {
+            let org = org.trim().to_string();
+            domain::runbook::check_org("ORG", &org).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let store = open(&database.database_url).await?;
+            let limits = store.org_limits(&org).await?;
+            print_limits(store.as_ref(), &org, &limits).await
+        }
+    }
+}
+
+/// An organisation's limits, each with this month's use where it has one.
+async fn print_limits(
+    store: &dyn Store,
+    org: &str,
+    limits: &domain::OrgLimits,
+) -> anyhow::Result<()> {
+    use domain::limits::{civil_from_days, minutes, month_start_ms};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let start = month_start_ms(now);
+    let used = store.org_usage_since(org, start).await?;
+    let (year, month, _) = civil_from_days(start / 86_400_000);
+    let count = |v: Option<u64>| v.map_or("none".to_string(), |v| v.to_string());
+    println!("organisation {}", org.to_lowercase());
+    println!("max-running            {}", count(limits.max_running));
+    println!("max-steps              {}", count(limits.max_steps));
+    println!(
+        "monthly-tokens         {:<12} used in {year}-{month:02} (UTC): {}",
+        count(limits.monthly_tokens),
+        used.tokens()
+    );
+    println!(
+        "monthly-agent-minutes  {:<12} used in {year}-{month:02} (UTC): {}",
+        limits.monthly_agent_ms.map_or("none".to_string(), minutes),
+        minutes(used.wall_ms)
+    );
+    Ok(())
 }
 
 async fn open(url: &str) -> anyhow::Result<std::sync::Arc<dyn Store>> {

@@ -18,6 +18,7 @@ use crate::engine::Engine;
 use crate::github::{GitHubApp, GitHubError, Resolution};
 use crate::store::{
     NewThread, RunbookFilter, RunbookRecord, StepRecord, Store, StoreError, TokenInfo,
+    budget_refusal, now_ms,
 };
 
 /// Who asks, and so which runbooks they may see and act on.
@@ -160,6 +161,7 @@ impl App {
         thread: &NewThread,
     ) -> Result<Created, OpError> {
         let new = request.validate()?;
+        within_budget(self.store.as_ref(), &new.org).await?;
         let (number, created) = self.store.create_runbook_in_thread(&new, thread).await?;
         if created {
             tracing::info!(runbook = number.get(), repository = %thread.repository, issue = thread.issue_number, by = %thread.requested_by, "runbook started from a comment");
@@ -182,7 +184,8 @@ impl App {
         request: FollowUpRequest,
     ) -> Result<(), OpError> {
         let follow_up = request.validate()?;
-        self.visible(number, actor).await?;
+        let summary = self.visible(number, actor).await?;
+        within_budget(self.store.as_ref(), &summary.org).await?;
         update_runbook(self.store.as_ref(), number, &follow_up).await?;
         self.wake();
         Ok(())
@@ -358,6 +361,10 @@ pub enum OpError {
          answers it as another organisation's repository (it was transferred)"
     )]
     ForbiddenOwner { org: String, repo: String },
+    /// The organisation's monthly budget is spent: no new runbook or follow-up until it is
+    /// raised (or the month ends). The sentence says which budget and how to raise it.
+    #[error("{0}")]
+    BudgetExhausted(String),
     /// A token taken from this process's cache was found revoked when confirmed.
     #[error("the API token is not valid: it is unknown or revoked")]
     TokenRevoked,
@@ -377,6 +384,7 @@ impl OpError {
             OpError::Forbidden(_) | OpError::ForbiddenOwner { .. } => StatusCode::FORBIDDEN,
             OpError::NotInstalled { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             OpError::NoGitHub => StatusCode::SERVICE_UNAVAILABLE,
+            OpError::BudgetExhausted(_) => StatusCode::PAYMENT_REQUIRED,
             OpError::NoPlan(_)
             | OpError::NoSuchStep { .. }
             | OpError::NothingToExecute(_)
@@ -468,9 +476,20 @@ async fn create_runbook(
             }
         }
     }
+    within_budget(store, &new.org).await?;
     let number = store.create_runbook(new, Some(by.id)).await?;
     tracing::info!(runbook = number.get(), repo = %format_args!("{}/{}", new.org, new.repo), "runbook created");
     Ok(number)
+}
+
+/// Refuses new work for an organisation whose monthly budget is spent
+/// ([`crate::store::budget_refusal`], read from the database each time: a raised budget
+/// counts at once).
+async fn within_budget(store: &dyn Store, org: &str) -> Result<(), OpError> {
+    match budget_refusal(store, org, now_ms()).await? {
+        Some(reason) => Err(OpError::BudgetExhausted(reason)),
+        None => Ok(()),
+    }
 }
 
 /// Records a follow-up instruction (validated): new steps on the same runbook, its
@@ -638,6 +657,7 @@ mod tests {
                 422,
             ),
             (OpError::NoGitHub, 503),
+            (OpError::BudgetExhausted("spent".into()), 402),
             (OpError::NothingToRetry(one), 409),
             (
                 OpError::NoSuchStep {

@@ -204,6 +204,7 @@ pub(super) async fn visible_summary(
     responses(
         (status = 202, description = "Runbook created; it runs asynchronously", body = RunbookDocument),
         (status = 403, description = "The token may not act for the repository's organisation (the one named, or the one GitHub says owns it now)", body = ErrorBody),
+        (status = 402, description = "The organisation's monthly budget (model tokens or agent minutes) is spent: `budget-exhausted`", body = ErrorBody),
         (status = 422, description = "The app is not installed on the repository, or it does not exist", body = ErrorBody),
         (status = 502, description = "GitHub could not be asked", body = ErrorBody),
         TokenErrors, BodyErrors,
@@ -269,6 +270,7 @@ pub async fn get_runbook(
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Follow-up accepted", body = RunbookDocument),
+        (status = 402, description = "The organisation's monthly budget (model tokens or agent minutes) is spent: `budget-exhausted`", body = ErrorBody),
         (status = 404, description = "No such runbook, or not visible to this token", body = ErrorBody),
         TokenErrors, NumberErrors, BodyErrors,
     )

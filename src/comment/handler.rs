@@ -237,6 +237,13 @@ async fn start(
         Ok(started) => started,
         // A prompt too long, say: the commenter is told, the field named as the API names it.
         Err(OpError::Invalid(error)) => return Ok(Some(format!("@{} {error}.", event.author))),
+        // The organisation's budget is spent: nothing starts, and the thread is told why.
+        Err(OpError::BudgetExhausted(reason)) => {
+            return Ok(Some(format!(
+                "@{} nothing was started: {reason}.",
+                event.author
+            )));
+        }
         Err(e) => return Err(e.into()),
     };
     let (number, created) = (started.number, started.new);

@@ -1,6 +1,7 @@
 //! The product's pure core: runbooks, the step tree and the status function. No I/O here.
 
 pub mod lifecycle;
+pub mod limits;
 pub mod pull;
 pub mod repository;
 pub mod runbook;
@@ -9,6 +10,7 @@ pub mod status;
 pub mod step;
 pub mod usage;
 
+pub use limits::{LimitChanges, LimitValue, OrgLimits};
 pub use pull::PullState;
 pub use repository::{NotARepoName, RepoName};
 pub use runbook::{

@@ -18,6 +18,13 @@
 //! it too; and a runbook that owes is work (`Store::runbooks_with_work`), so whoever holds
 //! it next finishes the job. A step recovered after a crash takes the same path as one that
 //! just ran: the PR bookkeeping is computed from the steps, never carried by the step.
+//!
+//! **Organisations take turns, within their limits.** Workers take runbooks in the order
+//! `Store::runbooks_with_work` gives — organisation by organisation, in turn — and a claim
+//! past an organisation's `max_running` is refused in the claim's own transaction. Before
+//! each plan and each step the engine reads the organisation's budget from the database: a
+//! spent one fails the plan or the step with the reason (a retry goes on once it is
+//! raised), and a plan past `max_steps` fails with the reason.
 
 mod events;
 mod git_steps;
@@ -257,6 +264,16 @@ impl Engine {
                 follow_up,
                 queue,
             } => {
+                // A spent budget stops planning too (a model's planner spends tokens): the
+                // plan fails with the reason, and a retry plans again.
+                if let Some(reason) = self.budget_refusal(number).await? {
+                    tracing::warn!(runbook = number.get(), %reason, "not planned: the budget is spent");
+                    self.store
+                        .record_plan_failure(number, after, &prompt, &reason, follow_up)
+                        .await?;
+                    self.announce(number, Progress::PlanFailed);
+                    return Ok(true);
+                }
                 if follow_up.is_none()
                     && after == 0
                     && let Err(error) = self.apply_project_config(number).await
@@ -296,7 +313,11 @@ impl Engine {
                 // Planning may take as long as a step: it stops, like one, when the runbook
                 // is cancelled or the lease is lost.
                 let planned = match self.watched(number, lost, self.agent.plan(&request)).await {
-                    Ok(planned) => planned,
+                    Ok(Ok(plan)) => match self.too_many_steps(number, &plan).await? {
+                        Some(reason) => Err(reason),
+                        None => Ok(plan),
+                    },
+                    Ok(Err(e)) => Err(e.to_string()),
                     Err(Interrupted::LeaseLost) => return Ok(false),
                     Err(Interrupted::Cancelled) => {
                         // Recorded as a plan that was not made, so that the runbook stops
@@ -335,7 +356,7 @@ impl Engine {
                     Err(e) => {
                         tracing::warn!(runbook = number.get(), error = %e, "the plan could not be made");
                         self.store
-                            .record_plan_failure(number, after, &prompt, &e.to_string(), follow_up)
+                            .record_plan_failure(number, after, &prompt, &e, follow_up)
                             .await?;
                         self.announce(number, Progress::PlanFailed);
                     }
@@ -343,6 +364,21 @@ impl Engine {
                 Ok(true)
             }
             Next::Run(step) => {
+                // A spent budget starts no new step: it fails with the reason (the runbook
+                // stops, the status comment says why), and a retry runs it once the budget
+                // allows.
+                if let Some(reason) = self.budget_refusal(number).await? {
+                    tracing::warn!(runbook = number.get(), step = %step.number, %reason, "step not run: the budget is spent");
+                    let end = StepEnd::Failed {
+                        error: reason,
+                        log: String::new(),
+                    };
+                    self.store
+                        .finish_step(number, &step.number, &end, &Usage::default())
+                        .await?;
+                    self.announce(number, Progress::StepFinished);
+                    return Ok(true);
+                }
                 let moved = self
                     .store
                     .transition_steps(
@@ -390,6 +426,40 @@ impl Engine {
                 Ok(true)
             }
         }
+    }
+
+    /// Why the runbook's organisation may not use an agent now (its monthly budget is
+    /// spent), read from the database each time, so a raised budget counts at once.
+    async fn budget_refusal(&self, number: RunbookNumber) -> Result<Option<String>, StoreError> {
+        let Some(runbook) = self.store.runbook(number).await? else {
+            return Ok(None);
+        };
+        crate::store::budget_refusal(self.store.as_ref(), &runbook.org, now_ms()).await
+    }
+
+    /// Why a new plan makes the runbook's plan too big for its organisation's `max_steps`
+    /// (its leaves counted with the ones the runbook has already), if it does.
+    async fn too_many_steps(
+        &self,
+        number: RunbookNumber,
+        plan: &crate::domain::Plan,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(runbook) = self.store.runbook(number).await? else {
+            return Ok(None);
+        };
+        let limits = self.store.org_limits(&runbook.org).await?;
+        if limits.max_steps.is_none() {
+            return Ok(None);
+        }
+        let existing = self
+            .store
+            .steps(number)
+            .await?
+            .iter()
+            .filter(|s| s.is_leaf && s.kind != StepKind::Plan)
+            .count();
+        let leaves = (existing + plan.leaves().count()) as u64;
+        Ok(limits.too_many_steps(&runbook.org.to_lowercase(), leaves))
     }
 
     /// Reads `.github/runbooks.yml` at the runbook's target branch and fills in what the

@@ -47,6 +47,9 @@ pub enum ApiError {
         retry_after: Duration,
         of: &'static str,
     },
+    /// The organisation's monthly budget is spent.
+    #[error("{0}")]
+    BudgetExhausted(String),
     #[error("{0}")]
     MethodNotAllowed(String),
     /// A webhook whose signature does not match (no bearer challenge: GitHub signs instead).
@@ -72,6 +75,7 @@ impl ApiError {
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BudgetExhausted(_) => StatusCode::PAYMENT_REQUIRED,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
@@ -91,6 +95,7 @@ impl ApiError {
             ApiError::Unprocessable(_) => "unprocessable-entity",
             ApiError::Conflict(_) => "conflict",
             ApiError::RateLimited { .. } => "rate-limited",
+            ApiError::BudgetExhausted(_) => "budget-exhausted",
             ApiError::MethodNotAllowed(_) => "method-not-allowed",
             ApiError::BadSignature(_) => "bad-signature",
             ApiError::BadGateway(_) => "github-unavailable",
@@ -134,6 +139,7 @@ impl From<crate::ops::OpError> for ApiError {
                     StatusCode::UNPROCESSABLE_ENTITY => ApiError::Unprocessable(message),
                     StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(message),
                     StatusCode::CONFLICT => ApiError::Conflict(message),
+                    StatusCode::PAYMENT_REQUIRED => ApiError::BudgetExhausted(message),
                     status => ApiError::Internal(anyhow::anyhow!("{message} ({status})")),
                 }
             }

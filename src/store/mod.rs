@@ -6,13 +6,14 @@
 //! steps ([`StepStore`]), their pull requests ([`PullStore`]), the work queue — leases, cancel
 //! requests, debts to GitHub ([`LeaseStore`]), the threads of runbooks started from comments
 //! ([`ThreadStore`]), webhook deliveries ([`DeliveryStore`]), dashboard sessions
-//! ([`SessionStore`]) and runbooks' repository setups ([`SetupStore`]). [`Store`] is all of
-//! them together, so an `Arc<dyn Store>` reaches every method without importing the
-//! aggregates' traits. Each aggregate's SQL is written once, with
+//! ([`SessionStore`]), runbooks' repository setups ([`SetupStore`]) and organisations' limits
+//! ([`OrgStore`]). [`Store`] is all of them together, so an `Arc<dyn Store>` reaches every
+//! method without importing the aggregates' traits. Each aggregate's SQL is written once, with
 //! `$1`-style parameters that both databases accept, and compiled for each backend (`sql.rs`).
 
 mod deliveries;
 mod leases;
+mod orgs;
 mod postgres;
 mod pulls;
 mod runbooks;
@@ -31,6 +32,7 @@ use async_trait::async_trait;
 
 pub use deliveries::{DeliveryRecord, DeliveryStore};
 pub use leases::{LeaseStore, Owed};
+pub use orgs::{OrgStore, budget_refusal};
 pub use postgres::PgStore;
 pub use pulls::{PullRecord, PullStore, PullWithSteps};
 pub use runbooks::{FollowUpRecord, RunbookFilter, RunbookRead, RunbookRecord, RunbookStore};
@@ -67,6 +69,7 @@ pub trait Store:
     + DeliveryStore
     + SessionStore
     + SetupStore
+    + OrgStore
     + Send
     + Sync
     + 'static

@@ -112,6 +112,7 @@ macro_rules! sql_store {
         $crate::store::deliveries::delivery_sql!($store, $db);
         $crate::store::sessions::session_sql!($store, $db);
         $crate::store::setup::setup_sql!($store, $db);
+        $crate::store::orgs::org_sql!($store, $db);
 
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {

@@ -661,3 +661,36 @@ async fn a_request_the_api_would_refuse_is_refused_in_the_thread() {
     assert!(!s.runbook_exists(1).await);
     s.t.stop().await;
 }
+
+/// An organisation whose monthly budget is spent: a `/runbook` comment starts nothing, and
+/// the thread is told why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_budget_is_explained_in_the_thread() {
+    use runbooks::domain::{LimitChanges, LimitValue};
+    let s = setup(Backend::Sqlite).await;
+    let spent = LimitChanges {
+        monthly_tokens: Some(LimitValue::Set(0)),
+        ..LimitChanges::default()
+    };
+    s.t.store
+        .update_org_limits("Acme-Corp", &spent)
+        .await
+        .unwrap();
+    let issue = s.issue("Rename the helper", "");
+    s.comment(issue, RENAME, "alice").await;
+    let comments = s
+        .wait_for_comments(issue, "the refusal", |c| c.len() == 1)
+        .await;
+    let reply = &comments[0].body;
+    assert!(
+        reply.starts_with(
+            "@alice nothing was started: the organisation acme-corp's monthly budget of 0 \
+             model tokens is spent (0 used this month); raise it with `runbooks org set \
+             acme-corp --monthly-tokens …` and retry."
+        ),
+        "{reply}"
+    );
+    assert!(!status_of(reply), "{reply}");
+    assert!(!s.runbook_exists(1).await);
+    s.t.stop().await;
+}

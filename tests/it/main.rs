@@ -24,6 +24,7 @@ mod engine;
 mod github;
 mod graphql;
 mod hostile;
+mod limits;
 mod openapi;
 mod setup;
 mod standin;

@@ -465,6 +465,39 @@ async fn github_s_answers(ledger: &mut Ledger) {
     t.stop().await;
 }
 
+/// An organisation whose monthly budget is spent: new runbooks and follow-ups are refused.
+async fn a_spent_budget(ledger: &mut Ledger) {
+    use runbooks::domain::{LimitChanges, LimitValue};
+    let t = TestServer::start(Backend::Sqlite).await;
+    assert_eq!(t.create(minimal("p")).await.status(), 202);
+    // A budget of no tokens is spent at once.
+    let spent = LimitChanges {
+        monthly_tokens: Some(LimitValue::Set(0)),
+        ..LimitChanges::default()
+    };
+    t.store
+        .update_org_limits("acme-corp", &spent)
+        .await
+        .unwrap();
+    let create = ledger.find(Method::POST, "/api/v1/runbook");
+    let token = t.token.clone();
+    let what = "a spent budget";
+    let status = ledger
+        .send(
+            &t,
+            &create,
+            Some(&token),
+            "",
+            Body::Json(minimal("p")),
+            what,
+        )
+        .await;
+    assert_eq!(status, 402);
+    let update = ledger.find(Method::PATCH, "/api/v1/runbook/{runbook_number}");
+    assert_eq!(ledger.good(&t, &update, 1).await, 402);
+    t.stop().await;
+}
+
 /// The database gone: every operation behind a token fails inside; the others say so or
 /// do not need it.
 async fn the_database_gone(ledger: &mut Ledger) {
@@ -506,6 +539,7 @@ async fn every_answer_is_described_and_every_described_answer_happens() {
     requests_of_every_kind(&mut ledger).await;
     the_rate_limit(&mut ledger).await;
     github_s_answers(&mut ledger).await;
+    a_spent_budget(&mut ledger).await;
     the_database_gone(&mut ledger).await;
 
     for operation in &ledger.operations {

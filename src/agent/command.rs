@@ -29,7 +29,7 @@ use tracing::Instrument;
 use super::sandbox::{Exit, SandboxCommand};
 use super::script::{check_worktree, plan_from_template};
 use super::{Agent, AgentError, Limits, PlanRequest, StepOutcome, StepTask, keep_tail, short_tail};
-use crate::domain::Plan;
+use crate::domain::{Plan, Usage};
 
 /// Bytes of the prompt put in `RUNBOOKS_STEP_PROMPT`: under Linux's 128 KiB per-string limit
 /// for the environment, with room for the name and a note.
@@ -86,15 +86,22 @@ impl CommandAgent {
                 task.number
             )))?;
         let log = run.output.text();
+        // The CLI's CPU time; its model's tokens are its own business (not reported to us).
+        let usage = Usage {
+            agent_cpu_ms: run.cpu_ms(),
+            ..Usage::default()
+        };
         match run.exit {
             Exit::Code(0) => Ok(StepOutcome {
                 summary: summary(&log),
                 log: keep_tail(log, self.limits.output_cap),
+                usage,
             }),
             Exit::TimedOut => Err(AgentError::TimedOut {
                 step: task.number.clone(),
                 after: self.limits.step_timeout,
                 log,
+                usage,
             }),
             exit => {
                 let tail = short_tail(&log, 20, 2000);
@@ -104,7 +111,11 @@ impl CommandAgent {
                 } else {
                     message.push_str(&format!("; last lines of its output:\n{tail}"));
                 }
-                Err(AgentError::StepFailed { message, log })
+                Err(AgentError::StepFailed {
+                    message,
+                    log,
+                    usage,
+                })
             }
         }
     }

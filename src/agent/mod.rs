@@ -32,7 +32,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::domain::{Plan, StepNumber};
+use crate::domain::{Plan, StepNumber, Usage};
 pub use settings::{AgentConfig, AgentKind, NetworkKind, SandboxKind};
 
 /// Plans runbooks and executes their leaf steps.
@@ -117,6 +117,9 @@ pub struct StepOutcome {
     pub summary: String,
     /// The output tail or transcript, kept with the step (bounded by [`Limits::output_cap`]).
     pub log: String,
+    /// What the agent used: its processes' CPU time and a model's tokens. The engine fills in
+    /// the wall time ([`Usage::wall_ms`] is 0 here).
+    pub usage: Usage,
 }
 
 /// Why planning or a step failed. Every message says what happened and, where a user can act,
@@ -126,10 +129,16 @@ pub enum AgentError {
     /// The prompt could not become a plan; the message is shown as the runbook's failed plan.
     #[error("the plan could not be made: {0}")]
     Plan(String),
-    /// The step ran and failed.
+    /// The step ran and failed. It used resources all the same: `usage` counts toward the
+    /// organisation's budgets like a completed step's.
     #[error("{message}")]
-    StepFailed { message: String, log: String },
-    /// The step ran out of time; everything it started was stopped.
+    StepFailed {
+        message: String,
+        log: String,
+        usage: Usage,
+    },
+    /// The step ran out of time; everything it started was stopped (`usage`: what it used
+    /// until then).
     #[error(
         "step {step} ran out of time after {} and was stopped: split it into smaller steps or raise the step timeout",
         humantime::format_duration(*.after)
@@ -138,6 +147,7 @@ pub enum AgentError {
         step: StepNumber,
         after: Duration,
         log: String,
+        usage: Usage,
     },
     /// The engine could not run the agent at all (a missing working tree, no `sh`, …).
     #[error("{context}: {source}")]
@@ -154,6 +164,14 @@ impl AgentError {
         match self {
             AgentError::StepFailed { log, .. } | AgentError::TimedOut { log, .. } => Some(log),
             AgentError::Plan(_) | AgentError::Io { .. } => None,
+        }
+    }
+
+    /// What the step used before it failed: nothing for a plan or an engine error.
+    pub fn usage(&self) -> Usage {
+        match self {
+            AgentError::StepFailed { usage, .. } | AgentError::TimedOut { usage, .. } => *usage,
+            AgentError::Plan(_) | AgentError::Io { .. } => Usage::default(),
         }
     }
 
@@ -381,12 +399,18 @@ mod tests {
             step: "2".parse().unwrap(),
             after: Duration::from_millis(300),
             log: "tail".into(),
+            usage: Usage {
+                agent_cpu_ms: 7,
+                ..Usage::default()
+            },
         };
         assert_eq!(
             err.to_string(),
             "step 2 ran out of time after 300ms and was stopped: split it into smaller steps or raise the step timeout"
         );
         assert_eq!(err.log(), Some("tail"));
+        assert_eq!(err.usage().agent_cpu_ms, 7);
+        assert_eq!(AgentError::Plan("x".into()).usage(), Usage::default());
         assert_eq!(
             AgentError::Plan("x".into()).to_string(),
             "the plan could not be made: x"

@@ -316,10 +316,11 @@ impl Engine {
                 }
                 self.announce(number, Progress::StepStarted);
                 let started = std::time::Instant::now();
-                let end = self.run_step(number, &step, lost).await;
+                let (end, agent) = self.run_step(number, &step, lost).await;
+                // The engine's clock for the wall time, the agent's figures for the rest.
                 let usage = Usage {
                     wall_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                    ..Usage::default()
+                    ..agent
                 };
                 if lost.load(Ordering::SeqCst) {
                     // Another worker owns the runbook now and will run the step again.
@@ -494,28 +495,34 @@ impl Engine {
     }
 
     /// Executes one step: working tree, agent, commit, push. Cancellation and a lost lease
-    /// stop the agent.
+    /// stop the agent. With the end, what the agent used (its CPU time and tokens; the wall
+    /// time is the caller's).
     async fn run_step(
         &self,
         number: RunbookNumber,
         step: &StepRecord,
         lost: &AtomicBool,
-    ) -> StepEnd {
-        let work = git_steps::execute(self, number, step);
-        tokio::pin!(work);
-        loop {
-            tokio::select! {
-                end = &mut work => return end,
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {
-                    if lost.load(Ordering::SeqCst) {
-                        return StepEnd::Failed { error: "the lease was lost".into(), log: String::new() };
-                    }
-                    if self.store.cancel_requested(number).await.unwrap_or(false) {
-                        return cancelled(String::new());
+    ) -> (StepEnd, Usage) {
+        // What the agent's finished runs used; a run stopped by a cancel reports nothing.
+        let mut used = Usage::default();
+        let end = {
+            let work = git_steps::execute(self, number, step, &mut used);
+            tokio::pin!(work);
+            loop {
+                tokio::select! {
+                    end = &mut work => break end,
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                        if lost.load(Ordering::SeqCst) {
+                            break StepEnd::Failed { error: "the lease was lost".into(), log: String::new() };
+                        }
+                        if self.store.cancel_requested(number).await.unwrap_or(false) {
+                            break cancelled(String::new());
+                        }
                     }
                 }
             }
-        }
+        };
+        (end, used)
     }
 }
 

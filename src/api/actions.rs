@@ -41,6 +41,34 @@ pub struct StepDocument {
     pub error: Option<String>,
     /// The pull request carrying the step's commit.
     pub pull_request: Option<u64>,
+    /// What the step used the last time it ran; null until it has run (and for parents).
+    #[serde(default)]
+    pub usage: Option<UsageDocument>,
+}
+
+/// What running steps used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UsageDocument {
+    /// Wall-clock time, from a step's start to its end, in milliseconds.
+    pub wall_ms: u64,
+    /// CPU time (user and system) of the agent's processes, in milliseconds.
+    pub agent_cpu_ms: u64,
+    /// Tokens of the prompts sent to a model, as the model's endpoint counted them; null
+    /// when unknown (agents without a model, endpoints that do not count).
+    pub prompt_tokens: Option<u64>,
+    /// Tokens of the model's answers; null when unknown.
+    pub completion_tokens: Option<u64>,
+}
+
+impl From<domain::Usage> for UsageDocument {
+    fn from(usage: domain::Usage) -> Self {
+        Self {
+            wall_ms: usage.wall_ms,
+            agent_cpu_ms: usage.agent_cpu_ms,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+        }
+    }
 }
 
 /// The step tree of a runbook, in plan order.
@@ -48,6 +76,9 @@ pub struct StepDocument {
 pub struct StepsDocument {
     pub runbook_number: i64,
     pub steps: Vec<StepDocument>,
+    /// What the runbook's steps used, together (tokens null when no step's were known).
+    #[serde(default)]
+    pub usage: UsageDocument,
 }
 
 /// Carries out `action`, then answers the runbook as it is now.
@@ -171,7 +202,7 @@ pub async fn open_pull_request(
     act(&state, &caller, number, Action::OpenPullRequest).await
 }
 
-/// The step tree: titles, states, commits, errors.
+/// The step tree: titles, states, commits, errors, what each step used and the total.
 #[utoipa::path(
     get,
     path = "/api/v1/runbook/{runbook_number}/steps",
@@ -203,11 +234,14 @@ pub async fn steps(
                 commit_sha: step.commit_sha.clone(),
                 error: step.error.clone(),
                 pull_request: step.pr_number,
+                usage: step.usage.map(UsageDocument::from),
             }
         })
         .collect();
+    let total: domain::Usage = steps.iter().filter_map(|step| step.usage).sum();
     Ok(Json(StepsDocument {
         runbook_number: number.get(),
         steps: documents,
+        usage: total.into(),
     }))
 }

@@ -138,6 +138,32 @@ impl From<StepCounts> for StepCountsObject {
     }
 }
 
+/// What running steps used (a step's last run, or a runbook's steps together).
+#[derive(SimpleObject, Clone, Copy, Debug)]
+#[graphql(name = "Usage")]
+pub struct UsageObject {
+    /// Wall-clock time, from a step's start to its end, in milliseconds.
+    pub wall_ms: u64,
+    /// CPU time (user and system) of the agent's processes, in milliseconds.
+    pub agent_cpu_ms: u64,
+    /// Tokens of the prompts sent to a model, as its endpoint counted them; null when
+    /// unknown (agents without a model, endpoints that do not count).
+    pub prompt_tokens: Option<u64>,
+    /// Tokens of the model's answers; null when unknown.
+    pub completion_tokens: Option<u64>,
+}
+
+impl From<domain::Usage> for UsageObject {
+    fn from(u: domain::Usage) -> Self {
+        Self {
+            wall_ms: u.wall_ms,
+            agent_cpu_ms: u.agent_cpu_ms,
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+        }
+    }
+}
+
 /// The repository a runbook runs against.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct Repository {
@@ -201,6 +227,11 @@ impl Step {
     /// The pull request carrying the step's commit.
     async fn pull_request_number(&self) -> Option<u64> {
         self.record.pr_number
+    }
+
+    /// What the step used the last time it ran; null until it has run (and for parents).
+    async fn usage(&self) -> Option<UsageObject> {
+        self.record.usage.map(UsageObject::from)
     }
 }
 
@@ -340,6 +371,13 @@ impl Runbook {
                 record: step.clone(),
             })
             .collect())
+    }
+
+    /// What the runbook's steps used, together (tokens null when no step's were known).
+    async fn usage(&self, ctx: &Context<'_>) -> async_graphql::Result<UsageObject> {
+        let steps = loaders(ctx).steps(self.record.number).await.or_graphql()?;
+        let total: domain::Usage = steps.iter().filter_map(|step| step.usage).sum();
+        Ok(total.into())
     }
 
     /// Pull requests of the runbook, in the order they were opened.

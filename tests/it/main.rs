@@ -28,4 +28,5 @@ mod openapi;
 mod standin;
 mod standin_conformance;
 mod store;
+mod usage;
 mod webhooks;

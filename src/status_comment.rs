@@ -27,6 +27,8 @@ pub struct StatusView<'a> {
     pub pull_requests: &'a [PullRequestRef],
     /// The runbook's branch, for a `manual` runbook without a pull request.
     pub manual_branch: Option<&'a str>,
+    /// What planning the runbook by a model used (`None`: no model planned it).
+    pub planning: Option<Usage>,
 }
 
 fn icon(state: &str) -> &'static str {
@@ -173,11 +175,12 @@ pub fn render(view: &StatusView<'_>) -> String {
             out.push('\n');
         }
     }
-    // What the steps that ran used, once any has.
+    // What planning and the steps that ran used, once anything has.
     let used = view
         .steps
         .iter()
         .filter_map(|s| s.usage)
+        .chain(view.planning)
         .reduce(|a, b| a + b)
         .map(|total: Usage| format!(" · Used {}", total.summary()))
         .unwrap_or_default();
@@ -219,6 +222,7 @@ mod tests {
             steps,
             pull_requests: prs,
             manual_branch: None,
+            planning: None,
         }
     }
 

@@ -1213,3 +1213,33 @@ async fn a_step_reports_the_tokens_the_endpoint_counted_and_its_commands_cpu() {
         (None, None)
     );
 }
+
+/// Planning by the model reports the tokens of every answer, the rejected one included; a
+/// plan read from the template layout asked no model and reports nothing.
+#[tokio::test]
+async fn planning_reports_what_the_model_counted() {
+    setup();
+    let good = plan_json(&[("1", "Rename the helper")]);
+    let server = Server::start(vec![
+        counted(text("not json"), Some((300, 20))),
+        counted(text(&good), Some((350, 30))),
+    ])
+    .await;
+    let agent = server.agent(limits());
+    let (plan, usage) = agent
+        .plan_measured(&plan_request("Rename old_name to new_name."))
+        .await;
+    assert_eq!(numbers(&plan.unwrap()), ["1"]);
+    let usage = usage.expect("a model was asked");
+    assert_eq!(usage.prompt_tokens, Some(650));
+    assert_eq!(usage.completion_tokens, Some(50));
+
+    let (plan, usage) = agent
+        .plan_measured(&plan_request(
+            "Rename.\n\n## Execution Steps\n### Step 1: Rename\nDo it.\n",
+        ))
+        .await;
+    assert!(plan.is_ok());
+    assert_eq!(usage, None);
+    assert_eq!(server.seen().len(), 2, "the template layout asks no model");
+}

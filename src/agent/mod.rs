@@ -44,6 +44,17 @@ pub trait Agent: Send + Sync {
     /// Turns a runbook prompt into a validated plan, numbered from `request.after + 1`.
     async fn plan(&self, request: &PlanRequest) -> Result<Plan, AgentError>;
 
+    /// Plans as [`Agent::plan`] does, and says what planning used when a model was asked,
+    /// whether a plan came of it or not (its tokens count toward budgets either way); `None`
+    /// when no model was (the template layout, the `script` and `command` agents). The wall
+    /// time is the engine's to measure.
+    async fn plan_measured(
+        &self,
+        request: &PlanRequest,
+    ) -> (Result<Plan, AgentError>, Option<Usage>) {
+        (self.plan(request).await, None)
+    }
+
     /// Whether this agent plans `prompt` by reading the repository: then the engine prepares
     /// the runbook's working tree first and gives it in [`PlanRequest::tree`].
     fn plans_in_tree(&self, _prompt: &str) -> bool {

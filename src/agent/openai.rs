@@ -191,14 +191,28 @@ impl OpenAiAgent {
 #[async_trait::async_trait]
 impl Agent for OpenAiAgent {
     async fn plan(&self, request: &PlanRequest) -> Result<Plan, AgentError> {
+        self.plan_measured(request).await.0
+    }
+
+    async fn plan_measured(
+        &self,
+        request: &PlanRequest,
+    ) -> (Result<Plan, AgentError>, Option<Usage>) {
         // A prompt in the template layout is the plan already. `parse_plan` turns any other
         // prompt into one step whose details are the whole prompt: that is how a plain prompt
         // is recognised, and only those go to the model.
-        if let Some(plan) = planning::written_plan(request)? {
-            return Ok(plan);
+        match planning::written_plan(request) {
+            Ok(Some(plan)) => return (Ok(plan), None),
+            Err(err) => return (Err(err), None),
+            Ok(None) => {}
         }
         let span = tracing::info_span!("openai_plan", model = %self.model);
-        self.plan_with_model(request).instrument(span).await
+        let mut usage = Usage::default();
+        let result = self
+            .plan_with_model(request, &mut usage)
+            .instrument(span)
+            .await;
+        (result, Some(usage))
     }
 
     async fn execute(&self, task: &StepTask, worktree: &Path) -> Result<StepOutcome, AgentError> {
@@ -238,16 +252,20 @@ fn plan_schema() -> Value {
 }
 
 impl OpenAiAgent {
-    async fn plan_with_model(&self, request: &PlanRequest) -> Result<Plan, AgentError> {
+    /// Plans with the model; the tokens of its answers are added to `usage`.
+    async fn plan_with_model(
+        &self,
+        request: &PlanRequest,
+        usage: &mut Usage,
+    ) -> Result<Plan, AgentError> {
         let deadline = Instant::now() + self.limits.step_timeout;
         let mut messages = vec![
             system(planner_instructions(request.after)),
             user(planning_prompt(request)),
         ];
         let mut problem = String::new();
-        let mut usage = Usage::default();
         for attempt in 1..=PLAN_ATTEMPTS {
-            let answer = self.plan_answer(&messages, deadline, &mut usage).await?;
+            let answer = self.plan_answer(&messages, deadline, usage).await?;
             match parse_plan_answer(&answer, request.after) {
                 Ok(plan) => {
                     tracing::info!(attempt, steps = plan.steps().len(), "the model planned");

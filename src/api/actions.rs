@@ -76,9 +76,15 @@ impl From<domain::Usage> for UsageDocument {
 pub struct StepsDocument {
     pub runbook_number: i64,
     pub steps: Vec<StepDocument>,
-    /// What the runbook's steps used, together (tokens null when no step's were known).
+    /// What the runbook used, together: its steps, and planning it by a model (tokens null
+    /// when none were known).
     #[serde(default)]
     pub usage: UsageDocument,
+    /// What planning the runbook (and its follow-ups) by a model used, every time together,
+    /// whether a plan came of it or not; null when no model planned it (a plan in the
+    /// template layout, the `script` and `command` agents).
+    #[serde(default)]
+    pub planning_usage: Option<UsageDocument>,
 }
 
 /// Carries out `action`, then answers the runbook as it is now.
@@ -238,10 +244,16 @@ pub async fn steps(
             }
         })
         .collect();
-    let total: domain::Usage = steps.iter().filter_map(|step| step.usage).sum();
+    let planning = state.store().plan_usage(number).await?;
+    let total: domain::Usage = steps
+        .iter()
+        .filter_map(|step| step.usage)
+        .chain(planning)
+        .sum();
     Ok(Json(StepsDocument {
         runbook_number: number.get(),
         steps: documents,
         usage: total.into(),
+        planning_usage: planning.map(UsageDocument::from),
     }))
 }

@@ -508,6 +508,7 @@ pub fn live(ctx: &Ctx, view: &RunbookView) -> Markup {
         .steps
         .iter()
         .filter_map(|s| s.usage)
+        .chain(view.planning)
         .reduce(|a, b| a + b);
     html! {
         div.summary {

@@ -274,7 +274,17 @@ impl Engine {
                     after,
                     tree: None,
                 };
-                match self.agent.plan(&request).await {
+                let started = std::time::Instant::now();
+                let (planned, used) = self.agent.plan_measured(&request).await;
+                if let Some(used) = used {
+                    // A model was asked: what it took counts, plan or no plan.
+                    let usage = Usage {
+                        wall_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                        ..used
+                    };
+                    self.store.record_plan_usage(number, &usage).await?;
+                }
+                match planned {
                     Ok(plan) => {
                         let state = if queue {
                             StepState::Queued

@@ -304,6 +304,18 @@ impl Runbook {
     }
 }
 
+impl Runbook {
+    /// What planning the runbook used (one query per runbook: asked only with a usage field).
+    async fn planning(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<domain::Usage>> {
+        let state = &ctx.data_unchecked::<RequestContext>().state;
+        state
+            .store()
+            .plan_usage(self.record.number)
+            .await
+            .or_graphql()
+    }
+}
+
 fn loaders<'a>(ctx: &Context<'a>) -> &'a Loaders {
     ctx.data_unchecked::<Loaders>()
 }
@@ -373,11 +385,26 @@ impl Runbook {
             .collect())
     }
 
-    /// What the runbook's steps used, together (tokens null when no step's were known).
+    /// What the runbook used, together: its steps, and planning it by a model (tokens null
+    /// when none were known).
     async fn usage(&self, ctx: &Context<'_>) -> async_graphql::Result<UsageObject> {
         let steps = loaders(ctx).steps(self.record.number).await.or_graphql()?;
-        let total: domain::Usage = steps.iter().filter_map(|step| step.usage).sum();
+        let planning = self.planning(ctx).await?;
+        let total: domain::Usage = steps
+            .iter()
+            .filter_map(|step| step.usage)
+            .chain(planning)
+            .sum();
         Ok(total.into())
+    }
+
+    /// What planning the runbook (and its follow-ups) by a model used, every time together,
+    /// whether a plan came of it or not; null when no model planned it.
+    async fn planning_usage(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<UsageObject>> {
+        Ok(self.planning(ctx).await?.map(UsageObject::from))
     }
 
     /// Pull requests of the runbook, in the order they were opened.

@@ -34,13 +34,35 @@ struct Counted {
     completion_tokens: u64,
 }
 
+/// The planner's answer: one step.
+const PLAN: &str =
+    r#"{"steps": [{"number": "1", "title": "Write the note", "details": "Write it."}]}"#;
+
+/// What the endpoint counts for the planner's answer.
+const PLAN_TOKENS: (u64, u64) = (40, 9);
+
 /// An OpenAI-compatible endpoint: to a step's first request it answers with a `write_file`
 /// call, to the next one with `finish`, each answer with a count of tokens of its own (some
-/// with none, as servers that do not count); it adds up what it reported.
+/// with none, as servers that do not count); a planning request (no tools) gets [`PLAN`]
+/// with [`PLAN_TOKENS`]. It adds up what it reported.
 async fn model() -> (String, Arc<Mutex<Counted>>) {
     async fn answer(State(counted): State<Arc<Mutex<Counted>>>, body: String) -> Json<Value> {
         let request: Value = serde_json::from_str(&body).expect("a JSON request");
         let messages = request["messages"].as_array().expect("messages");
+        if request.get("tools").is_none() {
+            let mut counted = counted.lock().unwrap();
+            counted.answers += 1;
+            counted.prompt_tokens += PLAN_TOKENS.0;
+            counted.completion_tokens += PLAN_TOKENS.1;
+            return Json(json!({
+                "id": "chatcmpl-plan", "object": "chat.completion", "created": 1_700_000_000,
+                "model": "test-model",
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": PLAN}}],
+                "usage": {"prompt_tokens": PLAN_TOKENS.0, "completion_tokens": PLAN_TOKENS.1,
+                          "total_tokens": PLAN_TOKENS.0 + PLAN_TOKENS.1}
+            }));
+        }
         let answered = messages.iter().any(|m| m["role"] == "tool");
         let prompt = messages
             .iter()
@@ -115,6 +137,7 @@ async fn steps_json(t: &TestServer, number: i64) -> Value {
 async fn graphql(t: &TestServer, number: i64) -> Value {
     let query = "query($n: Int!) { runbook(number: $n) { \
         usage { wallMs agentCpuMs promptTokens completionTokens } \
+        planningUsage { wallMs agentCpuMs promptTokens completionTokens } \
         steps { number leaf usage { wallMs agentCpuMs promptTokens completionTokens } } } }";
     let answer: Value = t
         .http
@@ -190,6 +213,11 @@ async fn tokens_are_what_the_model_counted(backend: Backend) {
     assert_eq!(int(&total["prompt_tokens"]), prompt_total, "{doc}");
     assert_eq!(int(&total["completion_tokens"]), completion_total, "{doc}");
     assert_eq!(int(&total["wall_ms"]), wall_sum, "{doc}");
+    assert_eq!(
+        doc["planning_usage"],
+        Value::Null,
+        "no model planned it: {doc}"
+    );
 
     let runbook = graphql(&t, 1).await;
     assert_eq!(int(&runbook["usage"]["promptTokens"]), prompt_total);
@@ -283,7 +311,73 @@ sleep 0.3; echo rested > rested.txt
     t.stop().await;
 }
 
+/// Planning by the model counts too: the runbook's planning usage is what the endpoint
+/// counted for the plan, its total adds it to its steps', and so does the organisation's
+/// use (what budgets read).
+async fn planning_by_the_model_counts(backend: Backend) {
+    let github = github().await;
+    let (base, counted) = model().await;
+    let t = server_for(&github, backend, move |config| {
+        config.agent.kind = AgentKind::Openai;
+        config.agent.openai_base_url = Some(base);
+        config.agent.model = Some("test-model".into());
+    })
+    .await;
+    t.api()
+        .create(&support::minimal("Write a note."))
+        .await
+        .expect("created");
+    let done = wait_for_status(&t, 1, &[RunbookStatus::Completed, RunbookStatus::Failed]).await;
+    assert_eq!(
+        done.status,
+        RunbookStatus::Completed,
+        "{:?}",
+        steps_json(&t, 1).await
+    );
+    let (answers, prompt_total, completion_total) = {
+        let counted = counted.lock().unwrap();
+        (
+            counted.answers,
+            counted.prompt_tokens,
+            counted.completion_tokens,
+        )
+    };
+    assert_eq!(answers, 3, "one to plan, two for the step");
+
+    let doc = steps_json(&t, 1).await;
+    let planning = &doc["planning_usage"];
+    assert_eq!(int(&planning["prompt_tokens"]), PLAN_TOKENS.0, "{doc}");
+    assert_eq!(int(&planning["completion_tokens"]), PLAN_TOKENS.1, "{doc}");
+    assert!(planning["wall_ms"].is_u64(), "{doc}");
+    let step = &doc["steps"][0]["usage"];
+    assert_eq!(
+        int(&step["prompt_tokens"]),
+        prompt_total - PLAN_TOKENS.0,
+        "{doc}"
+    );
+    let total = &doc["usage"];
+    assert_eq!(int(&total["prompt_tokens"]), prompt_total, "{doc}");
+    assert_eq!(int(&total["completion_tokens"]), completion_total, "{doc}");
+    assert_eq!(
+        int(&total["wall_ms"]),
+        int(&step["wall_ms"]) + int(&planning["wall_ms"])
+    );
+
+    let runbook = graphql(&t, 1).await;
+    assert_eq!(int(&runbook["usage"]["promptTokens"]), prompt_total);
+    assert_eq!(
+        int(&runbook["planningUsage"]["completionTokens"]),
+        PLAN_TOKENS.1
+    );
+
+    let month = t.store.org_usage_since("ACME-CORP", 0).await.unwrap();
+    assert_eq!(month.prompt_tokens, Some(prompt_total));
+    assert_eq!(month.completion_tokens, Some(completion_total));
+    t.stop().await;
+}
+
 both_backends!(
+    planning_by_the_model_counts,
     tokens_are_what_the_model_counted,
     a_script_runbook_has_times_and_no_tokens
 );

@@ -71,6 +71,17 @@ impl From<domain::Usage> for UsageDocument {
     }
 }
 
+impl From<UsageDocument> for domain::Usage {
+    fn from(doc: UsageDocument) -> Self {
+        Self {
+            wall_ms: doc.wall_ms,
+            agent_cpu_ms: doc.agent_cpu_ms,
+            prompt_tokens: doc.prompt_tokens,
+            completion_tokens: doc.completion_tokens,
+        }
+    }
+}
+
 /// The step tree of a runbook, in plan order.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct StepsDocument {

@@ -8,6 +8,11 @@
 //! agent cannot exhaust memory. Each run gets a fresh private directory outside the working
 //! tree for its HOME and TMPDIR, removed afterwards. What the jail adds (its own filesystem
 //! view, processes and network) is described in [`super::jail`].
+//!
+//! Every run also says what CPU time it used ([`Finished::cpu`]): the command and everything
+//! it started that ended by the end of the run (killed at the deadline included), counted by
+//! the kernel as processes are reaped. An accountant process between the server and the
+//! command reaps them all, the jail's init included (see [`accounting`]).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;

@@ -865,6 +865,7 @@ mod tests {
             commit_sha: None,
             error: None,
             pull_request: None,
+            usage: None,
         }
     }
 

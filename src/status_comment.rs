@@ -1,7 +1,9 @@
 //! The status comment: what the app writes in the thread a runbook was started from, and
 //! edits as the runbook progresses. Rendering is pure; the engine decides when to edit.
 
-use crate::domain::{PullRequestRef, RunbookNumber, RunbookStatus, StepCounts, StepState, status};
+use crate::domain::{
+    PullRequestRef, RunbookNumber, RunbookStatus, StepCounts, StepState, Usage, status,
+};
 use crate::store::StepRecord;
 
 /// Every status comment starts with this marker (invisible on GitHub), so the app can find
@@ -25,6 +27,8 @@ pub struct StatusView<'a> {
     pub pull_requests: &'a [PullRequestRef],
     /// The runbook's branch, for a `manual` runbook without a pull request.
     pub manual_branch: Option<&'a str>,
+    /// What planning the runbook by a model used (`None`: no model planned it).
+    pub planning: Option<Usage>,
 }
 
 fn icon(state: &str) -> &'static str {
@@ -171,8 +175,17 @@ pub fn render(view: &StatusView<'_>) -> String {
             out.push('\n');
         }
     }
+    // What planning and the steps that ran used, once anything has.
+    let used = view
+        .steps
+        .iter()
+        .filter_map(|s| s.usage)
+        .chain(view.planning)
+        .reduce(|a, b| a + b)
+        .map(|total: Usage| format!(" · Used {}", total.summary()))
+        .unwrap_or_default();
     out.push_str(&format!(
-        "<sub>[Dashboard]({}) · requested by @{}</sub>\n",
+        "<sub>[Dashboard]({}) · requested by @{}{used}</sub>\n",
         view.url, view.requested_by
     ));
     out
@@ -209,6 +222,7 @@ mod tests {
             steps,
             pull_requests: prs,
             manual_branch: None,
+            planning: None,
         }
     }
 
@@ -238,6 +252,8 @@ mod tests {
         }];
         let body = render(&view(&steps, &prs));
         assert!(body.contains("**Completed**: all 2 steps done."));
+        // Nothing recorded as used (steps from before usage was kept): no figures.
+        assert!(body.ends_with("requested by @octocat</sub>\n"), "{body}");
         assert!(body.contains("- ✅ **1** Group\n  - ✅ **1.1** First — `0123456`\n"));
         assert!(body.contains("Pull request: https://github.example/acme/backend/pull/5"));
     }
@@ -251,6 +267,42 @@ mod tests {
         assert!(body.contains("**Failed** (1 of 2 steps done)."));
         assert!(body.contains("Step **2** failed:\n````\nexit 1\n```\n@someone\n````\n"));
         assert!(body.contains("/runbook retry"));
+    }
+
+    #[test]
+    fn the_footer_shows_what_the_steps_used() {
+        let mut first = step("1", "Model", true, StepState::Completed);
+        first.usage = Some(Usage {
+            wall_ms: 150_000,
+            agent_cpu_ms: 30_000,
+            prompt_tokens: Some(10_000),
+            completion_tokens: Some(2_345),
+        });
+        let mut second = step("2", "Script", true, StepState::Failed);
+        second.usage = Some(Usage {
+            wall_ms: 42_500,
+            agent_cpu_ms: 11_000,
+            prompt_tokens: None,
+            completion_tokens: None,
+        });
+        let steps = [
+            first,
+            second,
+            step("3", "Later", true, StepState::NotStarted),
+        ];
+        let body = render(&view(&steps, &[]));
+        assert!(
+            body.ends_with(
+                "requested by @octocat · Used 3m 12s of agent time (41s CPU) · 12,345 tokens</sub>\n"
+            ),
+            "{body}"
+        );
+        // Without a model, no tokens are known and none are shown.
+        let body = render(&view(&steps[1..], &[]));
+        assert!(
+            body.ends_with("requested by @octocat · Used 42s of agent time (11s CPU)</sub>\n"),
+            "{body}"
+        );
     }
 
     #[test]

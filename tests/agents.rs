@@ -187,7 +187,7 @@ async fn a_failing_block_fails_the_step_with_its_output_and_stops_there() {
         .execute(&task("1.2", details), dir.path())
         .await
         .unwrap_err();
-    let AgentError::StepFailed { message, log } = &err else {
+    let AgentError::StepFailed { message, log, .. } = &err else {
         panic!("expected a failed step, got {err:?}");
     };
     assert_eq!(
@@ -245,7 +245,9 @@ async fn a_step_without_commands_asks_for_an_llm_agent() {
     );
 }
 
-/// Reads a pid the test's command wrote, once the file is complete.
+/// Reads a pid (or a process group id) the test's command wrote, once the file is complete.
+/// Commands write their process group as `cut -d' ' -f5 /proc/$$/stat` (the fifth field of
+/// a process's stat): the shell is not the group's leader (see the sandbox's accountant).
 fn read_pid(path: &Path) -> i32 {
     std::fs::read_to_string(path)
         .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
@@ -295,7 +297,7 @@ async fn a_step_that_runs_too_long_is_stopped_with_everything_it_started() {
         ..Limits::default()
     });
     let dir = tempfile::tempdir().unwrap();
-    let details = "```sh\necho $$ > leader.pid\nsleep 30 &\necho $! > background.pid\necho waiting\nsleep 30\n```";
+    let details = "```sh\ncut -d' ' -f5 /proc/$$/stat > leader.pid\nsleep 30 &\necho $! > background.pid\necho waiting\nsleep 30\n```";
     let started = Instant::now();
     let err = agent
         .execute(&task("2.1", details), dir.path())
@@ -305,7 +307,10 @@ async fn a_step_that_runs_too_long_is_stopped_with_everything_it_started() {
         started.elapsed() < Duration::from_secs(25),
         "the step was not stopped"
     );
-    let AgentError::TimedOut { step, after, log } = &err else {
+    let AgentError::TimedOut {
+        step, after, log, ..
+    } = &err
+    else {
         panic!("expected a timeout, got {err:?}");
     };
     assert_eq!(step.to_string(), "2.1");
@@ -325,7 +330,7 @@ async fn a_cancelled_step_leaves_nothing_running() {
     setup();
     let agent = ScriptAgent::new(limits());
     let dir = tempfile::tempdir().unwrap();
-    let details = "```sh\nsleep 30 &\necho $$ > leader.pid\nsleep 30\n```";
+    let details = "```sh\nsleep 30 &\ncut -d' ' -f5 /proc/$$/stat > leader.pid\nsleep 30\n```";
     let step = task("1", details);
     let leader_file = dir.path().join("leader.pid");
     let started = |path: &PathBuf| std::fs::read_to_string(path).is_ok_and(|s| s.ends_with('\n'));
@@ -503,7 +508,7 @@ async fn a_failing_coding_agent_fails_the_step_with_its_output() {
 async fn a_coding_agent_that_runs_too_long_is_stopped() {
     setup();
     let agent = CommandAgent::new(
-        "echo $$ > agent.pid; sleep 30",
+        "cut -d' ' -f5 /proc/$$/stat > agent.pid; sleep 30",
         Limits {
             step_timeout: Duration::from_millis(300),
             output_cap: 1024,
@@ -939,5 +944,66 @@ async fn the_plan_file_cannot_lead_the_server_elsewhere() {
                 "it did not wait"
             );
         }
+    }
+}
+
+/// What a step used is its processes' CPU time, in the jail too (bubblewrap's init reaps
+/// what the step started, so it adds up into what the engine reaps): a busy loop in a child
+/// shell reports more than a sleep. No tokens without a model. A failed step and a command
+/// agent's step report theirs as well.
+#[tokio::test]
+async fn steps_report_the_cpu_time_they_used() {
+    setup();
+    let busy = "```sh\nsh -c 'i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done'\n```";
+    let sleeping = "```sh\nsleep 0.3\n```";
+    for jail in [runbooks::agent::jail::Jail::default(), bwrap_jail()] {
+        let agent = ScriptAgent::new(Limits {
+            jail: jail.clone(),
+            ..limits()
+        });
+        let tree = tempfile::tempdir().unwrap();
+        let busy = agent
+            .execute(&task("1", busy), tree.path())
+            .await
+            .unwrap()
+            .usage;
+        let sleeping = agent
+            .execute(&task("2", sleeping), tree.path())
+            .await
+            .unwrap()
+            .usage;
+        assert!(busy.agent_cpu_ms > 0, "{busy:?}");
+        assert!(
+            busy.agent_cpu_ms > sleeping.agent_cpu_ms,
+            "busy {busy:?}, sleeping {sleeping:?}"
+        );
+        assert_eq!((busy.prompt_tokens, busy.completion_tokens), (None, None));
+        assert_eq!(busy.wall_ms, 0, "the wall time is the engine's to measure");
+
+        let failed = agent
+            .execute(
+                &task(
+                    "3",
+                    "```sh\ni=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; exit 2\n```",
+                ),
+                tree.path(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(failed, AgentError::StepFailed { .. }),
+            "{failed:?}"
+        );
+        assert!(failed.usage().agent_cpu_ms > 0, "{failed:?}");
+
+        let command = CommandAgent::new(
+            "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; echo did it",
+            Limits { jail, ..limits() },
+        );
+        let outcome = command
+            .execute(&task("4", "anything"), tree.path())
+            .await
+            .unwrap();
+        assert!(outcome.usage.agent_cpu_ms > 0, "{:?}", outcome.usage);
     }
 }

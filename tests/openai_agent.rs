@@ -180,6 +180,27 @@ fn completion(message: Value) -> Answer {
     )
 }
 
+/// `answer` with the endpoint's count of tokens for it: `Some((prompt, completion))`, or
+/// `None` for a server that reports none.
+fn counted(answer: Answer, tokens: Option<(u64, u64)>) -> Answer {
+    let Answer::Json(status, mut body) = answer else {
+        panic!("only JSON answers have a usage");
+    };
+    match tokens {
+        Some((prompt, completion)) => {
+            body["usage"] = json!({
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion
+            });
+        }
+        None => {
+            body.as_object_mut().unwrap().remove("usage");
+        }
+    }
+    Answer::Json(status, body)
+}
+
 fn text(content: &str) -> Answer {
     completion(json!({"role": "assistant", "content": content}))
 }
@@ -905,7 +926,7 @@ async fn a_runaway_loop_is_cut_by_the_turn_bound() {
         .execute(&task("Loop forever."), tree.path())
         .await
         .unwrap_err();
-    let AgentError::StepFailed { message, log } = &err else {
+    let AgentError::StepFailed { message, log, .. } = &err else {
         panic!("expected a failed step, got {err:?}");
     };
     assert!(
@@ -960,7 +981,10 @@ async fn a_model_that_never_answers_times_the_step_out() {
         .execute(&task("Hang."), tree.path())
         .await
         .unwrap_err();
-    let AgentError::TimedOut { step, after, log } = &err else {
+    let AgentError::TimedOut {
+        step, after, log, ..
+    } = &err
+    else {
         panic!("expected a timeout, got {err:?}");
     };
     assert_eq!(step.to_string(), "2.1");
@@ -1129,4 +1153,93 @@ async fn without_a_configured_key_none_is_taken_from_the_environment() {
         "{authorization}"
     );
     assert_eq!(seen[0].body["model"], "local-model");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Usage
+
+/// A step's usage is the sum of what the endpoint counted for each of its answers (answers
+/// without a count add nothing), and its commands' CPU time; a failed step reports what it
+/// used too; a step none of whose answers had a count has unknown tokens.
+#[tokio::test]
+async fn a_step_reports_the_tokens_the_endpoint_counted_and_its_commands_cpu() {
+    setup();
+    let tree = worktree();
+    let busy = "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; echo busy";
+    let server = Server::start(vec![
+        counted(
+            calls("c", &[("run_command", json!({ "command": busy }))]),
+            Some((120, 30)),
+        ),
+        counted(calls("l", &[("list_files", json!({"path": "src"}))]), None),
+        counted(finish("Ran it"), Some((80, 20))),
+    ])
+    .await;
+    let outcome = server
+        .agent(limits())
+        .execute(&task("Run it."), tree.path())
+        .await
+        .unwrap();
+    assert_eq!(outcome.usage.prompt_tokens, Some(200));
+    assert_eq!(outcome.usage.completion_tokens, Some(50));
+    assert!(outcome.usage.agent_cpu_ms > 0, "{:?}", outcome.usage);
+    assert_eq!(outcome.usage.wall_ms, 0, "the wall time is the engine's");
+
+    // Cut by the turn bound: what the turns used is still reported.
+    let server = Server::start(vec![]).await;
+    server.repeat(counted(
+        calls("loop", &[("list_files", json!({"path": "src"}))]),
+        Some((7, 3)),
+    ));
+    let err = server
+        .agent(limits())
+        .with_max_turns(4)
+        .execute(&task("Loop forever."), tree.path())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AgentError::StepFailed { .. }), "{err:?}");
+    assert_eq!(err.usage().prompt_tokens, Some(28));
+    assert_eq!(err.usage().completion_tokens, Some(12));
+
+    // A server that never counts: the tokens are unknown, not zero.
+    let server = Server::start(vec![counted(finish("Nothing to do"), None)]).await;
+    let outcome = server
+        .agent(limits())
+        .execute(&task("Nothing."), tree.path())
+        .await
+        .unwrap();
+    assert_eq!(
+        (outcome.usage.prompt_tokens, outcome.usage.completion_tokens),
+        (None, None)
+    );
+}
+
+/// Planning by the model reports the tokens of every answer, the rejected one included; a
+/// plan read from the template layout asked no model and reports nothing.
+#[tokio::test]
+async fn planning_reports_what_the_model_counted() {
+    setup();
+    let good = plan_json(&[("1", "Rename the helper")]);
+    let server = Server::start(vec![
+        counted(text("not json"), Some((300, 20))),
+        counted(text(&good), Some((350, 30))),
+    ])
+    .await;
+    let agent = server.agent(limits());
+    let (plan, usage) = agent
+        .plan_measured(&plan_request("Rename old_name to new_name."))
+        .await;
+    assert_eq!(numbers(&plan.unwrap()), ["1"]);
+    let usage = usage.expect("a model was asked");
+    assert_eq!(usage.prompt_tokens, Some(650));
+    assert_eq!(usage.completion_tokens, Some(50));
+
+    let (plan, usage) = agent
+        .plan_measured(&plan_request(
+            "Rename.\n\n## Execution Steps\n### Step 1: Rename\nDo it.\n",
+        ))
+        .await;
+    assert!(plan.is_ok());
+    assert_eq!(usage, None);
+    assert_eq!(server.seen().len(), 2, "the template layout asks no model");
 }

@@ -47,7 +47,7 @@ use super::planning::{self, PLAN_ATTEMPTS, REJECTED_ANSWER_CAP};
 use super::sandbox::{Exit, SandboxCommand};
 use super::script::check_worktree;
 use super::{Agent, AgentError, Limits, PlanRequest, StepOutcome, StepTask, keep_tail, short_tail};
-use crate::domain::Plan;
+use crate::domain::{Plan, Usage};
 
 /// The variable naming the file a planning command writes its plan to.
 pub const PLAN_FILE_VARIABLE: &str = "RUNBOOKS_PLAN_FILE";
@@ -125,15 +125,22 @@ impl CommandAgent {
                 task.number
             )))?;
         let log = run.output.text();
+        // The CLI's CPU time; its model's tokens are its own business (not reported to us).
+        let usage = Usage {
+            agent_cpu_ms: run.cpu_ms(),
+            ..Usage::default()
+        };
         match run.exit {
             Exit::Code(0) => Ok(StepOutcome {
                 summary: summary(&log),
                 log: keep_tail(log, self.limits.output_cap),
+                usage,
             }),
             Exit::TimedOut => Err(AgentError::TimedOut {
                 step: task.number.clone(),
                 after: self.limits.step_timeout,
                 log,
+                usage,
             }),
             exit => {
                 let tail = short_tail(&log, 20, 2000);
@@ -143,7 +150,11 @@ impl CommandAgent {
                 } else {
                     message.push_str(&format!("; last lines of its output:\n{tail}"));
                 }
-                Err(AgentError::StepFailed { message, log })
+                Err(AgentError::StepFailed {
+                    message,
+                    log,
+                    usage,
+                })
             }
         }
     }

@@ -33,7 +33,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::domain::{Plan, StepNumber};
+use crate::domain::{Plan, StepNumber, Usage};
 pub use settings::{AgentConfig, AgentKind, NetworkKind, SandboxKind};
 
 /// Plans runbooks and executes their leaf steps.
@@ -44,6 +44,17 @@ pub use settings::{AgentConfig, AgentKind, NetworkKind, SandboxKind};
 pub trait Agent: Send + Sync {
     /// Turns a runbook prompt into a validated plan, numbered from `request.after + 1`.
     async fn plan(&self, request: &PlanRequest) -> Result<Plan, AgentError>;
+
+    /// Plans as [`Agent::plan`] does, and says what planning used when a model was asked,
+    /// whether a plan came of it or not (its tokens count toward budgets either way); `None`
+    /// when no model was (the template layout, the `script` and `command` agents). The wall
+    /// time is the engine's to measure.
+    async fn plan_measured(
+        &self,
+        request: &PlanRequest,
+    ) -> (Result<Plan, AgentError>, Option<Usage>) {
+        (self.plan(request).await, None)
+    }
 
     /// Whether this agent plans `prompt` by reading the repository: then the engine prepares
     /// the runbook's working tree first and gives it in [`PlanRequest::tree`].
@@ -118,6 +129,9 @@ pub struct StepOutcome {
     pub summary: String,
     /// The output tail or transcript, kept with the step (bounded by [`Limits::output_cap`]).
     pub log: String,
+    /// What the agent used: its processes' CPU time and a model's tokens. The engine fills in
+    /// the wall time ([`Usage::wall_ms`] is 0 here).
+    pub usage: Usage,
 }
 
 /// Why planning or a step failed. Every message says what happened and, where a user can act,
@@ -127,10 +141,16 @@ pub enum AgentError {
     /// The prompt could not become a plan; the message is shown as the runbook's failed plan.
     #[error("the plan could not be made: {0}")]
     Plan(String),
-    /// The step ran and failed.
+    /// The step ran and failed. It used resources all the same: `usage` counts toward the
+    /// organisation's budgets like a completed step's.
     #[error("{message}")]
-    StepFailed { message: String, log: String },
-    /// The step ran out of time; everything it started was stopped.
+    StepFailed {
+        message: String,
+        log: String,
+        usage: Usage,
+    },
+    /// The step ran out of time; everything it started was stopped (`usage`: what it used
+    /// until then).
     #[error(
         "step {step} ran out of time after {} and was stopped: split it into smaller steps or raise the step timeout",
         humantime::format_duration(*.after)
@@ -139,6 +159,7 @@ pub enum AgentError {
         step: StepNumber,
         after: Duration,
         log: String,
+        usage: Usage,
     },
     /// The engine could not run the agent at all (a missing working tree, no `sh`, …).
     #[error("{context}: {source}")]
@@ -155,6 +176,14 @@ impl AgentError {
         match self {
             AgentError::StepFailed { log, .. } | AgentError::TimedOut { log, .. } => Some(log),
             AgentError::Plan(_) | AgentError::Io { .. } => None,
+        }
+    }
+
+    /// What the step used before it failed: nothing for a plan or an engine error.
+    pub fn usage(&self) -> Usage {
+        match self {
+            AgentError::StepFailed { usage, .. } | AgentError::TimedOut { usage, .. } => *usage,
+            AgentError::Plan(_) | AgentError::Io { .. } => Usage::default(),
         }
     }
 
@@ -390,12 +419,18 @@ mod tests {
             step: "2".parse().unwrap(),
             after: Duration::from_millis(300),
             log: "tail".into(),
+            usage: Usage {
+                agent_cpu_ms: 7,
+                ..Usage::default()
+            },
         };
         assert_eq!(
             err.to_string(),
             "step 2 ran out of time after 300ms and was stopped: split it into smaller steps or raise the step timeout"
         );
         assert_eq!(err.log(), Some("tail"));
+        assert_eq!(err.usage().agent_cpu_ms, 7);
+        assert_eq!(AgentError::Plan("x".into()).usage(), Usage::default());
         assert_eq!(
             AgentError::Plan("x".into()).to_string(),
             "the plan could not be made: x"

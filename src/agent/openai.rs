@@ -81,7 +81,7 @@ use super::planning::{
 use super::script::check_worktree;
 use super::tools::{self, COMMAND_TIMEOUT, ToolCall, ToolError};
 use super::{Agent, AgentError, Limits, PlanRequest, StepOutcome, StepTask, keep_tail, short_tail};
-use crate::domain::Plan;
+use crate::domain::{Plan, Usage};
 
 /// Model replies one step may take. Forty is generous for one commit's worth of work (read a
 /// few files, edit, build, fix, test, finish) and stops a model that goes in circles before it
@@ -191,14 +191,28 @@ impl OpenAiAgent {
 #[async_trait::async_trait]
 impl Agent for OpenAiAgent {
     async fn plan(&self, request: &PlanRequest) -> Result<Plan, AgentError> {
+        self.plan_measured(request).await.0
+    }
+
+    async fn plan_measured(
+        &self,
+        request: &PlanRequest,
+    ) -> (Result<Plan, AgentError>, Option<Usage>) {
         // A prompt in the template layout is the plan already. `parse_plan` turns any other
         // prompt into one step whose details are the whole prompt: that is how a plain prompt
         // is recognised, and only those go to the model.
-        if let Some(plan) = planning::written_plan(request)? {
-            return Ok(plan);
+        match planning::written_plan(request) {
+            Ok(Some(plan)) => return (Ok(plan), None),
+            Err(err) => return (Err(err), None),
+            Ok(None) => {}
         }
         let span = tracing::info_span!("openai_plan", model = %self.model);
-        self.plan_with_model(request).instrument(span).await
+        let mut usage = Usage::default();
+        let result = self
+            .plan_with_model(request, &mut usage)
+            .instrument(span)
+            .await;
+        (result, Some(usage))
     }
 
     async fn execute(&self, task: &StepTask, worktree: &Path) -> Result<StepOutcome, AgentError> {
@@ -238,7 +252,12 @@ fn plan_schema() -> Value {
 }
 
 impl OpenAiAgent {
-    async fn plan_with_model(&self, request: &PlanRequest) -> Result<Plan, AgentError> {
+    /// Plans with the model; the tokens of its answers are added to `usage`.
+    async fn plan_with_model(
+        &self,
+        request: &PlanRequest,
+        usage: &mut Usage,
+    ) -> Result<Plan, AgentError> {
         let deadline = Instant::now() + self.limits.step_timeout;
         let mut messages = vec![
             system(planner_instructions(request.after)),
@@ -246,7 +265,7 @@ impl OpenAiAgent {
         ];
         let mut problem = String::new();
         for attempt in 1..=PLAN_ATTEMPTS {
-            let answer = self.plan_answer(&messages, deadline).await?;
+            let answer = self.plan_answer(&messages, deadline, usage).await?;
             match parse_plan_answer(&answer, request.after) {
                 Ok(plan) => {
                     tracing::info!(attempt, steps = plan.steps().len(), "the model planned");
@@ -281,6 +300,7 @@ impl OpenAiAgent {
         &self,
         messages: &[ChatCompletionRequestMessage],
         deadline: Instant,
+        usage: &mut Usage,
     ) -> Result<String, AgentError> {
         let structured = self.structured_output.load(Ordering::Relaxed);
         let mut request = self.request(messages.to_vec(), None);
@@ -294,7 +314,7 @@ impl OpenAiAgent {
                 },
             });
         }
-        let reply = match self.chat(&request, deadline).await {
+        let reply = match self.chat(&request, deadline, usage).await {
             Err(CallError::Rejected(message)) if structured => {
                 // Structured output is an extension many compatible servers lack; the prompt
                 // describes the format too, so ask again without it.
@@ -304,7 +324,7 @@ impl OpenAiAgent {
                 );
                 self.structured_output.store(false, Ordering::Relaxed);
                 request.response_format = None;
-                self.chat(&request, deadline).await
+                self.chat(&request, deadline, usage).await
             }
             other => other,
         };
@@ -388,6 +408,8 @@ impl OpenAiAgent {
         let step = &task.number;
         let deadline = Instant::now() + self.limits.step_timeout;
         let mut transcript = Transcript::new(self.limits.output_cap);
+        // Every answer's tokens and every command's CPU time, whatever the step's end.
+        let mut usage = Usage::default();
         let mut messages = vec![
             system(step_instructions(self.max_turns, &self.limits)),
             user(task.prompt()),
@@ -395,17 +417,18 @@ impl OpenAiAgent {
 
         for turn in 1..=self.max_turns {
             if Instant::now() >= deadline {
-                return Err(self.timed_out(task, transcript));
+                return Err(self.timed_out(task, transcript, usage));
             }
             let request = self.request(messages.clone(), Some(tool_definitions()));
-            let message = match self.chat(&request, deadline).await {
+            let message = match self.chat(&request, deadline, &mut usage).await {
                 Ok(message) => message,
-                Err(CallError::TimedOut) => return Err(self.timed_out(task, transcript)),
+                Err(CallError::TimedOut) => return Err(self.timed_out(task, transcript, usage)),
                 Err(CallError::Failed(err) | CallError::Rejected(err)) => {
                     transcript.push(turn, "endpoint error:", &err);
                     return Err(AgentError::StepFailed {
                         message: format!("step {step}: the model endpoint failed: {err}"),
                         log: transcript.finish(&self.redactor),
+                        usage,
                     });
                 }
             };
@@ -453,16 +476,18 @@ impl OpenAiAgent {
                             summary: one_line(&summary)
                                 .unwrap_or_else(|| task.title.trim().to_string()),
                             log: transcript.finish(&self.redactor),
+                            usage,
                         });
                     }
                     Ok(ToolCall::RunCommand { command }) => {
                         let remaining = deadline.saturating_duration_since(Instant::now());
                         let timeout = remaining.min(COMMAND_TIMEOUT);
-                        let result =
+                        let (result, cpu_ms) =
                             tools::run_command(&root, &command, timeout, &self.limits.jail).await;
+                        usage.agent_cpu_ms = usage.agent_cpu_ms.saturating_add(cpu_ms);
                         if Instant::now() >= deadline {
                             transcript.push(turn, "←", &render(&result));
-                            return Err(self.timed_out(task, transcript));
+                            return Err(self.timed_out(task, transcript, usage));
                         }
                         result
                     }
@@ -492,14 +517,16 @@ impl OpenAiAgent {
                 short_tail(&log, MESSAGE_TAIL_LINES, MESSAGE_TAIL_BYTES)
             ),
             log,
+            usage,
         })
     }
 
-    fn timed_out(&self, task: &StepTask, transcript: Transcript) -> AgentError {
+    fn timed_out(&self, task: &StepTask, transcript: Transcript, usage: Usage) -> AgentError {
         AgentError::TimedOut {
             step: task.number.clone(),
             after: self.limits.step_timeout,
             log: transcript.finish(&self.redactor),
+            usage,
         }
     }
 }
@@ -549,6 +576,36 @@ fn tool_definitions() -> Vec<ChatCompletionTools> {
 struct ChatAnswer {
     #[serde(default)]
     choices: Vec<ChatChoice>,
+    /// What the endpoint counted for this answer; some servers leave it out.
+    #[serde(default)]
+    usage: Option<AnswerUsage>,
+}
+
+/// The token counts of one answer. Read leniently: a server that sends something else in
+/// their place (or nothing) only means the tokens are not known.
+#[derive(Debug, Default, Deserialize)]
+struct AnswerUsage {
+    #[serde(default, deserialize_with = "lenient_count")]
+    prompt_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "lenient_count")]
+    completion_tokens: Option<u64>,
+}
+
+impl AnswerUsage {
+    fn usage(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            ..Usage::default()
+        }
+    }
+}
+
+/// A count, or `None` for anything that is not a non-negative whole number.
+fn lenient_count<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    Ok(Value::deserialize(deserializer)?.as_u64())
 }
 
 #[derive(Debug, Deserialize)]
@@ -675,6 +732,7 @@ impl OpenAiAgent {
     }
 
     /// Sends one request and returns the first choice's message, giving up at `deadline`.
+    /// The tokens the endpoint counted for the answer are added to `usage`.
     ///
     /// No retry loop here: `async-openai`'s client already retries rate limits (429, except
     /// `insufficient_quota`), server errors (5xx) and connection failures three times, with
@@ -683,17 +741,25 @@ impl OpenAiAgent {
         &self,
         request: &CreateChatCompletionRequest,
         deadline: Instant,
+        usage: &mut Usage,
     ) -> Result<AnswerMessage, CallError> {
         let chat = self.client.chat();
         let call = chat.create_byot::<_, ChatAnswer>(request);
         match tokio::time::timeout_at(deadline, call).await {
             Err(_elapsed) => Err(CallError::TimedOut),
-            Ok(Ok(answer)) => answer
-                .choices
-                .into_iter()
-                .next()
-                .map(|choice| choice.message)
-                .ok_or_else(|| CallError::Failed("the endpoint answered without a message".into())),
+            Ok(Ok(answer)) => {
+                if let Some(counted) = &answer.usage {
+                    *usage = *usage + counted.usage();
+                }
+                answer
+                    .choices
+                    .into_iter()
+                    .next()
+                    .map(|choice| choice.message)
+                    .ok_or_else(|| {
+                        CallError::Failed("the endpoint answered without a message".into())
+                    })
+            }
             Ok(Err(err)) if rejected(&err) => Err(CallError::Rejected(self.describe(&err))),
             Ok(Err(err)) => Err(CallError::Failed(self.describe(&err))),
         }

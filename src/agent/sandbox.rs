@@ -8,6 +8,11 @@
 //! agent cannot exhaust memory. Each run gets a fresh private directory outside the working
 //! tree for its HOME and TMPDIR, removed afterwards. What the jail adds (its own filesystem
 //! view, processes and network) is described in [`super::jail`].
+//!
+//! Every run also says what CPU time it used ([`Finished::cpu`]): the command and everything
+//! it started that ended by the end of the run (killed at the deadline included), counted by
+//! the kernel as processes are reaped. An accountant process between the server and the
+//! command reaps them all, the jail's init included (see [`accounting`]).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -15,8 +20,10 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -146,6 +153,18 @@ pub struct Finished {
     /// The file asked for with [`SandboxCommand::collect_file`]: `None` when the command did
     /// not write it, the reason when it is refused.
     pub collected: Option<Result<Vec<u8>, String>>,
+    /// CPU time (user and system) of the command and of every process it started that was
+    /// waited for: a shell's commands, and in a jail everything in it (bubblewrap's own init
+    /// reaps orphans, so their time adds up into bubblewrap's). A process still running when
+    /// the group is killed at the end, and never waited for, is not counted.
+    pub cpu: Duration,
+}
+
+impl Finished {
+    /// [`Finished::cpu`] in whole milliseconds.
+    pub fn cpu_ms(&self) -> u64 {
+        u64::try_from(self.cpu.as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 /// The last bytes of a command's output, at most the cap, and how many came before them.
@@ -243,6 +262,220 @@ impl ProcessGroup {
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The accountant: a process between the server and the command that reaps everything the
+/// command leaves behind, so that `wait4` on it counts all of their CPU time.
+///
+/// Why: the kernel adds a process's CPU time to its parent's only when the parent reaps it.
+/// A shell reaps its commands, and bubblewrap's init reaps what runs in the jail, but the
+/// outer bubblewrap exits as soon as the jailed command has, without reaping its init: the
+/// jail's time would be lost. The accountant is a child subreaper (orphans come to it, the
+/// jail's init among them) and reaps until its descendants are gone.
+///
+/// The spawned child forks (in `pre_exec`, before exec): the new child goes on to exec the
+/// command, in the process group the spawned child made (whose id is the accountant's pid,
+/// kept from reuse while the accountant lives); the accountant leaves that group for the
+/// server's, so that killing the group (the deadline, a cancel) spares it and it can reap
+/// what was killed. When the command exits, the accountant kills what is left in its group,
+/// as the server does, reaps what ends within [`accounting::REAP_GRACE_SECS`] (a process that
+/// left the group, `setsid`, is not waited for longer), and exits as the command did (its
+/// code, or its signal raised again). It dies with the server (`PR_SET_PDEATHSIG`), and the
+/// command with it, as bubblewrap's `--die-with-parent` has it do.
+mod accounting {
+    use std::io;
+
+    /// Seconds the accountant waits for the last processes after the command exits.
+    pub(super) const REAP_GRACE_SECS: libc::c_uint = 1;
+
+    /// The accountant's exit code for its own failures.
+    const OWN_FAILURE: libc::c_int = 125;
+
+    extern "C" fn wake(_: libc::c_int) {}
+
+    /// Forks: returns in the child, which then execs the command; never returns in the
+    /// accountant. Called between fork and exec: async-signal-safe calls only.
+    pub(super) fn split() -> io::Result<()> {
+        // SAFETY: raw system calls with valid arguments; see the module's documentation.
+        unsafe {
+            let server = libc::getppid();
+            let server_group = libc::getpgid(server);
+            if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let accountant = libc::getpid();
+            match libc::fork() {
+                -1 => Err(io::Error::last_os_error()),
+                0 => {
+                    // The command: it dies with the accountant.
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                    if libc::getppid() != accountant {
+                        libc::_exit(OWN_FAILURE);
+                    }
+                    Ok(())
+                }
+                command => account(command, server, server_group),
+            }
+        }
+    }
+
+    /// The accountant's life; see the module's documentation.
+    unsafe fn account(command: libc::pid_t, server: libc::pid_t, server_group: libc::pid_t) -> ! {
+        // SAFETY: raw system calls with valid arguments; see the module's documentation.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            if libc::getppid() != server || libc::setpgid(0, server_group) != 0 {
+                libc::kill(-libc::getpid(), libc::SIGKILL);
+                libc::_exit(OWN_FAILURE);
+            }
+            // It needs no file: holding the output pipe (or std's exec-error pipe) open would
+            // keep the server waiting.
+            if libc::syscall(libc::SYS_close_range, 0, libc::c_uint::MAX, 0) != 0 {
+                for fd in 0..4096 {
+                    libc::close(fd);
+                }
+            }
+            let mut status: libc::c_int = 0;
+            loop {
+                let mut reaped_status: libc::c_int = 0;
+                let pid = libc::waitpid(-1, &mut reaped_status, 0);
+                if pid == command {
+                    status = reaped_status;
+                    break;
+                }
+                if pid == -1 && *libc::__errno_location() != libc::EINTR {
+                    break;
+                }
+            }
+            // What the command left in its group goes, as the server would have it; what
+            // ends soon is reaped (and counted).
+            libc::kill(-libc::getpid(), libc::SIGKILL);
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = wake as *const () as libc::sighandler_t;
+            libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut());
+            libc::alarm(REAP_GRACE_SECS);
+            while libc::waitpid(-1, std::ptr::null_mut(), 0) > 0 {}
+            if libc::WIFSIGNALED(status) {
+                let signal = libc::WTERMSIG(status);
+                let limit = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::setrlimit(libc::RLIMIT_CORE, &limit);
+                let mut default: libc::sigaction = std::mem::zeroed();
+                default.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(signal, &default, std::ptr::null_mut());
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, signal);
+                libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+                libc::kill(libc::getpid(), signal);
+                libc::_exit(128 + signal);
+            }
+            libc::_exit(libc::WEXITSTATUS(status))
+        }
+    }
+}
+
+/// The command's first process (the accountant, see [`accounting`]), until it is reaped.
+///
+/// We wait for it to exit without reaping it (a pidfd becomes readable; it stays a zombie),
+/// so its process group id cannot be reused while the group is killed, then reap it with
+/// `wait4`, which hands back the CPU time of it and of everything it waited for. (Tokio's
+/// `Child::wait` reaps without that figure, and `getrusage(RUSAGE_CHILDREN)` would mix in
+/// every other step of the server.) Dropped unreaped (a cancelled step), it is reaped by a
+/// thread of its own once the kill has landed, so no zombie is left behind.
+struct Leader {
+    pid: rustix::process::Pid,
+    /// `None` where the kernel has no pidfds (before Linux 5.3): then a blocking thread waits.
+    pidfd: Option<AsyncFd<OwnedFd>>,
+    reaped: AtomicBool,
+}
+
+impl Leader {
+    fn new(pid: rustix::process::Pid) -> Self {
+        let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK)
+            .ok()
+            .and_then(|fd| {
+                // SAFETY: the AsyncFd owns the OwnedFd, which stays open and the same until
+                // the AsyncFd is dropped.
+                unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.ok()
+            });
+        Self {
+            pid,
+            pidfd,
+            reaped: AtomicBool::new(false),
+        }
+    }
+
+    /// Waits until the process has exited, leaving it to be reaped.
+    async fn exited(&self) -> io::Result<()> {
+        match &self.pidfd {
+            // Readiness is never cleared: once exited, it stays exited.
+            Some(pidfd) => pidfd.readable().await.map(drop),
+            None => {
+                let pid = self.pid;
+                tokio::task::spawn_blocking(move || {
+                    use rustix::process::{WaitId, WaitIdOptions, waitid};
+                    loop {
+                        match waitid(
+                            WaitId::Pid(pid),
+                            WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+                        ) {
+                            Err(rustix::io::Errno::INTR) => continue,
+                            other => return other.map(drop).map_err(io::Error::from),
+                        }
+                    }
+                })
+                .await
+                .map_err(io::Error::other)?
+            }
+        }
+    }
+
+    /// Reaps the exited process: how it ended, and the CPU time it and what it waited for
+    /// used. Call after [`Self::exited`], so it does not block.
+    fn reap(&self) -> io::Result<(ExitStatus, Duration)> {
+        use std::os::unix::process::ExitStatusExt;
+        let mut status: libc::c_int = 0;
+        // SAFETY: `rusage` is plain data, for which all zeroes is a valid value.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        loop {
+            // SAFETY: both pointers are to live locals of the right types; the pid is our own
+            // child's, not yet reaped (so not reused).
+            let reaped = unsafe { libc::wait4(self.pid.as_raw_pid(), &mut status, 0, &mut usage) };
+            if reaped == -1 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err);
+            }
+            self.reaped.store(true, Ordering::SeqCst);
+            let time = |t: libc::timeval| {
+                Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+                    + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+            };
+            return Ok((
+                ExitStatus::from_raw(status),
+                time(usage.ru_utime) + time(usage.ru_stime),
+            ));
+        }
+    }
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        if !self.reaped.load(Ordering::SeqCst) {
+            let pid = self.pid.as_raw_pid();
+            // The group is being killed: the wait is short, but not for an async thread.
+            std::thread::spawn(move || {
+                // SAFETY: waitpid with a null status pointer is allowed; the pid is our
+                // unreaped child.
+                unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+            });
+        }
     }
 }
 
@@ -409,25 +642,32 @@ impl SandboxCommand {
         }
 
         let (reader, writer) = io::pipe()?;
+        let (stdin_reader, stdin_writer) = io::pipe()?;
         let (program, args) = self.jail.invocation(&self.program, &self.args, &dirs);
-        let mut command = tokio::process::Command::new(program);
+        // std's Command, not tokio's: the child is waited for and reaped here ([`Leader`]),
+        // and tokio's would try to reap (or kill, on drop) a pid it no longer owns.
+        let mut command = std::process::Command::new(program);
         command
             .args(args)
             .current_dir(&self.cwd)
             .env_clear()
             .envs(env)
-            .stdin(Stdio::piped())
+            .stdin(Stdio::from(stdin_reader))
             .stdout(Stdio::from(writer.try_clone()?))
-            .stderr(Stdio::from(writer))
-            .process_group(0)
-            .kill_on_drop(true);
-        let limits = self.jail.limits;
-        // SAFETY: the closure runs in the child between fork and exec; it only makes raw
-        // setrlimit system calls, which are async-signal-safe and allocate nothing.
-        unsafe {
-            command.pre_exec(move || limits.apply());
+            .stderr(Stdio::from(writer));
+        {
+            use std::os::unix::process::CommandExt;
+            command.process_group(0);
+            let limits = self.jail.limits;
+            // SAFETY: the closures run in the child between fork and exec; they only make raw
+            // system calls (setrlimit; fork, prctl, setpgid, waitpid, kill, sigaction, alarm,
+            // close_range, _exit), which are async-signal-safe, and allocate nothing.
+            unsafe {
+                command.pre_exec(move || limits.apply());
+                command.pre_exec(accounting::split);
+            }
         }
-        let mut child = command.spawn().map_err(|err| {
+        let child = command.spawn().map_err(|err| {
             io::Error::new(
                 err.kind(),
                 format!(
@@ -437,16 +677,21 @@ impl SandboxCommand {
                 ),
             )
         })?;
-        // The command object holds our copies of the pipe's write end; they must be closed,
-        // or the read end would never see end of file.
+        // The command object holds our copies of the pipes' child ends; they must be closed,
+        // or the output's read end would never see end of file.
         drop(command);
-        let pid = child.id().unwrap_or(0);
+        let pid = child.id();
+        let leader_pid = rustix::process::Pid::from_raw(pid as i32)
+            .ok_or_else(|| io::Error::other("the command started without a process id"))?;
         let mut group = ProcessGroup {
-            pgid: rustix::process::Pid::from_raw(pid as i32),
+            pgid: Some(leader_pid),
         };
+        let leader = Leader::new(leader_pid);
 
-        if let Some(mut stdin) = child.stdin.take() {
+        {
             let input = self.stdin.clone();
+            let mut stdin =
+                tokio::net::unix::pipe::Sender::from_owned_fd(OwnedFd::from(stdin_writer))?;
             // A command that never reads its input must not block us: write from a task, and
             // ignore a closed pipe (the command exited or does not care).
             tokio::spawn(async move {
@@ -461,31 +706,41 @@ impl SandboxCommand {
         let deadline = Instant::now() + self.timeout;
         let mut open = true;
         let mut proxying = self.jail.uses_proxy();
-        let status = loop {
-            tokio::select! {
-                status = child.wait() => break Some(status?),
-                read = reader.read(&mut chunk), if open => match read {
-                    Ok(0) => open = false,
-                    Ok(n) => tail.push(&chunk[..n]),
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                    Err(err) => return Err(err),
-                },
-                // What the egress proxy refused, named in the step's log where it happened.
-                line = refusals.recv(), if proxying => match line {
-                    Some(line) => tail.push(format!("[runbooks] {line}\n").as_bytes()),
-                    None => proxying = false,
-                },
-                () = tokio::time::sleep_until(deadline) => break None,
+        let finished_in_time = {
+            let exited = leader.exited();
+            tokio::pin!(exited);
+            loop {
+                tokio::select! {
+                    result = &mut exited => {
+                        result?;
+                        break true;
+                    }
+                    read = reader.read(&mut chunk), if open => match read {
+                        Ok(0) => open = false,
+                        Ok(n) => tail.push(&chunk[..n]),
+                        Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                        Err(err) => return Err(err),
+                    },
+                    // What the egress proxy refused, named in the step's log where it happened.
+                    line = refusals.recv(), if proxying => match line {
+                        Some(line) => tail.push(format!("[runbooks] {line}\n").as_bytes()),
+                        None => proxying = false,
+                    },
+                    () = tokio::time::sleep_until(deadline) => break false,
+                }
             }
         };
+        // The leader is not reaped yet, so the group id is still its own: nothing else can be
+        // hit by this kill.
         group.kill();
-        let exit = match status {
-            Some(status) => Exit::from_status(status),
-            None => {
-                // Reap the killed leader so it does not linger as a zombie.
-                let _ = child.wait().await;
-                Exit::TimedOut
-            }
+        if !finished_in_time {
+            leader.exited().await?;
+        }
+        let (status, cpu) = leader.reap()?;
+        let exit = if finished_in_time {
+            Exit::from_status(status)
+        } else {
+            Exit::TimedOut
         };
         if open {
             let drain_until = Instant::now() + DRAIN_GRACE;
@@ -511,6 +766,7 @@ impl SandboxCommand {
             output: tail.finish(),
             pid,
             collected,
+            cpu,
         })
     }
 }
@@ -796,7 +1052,8 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_run_kills_the_group() {
         let dir = tempfile::tempdir().unwrap();
-        let command = sh("echo $$ > leader; sleep 30", dir.path());
+        // The shell's process group: the shell is not its leader (see `accounting`).
+        let command = sh("cut -d' ' -f5 /proc/$$/stat > leader; sleep 30", dir.path());
         let run = command.run();
         // Drop the run once the command has started (the file exists), as a cancelled step does.
         let leader = dir.path().join("leader");
@@ -811,6 +1068,38 @@ mod tests {
             .unwrap();
         let pgid = rustix::process::Pid::from_raw(pid).unwrap();
         assert!(group_is_gone(pgid).await);
+    }
+
+    /// The CPU time of a run counts the processes the command waited for: a busy loop in a
+    /// child shell uses more than a sleep, which uses next to none.
+    #[tokio::test]
+    async fn cpu_time_counts_what_the_command_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let busy = sh(
+            "sh -c 'i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done'",
+            dir.path(),
+        )
+        .run()
+        .await
+        .unwrap();
+        let sleeping = sh("sleep 0.3", dir.path()).run().await.unwrap();
+        assert!(busy.exit.success() && sleeping.exit.success());
+        assert!(busy.cpu > Duration::ZERO);
+        assert!(
+            busy.cpu > sleeping.cpu,
+            "busy {:?}, sleeping {:?}",
+            busy.cpu,
+            sleeping.cpu
+        );
+        assert_eq!(busy.cpu_ms(), u64::try_from(busy.cpu.as_millis()).unwrap());
+        // A run stopped at its deadline still reports what it used until then.
+        let stopped = sh("while :; do :; done", dir.path())
+            .timeout(Duration::from_millis(300))
+            .run()
+            .await
+            .unwrap();
+        assert_eq!(stopped.exit, Exit::TimedOut);
+        assert!(stopped.cpu > Duration::ZERO);
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::sandbox::{Exit, SandboxCommand};
 use super::template::{self, CommandBlock};
 use super::{Agent, AgentError, Limits, PlanRequest, StepOutcome, StepTask, keep_tail, short_tail};
-use crate::domain::Plan;
+use crate::domain::{Plan, Usage};
 
 /// Lines and bytes of output quoted in a failure message; the step's log keeps more.
 const MESSAGE_TAIL_LINES: usize = 20;
@@ -80,6 +80,7 @@ impl ScriptAgent {
                      agent (RUNBOOKS_AGENT=openai or command)"
                 ),
                 log: String::new(),
+                usage: Usage::default(),
             });
         }
         if let Some(open) = blocks.iter().find(|block| !block.closed) {
@@ -91,6 +92,7 @@ impl ScriptAgent {
                     open.line
                 ),
                 log: String::new(),
+                usage: Usage::default(),
             });
         }
         check_worktree(worktree)?;
@@ -98,10 +100,12 @@ impl ScriptAgent {
         let deadline = Instant::now() + self.limits.step_timeout;
         let count = blocks.len();
         let mut log = String::new();
+        // The blocks' CPU time together; no tokens (no model).
+        let mut usage = Usage::default();
         for (i, block) in blocks.iter().enumerate() {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(self.timed_out(task, log));
+                return Err(self.timed_out(task, log, usage));
             }
             tracing::debug!(block = i + 1, of = count, "running command block");
             let run = SandboxCommand::new(block.shell.program(), worktree)
@@ -117,6 +121,7 @@ impl ScriptAgent {
                     "could not run command block {} of step {step}",
                     i + 1
                 )))?;
+            usage.agent_cpu_ms = usage.agent_cpu_ms.saturating_add(run.cpu_ms());
             let output = run.output.text();
             log.push_str(&format!("$ {}\n{output}", describe(block, i, count)));
             if !output.is_empty() && !output.ends_with('\n') {
@@ -124,7 +129,7 @@ impl ScriptAgent {
             }
             match run.exit {
                 Exit::Code(0) => {}
-                Exit::TimedOut => return Err(self.timed_out(task, log)),
+                Exit::TimedOut => return Err(self.timed_out(task, log, usage)),
                 exit => {
                     let tail = short_tail(&output, MESSAGE_TAIL_LINES, MESSAGE_TAIL_BYTES);
                     let mut message =
@@ -137,6 +142,7 @@ impl ScriptAgent {
                     return Err(AgentError::StepFailed {
                         message,
                         log: keep_tail(log, self.limits.output_cap),
+                        usage,
                     });
                 }
             }
@@ -149,14 +155,16 @@ impl ScriptAgent {
         Ok(StepOutcome {
             summary,
             log: keep_tail(log, self.limits.output_cap),
+            usage,
         })
     }
 
-    fn timed_out(&self, task: &StepTask, log: String) -> AgentError {
+    fn timed_out(&self, task: &StepTask, log: String, usage: Usage) -> AgentError {
         AgentError::TimedOut {
             step: task.number.clone(),
             after: round(self.limits.step_timeout),
             log: keep_tail(log, self.limits.output_cap),
+            usage,
         }
     }
 }

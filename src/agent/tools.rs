@@ -666,17 +666,18 @@ fn search(root: &Path, pattern: &str, path: &str) -> Result<String, ToolError> {
 }
 
 /// Runs `command` with `sh -c` in the working tree through the sandbox, for at most
-/// `timeout`. The answer starts with how the command ended, then the tail of its output.
+/// `timeout`. The answer starts with how the command ended, then the tail of its output;
+/// with it, the CPU time the command used, in milliseconds (0 when it could not start).
 pub async fn run_command(
     root: &Path,
     command: &str,
     timeout: Duration,
     jail: &super::jail::Jail,
-) -> Result<String, ToolError> {
+) -> (Result<String, ToolError>, u64) {
     if command.trim().is_empty() {
-        return Err(ToolError::new("the command is empty"));
+        return (Err(ToolError::new("the command is empty")), 0);
     }
-    let run = SandboxCommand::new("sh", root)
+    let run = match SandboxCommand::new("sh", root)
         .arg("-c")
         .arg(command)
         .timeout(timeout)
@@ -684,7 +685,13 @@ pub async fn run_command(
         .output_cap(COMMAND_OUTPUT_CAP)
         .run()
         .await
-        .map_err(|err| ToolError::new(format!("the command could not be started: {err}")))?;
+    {
+        Ok(run) => run,
+        Err(err) => {
+            let problem = format!("the command could not be started: {err}");
+            return (Err(ToolError::new(problem)), 0);
+        }
+    };
     let status = match run.exit {
         Exit::TimedOut => format!(
             "the command ran out of time after {} and was stopped",
@@ -696,11 +703,12 @@ pub async fn run_command(
         exit => format!("the command {exit}"),
     };
     let output = run.output.text();
-    Ok(if output.is_empty() {
+    let answer = if output.is_empty() {
         format!("{status} (no output)")
     } else {
         format!("{status}; output:\n{output}")
-    })
+    };
+    (Ok(answer), run.cpu_ms())
 }
 
 /// `text` cut to its first `cap` bytes (at a character boundary), with a note when cut.

@@ -41,6 +41,45 @@ pub struct StepDocument {
     pub error: Option<String>,
     /// The pull request carrying the step's commit.
     pub pull_request: Option<u64>,
+    /// What the step used the last time it ran; null until it has run (and for parents).
+    #[serde(default)]
+    pub usage: Option<UsageDocument>,
+}
+
+/// What running steps used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UsageDocument {
+    /// Wall-clock time, from a step's start to its end, in milliseconds.
+    pub wall_ms: u64,
+    /// CPU time (user and system) of the agent's processes, in milliseconds.
+    pub agent_cpu_ms: u64,
+    /// Tokens of the prompts sent to a model, as the model's endpoint counted them; null
+    /// when unknown (agents without a model, endpoints that do not count).
+    pub prompt_tokens: Option<u64>,
+    /// Tokens of the model's answers; null when unknown.
+    pub completion_tokens: Option<u64>,
+}
+
+impl From<domain::Usage> for UsageDocument {
+    fn from(usage: domain::Usage) -> Self {
+        Self {
+            wall_ms: usage.wall_ms,
+            agent_cpu_ms: usage.agent_cpu_ms,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+        }
+    }
+}
+
+impl From<UsageDocument> for domain::Usage {
+    fn from(doc: UsageDocument) -> Self {
+        Self {
+            wall_ms: doc.wall_ms,
+            agent_cpu_ms: doc.agent_cpu_ms,
+            prompt_tokens: doc.prompt_tokens,
+            completion_tokens: doc.completion_tokens,
+        }
+    }
 }
 
 /// The repository's setup (`setup` in `.github/runbooks.yml`), as it last ran in a fresh
@@ -78,6 +117,15 @@ pub struct StepsDocument {
     /// The repository's setup; null when the repository has none, or it has not started
     /// yet.
     pub setup: Option<SetupDocument>,
+    /// What the runbook used, together: its steps, and planning it by a model (tokens null
+    /// when none were known).
+    #[serde(default)]
+    pub usage: UsageDocument,
+    /// What planning the runbook (and its follow-ups) by a model used, every time together,
+    /// whether a plan came of it or not; null when no model planned it (a plan in the
+    /// template layout, the `script` and `command` agents).
+    #[serde(default)]
+    pub planning_usage: Option<UsageDocument>,
 }
 
 /// Carries out `action`, then answers the runbook as it is now.
@@ -201,7 +249,7 @@ pub async fn open_pull_request(
     act(&state, &caller, number, Action::OpenPullRequest).await
 }
 
-/// The step tree: titles, states, commits, errors.
+/// The step tree: titles, states, commits, errors, what each step used and the total.
 #[utoipa::path(
     get,
     path = "/api/v1/runbook/{runbook_number}/steps",
@@ -233,13 +281,22 @@ pub async fn steps(
                 commit_sha: step.commit_sha.clone(),
                 error: step.error.clone(),
                 pull_request: step.pr_number,
+                usage: step.usage.map(UsageDocument::from),
             }
         })
         .collect();
     let setup = state.store().setup_report(number).await?;
+    let planning = state.store().plan_usage(number).await?;
+    let total: domain::Usage = steps
+        .iter()
+        .filter_map(|step| step.usage)
+        .chain(planning)
+        .sum();
     Ok(Json(StepsDocument {
         runbook_number: number.get(),
         steps: documents,
         setup: setup.map(SetupDocument::from),
+        usage: total.into(),
+        planning_usage: planning.map(UsageDocument::from),
     }))
 }

@@ -225,6 +225,8 @@ pub struct RunbookView {
     pub steps: Vec<StepRecord>,
     pub pulls: Vec<PullWithSteps>,
     pub thread: Option<ThreadRecord>,
+    /// What planning it by a model used; `None` when no model planned it.
+    pub planning: Option<crate::domain::Usage>,
 }
 
 impl RunbookView {
@@ -236,16 +238,18 @@ impl RunbookView {
             return Ok(None);
         };
         let numbers = [number];
-        let (steps, mut pulls, thread) = tokio::try_join!(
+        let (steps, mut pulls, thread, planning) = tokio::try_join!(
             store.steps(number),
             store.pull_requests_of(&numbers),
             store.thread(number),
+            store.plan_usage(number),
         )?;
         Ok(Some(Self {
             runbook,
             steps,
             pulls: pulls.remove(&number).unwrap_or_default(),
             thread,
+            planning,
         }))
     }
 

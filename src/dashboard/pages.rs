@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::RunbookView;
 use super::session::Reader;
+use crate::domain::usage::{count_text, duration_text};
 use crate::domain::{PrMode, PullState, RunbookStatus, StepCounts, StepKind};
 use crate::http::AppState;
 use crate::store::{RunbookRecord, StepRecord};
@@ -95,7 +96,7 @@ li.step:first-child { border-top: none; }
 li.step .head { display: flex; gap: .6rem; align-items: baseline; flex-wrap: wrap; }
 li.step .num { font-variant-numeric: tabular-nums; color: var(--muted); min-width: 2.5rem; }
 li.step.parent .title { font-weight: 600; }
-li.step .sha, li.step .time { color: var(--muted); font-size: 13px; }
+li.step .sha, li.step .time, li.step .usage { color: var(--muted); font-size: 13px; }
 .d2 { padding-left: 2.3rem; } .d3 { padding-left: 4.1rem; } .d4 { padding-left: 5.9rem; }
 .d5, .d6, .d7, .d8 { padding-left: 7.7rem; }
 details summary { cursor: pointer; color: var(--muted); font-size: 13px; }
@@ -426,6 +427,12 @@ fn step_item(view: &RunbookView, step: &StepRecord) -> Markup {
                 @if let Some(timing) = timing {
                     span.time { (timing) }
                 }
+                @if let Some(usage) = step.usage.filter(|_| step.is_leaf) {
+                    span.usage title="What the step used the last time it ran" {
+                        (duration_text(usage.agent_cpu_ms)) " CPU"
+                        @if usage.tokens_known() { " · " (count_text(usage.tokens())) " tokens" }
+                    }
+                }
             }
             @if let Some(error) = &step.error {
                 pre.error { (error) }
@@ -497,10 +504,19 @@ fn actions(ctx: &Ctx, view: &RunbookView, counts: &StepCounts) -> Markup {
 pub fn live(ctx: &Ctx, view: &RunbookView) -> Markup {
     let counts = view.counts();
     let status = crate::domain::status(&counts);
+    let used = view
+        .steps
+        .iter()
+        .filter_map(|s| s.usage)
+        .chain(view.planning)
+        .reduce(|a, b| a + b);
     html! {
         div.summary {
             span #status class={ "badge s-" (status.as_str()) } data-status=(status.as_str()) { (status.as_str()) }
             span.counts.muted { (counts_text(&counts)) }
+            @if let Some(used) = used {
+                span #usage.muted title="What the runbook's steps used, together" { "Used " (used.summary()) }
+            }
         }
         (actions(ctx, view, &counts))
         h2 { "Steps" }

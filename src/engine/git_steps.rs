@@ -5,7 +5,7 @@
 use secrecy::SecretString;
 
 use crate::agent::StepTask;
-use crate::domain::{PrMode, RunbookNumber, StepNumber};
+use crate::domain::{PrMode, RunbookNumber, StepNumber, Usage};
 use crate::git::{Identity, Remote, Worktree};
 use crate::github::RepoInfo;
 use crate::store::{RunbookRecord, StepEnd, StepRecord};
@@ -24,7 +24,18 @@ const MACHINERY_ATTEMPTS: u32 = 5;
 /// The wait before the second attempt; it doubles for each one after.
 const MACHINERY_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
 
-pub(super) async fn execute(engine: &Engine, number: RunbookNumber, step: &StepRecord) -> StepEnd {
+/// Runs the step; what its agent used is added to `used` as each run of the agent ends (so a
+/// caller that stops waiting keeps what the finished runs used).
+///
+/// A retry of the machinery after the agent ran (the commit or the push failed) runs the
+/// agent again, from a fresh tree: both runs really used the model and the CPU, and each is
+/// added once, when it ends. The wall time is the caller's, measured around all of it.
+pub(super) async fn execute(
+    engine: &Engine,
+    number: RunbookNumber,
+    step: &StepRecord,
+    used: &mut Usage,
+) -> StepEnd {
     // An agent's failure is the step's; a failure of the machinery around it (GitHub, git,
     // the working tree) is tried again, from a freshly prepared tree, with a growing wait
     // (1, 2, 4, 8 s) before it fails the step: such failures are usually passing (a 502, a
@@ -32,7 +43,7 @@ pub(super) async fn execute(engine: &Engine, number: RunbookNumber, step: &StepR
     // committed twice.
     let mut attempt = 1;
     loop {
-        match try_execute(engine, number, step).await {
+        match try_execute(engine, number, step, used).await {
             Ok(end) => return end,
             Err(end) if attempt >= MACHINERY_ATTEMPTS => return end,
             Err(end) => {
@@ -140,6 +151,7 @@ async fn try_execute(
     engine: &Engine,
     number: RunbookNumber,
     step: &StepRecord,
+    used: &mut Usage,
 ) -> Result<StepEnd, StepEnd> {
     let Prepared {
         runbook,
@@ -193,8 +205,12 @@ async fn try_execute(
         runbook_prompt: runbook.prompt.clone(),
     };
     let outcome = match engine.agent.execute(&task, worktree.path()).await {
-        Ok(outcome) => outcome,
+        Ok(outcome) => {
+            *used = *used + outcome.usage;
+            outcome
+        }
         Err(e) => {
+            *used = *used + e.usage();
             let log = e.log().unwrap_or_default().to_string();
             return Ok(StepEnd::Failed {
                 error: e.to_string(),

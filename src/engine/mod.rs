@@ -312,12 +312,29 @@ impl Engine {
                 }
                 // Planning may take as long as a step: it stops, like one, when the runbook
                 // is cancelled or the lease is lost.
-                let planned = match self.watched(number, lost, self.agent.plan(&request)).await {
-                    Ok(Ok(plan)) => match self.too_many_steps(number, &plan).await? {
-                        Some(reason) => Err(reason),
-                        None => Ok(plan),
-                    },
-                    Ok(Err(e)) => Err(e.to_string()),
+                let started = std::time::Instant::now();
+                let measured = self
+                    .watched(number, lost, self.agent.plan_measured(&request))
+                    .await;
+                let planned = match measured {
+                    Ok((result, used)) => {
+                        if let Some(used) = used {
+                            // A model was asked: what it took counts, plan or no plan.
+                            let usage = Usage {
+                                wall_ms: u64::try_from(started.elapsed().as_millis())
+                                    .unwrap_or(u64::MAX),
+                                ..used
+                            };
+                            self.store.record_plan_usage(number, &usage).await?;
+                        }
+                        match result {
+                            Ok(plan) => match self.too_many_steps(number, &plan).await? {
+                                Some(reason) => Err(reason),
+                                None => Ok(plan),
+                            },
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
                     Err(Interrupted::LeaseLost) => return Ok(false),
                     Err(Interrupted::Cancelled) => {
                         // Recorded as a plan that was not made, so that the runbook stops
@@ -393,10 +410,11 @@ impl Engine {
                 }
                 self.announce(number, Progress::StepStarted);
                 let started = std::time::Instant::now();
-                let end = self.run_step(number, &step, lost).await;
+                let (end, agent) = self.run_step(number, &step, lost).await;
+                // The engine's clock for the wall time, the agent's figures for the rest.
                 let usage = Usage {
                     wall_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                    ..Usage::default()
+                    ..agent
                 };
                 if lost.load(Ordering::SeqCst) {
                     // Another worker owns the runbook now and will run the step again.
@@ -608,24 +626,26 @@ impl Engine {
     }
 
     /// Executes one step: working tree, agent, commit, push. Cancellation and a lost lease
-    /// stop the agent.
+    /// stop the agent. With the end, what the agent used (its CPU time and tokens; the wall
+    /// time is the caller's).
     async fn run_step(
         &self,
         number: RunbookNumber,
         step: &StepRecord,
         lost: &AtomicBool,
-    ) -> StepEnd {
-        match self
-            .watched(number, lost, git_steps::execute(self, number, step))
-            .await
-        {
+    ) -> (StepEnd, Usage) {
+        // What the agent's finished runs used; a run stopped by a cancel reports nothing.
+        let mut used = Usage::default();
+        let work = git_steps::execute(self, number, step, &mut used);
+        let end = match self.watched(number, lost, work).await {
             Ok(end) => end,
             Err(Interrupted::LeaseLost) => StepEnd::Failed {
                 error: "the lease was lost".into(),
                 log: String::new(),
             },
             Err(Interrupted::Cancelled) => cancelled(String::new()),
-        }
+        };
+        (end, used)
     }
 
     /// Runs `work` (a step, a plan) until it ends, the runbook is cancelled or the lease is

@@ -31,6 +31,7 @@ impl Engine {
             return Ok(None);
         };
         let steps = self.store.steps(number).await?;
+        let planning = self.store.plan_usage(number).await?;
         let pull_requests = self
             .store
             .runbook_summary(number)
@@ -47,6 +48,7 @@ impl Engine {
             steps: &steps,
             pull_requests: &pull_requests,
             manual_branch: (runbook.pr_mode == Some(PrMode::Manual)).then_some(branch.as_str()),
+            planning,
         })))
     }
 

@@ -175,6 +175,13 @@ mod tests {
             "PARTIALLY_COMPLETED",
             "stepCounts: StepCounts!",
             "pullRequests: [PullRequest!]!",
+            "usage: Usage!",
+            "planningUsage: Usage",
+            "usage: Usage\n",
+            "wallMs: Int!",
+            "agentCpuMs: Int!",
+            "promptTokens: Int\n",
+            "completionTokens: Int\n",
             "scalar DateTime",
         ] {
             assert!(sdl.contains(line), "missing `{line}` in:\n{sdl}");

@@ -138,6 +138,32 @@ impl From<StepCounts> for StepCountsObject {
     }
 }
 
+/// What running steps used (a step's last run, or a runbook's steps together).
+#[derive(SimpleObject, Clone, Copy, Debug)]
+#[graphql(name = "Usage")]
+pub struct UsageObject {
+    /// Wall-clock time, from a step's start to its end, in milliseconds.
+    pub wall_ms: u64,
+    /// CPU time (user and system) of the agent's processes, in milliseconds.
+    pub agent_cpu_ms: u64,
+    /// Tokens of the prompts sent to a model, as its endpoint counted them; null when
+    /// unknown (agents without a model, endpoints that do not count).
+    pub prompt_tokens: Option<u64>,
+    /// Tokens of the model's answers; null when unknown.
+    pub completion_tokens: Option<u64>,
+}
+
+impl From<domain::Usage> for UsageObject {
+    fn from(u: domain::Usage) -> Self {
+        Self {
+            wall_ms: u.wall_ms,
+            agent_cpu_ms: u.agent_cpu_ms,
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+        }
+    }
+}
+
 /// The repository a runbook runs against.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct Repository {
@@ -201,6 +227,11 @@ impl Step {
     /// The pull request carrying the step's commit.
     async fn pull_request_number(&self) -> Option<u64> {
         self.record.pr_number
+    }
+
+    /// What the step used the last time it ran; null until it has run (and for parents).
+    async fn usage(&self) -> Option<UsageObject> {
+        self.record.usage.map(UsageObject::from)
     }
 }
 
@@ -273,6 +304,18 @@ impl Runbook {
     }
 }
 
+impl Runbook {
+    /// What planning the runbook used (one query per runbook: asked only with a usage field).
+    async fn planning(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<domain::Usage>> {
+        let state = &ctx.data_unchecked::<RequestContext>().state;
+        state
+            .store()
+            .plan_usage(self.record.number)
+            .await
+            .or_graphql()
+    }
+}
+
 fn loaders<'a>(ctx: &Context<'a>) -> &'a Loaders {
     ctx.data_unchecked::<Loaders>()
 }
@@ -340,6 +383,28 @@ impl Runbook {
                 record: step.clone(),
             })
             .collect())
+    }
+
+    /// What the runbook used, together: its steps, and planning it by a model (tokens null
+    /// when none were known).
+    async fn usage(&self, ctx: &Context<'_>) -> async_graphql::Result<UsageObject> {
+        let steps = loaders(ctx).steps(self.record.number).await.or_graphql()?;
+        let planning = self.planning(ctx).await?;
+        let total: domain::Usage = steps
+            .iter()
+            .filter_map(|step| step.usage)
+            .chain(planning)
+            .sum();
+        Ok(total.into())
+    }
+
+    /// What planning the runbook (and its follow-ups) by a model used, every time together,
+    /// whether a plan came of it or not; null when no model planned it.
+    async fn planning_usage(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<UsageObject>> {
+        Ok(self.planning(ctx).await?.map(UsageObject::from))
     }
 
     /// Pull requests of the runbook, in the order they were opened.

@@ -127,8 +127,16 @@ pub trait StepStore: Send + Sync {
     ) -> StoreResult<()>;
 
     /// What the steps of an organisation's runbooks (its name compared without regard to
-    /// case) that finished at or after `since_ms` used, together.
+    /// case) that finished at or after `since_ms` used, together, with what planning them by
+    /// a model used since then ([`StepStore::record_plan_usage`]).
     async fn org_usage_since(&self, org: &str, since_ms: i64) -> StoreResult<Usage>;
+
+    /// Records what planning a runbook (or a follow-up) by a model used, made or not.
+    async fn record_plan_usage(&self, number: RunbookNumber, usage: &Usage) -> StoreResult<()>;
+
+    /// What planning the runbook by a model used, every time together; `None` when no model
+    /// planned it.
+    async fn plan_usage(&self, number: RunbookNumber) -> StoreResult<Option<Usage>>;
 
     /// Removes failed `plan` steps (before planning again).
     async fn remove_plan_failures(&self, number: RunbookNumber) -> StoreResult<u32>;
@@ -146,6 +154,22 @@ macro_rules! step_sql {
             use $crate::store::steps::STEP_COLUMNS;
             use $crate::store::sql::{parse_kind, parse_state, parse_step_number, placeholders, runbook_number};
             use $crate::store::{StepEnd, StepRecord, StoreResult, now_ms};
+
+            /// A sum of usage: the columns `wall_ms`, `agent_cpu_ms` (never NULL) and the
+            /// tokens (NULL when no summed row knew them).
+            fn usage_of(row: &<$db as sqlx::Database>::Row) -> StoreResult<Usage> {
+                let count = |n: i64| u64::try_from(n).unwrap_or(0);
+                let wall_ms: i64 = row.try_get("wall_ms")?;
+                let cpu_ms: i64 = row.try_get("agent_cpu_ms")?;
+                let prompt_tokens: Option<i64> = row.try_get("prompt_tokens")?;
+                let completion_tokens: Option<i64> = row.try_get("completion_tokens")?;
+                Ok(Usage {
+                    wall_ms: count(wall_ms),
+                    agent_cpu_ms: count(cpu_ms),
+                    prompt_tokens: prompt_tokens.map(count),
+                    completion_tokens: completion_tokens.map(count),
+                })
+            }
 
             impl $store {
                 fn step_from_row(r: &<$db as sqlx::Database>::Row) -> StoreResult<StepRecord> {
@@ -353,28 +377,61 @@ macro_rules! step_sql {
                 async fn org_usage_since(&self, org: &str, since_ms: i64) -> StoreResult<Usage> {
                     // CAST: SUM of BIGINT is NUMERIC on PostgreSQL.
                     let row = sqlx::query(
-                        "SELECT CAST(COALESCE(SUM(s.wall_ms), 0) AS BIGINT) AS wall_ms, \
-                         CAST(COALESCE(SUM(s.agent_cpu_ms), 0) AS BIGINT) AS agent_cpu_ms, \
-                         CAST(SUM(s.prompt_tokens) AS BIGINT) AS prompt_tokens, \
-                         CAST(SUM(s.completion_tokens) AS BIGINT) AS completion_tokens \
-                         FROM steps s JOIN runbooks r ON r.number = s.runbook_number \
-                         WHERE LOWER(r.org) = LOWER($1) AND s.finished_at >= $2 AND s.wall_ms IS NOT NULL",
+                        "SELECT CAST(COALESCE(SUM(u.wall_ms), 0) AS BIGINT) AS wall_ms, \
+                         CAST(COALESCE(SUM(u.agent_cpu_ms), 0) AS BIGINT) AS agent_cpu_ms, \
+                         CAST(SUM(u.prompt_tokens) AS BIGINT) AS prompt_tokens, \
+                         CAST(SUM(u.completion_tokens) AS BIGINT) AS completion_tokens \
+                         FROM (\
+                           SELECT s.wall_ms, s.agent_cpu_ms, s.prompt_tokens, s.completion_tokens \
+                           FROM steps s JOIN runbooks r ON r.number = s.runbook_number \
+                           WHERE LOWER(r.org) = LOWER($1) AND s.finished_at >= $2 AND s.wall_ms IS NOT NULL \
+                           UNION ALL \
+                           SELECT p.wall_ms, p.agent_cpu_ms, p.prompt_tokens, p.completion_tokens \
+                           FROM plan_usage p JOIN runbooks r ON r.number = p.runbook_number \
+                           WHERE LOWER(r.org) = LOWER($1) AND p.finished_at >= $2\
+                         ) u",
                     )
                     .bind(org)
                     .bind(since_ms)
                     .fetch_one(&self.pool)
                     .await?;
-                    let count = |n: i64| u64::try_from(n).unwrap_or(0);
-                    let wall_ms: i64 = row.try_get("wall_ms")?;
-                    let cpu_ms: i64 = row.try_get("agent_cpu_ms")?;
-                    let prompt_tokens: Option<i64> = row.try_get("prompt_tokens")?;
-                    let completion_tokens: Option<i64> = row.try_get("completion_tokens")?;
-                    Ok(Usage {
-                        wall_ms: count(wall_ms),
-                        agent_cpu_ms: count(cpu_ms),
-                        prompt_tokens: prompt_tokens.map(count),
-                        completion_tokens: completion_tokens.map(count),
-                    })
+                    usage_of(&row)
+                }
+
+                async fn record_plan_usage(&self, number: RunbookNumber, usage: &Usage) -> StoreResult<()> {
+                    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                    sqlx::query(
+                        "INSERT INTO plan_usage (runbook_number, finished_at, wall_ms, agent_cpu_ms, prompt_tokens, completion_tokens) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(number)
+                    .bind(now_ms())
+                    .bind(count(usage.wall_ms))
+                    .bind(count(usage.agent_cpu_ms))
+                    .bind(usage.prompt_tokens.map(count))
+                    .bind(usage.completion_tokens.map(count))
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn plan_usage(&self, number: RunbookNumber) -> StoreResult<Option<Usage>> {
+                    let row = sqlx::query(
+                        "SELECT COUNT(*) AS plans, \
+                         CAST(COALESCE(SUM(wall_ms), 0) AS BIGINT) AS wall_ms, \
+                         CAST(COALESCE(SUM(agent_cpu_ms), 0) AS BIGINT) AS agent_cpu_ms, \
+                         CAST(SUM(prompt_tokens) AS BIGINT) AS prompt_tokens, \
+                         CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens \
+                         FROM plan_usage WHERE runbook_number = $1",
+                    )
+                    .bind(number)
+                    .fetch_one(&self.pool)
+                    .await?;
+                    let plans: i64 = row.try_get("plans")?;
+                    if plans == 0 {
+                        return Ok(None);
+                    }
+                    usage_of(&row).map(Some)
                 }
 
                 async fn remove_plan_failures(&self, number: RunbookNumber) -> StoreResult<u32> {

@@ -146,6 +146,30 @@ async fn a_comment_starts_a_runbook_whose_status_comment_ends_with_the_pr_link(b
     assert!(body.contains("✅ **2** Document it"), "{body}");
     assert!(body.contains("requested by @alice"), "{body}");
     assert!(body.contains(&format!("{}/runbooks/1", s.t.base)), "{body}");
+    // The footer says what the steps used, as the API records it; no tokens without a model.
+    let used: runbooks::domain::Usage =
+        s.t.api()
+            .steps(1)
+            .await
+            .expect("the steps")
+            .iter()
+            .filter_map(|step| step.usage)
+            .map(|u| runbooks::domain::Usage {
+                wall_ms: u.wall_ms,
+                agent_cpu_ms: u.agent_cpu_ms,
+                prompt_tokens: u.prompt_tokens,
+                completion_tokens: u.completion_tokens,
+            })
+            .sum();
+    assert!(used.wall_ms > 0);
+    assert!(
+        body.contains(&format!(
+            "requested by @alice · Used {}</sub>",
+            used.summary()
+        )),
+        "{body}"
+    );
+    assert!(!body.contains("tokens"), "{body}");
     // `--draft` reached the pull request, and the work is on it.
     let pull = s.github.pull("acme-corp", "backend", pr_number).unwrap();
     assert!(pull.draft);

@@ -668,6 +668,77 @@ async fn the_page_of_a_runbook_shows_everything_without_javascript() {
     t.stop().await;
 }
 
+/// The page shows what each step that ran used (its CPU time, and its tokens when a model
+/// counted them) and the runbook's total; a step that has not run shows nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_of_a_runbook_shows_what_its_steps_used() {
+    use runbooks::domain::Usage;
+    let t = TestServer::start(Backend::Sqlite).await;
+    let store = &t.store;
+    let number = store
+        .create_runbook(&new_runbook("acme-corp", "backend", "Measured"), None)
+        .await
+        .unwrap();
+    plan(store, number).await;
+    let used = [
+        (
+            "1.1",
+            Usage {
+                wall_ms: 150_000,
+                agent_cpu_ms: 30_000,
+                prompt_tokens: Some(10_000),
+                completion_tokens: Some(2_345),
+            },
+        ),
+        (
+            "1.2",
+            Usage {
+                wall_ms: 42_500,
+                agent_cpu_ms: 11_400,
+                prompt_tokens: None,
+                completion_tokens: None,
+            },
+        ),
+    ];
+    for (step, usage) in used {
+        start(store, number, step).await;
+        let end = StepEnd::Completed {
+            commit_sha: None,
+            log: String::new(),
+        };
+        store
+            .finish_step(number, &n(step), &end, &usage)
+            .await
+            .unwrap();
+    }
+    let me = sign_in(&t, &t.token).await;
+    let page = get(&t, Some(&me), &format!("/runbooks/{number}")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let body = &page.body;
+    assert!(
+        body.contains("Used 3m 12s of agent time (41s CPU) · 12,345 tokens</span>"),
+        "{body}"
+    );
+    let step = |number: &str| {
+        let start = body
+            .find(&format!(r#"data-step="{number}""#))
+            .unwrap_or_else(|| panic!("no step {number}: {body}"));
+        let end = body[start..]
+            .find("</li>")
+            .map_or(body.len(), |i| start + i);
+        &body[start..end]
+    };
+    assert!(
+        step("1.1").contains("30s CPU · 12,345 tokens</span>"),
+        "{}",
+        step("1.1")
+    );
+    assert!(step("1.2").contains("11s CPU</span>"), "{}", step("1.2"));
+    assert!(!step("1.2").contains("tokens"), "{}", step("1.2"));
+    assert!(!step("2.1").contains("CPU"), "{}", step("2.1"));
+    t.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actions_check_csrf_and_origin_then_change_the_runbook() {
     let t = TestServer::start(Backend::Sqlite).await;

@@ -206,7 +206,12 @@ async fn every_field_of_a_runbook(backend: Backend) {
                 commit_sha: Some("a".repeat(40)),
                 log: "done".into(),
             },
-            &runbooks::domain::Usage::default(),
+            &runbooks::domain::Usage {
+                wall_ms: 4000,
+                agent_cpu_ms: 900,
+                prompt_tokens: Some(1200),
+                completion_tokens: Some(300),
+            },
         )
         .await
         .unwrap();
@@ -218,7 +223,12 @@ async fn every_field_of_a_runbook(backend: Backend) {
                 error: "exit status 3".into(),
                 log: "tail".into(),
             },
-            &runbooks::domain::Usage::default(),
+            &runbooks::domain::Usage {
+                wall_ms: 1000,
+                agent_cpu_ms: 100,
+                prompt_tokens: None,
+                completion_tokens: None,
+            },
         )
         .await
         .unwrap();
@@ -280,6 +290,31 @@ async fn every_field_of_a_runbook(backend: Backend) {
     );
     assert_eq!(runbook["targetBranch"], "develop");
     assert_eq!(runbook["description"], "Part of the Q3 upgrade.");
+    // What the steps used: each one's last run (null for a parent and a step not run), and
+    // the total, whose tokens are those that were known.
+    let usage = data(
+        &t,
+        "query($n: Int!) { runbook(number: $n) { \
+           usage { wallMs agentCpuMs promptTokens completionTokens } planningUsage { wallMs } \
+           steps { usage { wallMs agentCpuMs promptTokens completionTokens } } } }",
+        json!({"n": 1}),
+    )
+    .await["runbook"]
+        .clone();
+    assert_eq!(
+        usage["usage"],
+        json!({"wallMs": 5000, "agentCpuMs": 1000, "promptTokens": 1200, "completionTokens": 300})
+    );
+    assert_eq!(usage["planningUsage"], Value::Null);
+    assert_eq!(
+        usage["steps"],
+        json!([
+            {"usage": null},
+            {"usage": {"wallMs": 4000, "agentCpuMs": 900, "promptTokens": 1200, "completionTokens": 300}},
+            {"usage": {"wallMs": 1000, "agentCpuMs": 100, "promptTokens": null, "completionTokens": null}},
+            {"usage": null}
+        ])
+    );
 
     // The REST document agrees.
     let document = t.api().runbook(1).await.expect("the runbook");

@@ -30,4 +30,5 @@ mod setup;
 mod standin;
 mod standin_conformance;
 mod store;
+mod usage;
 mod webhooks;

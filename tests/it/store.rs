@@ -697,6 +697,42 @@ async fn plans_failures_and_transitions(backend: Backend) {
         Usage::default(),
         "only steps finished since then"
     );
+    // Planning by a model: kept per runbook (every planning together) and counted in the
+    // organisation's use; a runbook no model planned has none.
+    assert_eq!(store.plan_usage(number).await.unwrap(), None);
+    let planned = Usage {
+        wall_ms: 300,
+        agent_cpu_ms: 0,
+        prompt_tokens: Some(50),
+        completion_tokens: Some(5),
+    };
+    store.record_plan_usage(number, &planned).await.unwrap();
+    let unknown = Usage {
+        wall_ms: 100,
+        ..Usage::default()
+    };
+    store.record_plan_usage(number, &unknown).await.unwrap();
+    assert_eq!(
+        store.plan_usage(number).await.unwrap(),
+        Some(Usage {
+            wall_ms: 400,
+            ..planned
+        })
+    );
+    assert_eq!(
+        store.org_usage_since("Acme", 0).await.unwrap(),
+        Usage {
+            wall_ms: 2400,
+            agent_cpu_ms: 400,
+            prompt_tokens: Some(1050),
+            completion_tokens: Some(205),
+        }
+    );
+    assert_eq!(
+        store.org_usage_since("acme", i64::MAX).await.unwrap(),
+        Usage::default(),
+        "only planning done since then"
+    );
     assert!(
         store.runbooks_with_work(0, 10).await.unwrap().is_empty(),
         "a failed runbook waits"

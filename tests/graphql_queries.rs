@@ -19,8 +19,14 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 /// The statements executed since the last [`take`], in order.
 static STATEMENTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
+/// The statements recorded since the last call, without a new connection's own setup
+/// (`PRAGMA journal_mode = WAL; …`): when requests overlap on a busy machine the pool opens
+/// a connection, which says nothing about what a page costs.
 fn take() -> Vec<String> {
     std::mem::take(&mut *STATEMENTS.lock().unwrap())
+        .into_iter()
+        .filter(|statement| !statement.starts_with("PRAGMA "))
+        .collect()
 }
 
 /// Records the summary of every statement sqlx reports.

@@ -27,7 +27,7 @@ pub struct StatusView<'a> {
     pub pull_requests: &'a [PullRequestRef],
     /// The runbook's branch, for a `manual` runbook without a pull request.
     pub manual_branch: Option<&'a str>,
-    /// What planning the runbook by a model used (`None`: no model planned it).
+    /// What planning the runbook by an agent used (`None`: no agent planned it).
     pub planning: Option<Usage>,
 }
 

@@ -85,11 +85,27 @@ impl CommandAgent {
 #[async_trait::async_trait]
 impl Agent for CommandAgent {
     async fn plan(&self, request: &PlanRequest) -> Result<Plan, AgentError> {
-        if let Some(plan) = planning::written_plan(request)? {
-            return Ok(plan);
+        self.plan_measured(request).await.0
+    }
+
+    /// A plan the CLI made reports its runs' CPU time (no tokens: a CLI does not say), so that
+    /// its planning time counts toward the organisation's agent minutes.
+    async fn plan_measured(
+        &self,
+        request: &PlanRequest,
+    ) -> (Result<Plan, AgentError>, Option<Usage>) {
+        match planning::written_plan(request) {
+            Ok(Some(plan)) => return (Ok(plan), None),
+            Err(err) => return (Err(err), None),
+            Ok(None) => {}
         }
         let span = tracing::info_span!("command_plan");
-        self.plan_in_tree(request).instrument(span).await
+        let mut usage = Usage::default();
+        let result = self
+            .plan_in_tree(request, &mut usage)
+            .instrument(span)
+            .await;
+        (result, Some(usage))
     }
 
     fn plans_in_tree(&self, request: &PlanRequest) -> bool {
@@ -161,7 +177,11 @@ impl CommandAgent {
 }
 
 impl CommandAgent {
-    async fn plan_in_tree(&self, request: &PlanRequest) -> Result<Plan, AgentError> {
+    async fn plan_in_tree(
+        &self,
+        request: &PlanRequest,
+        usage: &mut Usage,
+    ) -> Result<Plan, AgentError> {
         let Some(tree) = request.tree.as_deref() else {
             return Err(AgentError::Plan(
                 "the command agent plans in the repository's working tree, and none was prepared"
@@ -188,6 +208,7 @@ impl CommandAgent {
                 .run()
                 .await
                 .map_err(AgentError::io("could not start the agent command to plan"))?;
+            usage.agent_cpu_ms = usage.agent_cpu_ms.saturating_add(run.cpu_ms());
             let output = run.output.text();
             match run.exit {
                 Exit::Code(0) => {}

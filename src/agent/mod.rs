@@ -45,10 +45,10 @@ pub trait Agent: Send + Sync {
     /// Turns a runbook prompt into a validated plan, numbered from `request.after + 1`.
     async fn plan(&self, request: &PlanRequest) -> Result<Plan, AgentError>;
 
-    /// Plans as [`Agent::plan`] does, and says what planning used when a model was asked,
-    /// whether a plan came of it or not (its tokens count toward budgets either way); `None`
-    /// when no model was (the template layout, the `script` and `command` agents). The wall
-    /// time is the engine's to measure.
+    /// Plans as [`Agent::plan`] does, and says what planning used when an agent planned (a
+    /// model asked, a coding CLI run), whether a plan came of it or not (it counts toward
+    /// budgets either way); `None` when none did (the template layout, the `script` agent).
+    /// The wall time is the engine's to measure.
     async fn plan_measured(
         &self,
         request: &PlanRequest,

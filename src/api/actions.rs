@@ -117,13 +117,13 @@ pub struct StepsDocument {
     /// The repository's setup; null when the repository has none, or it has not started
     /// yet.
     pub setup: Option<SetupDocument>,
-    /// What the runbook used, together: its steps, and planning it by a model (tokens null
+    /// What the runbook used, together: its steps, and planning it by an agent (tokens null
     /// when none were known).
     #[serde(default)]
     pub usage: UsageDocument,
-    /// What planning the runbook (and its follow-ups) by a model used, every time together,
-    /// whether a plan came of it or not; null when no model planned it (a plan in the
-    /// template layout, the `script` and `command` agents).
+    /// What planning the runbook (and its follow-ups) by an agent used (a model, a coding
+    /// CLI), every time together, whether a plan came of it or not; null when no agent
+    /// planned it (a plan in the template layout, the `script` agent).
     #[serde(default)]
     pub planning_usage: Option<UsageDocument>,
 }

@@ -225,7 +225,7 @@ pub struct RunbookView {
     pub steps: Vec<StepRecord>,
     pub pulls: Vec<PullWithSteps>,
     pub thread: Option<ThreadRecord>,
-    /// What planning it by a model used; `None` when no model planned it.
+    /// What planning it by an agent used; `None` when no agent planned it.
     pub planning: Option<crate::domain::Usage>,
 }
 

@@ -398,8 +398,9 @@ impl Runbook {
         Ok(total.into())
     }
 
-    /// What planning the runbook (and its follow-ups) by a model used, every time together,
-    /// whether a plan came of it or not; null when no model planned it.
+    /// What planning the runbook (and its follow-ups) by an agent (a model, a coding CLI)
+    /// used, every time together, whether a plan came of it or not; null when no agent
+    /// planned it.
     async fn planning_usage(
         &self,
         ctx: &Context<'_>,

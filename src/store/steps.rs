@@ -128,13 +128,14 @@ pub trait StepStore: Send + Sync {
 
     /// What the steps of an organisation's runbooks (its name compared without regard to
     /// case) that finished at or after `since_ms` used, together, with what planning them by
-    /// a model used since then ([`StepStore::record_plan_usage`]).
+    /// an agent used since then ([`StepStore::record_plan_usage`]).
     async fn org_usage_since(&self, org: &str, since_ms: i64) -> StoreResult<Usage>;
 
-    /// Records what planning a runbook (or a follow-up) by a model used, made or not.
+    /// Records what planning a runbook (or a follow-up) by an agent (a model, a coding CLI)
+    /// used, made or not.
     async fn record_plan_usage(&self, number: RunbookNumber, usage: &Usage) -> StoreResult<()>;
 
-    /// What planning the runbook by a model used, every time together; `None` when no model
+    /// What planning the runbook by an agent used, every time together; `None` when no agent
     /// planned it.
     async fn plan_usage(&self, number: RunbookNumber) -> StoreResult<Option<Usage>>;
 

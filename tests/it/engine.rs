@@ -934,6 +934,10 @@ async fn a_coding_cli_plans_and_carries_out_a_free_text_runbook(backend: Backend
     let numbers: Vec<&str> = all.iter().map(|s| s.number.as_str()).collect();
     assert_eq!(numbers, ["1", "1.1", "1.2", "2", "2.1", "2.2", "3"]);
     assert_eq!(all[1].title, "Write the first note");
+    // The CLI's planning counts: its wall time (toward agent minutes), no tokens.
+    let planning = t.store.plan_usage(rn(1)).await.unwrap().expect("recorded");
+    assert!(planning.wall_ms > 0, "{planning:?}");
+    assert_eq!(planning.prompt_tokens, None);
 
     // One commit per leaf, each on its top-level step's branch, stacked.
     let last = github

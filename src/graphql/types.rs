@@ -164,6 +164,56 @@ impl From<domain::Usage> for UsageObject {
     }
 }
 
+/// How a repository's setup ran.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetupStatus {
+    InProgress,
+    Completed,
+    Failed,
+}
+
+/// What the setup's cache did.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetupCache {
+    /// An entry was restored; no command ran.
+    Hit,
+    /// No entry: the commands ran.
+    Miss,
+    /// The repository's setup has no cache.
+    None,
+}
+
+/// The repository's setup (`.github/runbooks.yml`), as it last ran in a fresh tree of the
+/// runbook.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(name = "Setup")]
+pub struct SetupObject {
+    pub status: SetupStatus,
+    pub cache: SetupCache,
+    /// Each command and its output (the last bytes), and what the engine did around them.
+    pub log: String,
+    pub wall_ms: i64,
+}
+
+impl From<domain::SetupReport> for SetupObject {
+    fn from(report: domain::SetupReport) -> Self {
+        Self {
+            status: match report.status {
+                domain::SetupStatus::InProgress => SetupStatus::InProgress,
+                domain::SetupStatus::Completed => SetupStatus::Completed,
+                domain::SetupStatus::Failed => SetupStatus::Failed,
+            },
+            cache: match report.cache {
+                domain::CacheOutcome::Hit => SetupCache::Hit,
+                domain::CacheOutcome::Miss => SetupCache::Miss,
+                domain::CacheOutcome::None => SetupCache::None,
+            },
+            log: report.log,
+            wall_ms: report.wall_ms,
+        }
+    }
+}
+
 /// The repository a runbook runs against.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct Repository {
@@ -406,6 +456,18 @@ impl Runbook {
         ctx: &Context<'_>,
     ) -> async_graphql::Result<Option<UsageObject>> {
         Ok(self.planning(ctx).await?.map(UsageObject::from))
+    }
+
+    /// The repository's setup as it last ran; null when the repository has none, or it has
+    /// not started yet.
+    async fn setup(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<SetupObject>> {
+        let state = &ctx.data_unchecked::<RequestContext>().state;
+        let report = state
+            .store()
+            .setup_report(self.record.number)
+            .await
+            .or_graphql()?;
+        Ok(report.map(SetupObject::from))
     }
 
     /// Pull requests of the runbook, in the order they were opened.

@@ -194,6 +194,24 @@ async fn a_second_runbook_with_the_same_lock_file_hits_the_cache(backend: Backen
         "poisoned"
     );
     assert_eq!(at("acme-corp", 2, "stamp.txt").await, stamp);
+    // GraphQL says the same.
+    let query = "query { runbook(number: 2) { setup { status cache log wallMs } } }";
+    let answer: Value = t
+        .http
+        .post(t.url("/api/graphql"))
+        .bearer_auth(&token)
+        .json(&json!({"query": query}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let setup = &answer["data"]["runbook"]["setup"];
+    assert_eq!(setup["status"], "COMPLETED", "{answer}");
+    assert_eq!(setup["cache"], "HIT", "{answer}");
+    assert_eq!(setup["log"], second["setup"]["log"]);
+    assert_eq!(setup["wallMs"], second["setup"]["wall_ms"]);
 
     // Another organisation's repository of the same name and files: its own cache.
     let other = support::create_token(&t.store, &["umbrella"]).await;

@@ -227,6 +227,8 @@ pub struct RunbookView {
     pub thread: Option<ThreadRecord>,
     /// What planning it by an agent used; `None` when no agent planned it.
     pub planning: Option<crate::domain::Usage>,
+    /// How the repository's setup last ran; `None` when it has none or has not started.
+    pub setup: Option<crate::domain::SetupReport>,
 }
 
 impl RunbookView {
@@ -238,11 +240,12 @@ impl RunbookView {
             return Ok(None);
         };
         let numbers = [number];
-        let (steps, mut pulls, thread, planning) = tokio::try_join!(
+        let (steps, mut pulls, thread, planning, setup) = tokio::try_join!(
             store.steps(number),
             store.pull_requests_of(&numbers),
             store.thread(number),
             store.plan_usage(number),
+            store.setup_report(number),
         )?;
         Ok(Some(Self {
             runbook,
@@ -250,6 +253,7 @@ impl RunbookView {
             pulls: pulls.remove(&number).unwrap_or_default(),
             thread,
             planning,
+            setup,
         }))
     }
 

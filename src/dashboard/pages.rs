@@ -447,6 +447,34 @@ fn step_item(view: &RunbookView, step: &StepRecord) -> Markup {
     }
 }
 
+/// The repository's setup as it last ran: its status, what the cache did, its time, and its
+/// log folded.
+fn setup_item(setup: &crate::domain::SetupReport) -> Markup {
+    use crate::domain::{CacheOutcome, SetupStatus};
+    let status = match setup.status {
+        SetupStatus::InProgress => "in_progress",
+        SetupStatus::Completed => "completed",
+        SetupStatus::Failed => "failed",
+    };
+    let cache = match setup.cache {
+        CacheOutcome::Hit => " · cache hit",
+        CacheOutcome::Miss => " · cache miss",
+        CacheOutcome::None => "",
+    };
+    html! {
+        div #setup.setup {
+            "Repository setup " (badge(status))
+            span.muted { (cache) " · " (duration_text(u64::try_from(setup.wall_ms).unwrap_or(0))) }
+            @if !setup.log.trim().is_empty() {
+                details #setup-log {
+                    summary { "Setup output" }
+                    pre.log { (setup.log) }
+                }
+            }
+        }
+    }
+}
+
 fn actions(ctx: &Ctx, view: &RunbookView, counts: &StepCounts) -> Markup {
     let Some(csrf) = &ctx.csrf else {
         return html! {};
@@ -519,6 +547,9 @@ pub fn live(ctx: &Ctx, view: &RunbookView) -> Markup {
             }
         }
         (actions(ctx, view, &counts))
+        @if let Some(setup) = &view.setup {
+            (setup_item(setup))
+        }
         h2 { "Steps" }
         @if view.steps.is_empty() {
             p.muted { "The plan is being generated…" }

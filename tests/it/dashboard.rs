@@ -736,6 +736,35 @@ async fn the_page_of_a_runbook_shows_what_its_steps_used() {
     assert!(step("1.2").contains("11s CPU</span>"), "{}", step("1.2"));
     assert!(!step("1.2").contains("tokens"), "{}", step("1.2"));
     assert!(!step("2.1").contains("CPU"), "{}", step("2.1"));
+    assert!(
+        !body.contains("Repository setup"),
+        "no setup, no line: {body}"
+    );
+
+    // The repository's setup, as it last ran: status, cache, time, its log folded.
+    use runbooks::domain::{CacheOutcome, OnFailure, SetupConfig, SetupReport, SetupStatus};
+    let config = SetupConfig {
+        commands: vec!["npm ci".into()],
+        on_failure: OnFailure::Fail,
+        cache: None,
+    };
+    store.set_setup_config(number, &config).await.unwrap();
+    let report = SetupReport {
+        status: SetupStatus::Completed,
+        cache: CacheOutcome::Hit,
+        log: "restored node_modules <from the cache>".into(),
+        wall_ms: 2_000,
+    };
+    store.record_setup(number, &report).await.unwrap();
+    let page = get(&t, Some(&me), &format!("/runbooks/{number}")).await;
+    let body = &page.body;
+    let setup = &body[body.find(r#"id="setup""#).expect("the setup line")..];
+    assert!(setup.contains("s-completed"), "{setup}");
+    assert!(setup.contains(" · cache hit · 2s"), "{setup}");
+    assert!(
+        setup.contains("restored node_modules &lt;from the cache&gt;"),
+        "the log, escaped: {setup}"
+    );
     t.stop().await;
 }
 

@@ -94,18 +94,16 @@ impl Agent for CommandAgent {
         &self,
         request: &PlanRequest,
     ) -> (Result<Plan, AgentError>, Option<Usage>) {
-        match planning::written_plan(request) {
-            Ok(Some(plan)) => return (Ok(plan), None),
-            Err(err) => return (Err(err), None),
-            Ok(None) => {}
-        }
-        let span = tracing::info_span!("command_plan");
-        let mut usage = Usage::default();
-        let result = self
-            .plan_in_tree(request, &mut usage)
-            .instrument(span)
-            .await;
-        (result, Some(usage))
+        planning::unless_written(request, || async {
+            let mut usage = Usage::default();
+            let span = tracing::info_span!("command_plan");
+            let result = self
+                .plan_in_tree(request, &mut usage)
+                .instrument(span)
+                .await;
+            (result, usage)
+        })
+        .await
     }
 
     fn plans_in_tree(&self, request: &PlanRequest) -> bool {

@@ -201,18 +201,16 @@ impl Agent for OpenAiAgent {
         // A prompt in the template layout is the plan already. `parse_plan` turns any other
         // prompt into one step whose details are the whole prompt: that is how a plain prompt
         // is recognised, and only those go to the model.
-        match planning::written_plan(request) {
-            Ok(Some(plan)) => return (Ok(plan), None),
-            Err(err) => return (Err(err), None),
-            Ok(None) => {}
-        }
-        let span = tracing::info_span!("openai_plan", model = %self.model);
-        let mut usage = Usage::default();
-        let result = self
-            .plan_with_model(request, &mut usage)
-            .instrument(span)
-            .await;
-        (result, Some(usage))
+        planning::unless_written(request, || async {
+            let mut usage = Usage::default();
+            let span = tracing::info_span!("openai_plan", model = %self.model);
+            let result = self
+                .plan_with_model(request, &mut usage)
+                .instrument(span)
+                .await;
+            (result, usage)
+        })
+        .await
     }
 
     async fn execute(&self, task: &StepTask, worktree: &Path) -> Result<StepOutcome, AgentError> {

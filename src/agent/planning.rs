@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{AgentError, PlanRequest, template};
-use crate::domain::{Plan, PlanError, PlannedStep, StepNumber};
+use crate::domain::{Plan, PlanError, PlannedStep, StepNumber, Usage};
 
 /// Answers a plan may take: the first, and one more after being told what was wrong.
 pub(crate) const PLAN_ATTEMPTS: usize = 2;
@@ -30,6 +30,26 @@ pub(crate) fn written_plan(request: &PlanRequest) -> Result<Option<Plan>, AgentE
         .map_err(|err| AgentError::Plan(err.to_string()))?;
     let plain = matches!(parsed.steps(), [only] if only.details == request.prompt.trim());
     Ok((!plain).then_some(parsed))
+}
+
+/// Plans as the agents that plan plain prompts themselves do: a prompt in the template layout
+/// as written, using nothing (`None`); any other by `plan`, which answers the plan with what
+/// it used.
+pub(crate) async fn unless_written<Fut>(
+    request: &PlanRequest,
+    plan: impl FnOnce() -> Fut,
+) -> (Result<Plan, AgentError>, Option<Usage>)
+where
+    Fut: std::future::Future<Output = (Result<Plan, AgentError>, Usage)>,
+{
+    match written_plan(request) {
+        Ok(Some(plan)) => (Ok(plan), None),
+        Err(err) => (Err(err), None),
+        Ok(None) => {
+            let (result, used) = plan().await;
+            (result, Some(used))
+        }
+    }
 }
 
 /// What a planner is told to do and how to answer: the JSON plan format and its rules.

@@ -27,6 +27,16 @@ async fn steps(t: &TestServer, number: i64) -> Vec<StepDocument> {
     t.api().steps(number).await.expect("the steps")
 }
 
+/// The base branch of the pull request whose head is `head`.
+fn base_of(github: &StandIn, head: &str) -> String {
+    github
+        .pulls("acme-corp", "backend")
+        .into_iter()
+        .find(|p| p.head == head)
+        .map(|p| p.base)
+        .unwrap_or_else(|| panic!("no pull request from {head}"))
+}
+
 /// Creates a runbook (answered 202).
 async fn create(t: &TestServer, request: Value) {
     t.api().create(&request).await.expect("created");
@@ -869,14 +879,7 @@ async fn a_stacked_pull_request_that_could_not_be_opened_is_opened_at_settle() {
         })
         .await
         .unwrap();
-    let pulls = github.pulls("acme-corp", "backend");
-    let base_of = |head: &str| {
-        pulls
-            .iter()
-            .find(|p| p.head == head)
-            .map(|p| p.base.clone())
-            .unwrap()
-    };
+    let base_of = |head: &str| base_of(&github, head);
     assert_eq!(base_of("runbooks/1/step-1"), "main");
     assert_eq!(base_of("runbooks/1/step-2"), "runbooks/1/step-1");
     let doc = wait_for(&t, 1, "both PRs listed", |d| d.pull_requests.len() == 2).await;
@@ -980,14 +983,7 @@ async fn a_coding_cli_plans_and_carries_out_a_free_text_runbook(backend: Backend
         })
         .await
         .unwrap();
-    let pulls = github.pulls("acme-corp", "backend");
-    let base_of = |head: &str| {
-        pulls
-            .iter()
-            .find(|p| p.head == head)
-            .map(|p| p.base.clone())
-            .unwrap()
-    };
+    let base_of = |head: &str| base_of(&github, head);
     assert_eq!(base_of("runbooks/1/step-1"), "main");
     assert_eq!(base_of("runbooks/1/step-2"), "runbooks/1/step-1");
     assert_eq!(base_of("runbooks/1/step-3"), "runbooks/1/step-2");
